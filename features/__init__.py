@@ -1,0 +1,48 @@
+"""Bars in, numpy datasets out: loading, validation, causal features, labels, splits and scaling.
+
+Public API::
+
+    load_bars(symbols, timeframe="1Day", start=None, end=None, source="embedded") -> dict[str, DataFrame]
+    build_features(bars) -> DataFrame
+    make_labels(bars, profit=0.05, stop=0.02, horizon=8) -> Series
+    build_dataset(config) -> MarketData
+    load_dataset(path) -> MarketData
+"""
+
+from .asset_map import AssetMap
+from .bars import BarsValidationError, Timeframe, find_gaps, large_overnight_moves, validate_bars
+from .dataset import DatasetConfig, build_dataset, build_market_data, load_dataset
+from .embedded import DEFAULT_SYMBOLS, embedded_symbols
+from .feature_builder import FeatureConfig, build_features, feature_names, warmup_bars
+from .labels import LabelConfig, make_labels
+from .loading import load_bars
+from .market_data import MarketData
+from .scaling import FeatureScaler
+from .splits import SplitConfig
+from .synthetic import synthetic_bars
+
+__all__ = [
+    "AssetMap",
+    "BarsValidationError",
+    "DEFAULT_SYMBOLS",
+    "DatasetConfig",
+    "FeatureConfig",
+    "FeatureScaler",
+    "LabelConfig",
+    "MarketData",
+    "SplitConfig",
+    "Timeframe",
+    "build_dataset",
+    "build_features",
+    "build_market_data",
+    "embedded_symbols",
+    "feature_names",
+    "find_gaps",
+    "large_overnight_moves",
+    "load_bars",
+    "load_dataset",
+    "make_labels",
+    "synthetic_bars",
+    "validate_bars",
+    "warmup_bars",
+]

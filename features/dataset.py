@@ -1,0 +1,200 @@
+"""Build the dataset: bars -> features -> labels -> splits -> scaler -> :class:`MarketData`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from configs.loader import config_to_dict, dataclass_from_dict, load_yaml_config
+
+from .asset_map import AssetMap
+from .bars import Timeframe, validate_bars
+from .embedded import DEFAULT_SYMBOLS
+from .feature_builder import FeatureConfig, build_features, warmup_bars
+from .labels import LabelConfig, label_array
+from .loading import load_bars
+from .market_data import MarketData
+from .scaling import FeatureScaler
+from .splits import SPLITS, SplitConfig, split_boundaries, split_rows
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Everything that defines a dataset; its hash is recorded in the manifest.
+
+    :param symbols: symbols to load.
+    :param timeframe: bar length (``"1Day"``, ``"1Hour"``, ...).
+    :param source: ``"embedded"``, ``"parquet"`` or ``"alpaca"`` (see :func:`features.load_bars`).
+    :param start: first date kept, or None.
+    :param end: last date kept, or None.
+    :param cache_dir: Parquet cache root for the parquet/alpaca sources.
+    :param window: observation lookback in bars.
+    :param features: indicator settings.
+    :param labels: label definition.
+    :param split: split fractions/dates and purge gap.
+    :param scaler: ``"standard"`` or ``"robust"``.
+    :param clip: bound on scaled features (None: no clipping).
+    :param asset_map_path: persisted symbol -> id map to read and extend; None: ids by symbol order.
+    :param output_dir: where :func:`build_dataset` saves the dataset; None: not saved.
+    """
+
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    timeframe: str = "1Day"
+    source: str = "embedded"
+    start: str | None = None
+    end: str | None = None
+    cache_dir: str = "data/historical"
+    window: int = 24
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    scaler: str = "standard"
+    clip: float | None = 10.0
+    asset_map_path: str | None = None
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.symbols, str):
+            object.__setattr__(self, "symbols", (self.symbols,))
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        if int(self.window) != self.window or self.window < 1:
+            raise ValueError(f"window={self.window} must be a positive integer number of bars")
+        Timeframe.parse(self.timeframe)
+        gap = self.split.purge_gap
+        if gap is not None and gap < self.labels.horizon:
+            raise ValueError(
+                f"split.purge_gap={gap} must be at least the label horizon ({self.labels.horizon} bars)"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "DatasetConfig":
+        """Build from a mapping; unknown keys raise ``ValueError`` naming them."""
+        return dataclass_from_dict(cls, dict(data or {}), "dataset config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str | None = "dataset") -> "DatasetConfig":
+        """Load the ``dataset:`` section of a YAML file."""
+        return load_yaml_config(cls, path, section)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def hash(self) -> str:
+        """sha256 of the settings that change the data (not where it is written)."""
+        settings = self.to_dict()
+        settings.pop("output_dir")
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def build_dataset(config: DatasetConfig | Mapping[str, Any] | None = None) -> MarketData:
+    """Load bars for ``config.symbols`` and build the dataset (saved to ``config.output_dir`` if set).
+
+    :param config: a :class:`DatasetConfig`, a mapping of its fields, or None for the defaults.
+    """
+    config = config if isinstance(config, DatasetConfig) else DatasetConfig.from_dict(config)
+    bars = load_bars(
+        list(config.symbols), config.timeframe, config.start, config.end, config.source, config.cache_dir
+    )
+    data = build_market_data(bars, config)
+    if config.output_dir is not None:
+        data.save(config.output_dir)
+    return data
+
+
+def load_dataset(path: str | Path) -> MarketData:
+    """Load a dataset directory written by :func:`build_dataset` (nothing is recomputed)."""
+    return MarketData.load(path)
+
+
+def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | None = None) -> MarketData:
+    """Build a :class:`MarketData` from bars already in memory (the path for users' own data).
+
+    :param bars: ``{symbol: bars frame}``; each is validated.
+    :param config: dataset settings (its symbols/source are ignored here).
+    """
+    config = config or DatasetConfig()
+    if not bars:
+        raise ValueError("bars is empty: pass at least one {symbol: DataFrame}")
+    tf = Timeframe.parse(config.timeframe)
+    symbols = list(bars)
+    asset_map = AssetMap.load(config.asset_map_path) if config.asset_map_path else AssetMap()
+    asset_map.add(symbols)
+    if config.asset_map_path:
+        asset_map.save(config.asset_map_path)
+
+    warmup = warmup_bars(config.features)
+    first_usable = warmup + config.window - 1
+    label = config.labels
+    gap = config.split.purge_gap if config.split.purge_gap is not None else label.horizon
+
+    blocks: list[dict[str, np.ndarray]] = []
+    feature_names: list[str] | None = None
+    source_digest = hashlib.sha256()
+    for symbol in symbols:
+        frame = validate_bars(bars[symbol], symbol)
+        if len(frame) <= first_usable + 1:
+            raise ValueError(
+                f"{symbol}: {len(frame)} bars is too few; the features' warm-up ({warmup}) and window "
+                f"({config.window}) need more than {first_usable + 1}"
+            )
+        table = build_features(frame, config.features, timeframe=str(tf))
+        if feature_names is None:
+            feature_names = list(table.columns)
+        elif list(table.columns) != feature_names:
+            raise ValueError(f"{symbol}: feature columns differ from {symbols[0]}'s (mixed intraday/daily bars?)")
+        prices = frame[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)
+        stamps = frame.index.asi8.astype(np.int64)
+        source_digest.update(symbol.encode())
+        source_digest.update(stamps.tobytes())
+        source_digest.update(np.ascontiguousarray(prices).tobytes())
+        blocks.append(
+            {
+                "timestamps": stamps,
+                "prices": prices,
+                "raw_features": table.to_numpy(np.float64),
+                "labels": label_array(prices[:, 3], prices[:, 1], prices[:, 2], label.profit, label.stop, label.horizon),
+            }
+        )
+
+    validation_start, test_start = split_boundaries([b["timestamps"] for b in blocks], config.split)
+    ranges = {name: np.zeros((len(symbols), 2), dtype=np.int64) for name in SPLITS}
+    for i, block in enumerate(blocks):
+        for name, bounds in split_rows(block["timestamps"], first_usable, validation_start, test_start, gap).items():
+            ranges[name][i] = bounds
+    train_rows = np.concatenate(
+        [b["raw_features"][warmup : ranges["train"][i][1]] for i, b in enumerate(blocks)]
+    )
+    if len(train_rows) < 2:
+        raise ValueError(
+            f"the train split has {len(train_rows)} rows after warm-up; widen the date range or the train fraction"
+        )
+    scaler = FeatureScaler.fit(train_rows, config.scaler, config.clip)
+
+    features = np.concatenate([scaler.transform(b["raw_features"]) for b in blocks])
+    features[np.isnan(features)] = 0.0  # warm-up rows; never inside a usable window
+    lengths = [len(b["timestamps"]) for b in blocks]
+    ids = [asset_map.id_of(s) for s in symbols]
+    return MarketData(
+        symbols=symbols,
+        asset_ids=ids,
+        feature_names=feature_names or [],
+        window=int(config.window),
+        timeframe=str(tf),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        timestamps=np.concatenate([b["timestamps"] for b in blocks]),
+        prices=np.concatenate([b["prices"] for b in blocks]),
+        features=np.ascontiguousarray(features, dtype=np.float32),
+        labels=np.concatenate([b["labels"] for b in blocks]).astype(np.float32),
+        row_asset_ids=np.repeat(np.asarray(ids, dtype=np.int64), lengths),
+        split_ranges=ranges,
+        scaler=scaler,
+        label={"profit": label.profit, "stop": label.stop, "horizon": label.horizon},
+        config=config.to_dict(),
+        hashes={"config": config.hash(), "source": source_digest.hexdigest()},
+    )

@@ -1,0 +1,123 @@
+"""The on-disk bars cache: one Parquet file per symbol and timeframe, written atomically.
+
+Layout: ``{root}/{SYMBOL}/{TIMEFRAME}/data.parquet`` (e.g. ``data/historical/AAPL/1Day/data.parquet``).
+Every frame is checked with :func:`features.bars.validate_bars` on the way in and on the way out, and
+a write never leaves a half-written ``data.parquet`` behind: it goes to a temporary file in the same
+directory that replaces the old file in one ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .bars import BarsValidationError, Timeframe, validate_bars
+
+DEFAULT_CACHE_ROOT = Path("data/historical")
+CACHE_FILE_NAME = "data.parquet"
+_TEMP_PREFIX = ".data-"
+_TEMP_SUFFIX = ".parquet.tmp"
+
+
+def cache_path(symbol: str, timeframe: str, root: str | Path = DEFAULT_CACHE_ROOT) -> Path:
+    """Where the bars of one symbol and timeframe are cached.
+
+    :param symbol: the ticker as Alpaca spells it (``"AAPL"``, ``"BRK.B"``); used as a directory name,
+        so it may not contain path separators or be ``"."``/``".."``.
+    :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
+    :param root: root directory of the cache.
+    :return: ``root/SYMBOL/TIMEFRAME/data.parquet``.
+    """
+    _check_symbol(symbol)
+    tf = Timeframe.parse(timeframe)
+    return Path(root) / symbol / str(tf) / CACHE_FILE_NAME
+
+
+def read_cached_bars(symbol: str, timeframe: str, root: str | Path = DEFAULT_CACHE_ROOT) -> pd.DataFrame:
+    """Read validated bars from the cache.
+
+    :param symbol: the ticker.
+    :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
+    :param root: root directory of the cache.
+    :return: a validated bars frame (UTC ``timestamp`` index, float64 columns).
+    :raises FileNotFoundError: nothing is cached for this symbol and timeframe.
+    :raises ValueError: the file cannot be read as Parquet, or its bars fail validation.
+    """
+    path = cache_path(symbol, timeframe, root)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{symbol}: no cached {timeframe} bars at {path}; download them first with "
+            f"load_bars([{symbol!r}], {timeframe!r}, start=..., source='alpaca', cache_dir={str(root)!r}) "
+            f"(needs APCA_API_KEY_ID / APCA_API_SECRET_KEY), or use source='embedded'"
+        )
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise ValueError(
+            f"{symbol}: cached bars file {path} is unreadable ({type(exc).__name__}: {exc}); "
+            f"delete it and download again with source='alpaca'"
+        ) from exc
+    try:
+        return validate_bars(frame, symbol)
+    except BarsValidationError as exc:
+        raise BarsValidationError(f"{exc} (in cached file {path})") from exc
+
+
+def write_cached_bars(
+    bars: pd.DataFrame,
+    symbol: str,
+    timeframe: str,
+    root: str | Path = DEFAULT_CACHE_ROOT,
+    merge: bool = True,
+) -> Path:
+    """Validate bars and write them to the cache atomically.
+
+    :param bars: a bars frame (index of timestamps, columns open, high, low, close, volume [, vwap]).
+    :param symbol: the ticker.
+    :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
+    :param root: root directory of the cache.
+    :param merge: if True, combine with the bars already cached (the new bars win where timestamps are
+        equal; the result is sorted); if False, replace the cached file.
+    :return: the path of the written file.
+    :raises ValueError: the bars (or, when merging, the cached file) fail validation or are unreadable;
+        the cached file is then left as it was.
+    """
+    path = cache_path(symbol, timeframe, root)
+    frame = validate_bars(bars, symbol)
+    if merge and path.is_file():
+        try:
+            existing = read_cached_bars(symbol, timeframe, root)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; pass merge=False to overwrite it") from exc
+        combined = pd.concat([existing, frame])
+        combined = combined[~combined.index.duplicated(keep="last")].sort_index(kind="stable")
+        frame = validate_bars(combined, symbol)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    temp_path = Path(temp_name)
+    try:
+        frame.to_parquet(temp_path, engine="pyarrow", index=True)
+        # Flush to disk before the rename so a crash cannot leave a renamed but empty file.
+        with open(temp_path, "r+b") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check_symbol(symbol: str) -> None:
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise ValueError(f"symbol={symbol!r} is not a ticker; expected a non-empty string such as 'AAPL'")
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if any(sep in symbol for sep in separators) or symbol in (".", "..") or "\x00" in symbol or symbol != symbol.strip():
+        raise ValueError(
+            f"symbol={symbol!r} cannot be used as a cache directory name: it may not contain path "
+            f"separators ('/', '\\'), NUL, surrounding spaces, or be '.' or '..'"
+        )
