@@ -24,13 +24,16 @@ API_KEY_ENV = "APCA_API_KEY_ID"
 SECRET_KEY_ENV = "APCA_API_SECRET_KEY"
 
 # Alpaca's wire names for a bar's fields; "n" (trade count) is not part of our bars frame.
-_WIRE_COLUMNS: dict[str, str] = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap"}
+_WIRE_COLUMNS: dict[str, str] = {
+    "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap",
+}
 
 _STATUS_HINTS: dict[int, str] = {
     401: "check APCA_API_KEY_ID / APCA_API_SECRET_KEY",
     403: "check the keys, and that your plan covers this feed (free plans: feed='iex', or an end "
     "at least 15 minutes in the past for SIP)",
-    404: "check url_override; the bars endpoint is {base}/v2/stocks/bars",
+    404: "check url_override: give the host only (e.g. 'https://data.alpaca.markets'); alpaca-py adds "
+    "'/v2/stocks/bars'",
     422: "the request was rejected as invalid: check the symbol, timeframe, dates, feed and adjustment",
     429: "rate limited; alpaca-py already retried, wait and try again",
 }
@@ -108,7 +111,9 @@ def fetch_alpaca_bars(
             str(exc),
         ) from exc
 
-    rows = (raw or {}).get(symbol) or []
+    raw = raw or {}
+    # Alpaca keys the response by its own spelling of the symbol (upper case).
+    rows = raw.get(symbol) or next((v for k, v in raw.items() if k.upper() == symbol.upper()), [])
     if not rows:
         raise ValueError(
             f"{symbol}: Alpaca returned no {timeframe} bars from {span} "
@@ -233,7 +238,9 @@ def _server_message(exc: Exception) -> str:
 def _bars_frame(rows: list[dict[str, Any]], symbol: str) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows)
     if "t" not in frame.columns:
-        raise ValueError(f"{symbol}: Alpaca bars carry no timestamp field 't'; got fields {list(frame.columns)}")
+        raise ValueError(
+            f"{symbol}: Alpaca bars carry no timestamp field 't'; got fields {list(frame.columns)}"
+        )
     index = pd.DatetimeIndex(pd.to_datetime(frame["t"], utc=True, format="ISO8601"), name="timestamp")
     frame = frame.rename(columns=_WIRE_COLUMNS)
     frame = frame[[c for c in _WIRE_COLUMNS.values() if c in frame.columns]]

@@ -282,7 +282,7 @@ def _obv_flow(close: np.ndarray, volume: np.ndarray, n: int) -> np.ndarray:
 
 
 def _calendar(index: pd.DatetimeIndex, intraday: bool) -> dict[str, np.ndarray]:
-    day_angle = 2.0 * np.pi * index.dayofweek.to_numpy(np.float64) / 7.0
+    day_angle = 2.0 * np.pi * index.day_of_week.to_numpy(np.float64) / 7.0
     out = {"dow_sin": np.sin(day_angle), "dow_cos": np.cos(day_angle)}
     if intraday:
         hours = (index.asi8 % _DAY_NS) / 3.6e12  # UTC fractional hour of the day

@@ -116,7 +116,8 @@ def _check_symbol(symbol: str) -> None:
     if not isinstance(symbol, str) or not symbol.strip():
         raise ValueError(f"symbol={symbol!r} is not a ticker; expected a non-empty string such as 'AAPL'")
     separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
-    if any(sep in symbol for sep in separators) or symbol in (".", "..") or "\x00" in symbol or symbol != symbol.strip():
+    unsafe = any(sep in symbol for sep in separators) or "\x00" in symbol
+    if unsafe or symbol in (".", "..") or symbol != symbol.strip():
         raise ValueError(
             f"symbol={symbol!r} cannot be used as a cache directory name: it may not contain path "
             f"separators ('/', '\\'), NUL, surrounding spaces, or be '.' or '..'"

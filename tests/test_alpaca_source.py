@@ -21,6 +21,9 @@ from features.alpaca_source import AlpacaDataError, download_to_cache, fetch_alp
 from features.loading import load_bars
 from features.parquet_cache import cache_path, read_cached_bars, write_cached_bars
 
+# alpaca-py imports its websocket client, which imports a deprecated websockets module.
+pytestmark = pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning")
+
 API_KEY = "PKTEST123"
 SECRET_KEY = "secret-xyz"
 PAGE_SIZE = 4
@@ -67,7 +70,8 @@ def make_handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             fake.requests.append({"path": parts.path, "query": query, "headers": dict(self.headers)})
-            if self.headers.get("APCA-API-KEY-ID") != API_KEY or self.headers.get("APCA-API-SECRET-KEY") != SECRET_KEY:
+            key, secret = self.headers.get("APCA-API-KEY-ID"), self.headers.get("APCA-API-SECRET-KEY")
+            if (key, secret) != (API_KEY, SECRET_KEY):
                 return self.reply(401, {"message": "unauthorized."})
             if parts.path != "/v2/stocks/bars":
                 return self.reply(404, {"message": "Not Found"})
@@ -104,7 +108,8 @@ def fake_alpaca(monkeypatch):
     monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
     fake = FakeAlpaca()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits up to one interval, 0.5 s by default, per test.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield fake
@@ -144,6 +149,7 @@ def test_request_carries_keys_and_parameters(fake_alpaca, keys):
     assert query["timeframe"] == "1Day"
     assert query["adjustment"] == "all"
     assert query["feed"] == "iex"
+    assert query["limit"] == "10000"
     assert pd.Timestamp(query["start"]) == pd.Timestamp("2024-01-01", tz="UTC")
     assert pd.Timestamp(query["end"]) == pd.Timestamp("2024-02-01", tz="UTC")
 
@@ -187,7 +193,9 @@ def test_missing_keys_name_the_environment_variables(fake_alpaca, tmp_path):
     with pytest.raises(ValueError, match="APCA_API_SECRET_KEY"):
         fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", api_key=API_KEY, url_override=fake_alpaca.url)
     with pytest.raises(ValueError, match="APCA_API_KEY_ID"):
-        load_bars(["AAPL"], source="alpaca", start="2024-01-01", cache_dir=tmp_path, url_override=fake_alpaca.url)
+        load_bars(
+            ["AAPL"], source="alpaca", start="2024-01-01", cache_dir=tmp_path, url_override=fake_alpaca.url
+        )
     assert fake_alpaca.requests == []
     assert list(tmp_path.iterdir()) == []
 
@@ -211,7 +219,6 @@ def test_load_bars_downloads_to_cache_then_reads_it_back_offline(fake_alpaca, ke
 
 
 def test_download_merges_with_existing_cache(fake_alpaca, keys, tmp_path):
-    older = read_cached_bars  # keep the name handy for clarity below
     early = pd.DataFrame(
         {"open": [90.0], "high": [91.0], "low": [89.0], "close": [90.5], "volume": [10.0], "vwap": [90.2]},
         index=pd.DatetimeIndex([pd.Timestamp("2023-12-29 05:00", tz="UTC")], name="timestamp"),
@@ -219,7 +226,7 @@ def test_download_merges_with_existing_cache(fake_alpaca, keys, tmp_path):
     write_cached_bars(early, "AAPL", "1Day", root=tmp_path)
     paths = download_to_cache(["AAPL"], "1Day", "2024-01-01", root=tmp_path, **keys)
     assert paths == {"AAPL": cache_path("AAPL", "1Day", tmp_path)}
-    merged = older("AAPL", "1Day", root=tmp_path)
+    merged = read_cached_bars("AAPL", "1Day", root=tmp_path)
     assert len(merged) == N_BARS + 1
     assert merged.index[0] == pd.Timestamp("2023-12-29 05:00", tz="UTC")
 
@@ -228,7 +235,9 @@ def test_download_merges_with_existing_cache(fake_alpaca, keys, tmp_path):
     ("symbol", "status", "message"),
     [("DENIED", 403, "forbidden"), ("BADSYM", 422, "invalid symbol: BADSYM")],
 )
-def test_error_response_is_clear_and_writes_nothing(fake_alpaca, keys, tmp_path, symbol, status, message):
+def test_error_response_is_clear_and_writes_nothing(
+    fake_alpaca, keys, tmp_path, symbol, status, message
+):
     with pytest.raises(AlpacaDataError) as info:
         load_bars([symbol], source="alpaca", start="2024-01-01", cache_dir=tmp_path, **keys)
     error = info.value
@@ -244,7 +253,9 @@ def test_error_response_is_clear_and_writes_nothing(fake_alpaca, keys, tmp_path,
 
 def test_wrong_keys_report_status_and_message(fake_alpaca, tmp_path):
     with pytest.raises(AlpacaDataError, match=r"HTTP 401: 'unauthorized\.'"):
-        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", api_key="nope", secret_key="nope", url_override=fake_alpaca.url)
+        fetch_alpaca_bars(
+            "AAPL", "1Day", "2024-01-01", api_key="nope", secret_key="nope", url_override=fake_alpaca.url
+        )
 
 
 def test_failure_midway_keeps_earlier_symbols_and_old_files(fake_alpaca, keys, tmp_path):
@@ -272,11 +283,20 @@ def test_failure_midway_keeps_earlier_symbols_and_old_files(fake_alpaca, keys, t
 
 def test_empty_response_names_symbol_and_range(fake_alpaca, keys, tmp_path):
     with pytest.raises(ValueError, match="NODATA") as info:
-        load_bars(["NODATA"], source="alpaca", start="2024-01-01", end="2024-01-31", cache_dir=tmp_path, **keys)
+        load_bars(
+            ["NODATA"], source="alpaca", start="2024-01-01", end="2024-01-31", cache_dir=tmp_path, **keys
+        )
     assert "2024-01-01" in str(info.value) and "2024-01-31" in str(info.value)
     assert list(tmp_path.rglob("*.parquet")) == []
 
 
-def test_unreachable_server_is_a_clear_error(keys):
+def test_unreachable_server_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    # A port that was just free: nothing listens there, so the connection is refused at once.
+    probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{probe.server_address[1]}"
+    probe.server_close()
     with pytest.raises(AlpacaDataError, match="could not reach"):
-        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", api_key=API_KEY, secret_key=SECRET_KEY, url_override="http://127.0.0.1:9")
+        fetch_alpaca_bars(
+            "AAPL", "1Day", "2024-01-01", api_key=API_KEY, secret_key=SECRET_KEY, url_override=url
+        )

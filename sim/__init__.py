@@ -1,0 +1,36 @@
+"""The market simulator: fills, costs, positions, equity, trade log and metrics (numpy only).
+
+The env (``envs``) and the backtester (``sim.backtest``) both drive :class:`Simulator`, so rewards and
+backtest equity come from the same code.
+"""
+
+from .costs import (
+    FixedBpsSlippage,
+    SlippageModel,
+    SpreadSlippage,
+    VolatilityScaledSlippage,
+    VolumeScaledSlippage,
+    make_slippage,
+)
+from .engine import FILL_AT, Costs, Simulator, StepResult
+from .metrics import bars_per_year, compute_metrics, drawdown_curve, format_metrics_table, metrics_to_json
+from .synthetic import generate_ohlcv
+
+__all__ = [
+    "FILL_AT",
+    "Costs",
+    "FixedBpsSlippage",
+    "SlippageModel",
+    "Simulator",
+    "SpreadSlippage",
+    "StepResult",
+    "VolatilityScaledSlippage",
+    "VolumeScaledSlippage",
+    "bars_per_year",
+    "compute_metrics",
+    "drawdown_curve",
+    "format_metrics_table",
+    "generate_ohlcv",
+    "make_slippage",
+    "metrics_to_json",
+]

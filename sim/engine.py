@@ -1,0 +1,261 @@
+"""The execution engine: target exposure in, fills, costs, positions and equity out (numpy only).
+
+One :class:`Simulator` serves a batch of accounts (1 for the env and the backtester, N for the
+vectorised env); every account walks its own row pointer over shared price arrays. Per step and
+account, with ``t`` the last closed bar:
+
+1. the target exposure (fraction of equity, signed) decided at the close of ``t`` fills at the open of
+   ``t + 1`` (default) or at the close of ``t`` (``fill_at="close"``, optimistic: the decision
+   could not have been sent before that close);
+2. an order is sent only when the target differs from the account's last target by more than
+   ``min_rebalance``; it trades ``target * equity_at_fill / reference_price - units`` units;
+3. slippage moves the fill price against the order, commission is charged on the filled notional
+   plus a fixed fee per order, and cash pays for it all;
+4. the account moves to bar ``t + 1``, pays borrow on any short at that close, and is marked to market:
+   ``equity = cash + units * close``.
+
+Rows are traded bars only, so a next-open fill after a weekend is priced at Monday's open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .costs import SlippageModel, make_slippage
+from .trade_log import TradeLog
+
+FILL_AT: tuple[str, ...] = ("next_open", "close")
+
+
+@dataclass
+class Costs:
+    """Trading costs; always on by default (0.10% commission, 5 bps slippage, as the original backtests).
+
+    :param commission: fraction of traded notional per fill (0.001 = 0.10%).
+    :param fixed_fee: currency per order.
+    :param slippage: bps (fixed model), a model name, ``{"model": ..., **params}`` or a model object.
+    :param borrow_rate: fraction of short notional charged per bar held short.
+    """
+
+    commission: float = 0.001
+    fixed_fee: float = 0.0
+    slippage: Any = 5.0
+    borrow_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("commission", "fixed_fee", "borrow_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative number")
+        self.slippage = make_slippage(self.slippage)
+
+    @classmethod
+    def zero(cls) -> "Costs":
+        """No commission, no slippage, no borrow: only for tests and ablations."""
+        return cls(commission=0.0, fixed_fee=0.0, slippage=0.0, borrow_rate=0.0)
+
+    def describe(self) -> str:
+        text = f"commission {self.commission:.4%} + {self.fixed_fee:g} per order, slippage {self.slippage.describe()}"
+        return text + (f", borrow {self.borrow_rate:.4%}/bar" if self.borrow_rate else "")
+
+
+@dataclass
+class StepResult:
+    """Per-account outputs of the last :meth:`Simulator.step` (views of preallocated arrays)."""
+
+    filled: np.ndarray
+    fill_price: np.ndarray
+    cost: np.ndarray
+    prev_equity: np.ndarray
+    equity: np.ndarray
+
+
+class Simulator:
+    """Cash, positions and equity of ``n_accounts`` accounts over shared price arrays.
+
+    :param open_: open prices (float64), one row per traded bar.
+    :param high: high prices.
+    :param low: low prices.
+    :param close: close prices.
+    :param volume: volumes.
+    :param costs: the cost models.
+    :param n_accounts: number of independent accounts stepped together.
+    :param initial_cash: starting equity of each account.
+    :param fill_at: ``"next_open"`` (default) or ``"close"`` (optimistic).
+    :param allow_short: whether negative targets are allowed.
+    :param min_rebalance: skip orders whose target differs from the last target by this much or less.
+    :param record_trades: keep a fill and trade log per account (the backtester turns it on).
+    """
+
+    def __init__(
+        self,
+        open_: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        costs: Costs | None = None,
+        *,
+        n_accounts: int = 1,
+        initial_cash: float = 100_000.0,
+        fill_at: str = "next_open",
+        allow_short: bool = False,
+        min_rebalance: float = 0.0,
+        record_trades: bool = False,
+    ) -> None:
+        if fill_at not in FILL_AT:
+            raise ValueError(f"fill_at={fill_at!r} is not known; expected one of {list(FILL_AT)}")
+        if not initial_cash > 0:
+            raise ValueError(f"initial_cash={initial_cash} must be > 0")
+        if not 0 <= min_rebalance < 2:
+            raise ValueError(f"min_rebalance={min_rebalance} must be in [0, 2)")
+        self.open = np.ascontiguousarray(open_, dtype=np.float64)
+        self.high = np.ascontiguousarray(high, dtype=np.float64)
+        self.low = np.ascontiguousarray(low, dtype=np.float64)
+        self.close = np.ascontiguousarray(close, dtype=np.float64)
+        self.volume = np.ascontiguousarray(volume, dtype=np.float64)
+        self.costs = costs or Costs()
+        self.slippage: SlippageModel = self.costs.slippage
+        self.slippage.prepare(self.open, self.high, self.low, self.close, self.volume)
+        self.n = int(n_accounts)
+        self.initial_cash = float(initial_cash)
+        self.next_open = fill_at == "next_open"
+        self.allow_short = bool(allow_short)
+        self.min_rebalance = float(min_rebalance)
+        n = self.n
+        self.row = np.zeros(n, dtype=np.int64)
+        self.cash = np.full(n, self.initial_cash)
+        self.units = np.zeros(n)
+        self.target = np.zeros(n)
+        self.equity = np.full(n, self.initial_cash)
+        self.peak = np.full(n, self.initial_cash)
+        self.entry_row = np.full(n, -1, dtype=np.int64)
+        self.entry_value = np.zeros(n)
+        self.n_orders = np.zeros(n, dtype=np.int64)
+        self.costs_paid = np.zeros(n)
+        self.traded_notional = np.zeros(n)
+        self.logs = [TradeLog() for _ in range(n)] if record_trades else None
+        self.result = StepResult(
+            filled=np.zeros(n, dtype=bool), fill_price=np.full(n, np.nan), cost=np.zeros(n),
+            prev_equity=np.full(n, self.initial_cash), equity=self.equity,
+        )
+
+    def reset(self, rows: np.ndarray | int, accounts: np.ndarray | None = None) -> None:
+        """Start accounts flat with ``initial_cash`` at the close of bar ``rows``.
+
+        :param rows: start bar of each reset account (scalar or array).
+        :param accounts: which accounts to reset; None resets all.
+        """
+        idx = slice(None) if accounts is None else accounts
+        self.row[idx] = rows
+        self.cash[idx] = self.initial_cash
+        self.units[idx] = 0.0
+        self.target[idx] = 0.0
+        self.equity[idx] = self.initial_cash
+        self.peak[idx] = self.initial_cash
+        self.entry_row[idx] = -1
+        self.entry_value[idx] = 0.0
+        self.n_orders[idx] = 0
+        self.costs_paid[idx] = 0.0
+        self.traded_notional[idx] = 0.0
+        if self.logs is not None:
+            for i in np.arange(self.n)[idx]:
+                self.logs[i].clear()
+
+    def step(self, target: np.ndarray) -> StepResult:
+        """Send each account's target exposure, fill, advance one bar and mark to market.
+
+        :param target: float64 (n,) target exposure per account, in [-1, 1] (or [0, 1] without shorts).
+        """
+        res = self.result
+        row = self.row
+        fill_row = row + 1 if self.next_open else row
+        reference = self.open[fill_row] if self.next_open else self.close[row]
+        equity_at_fill = self.cash + self.units * reference
+        send = np.abs(target - self.target) > self.min_rebalance
+        send &= equity_at_fill > 0
+        target_units = np.where(send, target * equity_at_fill / reference, self.units)
+        delta = target_units - self.units
+        traded = delta != 0.0
+        notional = np.abs(delta) * reference
+        slip_fraction = self.slippage.fraction(fill_row, notional)
+        fill_price = reference * (1.0 + np.sign(delta) * slip_fraction)
+        slippage = notional * slip_fraction
+        commission = self.costs.commission * np.abs(delta) * fill_price + self.costs.fixed_fee * traded
+        self.cash -= delta * fill_price + commission
+        was_flat = self.units == 0.0
+        self.units += delta
+        self.target = np.where(send, target, self.target)
+        self.n_orders += traded
+        self.traded_notional += notional
+        opened = traded & (was_flat | (np.sign(self.units) != np.sign(self.units - delta)))
+        self.entry_row = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
+        self.entry_value = np.where(opened, self.units * fill_price,
+                                    np.where(self.units == 0.0, 0.0, self.entry_value))
+
+        self.row = row = row + 1
+        close = self.close[row]
+        borrow = self.costs.borrow_rate * np.maximum(-self.units, 0.0) * close
+        self.cash -= borrow
+        res.prev_equity[:] = self.equity
+        self.equity[:] = self.cash + self.units * close
+        np.maximum(self.peak, self.equity, out=self.peak)
+        step_cost = slippage + commission + borrow
+        self.costs_paid += step_cost
+        res.filled[:] = traded
+        res.fill_price[:] = np.where(traded, fill_price, np.nan)
+        res.cost[:] = step_cost
+        if self.logs is not None:
+            for i in np.flatnonzero(traded | (borrow > 0)):
+                log = self.logs[i]
+                if traded[i]:
+                    log.record_fill(int(fill_row[i]), float(delta[i]), float(reference[i]),
+                                    float(fill_price[i]), float(commission[i]), float(slippage[i]))
+                if borrow[i] > 0:
+                    log.charge(float(borrow[i]))
+        return res
+
+    # ----- position state, as the env observes it ---------------------------------------------
+    def exposure(self) -> np.ndarray:
+        """Signed fraction of equity held in the asset at the last close."""
+        value = self.units * self.close[self.row]
+        return np.divide(value, self.equity, out=np.zeros(self.n), where=self.equity > 0)
+
+    def unrealised_return(self) -> np.ndarray:
+        """Return of the open position since entry (0 when flat), before exit costs."""
+        value = self.units * self.close[self.row]
+        return np.divide(value - self.entry_value, np.abs(self.entry_value), out=np.zeros(self.n),
+                         where=self.entry_value != 0)
+
+    def bars_held(self) -> np.ndarray:
+        """Bars since the current position was opened (0 when flat)."""
+        return np.where(self.entry_row >= 0, self.row - self.entry_row + (0 if self.next_open else 0), 0)
+
+    def cash_fraction(self) -> np.ndarray:
+        return np.divide(self.cash, self.equity, out=np.ones(self.n), where=self.equity > 0)
+
+    def drawdown(self) -> np.ndarray:
+        return 1.0 - self.equity / self.peak
+
+    def trade_log(self, account: int = 0) -> dict[str, np.ndarray]:
+        """Closed round trips of ``account`` (see :mod:`sim.trade_log`)."""
+        if self.logs is None:
+            raise ValueError("this Simulator was built with record_trades=False")
+        return self.logs[account].trades.to_dict()
+
+    def fill_log(self, account: int = 0) -> dict[str, np.ndarray]:
+        """Every fill of ``account``: row, units, reference_price, fill_price, commission, slippage."""
+        if self.logs is None:
+            raise ValueError("this Simulator was built with record_trades=False")
+        return self.logs[account].fills.to_dict()
+
+
+def default_state_fields() -> tuple[str, ...]:
+    """Names of the position-state values appended to every observation, in order."""
+    return ("position", "unrealised_return", "bars_held", "cash_fraction")
+
+
+__all__ = ["Costs", "Simulator", "StepResult", "FILL_AT", "default_state_fields", "field"]
