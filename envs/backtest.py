@@ -1,0 +1,172 @@
+"""The backtester: any policy, driven through the same env and simulator, over one split.
+
+``backtest(policy, data, split, costs)`` runs the policy from the first bar whose window fits to the
+split's last bar (fixed start, no equity floor, costs on) and returns the equity curve, the trade log
+and the metrics of :mod:`sim.metrics`. Every policy answers one protocol: ``reset()`` and
+``act(observation) -> action`` (an action of the env's action space).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from sim.engine import Costs
+from sim.metrics import bars_per_year, compute_metrics, drawdown_curve, format_metrics_table, metrics_to_json
+
+from .core import resolve_data
+from .trading_env import TradingEnv
+
+
+class Policy(Protocol):
+    """What the backtester runs: baselines, supervised threshold policies and RL agents alike."""
+
+    def reset(self) -> None: ...
+
+    def act(self, observation: np.ndarray) -> Any: ...
+
+
+@dataclass
+class BacktestResult:
+    """Equity curve, positions, trade log and metrics of one backtest.
+
+    ``equity[0]`` is the starting equity at the close of the first bar; ``equity[i]`` the equity
+    after step i, marked at the close of ``timestamps[i]``.
+    """
+
+    symbol: str
+    split: str
+    policy: str
+    costs: str
+    timestamps: np.ndarray
+    equity: np.ndarray
+    position: np.ndarray
+    trades: dict[str, np.ndarray]
+    fills: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+    rewards: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def trades_frame(self) -> pd.DataFrame:
+        """The trade log as a DataFrame with entry/exit times."""
+        frame = pd.DataFrame(self.trades)
+        for side in ("entry", "exit"):
+            rows = frame.pop(f"{side}_row").to_numpy(np.int64) if len(frame) else np.zeros(0, np.int64)
+            frame.insert(0 if side == "entry" else 1, f"{side}_time",
+                         pd.to_datetime(self._stamp_of_rows(rows), utc=True))
+        return frame
+
+    def equity_frame(self) -> pd.DataFrame:
+        index = pd.to_datetime(self.timestamps, utc=True)
+        return pd.DataFrame(
+            {"equity": self.equity, "drawdown": drawdown_curve(self.equity), "position": self.position},
+            index=pd.DatetimeIndex(index, name="timestamp"),
+        )
+
+    def _stamp_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self._row_stamps[rows] if len(rows) else np.zeros(0, dtype="datetime64[ns]")
+
+    def table(self) -> str:
+        return format_metrics_table(self.metrics, title=f"{self.policy} on {self.symbol} ({self.split}); costs: {self.costs}")
+
+    def save(self, directory: str | Path, plot: bool = True) -> dict[str, Path]:
+        """Write ``trades.csv``, ``equity.csv``, ``metrics.json`` and ``equity.png`` under ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {"trades": directory / "trades.csv", "equity": directory / "equity.csv",
+                 "metrics": directory / "metrics.json"}
+        self.trades_frame().to_csv(paths["trades"], index=False)
+        self.equity_frame().to_csv(paths["equity"])
+        payload = {"symbol": self.symbol, "split": self.split, "policy": self.policy, "costs": self.costs,
+                   "metrics": metrics_to_json(self.metrics)}
+        paths["metrics"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+        if plot:
+            paths["plot"] = directory / "equity.png"
+            _plot_equity(self, paths["plot"])
+        return paths
+
+
+def backtest(
+    policy: Policy,
+    data: Any = None,
+    split: str = "test",
+    costs: Costs | None = None,
+    *,
+    symbol: str | None = None,
+    **env_settings: Any,
+) -> BacktestResult:
+    """Run ``policy`` over ``split`` of one symbol through TradingEnv's simulator.
+
+    :param policy: object with ``reset()`` and ``act(observation) -> action``.
+    :param data: None (embedded default), a MarketData, a dataset directory or bars.
+    :param split: ``"train"``, ``"validation"`` or ``"test"``.
+    :param costs: commission/slippage/borrow; None = the defaults (0.10% + 5 bps).
+    :param symbol: the symbol; None takes the dataset's first symbol.
+    :param env_settings: other TradingEnv arguments (action_mode, allow_short, fill_at, window...).
+    """
+    costs = costs or Costs()
+    for fixed in ("random_start", "episode_length", "min_equity", "record_trades", "split", "symbol"):
+        if fixed in env_settings:
+            raise ValueError(f"backtest sets {fixed!r} itself; do not pass it")
+    data = resolve_data(data, env_settings.get("window"))
+    env = TradingEnv(
+        data, symbol=symbol or data.symbols[0], split=split, random_start=False, episode_length=None,
+        min_equity=0.0, record_trades=True, commission=costs.commission, fixed_fee=costs.fixed_fee,
+        slippage=costs.slippage, borrow_rate=costs.borrow_rate, **env_settings,
+    )
+    core = env.core
+    n_steps = int(core.sym_end[0] - core.sym_start[0] - 1)
+    equity = np.empty(n_steps + 1)
+    position = np.empty(n_steps + 1)
+    rows = np.empty(n_steps + 1, dtype=np.int64)
+    rewards = np.empty(n_steps)
+    obs, info = env.reset(seed=0)
+    policy.reset()
+    equity[0], position[0], rows[0] = info["equity"], info["position"], info["row"]
+    steps = 0
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+        steps += 1
+        equity[steps], position[steps], rows[steps] = info["equity"], info["position"], info["row"]
+        rewards[steps - 1] = reward
+        done = terminated or truncated
+    equity, position, rows, rewards = equity[: steps + 1], position[: steps + 1], rows[: steps + 1], rewards[:steps]
+    sim = core.sim
+    trades = sim.trade_log()
+    stamps = core.data.timestamps
+    periods = bars_per_year(stamps[core.data.symbol_rows(env.core.symbols[0])])
+    metric_trades = dict(trades)
+    metrics = compute_metrics(
+        equity, stamps[rows], metric_trades, periods_per_year=periods, position=position,
+        traded_notional=float(sim.traded_notional[0]), costs_paid=float(sim.costs_paid[0]),
+    )
+    result = BacktestResult(
+        symbol=core.symbols[0], split=split, policy=getattr(policy, "name", type(policy).__name__),
+        costs=costs.describe(), timestamps=stamps[rows].astype("datetime64[ns]"), equity=equity,
+        position=position, trades=trades, fills=sim.fill_log(), metrics=metrics, rewards=rewards,
+    )
+    result._row_stamps = stamps.astype("datetime64[ns]")
+    return result
+
+
+def _plot_equity(result: BacktestResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = result.equity_frame()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
+    top.plot(frame.index, frame["equity"], lw=1.2)
+    top.set_title(f"{result.policy} on {result.symbol} ({result.split}) - costs: {result.costs}", fontsize=9)
+    top.set_ylabel("equity")
+    bottom.fill_between(frame.index, frame["drawdown"] * 100, 0, color="tab:red", alpha=0.4)
+    bottom.set_ylabel("drawdown %")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

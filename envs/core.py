@@ -1,0 +1,226 @@
+"""The trading core shared by :class:`TradingEnv`, :class:`TradingVecEnv` and the backtester.
+
+It owns a :class:`sim.Simulator` with ``n`` accounts over a :class:`features.MarketData`, picks episode
+starts, turns actions into target exposures, builds observations, computes rewards and decides when
+episodes end. Gymnasium and SB3 specifics live in the thin classes that wrap it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from features.dataset import DatasetConfig, build_dataset, build_market_data
+from features.market_data import MarketData
+from features.splits import SPLITS
+from sim.engine import FILL_AT, Costs, Simulator
+
+from .layout import BARS_HELD_SCALE, ObservationLayout
+from .rewards import REWARDS, make_reward
+
+ACTION_MODES: tuple[str, ...] = ("discrete", "continuous")
+
+
+@lru_cache(maxsize=1)
+def default_market_data() -> MarketData:
+    """The default dataset on the embedded data (built once per process)."""
+    return build_dataset(DatasetConfig())
+
+
+def resolve_data(data: Any, window: int | None = None) -> MarketData:
+    """MarketData from None (embedded default), a MarketData, a dataset directory, or bars frame(s).
+
+    :param data: None, :class:`MarketData`, a path to a saved dataset, a bars DataFrame, or
+        ``{symbol: DataFrame}``.
+    :param window: observation window used when building from bars.
+    """
+    if data is None:
+        return default_market_data() if window in (None, 24) else build_dataset(DatasetConfig(window=window))
+    if isinstance(data, MarketData):
+        return data
+    if isinstance(data, (str, Path)):
+        return MarketData.load(data)
+    config = DatasetConfig(window=window) if window else DatasetConfig()
+    if isinstance(data, pd.DataFrame):
+        return build_market_data({"ASSET": data}, config)
+    if isinstance(data, Mapping):
+        return build_market_data(dict(data), config)
+    raise TypeError(
+        f"data must be None, a MarketData, a dataset directory, a bars DataFrame or a dict of them; "
+        f"got {type(data).__name__}"
+    )
+
+
+@dataclass
+class EnvConfig:
+    """Settings of the trading environment (see :class:`envs.TradingEnv` for their meaning)."""
+
+    symbol: str | None = None
+    split: str = "train"
+    window: int | None = None
+    action_mode: str = "discrete"
+    allow_short: bool = False
+    reward: str = "log_return"
+    commission: float = 0.001
+    fixed_fee: float = 0.0
+    slippage: Any = 5.0
+    borrow_rate: float = 0.0
+    fill_at: str = "next_open"
+    initial_cash: float = 100_000.0
+    episode_length: int | None = None
+    random_start: bool = True
+    min_equity: float = 0.5
+    min_rebalance: float = 0.0
+    drawdown_penalty: float = 1.0
+    dsr_eta: float = 0.01
+    record_trades: bool = False
+
+    def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split={self.split!r} is not known; expected one of {list(SPLITS)}")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode={self.action_mode!r} is not known; expected one of {list(ACTION_MODES)}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward={self.reward!r} is not known; expected one of {list(REWARDS)}")
+        if self.fill_at not in FILL_AT:
+            raise ValueError(f"fill_at={self.fill_at!r} is not known; expected one of {list(FILL_AT)}")
+        if self.window is not None and (int(self.window) != self.window or self.window < 1):
+            raise ValueError(f"window={self.window} must be a positive integer")
+        if self.episode_length is not None and self.episode_length < 1:
+            raise ValueError(f"episode_length={self.episode_length} must be a positive integer or None")
+        if not 0 <= self.min_equity < 1:
+            raise ValueError(f"min_equity={self.min_equity} must be a fraction of initial equity in [0, 1)")
+
+    def costs(self) -> Costs:
+        return Costs(self.commission, self.fixed_fee, self.slippage, self.borrow_rate)
+
+
+class TradingCore:
+    """``n`` trading accounts over one dataset split, stepped together.
+
+    :param data: see :func:`resolve_data`.
+    :param config: the environment settings.
+    :param n: number of accounts (1 for TradingEnv and the backtester).
+    """
+
+    def __init__(self, data: Any, config: EnvConfig, n: int = 1) -> None:
+        config.validate()
+        self.config = config
+        self.data = data = resolve_data(data, config.window)
+        self.window = int(config.window or data.window)
+        self.layout = ObservationLayout(self.window, data.n_features)
+        symbols = [config.symbol] if config.symbol is not None else list(data.symbols)
+        # first row of each symbol whose window holds no warm-up rows
+        warmup = data.split_ranges["train"][:, 0] - data.window + 1
+        self.symbols: list[str] = []
+        starts, ends, asset_ids = [], [], []
+        for symbol in symbols:
+            i = data.symbol_index(symbol)
+            lo, hi = data.split_range(config.split, symbol)
+            lo = max(lo, int(data.offsets[i] + warmup[i] + self.window - 1))
+            if hi - lo < 2:
+                if config.symbol is not None or len(symbols) == 1:
+                    raise ValueError(
+                        f"window={self.window} needs at least {self.window + 1} bars in split '{config.split}' of "
+                        f"{symbol}; it has {max(hi - lo, 0) + self.window - 1}"
+                    )
+                continue
+            self.symbols.append(symbol)
+            starts.append(lo)
+            ends.append(hi)
+            asset_ids.append(data.asset_ids[i])
+        if not self.symbols:
+            raise ValueError(f"no symbol has enough bars in split '{config.split}' for window={self.window}")
+        self.sym_start = np.asarray(starts, dtype=np.int64)
+        self.sym_end = np.asarray(ends, dtype=np.int64)  # exclusive
+        self.sym_asset = np.asarray(asset_ids, dtype=np.float32)
+        self.n = n
+        self.sim = Simulator(
+            data.open, data.high, data.low, data.close, data.volume, config.costs(),
+            n_accounts=n, initial_cash=config.initial_cash, fill_at=config.fill_at,
+            allow_short=config.allow_short, min_rebalance=config.min_rebalance, record_trades=config.record_trades,
+        )
+        self.reward_fn = make_reward(config.reward, n, drawdown_penalty=config.drawdown_penalty,
+                                     dsr_eta=config.dsr_eta)
+        self.account_symbol = np.zeros(n, dtype=np.int64)
+        self.episode_end = np.zeros(n, dtype=np.int64)  # last row an episode may reach
+        self.steps = np.zeros(n, dtype=np.int64)
+        self._offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
+        self._targets = np.zeros(n)
+        if config.action_mode == "discrete":
+            levels = [-1.0, 0.0, 1.0] if config.allow_short else [0.0, 1.0]
+            self.levels = np.asarray(levels)
+        else:
+            self.levels = None
+
+    # ----- episodes -----------------------------------------------------------------------
+    def start(self, accounts: np.ndarray, rng: np.random.Generator, symbol_index: int | None = None,
+              start_row: int | None = None) -> None:
+        """Begin new episodes for ``accounts``: symbol and start bar drawn from ``rng`` unless given.
+
+        :param accounts: account indices to restart.
+        :param rng: the env's random generator (``np_random``).
+        :param symbol_index: fixed symbol (index into ``self.symbols``), else random.
+        :param start_row: fixed global start row, else random (or the split start).
+        """
+        accounts = np.asarray(accounts, dtype=np.int64)
+        rows = np.empty(len(accounts), dtype=np.int64)
+        length = self.config.episode_length
+        for k, a in enumerate(accounts):
+            s = symbol_index if symbol_index is not None else int(rng.integers(len(self.symbols)))
+            lo, hi = int(self.sym_start[s]), int(self.sym_end[s])
+            latest = hi - 2 if length is None else max(lo, hi - 1 - length)
+            if start_row is not None:
+                if not lo <= start_row <= hi - 2:
+                    raise ValueError(f"start_row={start_row} must be in [{lo}, {hi - 2}] for {self.symbols[s]}")
+                row = start_row
+            elif self.config.random_start and latest > lo:
+                row = int(rng.integers(lo, latest + 1))
+            else:
+                row = lo
+            rows[k] = row
+            self.account_symbol[a] = s
+            self.episode_end[a] = hi - 1 if length is None else min(hi - 1, row + length)
+        self.steps[accounts] = 0
+        self.sim.reset(rows, accounts)
+        self.reward_fn.reset(accounts)
+
+    # ----- actions ------------------------------------------------------------------------
+    def targets_from_discrete(self, actions: np.ndarray) -> np.ndarray:
+        return self.levels[actions]
+
+    def targets_from_continuous(self, actions: np.ndarray) -> np.ndarray:
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.n)
+        return actions if self.config.allow_short else np.clip(actions, 0.0, 1.0)
+
+    # ----- stepping -----------------------------------------------------------------------
+    def step(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step every account; returns (reward, terminated, truncated) arrays (views, reused)."""
+        sim = self.sim
+        result = sim.step(targets)
+        reward = self.reward_fn(result.prev_equity, result.equity, sim.drawdown())
+        self.steps += 1
+        terminated = result.equity <= self.config.min_equity * sim.initial_cash
+        truncated = (sim.row >= self.episode_end) & ~terminated
+        return reward, terminated, truncated
+
+    def observations(self, accounts: np.ndarray | None = None) -> np.ndarray:
+        """Fresh float32 observations ``(len(accounts), layout.size)``."""
+        sim = self.sim
+        rows = sim.row if accounts is None else sim.row[accounts]
+        symbols = self.account_symbol if accounts is None else self.account_symbol[accounts]
+        idx = slice(None) if accounts is None else accounts
+        out = np.empty((len(rows), self.layout.size), dtype=np.float32)
+        nw = self.layout.n_window_values
+        out[:, :nw] = self.data.features[rows[:, None] + self._offsets].reshape(len(rows), nw)
+        out[:, nw] = sim.exposure()[idx]
+        out[:, nw + 1] = sim.unrealised_return()[idx]
+        out[:, nw + 2] = sim.bars_held()[idx] / BARS_HELD_SCALE
+        out[:, nw + 3] = sim.cash_fraction()[idx]
+        out[:, nw + 4] = self.sym_asset[symbols]
+        return out

@@ -1,0 +1,148 @@
+"""``TradingEnv-v0``: a Gymnasium skin over the simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from .core import EnvConfig, TradingCore
+
+
+class TradingEnv(gym.Env):
+    """Trade one asset at a time over a dataset split, paying commission and slippage on every fill.
+
+    ## Description
+    Each step the agent sets a target position in the asset; the order is filled by the market
+    simulator (``sim.Simulator``) at the next bar's open (``fill_at="next_open"``, the default) or
+    at this bar's close (``fill_at="close"``, optimistic), with commission and slippage charged.
+    The backtester (``envs.backtest``) runs the very same code, so rewards and backtest equity agree.
+
+    ## Action Space
+    - ``action_mode="discrete"`` (default): ``Discrete(2)``: 0 = flat, 1 = long (all equity).
+      With ``allow_short=True``: ``Discrete(3)``: 0 = short, 1 = flat, 2 = long.
+    - ``action_mode="continuous"``: ``Box(-1, 1, (1,))``, the target exposure as a fraction of
+      equity; without ``allow_short`` negative values mean flat.
+    An order is sent only when the target changes (by more than ``min_rebalance``).
+
+    ## Observation Space
+    ``Box(-inf, inf, (window * n_features + 5,), float32)``: the last ``window`` rows of the scaled
+    feature matrix (oldest first, flattened), then the position state: position (signed exposure),
+    unrealised return of the open position, bars held / 100, cash / equity; then the asset id.
+    See ``envs.layout.ObservationLayout``. Features at bar t use data up to bar t's close only.
+
+    ## Rewards
+    ``reward="log_return"`` (default): log of equity growth over the step, net of all costs (summed
+    over an episode: the log of final over initial equity). ``"drawdown_penalty"``: the same minus
+    ``drawdown_penalty`` times the increase in drawdown. ``"differential_sharpe"``: Moody & Saffell's
+    differential Sharpe ratio (rate ``dsr_eta``).
+
+    ## Starting State
+    Flat with ``initial_cash`` at a bar of the split drawn from ``np_random`` (``random_start=True``)
+    or at the first bar whose window fits (``random_start=False``); the symbol is ``symbol`` or, if
+    None, drawn per episode from the dataset's symbols. ``reset(options={"start_row": r})`` fixes it.
+
+    ## Episode End
+    Truncated at the split's last bar or after ``episode_length`` steps; terminated when equity falls
+    to ``min_equity`` times the initial equity or below.
+
+    ## Arguments
+    ``data`` (None = embedded default dataset; a ``MarketData``, a dataset directory, a bars
+    DataFrame or ``{symbol: DataFrame}``), ``symbol``, ``split`` ("train", "validation", "test"),
+    ``window``, ``action_mode``, ``allow_short``, ``reward``, ``commission`` (fraction, 0.001),
+    ``fixed_fee``, ``slippage`` (bps or a model spec, 5.0), ``borrow_rate`` (per bar), ``fill_at``,
+    ``initial_cash``, ``episode_length``, ``random_start``, ``min_equity``, ``min_rebalance``,
+    ``drawdown_penalty``, ``dsr_eta``.
+
+    ``info`` keys: ``timestamp`` (np.datetime64 of the bar just closed), ``fill_price`` (None when no
+    order filled), ``equity``, ``position`` (signed exposure), ``units``, ``cost`` (paid this step),
+    ``trade_count`` (orders filled this episode), ``costs_paid``, ``drawdown``, ``symbol``, ``row``.
+
+    ## Version History
+    - v0: first version.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, data: Any = None, render_mode: str | None = None, **settings: Any) -> None:
+        unknown = sorted(set(settings) - set(EnvConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"TradingEnv got unknown argument(s) {unknown}; valid: {sorted(EnvConfig.__dataclass_fields__)}")
+        self.config = EnvConfig(**settings)
+        self.core = TradingCore(data, self.config, n=1)
+        self.layout = self.core.layout
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(self.layout.size,), dtype=np.float32)
+        if self.config.action_mode == "discrete":
+            self.action_space = spaces.Discrete(len(self.core.levels))
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self._target = np.zeros(1)
+        self._accounts = np.zeros(1, dtype=np.int64)
+
+    @property
+    def data(self):
+        return self.core.data
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = options or {}
+        symbol = options.get("symbol")
+        symbol_index = None
+        if symbol is not None:
+            if symbol not in self.core.symbols:
+                raise ValueError(f"options['symbol']={symbol!r} is not in this env's symbols {self.core.symbols}")
+            symbol_index = self.core.symbols.index(symbol)
+        self.core.start(self._accounts, self.np_random, symbol_index, options.get("start_row"))
+        return self.core.observations()[0], self._info(filled=False)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._target[0] = self._action_to_target(action)
+        reward, terminated, truncated = self.core.step(self._target)
+        return (
+            self.core.observations()[0],
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            self._info(filled=True),
+        )
+
+    def _action_to_target(self, action: Any) -> float:
+        levels = self.core.levels
+        if levels is not None:
+            try:
+                index = int(action)
+            except (TypeError, ValueError):
+                index = -1
+            if index != action or not 0 <= index < len(levels):
+                names = ["short", "flat", "long"] if len(levels) == 3 else ["flat", "long"]
+                allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+                raise ValueError(f"action={action!r} is not valid for action_mode='discrete'; allowed values: {allowed}")
+            return float(levels[index])
+        value = np.asarray(action, dtype=np.float64).reshape(-1)
+        if value.size != 1 or not np.isfinite(value[0]) or not -1.0 <= value[0] <= 1.0:
+            raise ValueError(
+                f"action={action!r} is not valid for action_mode='continuous'; expected one finite target "
+                f"exposure in [-1, 1]"
+            )
+        target = float(value[0])
+        return target if self.config.allow_short else max(target, 0.0)
+
+    def _info(self, filled: bool) -> dict:
+        sim = self.core.sim
+        row = int(sim.row[0])
+        return {
+            "timestamp": np.datetime64(int(self.core.data.timestamps[row]), "ns"),
+            "fill_price": float(sim.result.fill_price[0]) if filled and sim.result.filled[0] else None,
+            "equity": float(sim.equity[0]),
+            "position": float(sim.exposure()[0]),
+            "units": float(sim.units[0]),
+            "cost": float(sim.result.cost[0]) if filled else 0.0,
+            "trade_count": int(sim.n_orders[0]),
+            "costs_paid": float(sim.costs_paid[0]),
+            "drawdown": float(sim.drawdown()[0]),
+            "symbol": self.core.symbols[int(self.core.account_symbol[0])],
+            "row": row,
+        }
