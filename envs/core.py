@@ -127,7 +127,7 @@ class TradingCore:
                 if config.symbol is not None or len(symbols) == 1:
                     raise ValueError(
                         f"window={self.window} needs at least {self.window + 1} bars in split '{config.split}' of "
-                        f"{symbol}; it has {max(hi - lo, 0) + self.window - 1}"
+                        f"{symbol}; it has {max(hi - lo + self.window - 1, 0)}"
                     )
                 continue
             self.symbols.append(symbol)

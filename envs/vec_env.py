@@ -41,6 +41,7 @@ class TradingVecEnv(VecEnv):
             action_space = spaces.Discrete(len(self.core.levels))
         else:
             action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.render_mode = None  # read by VecEnv.__init__ (through get_attr); it warns when missing
         super().__init__(int(n_envs), observation_space, action_space)
         self._rng = np.random.default_rng(seed)
         self._all = np.arange(self.num_envs)

@@ -137,7 +137,7 @@ def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> pd.Dat
     :return: a frame with columns ``before``, ``after``, ``missing_bars`` (bar lengths skipped, approx.).
     """
     tf = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
-    stamps = bars.index.asi8
+    stamps = bars.index.as_unit("ns").asi8  # pandas 3 indexes default to "us"
     if len(stamps) < 2:
         return pd.DataFrame({"before": [], "after": [], "missing_bars": []})
     step_ns = tf.seconds * 1_000_000_000

@@ -167,8 +167,13 @@ def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | 
     for i, block in enumerate(blocks):
         for name, bounds in split_rows(block["timestamps"], first_usable, validation_start, test_start, gap).items():
             ranges[name][i] = bounds
+    # The unclipped train end: a symbol starting near or after validation_start has an empty train
+    # range clipped up to first_usable, and those clipped rows may lie in validation or test.
+    train_ends = [
+        int(np.searchsorted(b["timestamps"], validation_start, side="left")) - gap for b in blocks
+    ]
     train_rows = np.concatenate(
-        [b["raw_features"][warmup : ranges["train"][i][1]] for i, b in enumerate(blocks)]
+        [b["raw_features"][warmup : max(warmup, end)] for b, end in zip(blocks, train_ends)]
     )
     if len(train_rows) < 2:
         raise ValueError(

@@ -34,7 +34,8 @@ class LabelConfig:
             raise ValueError(f"label profit={self.profit} must be > 0 (a fraction, 0.05 = +5%)")
         if not 0 < self.stop < 1:
             raise ValueError(f"label stop={self.stop} must be in (0, 1) (a fraction, 0.02 = -2%)")
-        if int(self.horizon) != self.horizon or self.horizon < 1:
+        horizon = self.horizon
+        if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"label horizon={self.horizon} must be a positive integer number of bars")
 
 

@@ -196,9 +196,16 @@ class MarketData:
             (tmp / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
             if path.exists():
                 old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old"))
-                os.replace(path, old / "data")
-                os.replace(tmp, path)
-                shutil.rmtree(old)
+                try:
+                    os.replace(path, old / "data")
+                    try:
+                        os.replace(tmp, path)
+                    except BaseException:
+                        os.replace(old / "data", path)  # put the previous dataset back
+                        raise
+                finally:
+                    if not (old / "data").exists() or path.exists():
+                        shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
         except BaseException:
@@ -213,7 +220,10 @@ class MarketData:
         manifest_path = path / "manifest.json"
         if not manifest_path.exists():
             raise FileNotFoundError(f"{path} is not a dataset directory: {manifest_path} is missing")
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{manifest_path} is not valid JSON ({exc}); rebuild the dataset") from exc
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"{manifest_path}: format_version {version} is not supported (expected {FORMAT_VERSION})")
@@ -222,7 +232,10 @@ class MarketData:
             file = path / f"{name}.npy"
             if not file.exists():
                 raise FileNotFoundError(f"dataset {path} is incomplete: {file} is missing")
-            arrays[name] = np.load(file, allow_pickle=False)
+            try:
+                arrays[name] = np.load(file, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise ValueError(f"dataset {path}: {file} cannot be read ({exc}); rebuild the dataset") from exc
         return cls(
             symbols=list(manifest["symbols"]),
             asset_ids=list(manifest["asset_ids"]),

@@ -19,6 +19,7 @@ Rows are traded bars only, so a next-open fill after a weekend is priced at Mond
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,7 @@ class Simulator:
     :param n_accounts: number of independent accounts stepped together.
     :param initial_cash: starting equity of each account.
     :param fill_at: ``"next_open"`` (default) or ``"close"`` (optimistic).
-    :param allow_short: whether negative targets are allowed.
+    :param allow_short: whether negative targets are allowed; without it they are clipped to 0 (flat).
     :param min_rebalance: skip orders whose target differs from the last target by this much or less.
     :param record_trades: keep a fill and trade log per account (the backtester turns it on).
     """
@@ -118,7 +119,9 @@ class Simulator:
         self.close = np.ascontiguousarray(close, dtype=np.float64)
         self.volume = np.ascontiguousarray(volume, dtype=np.float64)
         self.costs = costs or Costs()
-        self.slippage: SlippageModel = self.costs.slippage
+        # prepare() stores per-series arrays on the model: a model shared with another Simulator would
+        # price this one's fills on the other's market
+        self.slippage: SlippageModel = copy.deepcopy(self.costs.slippage)
         self.slippage.prepare(self.open, self.high, self.low, self.close, self.volume)
         self.n = int(n_accounts)
         self.initial_cash = float(initial_cash)
@@ -172,6 +175,8 @@ class Simulator:
         """
         res = self.result
         row = self.row
+        if not self.allow_short:
+            target = np.maximum(target, 0.0)
         fill_row = row + 1 if self.next_open else row
         reference = self.open[fill_row] if self.next_open else self.close[row]
         equity_at_fill = self.cash + self.units * reference
@@ -193,8 +198,13 @@ class Simulator:
         self.traded_notional += notional
         opened = traded & (was_flat | (np.sign(self.units) != np.sign(self.units - delta)))
         self.entry_row = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
-        self.entry_value = np.where(opened, self.units * fill_price,
-                                    np.where(self.units == 0.0, 0.0, self.entry_value))
+        # entry_value is the cost basis of the open units: adding pays fill_price, reducing keeps the average
+        added = traded & ~opened & (np.sign(delta) == np.sign(self.units))
+        kept = np.divide(self.units, self.units - delta, out=np.ones(self.n), where=~opened & (self.units != 0.0))
+        self.entry_value = np.where(
+            self.units == 0.0, 0.0,
+            np.where(opened, self.units * fill_price,
+                     np.where(added, self.entry_value + delta * fill_price, self.entry_value * kept)))
 
         self.row = row = row + 1
         close = self.close[row]

@@ -1,0 +1,115 @@
+"""Agent configs (dataclasses loaded from configs/ppo.yaml and configs/dqn.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configs.loader import config_to_dict, dataclass_from_dict, load_yaml_config
+from envs.core import EnvConfig
+
+ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
+EXTRACTORS: tuple[str, ...] = ("flat", "mlp", "lstm", "gru", "cnn_lstm")
+
+
+@dataclass
+class PPOSettings:
+    """stable-baselines3 PPO hyperparameters (defaults chosen for speed on 2 CPU cores, see README)."""
+
+    learning_rate: float = 3e-4
+    n_steps: int = 256
+    batch_size: int = 1024
+    n_epochs: int = 4
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+
+@dataclass
+class DQNSettings:
+    """stable-baselines3 DQN hyperparameters."""
+
+    learning_rate: float = 1e-3
+    buffer_size: int = 100_000
+    learning_starts: int = 2_000
+    batch_size: int = 256
+    gamma: float = 0.9
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 2_000
+    exploration_fraction: float = 0.3
+    exploration_final_eps: float = 0.02
+
+
+@dataclass
+class AgentConfig:
+    """Everything an RL run needs besides the dataset.
+
+    :param algo: ``"ppo"`` or ``"dqn"``.
+    :param total_timesteps: environment steps to train for.
+    :param n_envs: parallel environments (one native batched VecEnv).
+    :param seed: seed of the env draws and the networks.
+    :param extractor: ``"flat"`` (SB3's MLP on the flat observation) or a supervised architecture
+        (``mlp``, ``lstm``, ``gru``, ``cnn_lstm``) used as features extractor, fresh or from ``pretrained``.
+    :param pretrained: a supervised bundle directory whose encoder becomes the features extractor.
+    :param freeze_encoder: keep the pretrained encoder fixed.
+    :param init_from_classifier: before RL, clone the supervised threshold policy into the agent (discrete only).
+    :param bc_steps: behaviour-cloning samples used by ``init_from_classifier``.
+    :param net_arch: hidden layers of the policy/value heads after the extractor.
+    :param eval_freq: environment steps between validation evaluations.
+    :param eval_split: split used to choose the checkpoint (never test).
+    :param min_improvement: validation log return a checkpoint must beat the cash baseline (0) by.
+    :param env: TradingEnv settings for training (split is forced to train).
+    :param ppo: PPO settings.
+    :param dqn: DQN settings.
+    """
+
+    algo: str = "ppo"
+    total_timesteps: int = 200_000
+    n_envs: int = 16
+    seed: int = 0
+    extractor: str = "flat"
+    pretrained: str | None = None
+    freeze_encoder: bool = True
+    init_from_classifier: bool = False
+    bc_steps: int = 20_000
+    net_arch: tuple[int, ...] = (64, 64)
+    eval_freq: int = 20_000
+    eval_split: str = "validation"
+    min_improvement: float = 0.0
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(episode_length=256))
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    dqn: DQNSettings = field(default_factory=DQNSettings)
+
+    def __post_init__(self) -> None:
+        self.net_arch = tuple(int(v) for v in self.net_arch)
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo={self.algo!r} is not known; expected one of {list(ALGORITHMS)}")
+        if self.extractor not in EXTRACTORS:
+            raise ValueError(f"extractor={self.extractor!r} is not known; expected one of {list(EXTRACTORS)}")
+        if self.algo == "dqn" and self.env.action_mode != "discrete":
+            raise ValueError("algo='dqn' needs env.action_mode='discrete' (DQN has no continuous actions)")
+        if self.init_from_classifier and self.env.action_mode != "discrete":
+            raise ValueError("init_from_classifier needs env.action_mode='discrete'")
+        if self.init_from_classifier and not self.pretrained:
+            raise ValueError("init_from_classifier needs a pretrained supervised bundle (pretrained=...)")
+        if self.eval_split == "test":
+            raise ValueError("eval_split='test' is not allowed: checkpoints are chosen on validation, never on test")
+        for name in ("total_timesteps", "n_envs", "eval_freq"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "agent config") -> "AgentConfig":
+        return dataclass_from_dict(cls, dict(data or {}), where)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, section: str | None = "agent") -> "AgentConfig":
+        return load_yaml_config(cls, path, section)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)

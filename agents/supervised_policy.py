@@ -1,0 +1,102 @@
+"""The supervised threshold policy: go long when the classifier's P(up) is high, exit when it fades or
+the position has been held for the label's horizon.
+
+It answers the backtester's policy protocol (``reset()``, ``act(observation) -> action``) on the env's
+flat observation (see :mod:`envs.layout`) and the discrete {0: flat, 1: long} action space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from envs.layout import ObservationLayout
+
+FLAT, LONG = 0, 1
+EXIT_GAP = 0.1
+
+
+class ProbabilityModel(Protocol):
+    """What the policy needs from a model: its input shape, label and threshold, and ``predict_proba``."""
+
+    window: int
+    feature_names: list[str]
+    label: dict
+    threshold: float
+
+    def predict_proba(self, windows: np.ndarray, asset_ids: np.ndarray) -> np.ndarray: ...
+
+
+class SupervisedThresholdPolicy:
+    """Long when P(label = 1) >= ``entry_threshold``; flat again when it drops below ``exit_threshold``
+    or after ``max_holding`` bars in the position.
+
+    Whether it is in a position is read from the observation's position state (``state[0] > 0``);
+    the bars held are counted here, from the first observation that shows the position.
+
+    :param model: a :class:`supervised.LoadedModel` (or anything with its ``predict_proba``, ``window``,
+        ``feature_names``, ``label`` and ``threshold``), or the path of a saved bundle.
+    :param entry_threshold: probability to enter; None: the bundle's threshold (chosen on validation).
+    :param exit_threshold: probability below which to exit; None: ``entry_threshold - 0.1`` (at least 0).
+    :param max_holding: bars to hold at most; None: the label horizon of the bundle.
+    """
+
+    def __init__(
+        self,
+        model: ProbabilityModel | str | Path,
+        entry_threshold: float | None = None,
+        exit_threshold: float | None = None,
+        max_holding: int | None = None,
+    ) -> None:
+        if isinstance(model, (str, Path)):
+            from supervised.bundle import load_model  # torch is imported only when a bundle is loaded here
+
+            model = load_model(model)
+        self.model = model
+        self.entry_threshold = float(model.threshold if entry_threshold is None else entry_threshold)
+        default_exit = min(max(self.entry_threshold - EXIT_GAP, 0.0), 1.0)
+        self.exit_threshold = float(default_exit if exit_threshold is None else exit_threshold)
+        self.max_holding = int(model.label["horizon"] if max_holding is None else max_holding)
+        if not 0.0 <= self.entry_threshold <= 1.0 or not 0.0 <= self.exit_threshold <= 1.0:
+            raise ValueError(
+                f"thresholds must be probabilities: entry={self.entry_threshold}, exit={self.exit_threshold}"
+            )
+        if self.exit_threshold > self.entry_threshold:
+            raise ValueError(
+                f"exit_threshold={self.exit_threshold} must not exceed entry_threshold={self.entry_threshold}"
+            )
+        if self.max_holding < 1:
+            raise ValueError(f"max_holding={self.max_holding} must be >= 1 bar")
+        self.layout = ObservationLayout(int(model.window), len(model.feature_names))
+        self.bars_held = 0
+        self.last_probability = float("nan")
+
+    def reset(self) -> None:
+        """Forget the position count (call at the start of each episode)."""
+        self.bars_held = 0
+        self.last_probability = float("nan")
+
+    def act(self, observation: np.ndarray) -> int:
+        """The target position for the next bar: 1 (long) or 0 (flat).
+
+        :param observation: the env's flat float32 observation (features window | state | asset id).
+        """
+        observation = np.asarray(observation, dtype=np.float32)
+        if observation.ndim != 1:
+            raise ValueError(f"observation must be one flat vector, got shape {observation.shape}")
+        self.layout.check(observation.shape[0], "observation")
+        windows = self.layout.features(observation)[None]
+        asset_id = np.array([int(round(float(self.layout.asset_id(observation))))], dtype=np.int64)
+        probability = float(self.model.predict_proba(windows, asset_id)[0])
+        self.last_probability = probability
+        in_position = float(self.layout.state(observation)[0]) > 0.0
+        if not in_position:
+            self.bars_held = 0
+            return LONG if probability >= self.entry_threshold else FLAT
+        self.bars_held += 1
+        if probability < self.exit_threshold or self.bars_held >= self.max_holding:
+            self.bars_held = 0
+            return FLAT
+        return LONG

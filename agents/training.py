@@ -1,0 +1,139 @@
+"""Train a PPO or DQN agent on TradingEnv's train split, choosing the checkpoint on validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
+from stable_baselines3.common.vec_env import VecMonitor
+
+from envs.vec_env import TradingVecEnv
+from features.market_data import MarketData
+
+from .callbacks import TradingEvalCallback
+from .config import AgentConfig
+from .extractor import EncoderExtractor
+from .saved_agent import agent_env_settings, save_agent
+
+
+def make_train_env(config: AgentConfig, data: MarketData) -> VecMonitor:
+    """The batched training env (split forced to train), with episode statistics for SB3's logger."""
+    settings = dataclasses.asdict(config.env)
+    settings["split"] = "train"
+    return VecMonitor(TradingVecEnv(config.n_envs, data, seed=config.seed, **settings))
+
+
+def policy_kwargs(config: AgentConfig, data: MarketData) -> dict[str, Any]:
+    """Network architecture: SB3's flat MLP, or a supervised encoder (pretrained or fresh) as extractor."""
+    arch = list(config.net_arch)
+    kwargs: dict[str, Any] = {"net_arch": arch if config.algo == "dqn" else {"pi": arch, "vf": arch}}
+    window = config.env.window or data.window
+    if config.pretrained:
+        from supervised.bundle import load_model
+
+        loaded = load_model(config.pretrained)
+        loaded.check_compatible(data.feature_names, window)
+        encoder = loaded.encoder
+        freeze = config.freeze_encoder
+    elif config.extractor != "flat":
+        from supervised.models import ModelConfig, build_encoder
+
+        torch.manual_seed(config.seed)
+        model_config = ModelConfig(kind=config.extractor, window=window, n_features=data.n_features,
+                                   n_assets=data.n_assets, dropout=0.0)
+        encoder = build_encoder(model_config)
+        freeze = False
+    else:
+        return kwargs
+    kwargs["features_extractor_class"] = EncoderExtractor
+    kwargs["features_extractor_kwargs"] = {"encoder": encoder, "window": window, "n_features": data.n_features,
+                                           "freeze": freeze}
+    if config.algo == "ppo":
+        kwargs["share_features_extractor"] = True
+    return kwargs
+
+
+def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log: str | None) -> PPO | DQN:
+    """A fresh SB3 model for ``config`` on ``env``."""
+    common = dict(policy_kwargs=policy_kwargs(config, data), seed=config.seed, device="cpu",
+                  tensorboard_log=tensorboard_log, verbose=0)
+    if config.algo == "ppo":
+        s = config.ppo
+        n_steps = s.n_steps
+        batch = min(s.batch_size, n_steps * config.n_envs)
+        return PPO("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
+                   n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
+                   ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
+    s = config.dqn
+    return DQN("MlpPolicy", env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
+               learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma, train_freq=s.train_freq,
+               gradient_steps=s.gradient_steps, target_update_interval=s.target_update_interval,
+               exploration_fraction=s.exploration_fraction, exploration_final_eps=s.exploration_final_eps, **common)
+
+
+def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, progress: bool = True,
+                verbose: int = 0) -> dict[str, Any]:
+    """Train, evaluate on validation every ``eval_freq`` steps, and save the best and final agents.
+
+    Writes ``run_dir/best`` (the checkpoint chosen on validation, or the cash fallback), ``run_dir/final``
+    and TensorBoard logs under ``run_dir/tb``.
+
+    :param config: the agent config.
+    :param data: the dataset (train split for learning, ``config.eval_split`` for checkpoint choice).
+    :param run_dir: output directory.
+    :param progress: show a progress bar.
+    :param verbose: print each evaluation.
+    :return: summary with the best validation metrics and the training speed.
+    """
+    run_dir = Path(run_dir)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    env = make_train_env(config, data)
+    model = build_model(config, env, data, str(run_dir / "tb"))
+    env_settings = agent_env_settings(config.env, config.env.window or data.window)
+    save_kwargs = {"algo": config.algo, "env_settings": env_settings, "data": data, "config": config.to_dict()}
+    if config.init_from_classifier:
+        from .behaviour_cloning import clone_supervised_policy
+
+        clone_supervised_policy(model, config, data)
+    evaluator = TradingEvalCallback(data, config.eval_split, config.env.costs(), env_settings,
+                                    min(config.eval_freq, config.total_timesteps), run_dir / "best", save_kwargs,
+                                    config.min_improvement, verbose=verbose)
+    callbacks = [evaluator] + ([ProgressBarCallback()] if progress else [])
+    started = time.perf_counter()
+    model.learn(total_timesteps=config.total_timesteps, callback=CallbackList(callbacks), tb_log_name=config.algo)
+    elapsed = time.perf_counter() - started
+    evaluator.finish()
+    save_agent(run_dir / "final", model, validation=evaluator.history[-1], **save_kwargs)
+    best = evaluator.best_metrics
+    return {
+        "algo": config.algo,
+        "timesteps": int(model.num_timesteps),
+        "train_seconds": elapsed,
+        "steps_per_second": model.num_timesteps / elapsed if elapsed > 0 else float("nan"),
+        "best_dir": str(run_dir / "best"),
+        "fallback": None if best is not None else "cash",
+        "best_validation": _strip(best) if best else None,
+        "validation_history": [_strip(h) for h in evaluator.history],
+    }
+
+
+def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "per_symbol"}
+
+
+def steps_per_second(config: AgentConfig, data: MarketData, timesteps: int) -> float:
+    """Measure end-to-end training throughput (env steps/s) for ``config`` without evaluations."""
+    env = make_train_env(config, data)
+    model = build_model(config, env, data, None)
+    started = time.perf_counter()
+    model.learn(total_timesteps=timesteps)
+    return model.num_timesteps / (time.perf_counter() - started)
+
+
+__all__ = ["build_model", "make_train_env", "policy_kwargs", "steps_per_second", "train_agent", "np"]

@@ -1,0 +1,61 @@
+"""Search a supervised model's hyperparameters with Optuna (resumable; any storage URL).
+
+    python -m experiments.hpo --model gru --trials 20 --storage sqlite:///runs/hpo.db
+    python -m experiments.hpo --model gru --trials 10 --storage sqlite:///runs/hpo.db   # adds 10 more
+    tensorboard --logdir runs/hpo
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Sequence
+
+from configs.loader import CONFIG_DIR
+from supervised.experiment import load_supervised_config, prepare_data
+from supervised.hpo import describe_best, run_study
+from supervised.models import MODEL_KINDS
+
+DEFAULT_CONFIG = CONFIG_DIR / "supervised.yaml"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=MODEL_KINDS, help="architecture whose search space to explore")
+    parser.add_argument("--trials", type=int, default=None, help="trials to add (default: hpo.n_trials of the config)")
+    parser.add_argument("--storage", default="sqlite:///runs/hpo.db", help="Optuna storage URL (sqlite:///..., postgresql://...)")
+    parser.add_argument("--study-name", default=None, help="study to create or resume (default: sup_<model>)")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (dataset/train/models/hpo sections)")
+    parser.add_argument("--dataset", default=None, help="saved dataset directory; default: build the config's dataset")
+    parser.add_argument("--runs-dir", default="runs", help="TensorBoard logs go under <runs-dir>/hpo/<study>/trial_<n>/")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: hpo.epochs, else train.epochs)")
+    parser.add_argument("--seed", type=int, default=None, help="sampler and training seed (default: hpo.seed / train.seed)")
+    parser.add_argument("--progress", action="store_true", help="show tqdm bars inside each trial")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Run from command-line arguments; returns the ``optuna.Study``."""
+    args = parse_args(argv)
+    config = load_supervised_config(args.config)
+    hpo_changes = {k: v for k, v in (("n_trials", args.trials), ("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    hpo = dataclasses.replace(config.hpo, **hpo_changes)
+    train = config.train if args.seed is None else dataclasses.replace(config.train, seed=args.seed)
+    data = prepare_data(config, args.dataset)
+    print(data.summary())
+    study = run_study(
+        data,
+        config.model(args.model),
+        storage=args.storage,
+        study_name=args.study_name,
+        base_train=train,
+        hpo=hpo,
+        runs_dir=args.runs_dir,
+        progress=args.progress,
+    )
+    print(describe_best(study))
+    return study
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The checkpoint bundle: a directory that loads alone, without the training config or the dataset.
+
+Layout::
+
+    <bundle>/weights.pt    torch.save(classifier.state_dict())
+    <bundle>/bundle.json   format version, model config, feature names, scaler, asset map, label,
+                           decision threshold, window, dataset hashes, metrics
+
+Written atomically: built in a temp directory next to the target, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from features.scaling import FeatureScaler
+
+from .evaluation import json_safe
+from .models import Classifier, ModelConfig, build_model
+
+BUNDLE_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+MANIFEST_FILE = "bundle.json"
+
+
+@dataclass
+class LoadedModel:
+    """A classifier with everything needed to use it on new data.
+
+    :param classifier: the model, in eval mode.
+    :param model_config: its architecture.
+    :param feature_names: input feature columns, in order.
+    :param scaler: the feature scaler the training data was scaled with.
+    :param asset_map: symbol -> asset id.
+    :param label: the label definition (profit, stop, horizon).
+    :param threshold: decision threshold chosen on validation.
+    :param window: bars per input window.
+    :param dataset_hashes: hashes of the training dataset's config and source bars.
+    :param metrics: metrics saved with the bundle (may be empty).
+    :param path: where it was loaded from.
+    """
+
+    classifier: Classifier
+    model_config: ModelConfig
+    feature_names: list[str]
+    scaler: FeatureScaler
+    asset_map: dict[str, int]
+    label: dict[str, Any]
+    threshold: float
+    window: int
+    dataset_hashes: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The classifier's encoder (window + asset id -> embedding), for reuse by the RL agents."""
+        return self.classifier.encoder
+
+    def predict_proba(self, windows: np.ndarray, asset_ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """P(label = 1) for each window, float64 (n,).
+
+        :param windows: scaled features (n, window, n_features); cast to float32.
+        :param asset_ids: (n,) integer asset ids (floats holding whole numbers are accepted).
+        """
+        windows = np.asarray(windows, dtype=np.float32)
+        ids = np.asarray(asset_ids)
+        if ids.dtype.kind == "f":
+            if not np.all(ids == np.round(ids)):
+                raise ValueError(f"asset_ids must be whole numbers, got {ids[ids != np.round(ids)][:3].tolist()}")
+            ids = np.round(ids)
+        return self.classifier.predict_proba(torch.from_numpy(windows), torch.from_numpy(ids.astype(np.int64)))
+
+    def check_compatible(self, feature_names: Sequence[str], window: int) -> None:
+        """Raise ``ValueError`` saying what differs when data with these features/window cannot be fed.
+
+        :param feature_names: the data's feature columns, in order.
+        :param window: the data's window.
+        """
+        check_compatible(self.feature_names, self.window, feature_names, window)
+
+
+def check_compatible(
+    bundle_features: Sequence[str], bundle_window: int, feature_names: Sequence[str], window: int
+) -> None:
+    """Raise ``ValueError`` naming the mismatch between a bundle's inputs and the data's.
+
+    :param bundle_features: the bundle's feature names.
+    :param bundle_window: the bundle's window.
+    :param feature_names: the data's feature names.
+    :param window: the data's window.
+    """
+    problems = []
+    if int(window) != int(bundle_window):
+        problems.append(f"window {window} != the model's {bundle_window}")
+    ours, theirs = list(bundle_features), list(feature_names)
+    if ours != theirs:
+        missing = [f for f in ours if f not in theirs]
+        extra = [f for f in theirs if f not in ours]
+        detail = []
+        if missing:
+            detail.append(f"missing {missing}")
+        if extra:
+            detail.append(f"unexpected {extra}")
+        if not detail:
+            detail.append("same names in a different order")
+        problems.append(f"feature names differ ({len(theirs)} given, model expects {len(ours)}): {'; '.join(detail)}")
+    if problems:
+        raise ValueError("data does not fit this model: " + "; ".join(problems))
+
+
+def save_bundle(
+    path: str | Path,
+    classifier: Classifier,
+    model_config: ModelConfig,
+    *,
+    feature_names: Sequence[str],
+    scaler: Mapping[str, Any] | FeatureScaler,
+    asset_map: Mapping[str, int],
+    label: Mapping[str, Any],
+    threshold: float,
+    window: int,
+    dataset_hashes: Mapping[str, str],
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle directory atomically (an existing one is replaced).
+
+    :param path: the bundle directory.
+    :param classifier: the trained model.
+    :param model_config: its architecture (with window/n_features/n_assets set).
+    :param feature_names: input feature columns, in order.
+    :param scaler: ``FeatureScaler.to_dict()`` (or the scaler itself).
+    :param asset_map: symbol -> asset id.
+    :param label: label definition (profit, stop, horizon).
+    :param threshold: decision threshold (chosen on validation).
+    :param window: bars per input window.
+    :param dataset_hashes: the training dataset's hashes.
+    :param metrics: optional metrics to keep with the model.
+    """
+    if len(feature_names) != model_config.n_features or window != model_config.window:
+        raise ValueError(
+            f"bundle inputs ({len(feature_names)} features, window {window}) do not match the model config "
+            f"(n_features={model_config.n_features}, window={model_config.window})"
+        )
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold} must be a probability in [0, 1]")
+    manifest = {
+        "format_version": BUNDLE_VERSION,
+        "model_config": model_config.to_dict(),
+        "feature_names": list(feature_names),
+        "scaler": scaler.to_dict() if isinstance(scaler, FeatureScaler) else dict(scaler),
+        "asset_map": {str(k): int(v) for k, v in asset_map.items()},
+        "label": dict(label),
+        "threshold": float(threshold),
+        "window": int(window),
+        "dataset_hashes": dict(dataset_hashes),
+        "metrics": json_safe(dict(metrics or {})),
+        "torch_version": torch.__version__,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    try:
+        state = {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()}
+        torch.save(state, tmp / WEIGHTS_FILE)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old"))
+            os.replace(path, old / "bundle")
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_model(
+    path: str | Path, *, feature_names: Sequence[str] | None = None, window: int | None = None
+) -> LoadedModel:
+    """Load a bundle written by :func:`save_bundle`; optionally check it fits the given data.
+
+    :param path: the bundle directory.
+    :param feature_names: if given, must equal the bundle's (see :func:`check_compatible`).
+    :param window: if given, must equal the bundle's window.
+    """
+    path = Path(path)
+    manifest_path, weights_path = path / MANIFEST_FILE, path / WEIGHTS_FILE
+    if not path.is_dir():
+        raise FileNotFoundError(f"model bundle {path} does not exist (expected a directory with {MANIFEST_FILE})")
+    for file in (manifest_path, weights_path):
+        if not file.exists():
+            raise FileNotFoundError(f"model bundle {path} is incomplete: {file.name} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"model bundle {path} is corrupt: {MANIFEST_FILE} is not valid JSON ({error})") from None
+    version = manifest.get("format_version")
+    if version != BUNDLE_VERSION:
+        raise ValueError(f"{manifest_path}: format_version {version} is not supported (expected {BUNDLE_VERSION})")
+    missing = [k for k in ("model_config", "feature_names", "scaler", "asset_map", "label", "threshold", "window") if k not in manifest]
+    if missing:
+        raise ValueError(f"model bundle {path} is corrupt: {MANIFEST_FILE} lacks {missing}")
+    config = ModelConfig.from_dict(manifest["model_config"], f"{manifest_path}:model_config")
+    names, bundle_window = list(manifest["feature_names"]), int(manifest["window"])
+    if len(names) != config.n_features or bundle_window != config.window:
+        raise ValueError(
+            f"model bundle {path} is inconsistent: {len(names)} feature names and window {bundle_window} "
+            f"but the model config has n_features={config.n_features}, window={config.window}"
+        )
+    if feature_names is not None or window is not None:
+        check_compatible(names, bundle_window, names if feature_names is None else feature_names,
+                         bundle_window if window is None else window)
+    classifier = build_model(config)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        classifier.load_state_dict(state)
+    except Exception as error:  # torch raises several types for truncated files and key/shape mismatches
+        raise ValueError(f"model bundle {path} is corrupt: cannot load {WEIGHTS_FILE} ({type(error).__name__}: {error})") from None
+    classifier.eval()
+    return LoadedModel(
+        classifier=classifier,
+        model_config=config,
+        feature_names=names,
+        scaler=FeatureScaler.from_dict(manifest["scaler"]),
+        asset_map={str(k): int(v) for k, v in manifest["asset_map"].items()},
+        label=dict(manifest["label"]),
+        threshold=float(manifest["threshold"]),
+        window=bundle_window,
+        dataset_hashes=dict(manifest.get("dataset_hashes", {})),
+        metrics=dict(manifest.get("metrics", {})),
+        path=path,
+    )

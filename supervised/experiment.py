@@ -1,0 +1,202 @@
+"""One supervised run end to end: train, choose the threshold on validation, score test once, save
+the bundle and ``metrics.json`` under the run directory. Also the YAML config of such runs.
+
+``configs/supervised.yaml`` has sections ``dataset:`` (:class:`DatasetConfig`), ``train:``
+(:class:`TrainConfig`), ``models:`` (one :class:`ModelConfig` mapping per kind), ``evaluation:`` and
+``hpo:``; unknown keys raise ``ValueError`` naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from configs.loader import dataclass_from_dict
+from features.dataset import DatasetConfig, build_dataset, load_dataset
+from features.market_data import MarketData
+
+from .bundle import save_bundle
+from .evaluation import IMPORTANCE_METRICS, evaluation_report, json_safe
+from .hpo import HPOConfig
+from .models import MODEL_KINDS, ModelConfig
+from .trainer import TrainConfig, torch_settings, train_classifier
+
+BUNDLE_DIR = "model"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What the final evaluation computes besides the metrics.
+
+    :param importance_metric: ``"pr_auc"`` or ``"f1"``: the score whose drop measures importance.
+    :param importance_repeats: shuffles per feature (0 skips permutation importance).
+    """
+
+    importance_metric: str = "pr_auc"
+    importance_repeats: int = 2
+
+    def __post_init__(self) -> None:
+        if self.importance_metric not in IMPORTANCE_METRICS:
+            raise ValueError(
+                f"importance_metric={self.importance_metric!r} is not known; expected one of {list(IMPORTANCE_METRICS)}"
+            )
+        if self.importance_repeats < 0:
+            raise ValueError(f"importance_repeats={self.importance_repeats} must be >= 0")
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """The whole ``configs/supervised.yaml``.
+
+    :param dataset: the dataset to build when no saved dataset is given.
+    :param train: optimisation settings shared by all models.
+    :param models: per-kind architecture settings (``{kind: {field: value}}``).
+    :param evaluation: permutation-importance settings.
+    :param hpo: study settings for ``experiments.hpo``.
+    """
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    hpo: HPOConfig = field(default_factory=HPOConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", dict(self.models or {}))
+        unknown = sorted(set(self.models) - set(MODEL_KINDS))
+        if unknown:
+            raise ValueError(f"models: unknown model kind(s) {unknown}; expected some of {list(MODEL_KINDS)}")
+        for kind in self.models:
+            self.model(kind)  # reject unknown keys now, not at the end of a long run
+
+    def model(self, kind: str) -> ModelConfig:
+        """The :class:`ModelConfig` of ``kind`` (its ``models:`` section over the defaults).
+
+        :param kind: ``"mlp"``, ``"lstm"``, ``"gru"`` or ``"cnn_lstm"``.
+        """
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"model kind={kind!r} is not known; expected one of {list(MODEL_KINDS)}")
+        section = dict(self.models.get(kind) or {})
+        if "kind" in section and section["kind"] != kind:
+            raise ValueError(f"models.{kind}.kind={section['kind']!r} contradicts its section name")
+        section["kind"] = kind
+        return ModelConfig.from_dict(section, f"models.{kind}")
+
+
+def load_supervised_config(path: str | Path | None) -> SupervisedConfig:
+    """Read a supervised YAML config (None: all defaults).
+
+    :param path: the YAML file.
+    """
+    if path is None:
+        return SupervisedConfig()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    return dataclass_from_dict(SupervisedConfig, data, str(path))
+
+
+def prepare_data(config: SupervisedConfig, dataset_path: str | Path | None = None) -> MarketData:
+    """The saved dataset at ``dataset_path``, or the one ``config.dataset`` builds.
+
+    :param config: the supervised config.
+    :param dataset_path: a dataset directory written by ``MarketData.save``; None builds one.
+    """
+    if dataset_path is not None:
+        return load_dataset(dataset_path)
+    return build_dataset(config.dataset)
+
+
+def prepare_run_dir(runs_dir: str | Path, run_name: str, overwrite: bool = False) -> Path:
+    """``runs_dir/run_name``, created; an existing non-empty one is an error unless ``overwrite``.
+
+    :param runs_dir: root of all runs.
+    :param run_name: this run's directory name.
+    :param overwrite: delete an existing run directory of that name first.
+    """
+    if not run_name or Path(run_name).name != run_name:
+        raise ValueError(f"run name {run_name!r} must be a plain directory name")
+    run_dir = Path(runs_dir) / run_name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"run directory {run_dir} exists and is not empty; pick another --run-name or pass --overwrite")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run_supervised(
+    data: MarketData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    evaluation: EvaluationConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate and save one model; returns the metrics also written to ``run_dir/metrics.json``.
+
+    Writes TensorBoard events in ``run_dir``, the bundle in ``run_dir/model/`` and ``metrics.json``
+    (training summary, validation sweep, chosen threshold, validation and test metrics at it,
+    permutation importance on validation, configs, dataset hashes).
+
+    :param data: the dataset.
+    :param model_config: the architecture.
+    :param train_config: optimisation settings.
+    :param run_dir: the run's output directory.
+    :param evaluation: importance settings (defaults if None).
+    :param progress: show tqdm bars.
+    """
+    evaluation = evaluation or EvaluationConfig()
+    run_dir = Path(run_dir)
+    result = train_classifier(data, model_config, train_config, run_dir, progress=progress)
+    with torch_settings(train_config.num_threads, train_config.deterministic):
+        report = evaluation_report(
+            result.classifier.predict_proba,
+            data,
+            importance_metric=evaluation.importance_metric,
+            importance_repeats=evaluation.importance_repeats,
+            seed=train_config.seed,
+        )
+    threshold = report["threshold"]["chosen"]
+    metrics = {
+        "model": result.model_config.kind,
+        "run_dir": str(run_dir),
+        "training": {
+            "best_epoch": result.best_epoch,
+            "best_val_f1": result.best_val_f1,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "train_seconds": result.train_seconds,
+            "n_parameters": sum(p.numel() for p in result.classifier.parameters()),
+        },
+        **report,
+        "history": result.history,
+        "model_config": result.model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "evaluation_config": {"importance_metric": evaluation.importance_metric, "importance_repeats": evaluation.importance_repeats},
+        "dataset": {"hashes": data.hashes, "symbols": data.symbols, "window": data.window, "label": data.label},
+    }
+    save_bundle(
+        run_dir / BUNDLE_DIR,
+        result.classifier,
+        result.model_config,
+        feature_names=data.feature_names,
+        scaler=data.scaler.to_dict(),
+        asset_map=data.asset_map,
+        label=data.label,
+        threshold=threshold,
+        window=data.window,
+        dataset_hashes=data.hashes,
+        metrics={"validation": report["validation"], "test": report["test"], "threshold": report["threshold"]},
+    )
+    metrics = json_safe(metrics)
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
