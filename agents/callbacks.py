@@ -20,9 +20,11 @@ class TradingEvalCallback(BaseCallback):
 
     Logs ``eval/log_return``, ``eval/total_return``, ``eval/sharpe``, ``eval/max_drawdown``,
     ``eval/n_trades``, ``eval/n_orders``, ``eval/turnover``, ``eval/costs_paid``, ``eval/exposure`` and
-    ``eval/best_log_return``. A checkpoint is kept only if its mean validation log return beats the cash
-    baseline (0) by more than ``min_improvement`` and every earlier checkpoint; if none ever does, the
-    saved best agent falls back to cash (``fallback="cash"``): doing nothing is the safe outcome.
+    ``eval/tstat`` and ``eval/best_log_return``. A checkpoint is kept only if its mean validation log
+    return beats the cash baseline (0) by more than ``min_improvement`` and every earlier checkpoint, and
+    its per-bar returns beat cash with a t statistic of at least ``min_tstat`` (a lucky run of a policy
+    with no edge does not count); if none ever does, the saved best agent falls back to cash
+    (``fallback="cash"``): doing nothing is the safe outcome.
 
     :param data: the dataset.
     :param split: evaluation split (validation).
@@ -32,10 +34,11 @@ class TradingEvalCallback(BaseCallback):
     :param best_dir: where the best agent is written.
     :param save_kwargs: passed to :func:`agents.saved_agent.save_agent`.
     :param min_improvement: margin over the cash baseline's log return (0).
+    :param min_tstat: t statistic of validation returns a checkpoint needs.
     """
 
     def __init__(self, data: MarketData, split: str, costs: Costs, env_settings: dict[str, Any], eval_freq: int,
-                 best_dir: Path, save_kwargs: dict[str, Any], min_improvement: float = 0.0, verbose: int = 0) -> None:
+                 best_dir: Path, save_kwargs: dict[str, Any], min_improvement: float = 0.0, min_tstat: float = 1.5, verbose: int = 0) -> None:
         super().__init__(verbose)
         self.data = data
         self.split = split
@@ -45,6 +48,7 @@ class TradingEvalCallback(BaseCallback):
         self.best_dir = Path(best_dir)
         self.save_kwargs = save_kwargs
         self.best_score = min_improvement  # the cash baseline's log return is 0
+        self.min_tstat = min_tstat
         self.best_metrics: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self._next_eval = eval_freq
@@ -60,10 +64,10 @@ class TradingEvalCallback(BaseCallback):
         metrics = evaluate_policy(policy, self.data, self.split, self.costs, self.env_settings)
         metrics["timesteps"] = int(self.num_timesteps)
         self.history.append(metrics)
-        for key in ("log_return", "total_return", "sharpe", "max_drawdown", "n_trades", "n_orders", "turnover",
+        for key in ("tstat", "log_return", "total_return", "sharpe", "max_drawdown", "n_trades", "n_orders", "turnover",
                     "costs_paid", "exposure"):
             self.logger.record(f"eval/{key}", metrics[key])
-        if metrics["log_return"] > self.best_score:
+        if metrics["log_return"] > self.best_score and metrics["tstat"] >= self.min_tstat:
             self.best_score = metrics["log_return"]
             self.best_metrics = metrics
             save_agent(self.best_dir, self.model, validation=metrics, **self.save_kwargs)
@@ -71,7 +75,7 @@ class TradingEvalCallback(BaseCallback):
         self.logger.dump(self.num_timesteps)
         if self.verbose:
             print(f"[eval {self.num_timesteps}] validation log return {metrics['log_return']:+.4f}, "
-                  f"{metrics['n_orders']} orders, best {self.best_score:+.4f}")
+                  f"t {metrics['tstat']:+.2f}, {metrics['n_orders']} orders, best {self.best_score:+.4f}")
         return metrics
 
     def finish(self) -> None:

@@ -63,6 +63,7 @@ class AgentConfig:
     :param eval_freq: environment steps between validation evaluations.
     :param eval_split: split used to choose the checkpoint (never test).
     :param min_improvement: validation log return a checkpoint must beat the cash baseline (0) by.
+    :param min_tstat: t statistic of validation per-bar returns against cash a checkpoint needs.
     :param env: TradingEnv settings for training (split is forced to train).
     :param ppo: PPO settings.
     :param dqn: DQN settings.
@@ -81,6 +82,7 @@ class AgentConfig:
     eval_freq: int = 20_000
     eval_split: str = "validation"
     min_improvement: float = 0.0
+    min_tstat: float = 1.5
     env: EnvConfig = field(default_factory=lambda: EnvConfig(episode_length=256))
     ppo: PPOSettings = field(default_factory=PPOSettings)
     dqn: DQNSettings = field(default_factory=DQNSettings)

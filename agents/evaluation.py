@@ -21,14 +21,17 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
     :param costs: cost models.
     :param env_settings: env settings of the policy (action_mode, allow_short, window, fill_at).
     :param symbols: symbols to run; None takes all.
-    :return: ``log_return`` (mean over symbols of log final/initial equity), ``total_return``, ``sharpe``,
+    :return: ``tstat`` (t statistic of the pooled per-bar log returns against 0, the cash baseline),
+        ``log_return`` (mean over symbols of log final/initial equity), ``total_return``, ``sharpe``,
         ``max_drawdown`` (worst), ``n_trades``, ``n_orders``, ``turnover``, ``costs_paid`` (sums), and
         ``per_symbol``.
     """
     per_symbol = {}
+    bar_returns = []
     for symbol in symbols or data.symbols:
         result = backtest(policy, data, split, costs, symbol=symbol, **env_settings)
         m = result.metrics
+        bar_returns.append(np.diff(np.log(np.maximum(result.equity, 1e-12))))
         per_symbol[symbol] = {
             "log_return": float(np.log(result.equity[-1] / result.equity[0])) if result.equity[-1] > 0 else -np.inf,
             "total_return": m["total_return"],
@@ -41,7 +44,11 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
             "exposure": m["exposure"] or 0.0,
         }
     rows = list(per_symbol.values())
+    pooled = np.concatenate(bar_returns)
+    spread = pooled.std(ddof=1) if len(pooled) > 1 else 0.0
+    tstat = float(pooled.mean() / spread * np.sqrt(len(pooled))) if spread > 1e-15 else 0.0
     return {
+        "tstat": tstat,
         "log_return": float(np.mean([r["log_return"] for r in rows])),
         "total_return": float(np.mean([r["total_return"] for r in rows])),
         "sharpe": float(np.mean([r["sharpe"] for r in rows])),

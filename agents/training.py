@@ -103,7 +103,7 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         clone_supervised_policy(model, config, data)
     evaluator = TradingEvalCallback(data, config.eval_split, config.env.costs(), env_settings,
                                     min(config.eval_freq, config.total_timesteps), run_dir / "best", save_kwargs,
-                                    config.min_improvement, verbose=verbose)
+                                    config.min_improvement, config.min_tstat, verbose=verbose)
     callbacks = [evaluator] + ([ProgressBarCallback()] if progress else [])
     started = time.perf_counter()
     model.learn(total_timesteps=config.total_timesteps, callback=CallbackList(callbacks), tb_log_name=config.algo)

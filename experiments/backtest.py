@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--commission", type=float, default=0.001, help="commission, fraction of notional (default 0.001)")
     parser.add_argument("--slippage-bps", type=float, default=5.0, help="fixed slippage in basis points (default 5)")
     parser.add_argument("--fixed-fee", type=float, default=0.0, help="fee per order in currency (default 0)")
-    parser.add_argument("--fill-at", default="next_open", choices=list(FILL_AT),
-                        help="next_open (default) or close (optimistic)")
+    parser.add_argument("--fill-at", default=None, choices=list(FILL_AT),
+                        help="next_open (default; a saved agent's own setting otherwise) or close (optimistic)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs (default: runs)")
     parser.add_argument("--run-name", default=None, help="output folder name (default: backtest_<policy>_<split>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic policies (default 0)")
@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = run_directory(args.runs_dir, args.run_name or f"backtest_{label}_{args.split}", "backtest")
     results = {}
     for symbol in args.symbol or data.symbols:
-        result = backtest(policy, data, args.split, costs, symbol=symbol, fill_at=args.fill_at,
-                          **getattr(policy, "env_settings", {}))
+        settings = dict(getattr(policy, "env_settings", {}))
+        if args.fill_at is not None:
+            settings["fill_at"] = args.fill_at
+        result = backtest(policy, data, args.split, costs, symbol=symbol, **settings)
         result.save(out / symbol, plot=not args.no_plot)
         print(result.table())
         print()

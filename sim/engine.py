@@ -196,15 +196,16 @@ class Simulator:
         self.target = np.where(send, target, self.target)
         self.n_orders += traded
         self.traded_notional += notional
-        opened = traded & (was_flat | (np.sign(self.units) != np.sign(self.units - delta)))
-        self.entry_row = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
-        # entry_value is the cost basis of the open units: adding pays fill_price, reducing keeps the average
-        added = traded & ~opened & (np.sign(delta) == np.sign(self.units))
-        kept = np.divide(self.units, self.units - delta, out=np.ones(self.n), where=~opened & (self.units != 0.0))
-        self.entry_value = np.where(
-            self.units == 0.0, 0.0,
-            np.where(opened, self.units * fill_price,
-                     np.where(added, self.entry_value + delta * fill_price, self.entry_value * kept)))
+        if traded.any():  # entry row and cost basis change only with a fill
+            opened = traded & (was_flat | (np.sign(self.units) != np.sign(self.units - delta)))
+            self.entry_row = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
+            # entry_value is the cost basis of the open units: adding pays fill_price, reducing keeps the average
+            added = traded & ~opened & (np.sign(delta) == np.sign(self.units))
+            kept = np.divide(self.units, self.units - delta, out=np.ones(self.n), where=~opened & (self.units != 0.0))
+            self.entry_value = np.where(
+                self.units == 0.0, 0.0,
+                np.where(opened, self.units * fill_price,
+                         np.where(added, self.entry_value + delta * fill_price, self.entry_value * kept)))
 
         self.row = row = row + 1
         close = self.close[row]

@@ -1,0 +1,198 @@
+"""End-to-end PPO training speed (env steps/s): SB3 defaults vs this project's defaults, and vec-env choices.
+
+Run ``python -m benchmarks.bench_ppo`` (``--timesteps`` timed steps per row, default 32768; ``--quick``
+for 8192). Every row trains a fresh, seeded (seed 0) SB3 PPO ``MlpPolicy`` on the default embedded dataset
+(window 24, 31 features: a 749-float observation), on CPU, with ``torch.set_num_threads(--threads)``
+(default 2). All rows use the same env settings, ``AgentConfig().env`` (train split, episodes of 256
+steps), so only the vectorisation and the PPO settings differ:
+
+* ``SB3 defaults``: n_steps 2048, batch 64, n_epochs 10, gamma 0.99, ent_coef 0 (net_arch 64x64 as ours),
+  on ``DummyVecEnv``/``SubprocVecEnv`` of ``gym.make("TradingEnv-v0")`` + ``VecMonitor``;
+  with 1 env this is the reference row.
+* ``ours``: ``AgentConfig()`` (n_steps 256, batch 1024, n_epochs 4, gamma 0.9) built by
+  ``agents.training.make_train_env``/``build_model`` on one native ``TradingVecEnv`` + ``VecMonitor``.
+
+Warm-up is excluded: each row runs one untimed PPO iteration (rollout + update) first, then times
+whole iterations (rollout + update), enough of them to cover ``--timesteps``. ``collect`` is the share
+of the timed wall time spent in rollouts (env steps + policy forward), the rest is the gradient update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable
+
+import gymnasium as gym
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+
+import envs
+from agents.config import AgentConfig
+from agents.training import build_model, make_train_env
+from envs import default_market_data
+
+SB3_DEFAULTS = {"n_steps": 2048, "batch_size": 64, "n_epochs": 10}
+
+
+class IterationTimer(BaseCallback):
+    """Wall time of every PPO iteration after the first, split into rollout and update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.iteration = 0
+        self.start_time: float | None = None
+        self.start_steps = 0
+        self.collect_seconds = 0.0
+        self._rollout_started = 0.0
+
+    def _on_rollout_start(self) -> None:
+        self.iteration += 1
+        now = time.perf_counter()
+        if self.iteration == 2:  # the first iteration (rollout + update) was the warm-up
+            self.start_time, self.start_steps = now, self.num_timesteps
+        self._rollout_started = now
+
+    def _on_rollout_end(self) -> None:
+        if self.iteration >= 2:
+            self.collect_seconds += time.perf_counter() - self._rollout_started
+
+    def _on_step(self) -> bool:
+        return True
+
+
+@dataclass
+class Row:
+    setting: str
+    vec_env: str
+    n_envs: int
+    n_steps: int
+    batch_size: int
+    n_epochs: int
+    timed_steps: int = 0
+    seconds: float = 0.0
+    collect_share: float = 0.0
+    load: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.timed_steps / self.seconds if self.seconds > 0 else float("nan")
+
+
+def timed_learn(model: PPO, rollout: int, timesteps: int) -> tuple[int, float, float]:
+    """Train ``model`` for one warm-up iteration plus enough timed iterations to cover ``timesteps``."""
+    iterations = 1 + max(1, math.ceil(timesteps / rollout))
+    timer = IterationTimer()
+    model.learn(total_timesteps=iterations * rollout, callback=timer)
+    elapsed = time.perf_counter() - timer.start_time
+    steps = model.num_timesteps - timer.start_steps
+    return steps, elapsed, timer.collect_seconds / elapsed
+
+
+def gym_env_factory(settings: dict[str, Any], data: Any) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        return gym.make(envs.ENV_ID, data=data, **settings)
+
+    return make
+
+
+def run_sb3_defaults(vec_env: str, n_envs: int, timesteps: int, seed: int) -> Row:
+    """SB3 PPO defaults on DummyVecEnv/SubprocVecEnv of gym.make("TradingEnv-v0")."""
+    settings = asdict(AgentConfig().env)
+    settings["split"] = "train"
+    if vec_env == "SubprocVecEnv":
+        # workers build the (same) default dataset themselves instead of unpickling it
+        factories = [gym_env_factory(settings, None) for _ in range(n_envs)]
+        env: VecEnv = SubprocVecEnv(factories)
+    else:
+        factories = [gym_env_factory(settings, default_market_data()) for _ in range(n_envs)]
+        env = DummyVecEnv(factories)
+    env = VecMonitor(env)
+    row = Row("SB3 defaults", vec_env, n_envs, **SB3_DEFAULTS)
+    try:
+        model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **SB3_DEFAULTS)
+        row.timed_steps, row.seconds, row.collect_share = timed_learn(model, row.n_steps * n_envs, timesteps)
+    finally:
+        env.close()
+    return row
+
+
+def run_ours(n_envs: int, timesteps: int, seed: int, extractor: str = "flat") -> Row:
+    """AgentConfig() defaults on TradingVecEnv, built the way agents.training builds them."""
+    config = replace(AgentConfig(), n_envs=n_envs, seed=seed, extractor=extractor)
+    data = default_market_data()
+    env = make_train_env(config, data)
+    model = build_model(config, env, data, None)
+    label = "ours" if extractor == "flat" else f"ours, {extractor} extractor"
+    row = Row(label, "TradingVecEnv", n_envs, model.n_steps, model.batch_size, model.n_epochs)
+    try:
+        row.timed_steps, row.seconds, row.collect_share = timed_learn(model, model.n_steps * n_envs, timesteps)
+    finally:
+        env.close()
+    return row
+
+
+def print_table(rows: list[Row], reference: float | None) -> None:
+    header = ("setting", "vec env", "envs", "n_steps", "batch", "epochs", "timed steps", "steps/s",
+              "vs ref", "collect", "load1")
+    lines = []
+    for r in rows:
+        ratio = f"{r.rate / reference:.1f}x" if reference else "-"
+        lines.append((r.setting, r.vec_env, str(r.n_envs), str(r.n_steps), str(r.batch_size), str(r.n_epochs),
+                      f"{r.timed_steps:,}", f"{r.rate:,.0f}", ratio, f"{100 * r.collect_share:.0f}%",
+                      f"{r.load:.1f}"))
+    widths = [max(len(line[i]) for line in lines + [header]) for i in range(len(header))]
+    left = {0, 1}
+    fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    for line in lines:
+        print(fmt(line))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, default=32_768,
+                        help="timed env steps per row, after one untimed warm-up iteration (default 32768)")
+    parser.add_argument("--quick", action="store_true", help="8192 timed steps per row, no SubprocVecEnv row")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the envs and networks (default 0)")
+    parser.add_argument("--no-subproc", action="store_true", help="skip the SubprocVecEnv row")
+    parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM-extractor row")
+    args = parser.parse_args(argv)
+    timesteps = 8_192 if args.quick and args.timesteps == parser.get_default("timesteps") else args.timesteps
+    torch.set_num_threads(args.threads)
+    data = default_market_data()  # built once, before any timing
+    size = envs.TradingEnv(data).observation_space.shape[0]
+
+    jobs: list[Callable[[], Row]] = [lambda: run_sb3_defaults("DummyVecEnv", 1, timesteps, args.seed)]
+    jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in (1, 4, 8, 16)]
+    jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
+    if not (args.quick or args.no_subproc):
+        jobs.append(lambda: run_sb3_defaults("SubprocVecEnv", 4, timesteps, args.seed))
+    if not args.no_lstm:
+        jobs.append(lambda: run_ours(16, timesteps, args.seed, extractor="lstm"))
+
+    started = time.perf_counter()
+    rows = []
+    for job in jobs:
+        load_before = os.getloadavg()[0]
+        row = job()
+        row.load = (load_before + os.getloadavg()[0]) / 2
+        rows.append(row)
+    print(f"PPO training speed, default embedded dataset ({data.window} x {data.n_features} features, "
+          f"observation {size} floats), CPU, torch threads {torch.get_num_threads()}, seed {args.seed}; "
+          f"{os.cpu_count()} CPUs")
+    print_table(rows, rows[0].rate)
+    print(f"vs ref: against the first row (SB3 defaults, 1 env). collect: share of timed wall time in rollouts. "
+          f"load1: 1-min load average around the row. total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
