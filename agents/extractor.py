@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -28,7 +30,8 @@ class EncoderExtractor(BaseFeaturesExtractor):
         layout.check(int(observation_space.shape[0]), "the env's observation")
         super().__init__(observation_space, features_dim=int(encoder.output_dim) + len(STATE_FIELDS))
         self.layout = layout
-        self.encoder = encoder
+        # a copy per extractor: DQN builds an online and a target network from the same kwargs
+        self.encoder = copy.deepcopy(encoder)
         self.freeze = freeze
         if freeze:
             for parameter in self.encoder.parameters():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -61,20 +62,31 @@ def policy_kwargs(config: AgentConfig, data: MarketData) -> dict[str, Any]:
 
 def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log: str | None) -> PPO | DQN:
     """A fresh SB3 model for ``config`` on ``env``."""
-    common = dict(policy_kwargs=policy_kwargs(config, data), seed=config.seed, device="cpu",
-                  tensorboard_log=tensorboard_log, verbose=0)
+    kwargs = policy_kwargs(config, data)
+    encoder = kwargs.get("features_extractor_kwargs", {}).get("encoder")
+    # SB3 re-initialises every module of the policy (orthogonal init), the extractor included:
+    # keep the pretrained weights and put them back once the policy is built.
+    pretrained_state = copy.deepcopy(encoder.state_dict()) if config.pretrained and encoder is not None else None
+    common = dict(policy_kwargs=kwargs, seed=config.seed, device="cpu", tensorboard_log=tensorboard_log, verbose=0)
     if config.algo == "ppo":
         s = config.ppo
         n_steps = s.n_steps
         batch = min(s.batch_size, n_steps * config.n_envs)
-        return PPO("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
-                   n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
-                   ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
-    s = config.dqn
-    return DQN("MlpPolicy", env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
-               learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma, train_freq=s.train_freq,
-               gradient_steps=s.gradient_steps, target_update_interval=s.target_update_interval,
-               exploration_fraction=s.exploration_fraction, exploration_final_eps=s.exploration_final_eps, **common)
+        model = PPO("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
+                    n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
+                    ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
+    else:
+        s = config.dqn
+        model = DQN("MlpPolicy", env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
+                    learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma,
+                    train_freq=s.train_freq, gradient_steps=s.gradient_steps,
+                    target_update_interval=s.target_update_interval, exploration_fraction=s.exploration_fraction,
+                    exploration_final_eps=s.exploration_final_eps, **common)
+    if pretrained_state is not None:
+        for module in model.policy.modules():
+            if isinstance(module, EncoderExtractor):
+                module.encoder.load_state_dict(pretrained_state)
+    return model
 
 
 def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, progress: bool = True,
@@ -97,10 +109,11 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
     model = build_model(config, env, data, str(run_dir / "tb"))
     env_settings = agent_env_settings(config.env, config.env.window or data.window)
     save_kwargs = {"algo": config.algo, "env_settings": env_settings, "data": data, "config": config.to_dict()}
+    agreement = None
     if config.init_from_classifier:
         from .behaviour_cloning import clone_supervised_policy
 
-        clone_supervised_policy(model, config, data)
+        agreement = clone_supervised_policy(model, config, data)
     evaluator = TradingEvalCallback(data, config.eval_split, config.env.costs(), env_settings,
                                     min(config.eval_freq, config.total_timesteps), run_dir / "best", save_kwargs,
                                     config.min_improvement, config.min_tstat, verbose=verbose)
@@ -118,6 +131,7 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         "steps_per_second": model.num_timesteps / elapsed if elapsed > 0 else float("nan"),
         "best_dir": str(run_dir / "best"),
         "fallback": None if best is not None else "cash",
+        "init_agreement": agreement,
         "best_validation": _strip(best) if best else None,
         "validation_history": [_strip(h) for h in evaluator.history],
     }

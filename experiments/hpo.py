@@ -21,16 +21,17 @@ DEFAULT_CONFIG = CONFIG_DIR / "supervised.yaml"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, choices=MODEL_KINDS, help="architecture whose search space to explore")
-    parser.add_argument("--trials", type=int, default=None, help="trials to add (default: hpo.n_trials of the config)")
-    parser.add_argument("--storage", default="sqlite:///runs/hpo.db", help="Optuna storage URL (sqlite:///..., postgresql://...)")
-    parser.add_argument("--study-name", default=None, help="study to create or resume (default: sup_<model>)")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (dataset/train/models/hpo sections)")
-    parser.add_argument("--dataset", default=None, help="saved dataset directory; default: build the config's dataset")
-    parser.add_argument("--runs-dir", default="runs", help="TensorBoard logs go under <runs-dir>/hpo/<study>/trial_<n>/")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: hpo.epochs, else train.epochs)")
-    parser.add_argument("--seed", type=int, default=None, help="sampler and training seed (default: hpo.seed / train.seed)")
-    parser.add_argument("--progress", action="store_true", help="show tqdm bars inside each trial")
+    add = parser.add_argument
+    add("--model", required=True, choices=MODEL_KINDS, help="architecture whose search space to explore")
+    add("--trials", type=int, default=None, help="trials to add (default: hpo.n_trials of the config)")
+    add("--storage", default="sqlite:///runs/hpo.db", help="Optuna storage URL (sqlite:///..., postgresql://...)")
+    add("--study-name", default=None, help="study to create or resume (default: sup_<model>)")
+    add("--config", default=str(DEFAULT_CONFIG), help="YAML config (dataset/train/models/hpo sections)")
+    add("--dataset", default=None, help="saved dataset directory; default: build the config's dataset")
+    add("--runs-dir", default="runs", help="TensorBoard logs go under <runs-dir>/hpo/<study>/trial_<n>/")
+    add("--epochs", type=int, default=None, help="epochs per trial (default: hpo.epochs, else train.epochs)")
+    add("--seed", type=int, default=None, help="sampler and training seed (default: hpo.seed / train.seed)")
+    add("--progress", action="store_true", help="show tqdm bars inside each trial")
     return parser.parse_args(argv)
 
 
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     """Run from command-line arguments; returns the ``optuna.Study``."""
     args = parse_args(argv)
     config = load_supervised_config(args.config)
-    hpo_changes = {k: v for k, v in (("n_trials", args.trials), ("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    given = {"n_trials": args.trials, "epochs": args.epochs, "seed": args.seed}
+    hpo_changes = {k: v for k, v in given.items() if v is not None}
     hpo = dataclasses.replace(config.hpo, **hpo_changes)
     train = config.train if args.seed is None else dataclasses.replace(config.train, seed=args.seed)
     data = prepare_data(config, args.dataset)

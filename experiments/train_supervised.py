@@ -21,15 +21,16 @@ DEFAULT_CONFIG = CONFIG_DIR / "supervised.yaml"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, choices=MODEL_KINDS, help="architecture to train")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (dataset/train/models/evaluation sections)")
-    parser.add_argument("--dataset", default=None, help="saved dataset directory; default: build the config's dataset")
-    parser.add_argument("--run-name", default=None, help="output directory name under --runs-dir (default: sup_<model>_<time>)")
-    parser.add_argument("--runs-dir", default="runs", help="root directory of all runs")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    parser.add_argument("--seed", type=int, default=None, help="override train.seed")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
-    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
+    add = parser.add_argument
+    add("--model", required=True, choices=MODEL_KINDS, help="architecture to train")
+    add("--config", default=str(DEFAULT_CONFIG), help="YAML config (dataset/train/models/evaluation sections)")
+    add("--dataset", default=None, help="saved dataset directory; default: build the config's dataset")
+    add("--run-name", default=None, help="output directory under --runs-dir (default: sup_<model>_<time>)")
+    add("--runs-dir", default="runs", help="root directory of all runs")
+    add("--epochs", type=int, default=None, help="override train.epochs")
+    add("--seed", type=int, default=None, help="override train.seed")
+    add("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    add("--no-progress", action="store_true", help="hide the tqdm progress bars")
     return parser.parse_args(argv)
 
 
@@ -44,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data = prepare_data(config, args.dataset)
     print(data.summary())
     metrics = run_supervised(
-        data, config.model(args.model), train_config, run_dir, evaluation=config.evaluation, progress=not args.no_progress
+        data,
+        config.model(args.model),
+        train_config,
+        run_dir,
+        evaluation=config.evaluation,
+        progress=not args.no_progress,
     )
     training = metrics["training"]
     print(

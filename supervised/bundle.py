@@ -210,7 +210,8 @@ def load_model(
     version = manifest.get("format_version")
     if version != BUNDLE_VERSION:
         raise ValueError(f"{manifest_path}: format_version {version} is not supported (expected {BUNDLE_VERSION})")
-    missing = [k for k in ("model_config", "feature_names", "scaler", "asset_map", "label", "threshold", "window") if k not in manifest]
+    required = ("model_config", "feature_names", "scaler", "asset_map", "label", "threshold", "window")
+    missing = [k for k in required if k not in manifest]
     if missing:
         raise ValueError(f"model bundle {path} is corrupt: {MANIFEST_FILE} lacks {missing}")
     config = ModelConfig.from_dict(manifest["model_config"], f"{manifest_path}:model_config")
@@ -228,7 +229,8 @@ def load_model(
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         classifier.load_state_dict(state)
     except Exception as error:  # torch raises several types for truncated files and key/shape mismatches
-        raise ValueError(f"model bundle {path} is corrupt: cannot load {WEIGHTS_FILE} ({type(error).__name__}: {error})") from None
+        reason = f"{type(error).__name__}: {error}"
+        raise ValueError(f"model bundle {path} is corrupt: cannot load {WEIGHTS_FILE} ({reason})") from None
     classifier.eval()
     return LoadedModel(
         classifier=classifier,

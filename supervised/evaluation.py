@@ -80,7 +80,13 @@ def threshold_sweep(
         precision, recall, f1 = _prf(tp, fp, fn)
         rate = float(predicted.mean()) if len(y) else 0.0
         rows.append(
-            {"threshold": float(threshold), "precision": precision, "recall": recall, "f1": f1, "predicted_positive_rate": rate}
+            {
+                "threshold": float(threshold),
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "predicted_positive_rate": rate,
+            }
         )
     return rows
 
@@ -203,7 +209,9 @@ _TABLE_ROWS = (
 )
 
 
-def format_metrics_table(report: dict[str, Any], splits: Sequence[str] = ("validation", "test"), top_features: int = 8) -> str:
+def format_metrics_table(
+    report: dict[str, Any], splits: Sequence[str] = ("validation", "test"), top_features: int = 8
+) -> str:
     """A plain-text table of :func:`evaluation_report` (metrics by split, the sweep, top features).
 
     :param report: the output of :func:`evaluation_report` (or any dict with per-split metric dicts).
@@ -218,7 +226,8 @@ def format_metrics_table(report: dict[str, Any], splits: Sequence[str] = ("valid
         lines.append(f"{'confusion ' + key:<24}" + "".join(f"{report[s]['confusion_matrix'][key]:>12}" for s in splits))
     if "threshold" in report:
         t = report["threshold"]
-        lines.append(f"threshold {t['chosen']:.2f} chosen on {t['chosen_on']} (best {t['criterion']} {_fmt(t['validation_f1'])})")
+        best = f"best {t['criterion']} {_fmt(t['validation_f1'])}"
+        lines.append(f"threshold {t['chosen']:.2f} chosen on {t['chosen_on']} ({best})")
     importance = report.get("permutation_importance")
     if importance and top_features:
         lines.append(f"permutation importance ({importance['metric']} drop on {importance['split']}):")

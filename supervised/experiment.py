@@ -126,7 +126,9 @@ def prepare_run_dir(runs_dir: str | Path, run_name: str, overwrite: bool = False
     run_dir = Path(runs_dir) / run_name
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"run directory {run_dir} exists and is not empty; pick another --run-name or pass --overwrite")
+            raise FileExistsError(
+                f"run directory {run_dir} exists and is not empty; pick another --run-name or pass --overwrite"
+            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -181,7 +183,10 @@ def run_supervised(
         "history": result.history,
         "model_config": result.model_config.to_dict(),
         "train_config": train_config.to_dict(),
-        "evaluation_config": {"importance_metric": evaluation.importance_metric, "importance_repeats": evaluation.importance_repeats},
+        "evaluation_config": {
+            "importance_metric": evaluation.importance_metric,
+            "importance_repeats": evaluation.importance_repeats,
+        },
         "dataset": {"hashes": data.hashes, "symbols": data.symbols, "window": data.window, "label": data.label},
     }
     save_bundle(

@@ -137,7 +137,9 @@ def run_study(
     )
     recorded = study.user_attrs.get(MODEL_KIND_ATTR)
     if recorded is not None and recorded != kind:
-        raise ValueError(f"study {study_name!r} searches model {recorded!r}; got --model {kind!r} (use another study name)")
+        raise ValueError(
+            f"study {study_name!r} searches model {recorded!r}; got --model {kind!r} (use another study name)"
+        )
     study.set_user_attr(MODEL_KIND_ATTR, kind)
     study.sampler = optuna.samplers.TPESampler(seed=hpo.seed + len(study.trials), n_startup_trials=hpo.n_startup_trials)
     trial_root = Path(runs_dir) / "hpo" / study_name

@@ -52,7 +52,8 @@ def weighted_bce_loss(
 
     :param logits: (B,) raw scores.
     :param targets: (B,) labels in {0, 1} (float).
-    :param pos_weight: weight of positive samples, usually ``n_negative / n_positive`` (see :func:`pos_weight_from_labels`).
+    :param pos_weight: weight of positive samples, usually ``n_negative / n_positive``
+        (see :func:`pos_weight_from_labels`).
     :param sample_weights: optional (B,) non-negative weights.
     """
     if not pos_weight > 0:
