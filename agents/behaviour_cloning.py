@@ -47,17 +47,19 @@ def collect_demonstrations(policy: Any, data: MarketData, env_settings: dict[str
     return np.stack(observations).astype(np.float32), np.asarray(actions, dtype=np.int64)
 
 
-def fit_to_actions(model: Any, observations: np.ndarray, actions: np.ndarray, *, epochs: int = 30,
-                   batch_size: int = 512, learning_rate: float = 1e-3, seed: int = 0) -> float:
+def fit_to_actions(model: Any, observations: np.ndarray, actions: np.ndarray, *, max_updates: int = 3000,
+                   batch_size: int = 256, learning_rate: float = 1e-3, target_agreement: float = 0.98,
+                   seed: int = 0) -> float:
     """Fit the SB3 model's policy to ``actions`` by cross-entropy; return the final agreement rate.
 
     :param model: an SB3 PPO or DQN model with a discrete action space.
     :param observations: float32 (n, obs_size).
     :param actions: int64 (n,).
-    :param epochs: passes over the demonstrations.
+    :param max_updates: gradient steps at most.
     :param batch_size: minibatch size.
     :param learning_rate: Adam step size.
-    :param seed: shuffling seed.
+    :param target_agreement: stop early once this share of the demonstrations is reproduced.
+    :param seed: minibatch sampling seed.
     """
     policy = model.policy
     is_dqn = hasattr(policy, "q_net")
@@ -67,22 +69,29 @@ def fit_to_actions(model: Any, observations: np.ndarray, actions: np.ndarray, *,
     obs_t = torch.as_tensor(observations)
     act_t = torch.as_tensor(actions)
     rng = np.random.default_rng(seed)
-    policy.set_training_mode(True)
-    for _ in range(epochs):
-        order = rng.permutation(len(actions))
-        for start in range(0, len(order), batch_size):
-            idx = torch.as_tensor(order[start : start + batch_size])
-            logits = _logits(policy, obs_t[idx], is_dqn)
-            loss = F.cross_entropy(logits, act_t[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    agreement = 0.0
+    for update in range(max_updates):
+        if update % 100 == 0:
+            agreement = _agreement(policy, obs_t, act_t, is_dqn)
+            if agreement >= target_agreement:
+                break
+        policy.set_training_mode(True)
+        idx = torch.as_tensor(rng.integers(0, len(actions), size=min(batch_size, len(actions))))
+        loss = F.cross_entropy(_logits(policy, obs_t[idx], is_dqn), act_t[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     policy.set_training_mode(False)
     if is_dqn:
         policy.q_net_target.load_state_dict(policy.q_net.state_dict())
+    return _agreement(policy, obs_t, act_t, is_dqn)
+
+
+def _agreement(policy: Any, observations: torch.Tensor, actions: torch.Tensor, is_dqn: bool) -> float:
+    policy.set_training_mode(False)
     with torch.no_grad():
-        predicted = _logits(policy, obs_t, is_dqn).argmax(dim=1)
-    return float((predicted == act_t).float().mean())
+        predicted = _logits(policy, observations, is_dqn).argmax(dim=1)
+    return float((predicted == actions).float().mean())
 
 
 def _logits(policy: Any, observations: torch.Tensor, is_dqn: bool) -> torch.Tensor:
