@@ -47,8 +47,8 @@ def collect_demonstrations(policy: Any, data: MarketData, env_settings: dict[str
     return np.stack(observations).astype(np.float32), np.asarray(actions, dtype=np.int64)
 
 
-def fit_to_actions(model: Any, observations: np.ndarray, actions: np.ndarray, *, max_updates: int = 3000,
-                   batch_size: int = 256, learning_rate: float = 1e-3, target_agreement: float = 0.98,
+def fit_to_actions(model: Any, observations: np.ndarray, actions: np.ndarray, *, max_updates: int = 1000,
+                   batch_size: int = 256, learning_rate: float = 1e-3, target_agreement: float = 0.95,
                    seed: int = 0) -> float:
     """Fit the SB3 model's policy to ``actions`` by cross-entropy; return the final agreement rate.
 

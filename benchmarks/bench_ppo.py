@@ -3,7 +3,10 @@
 Run ``python -m benchmarks.bench_ppo`` (``--timesteps`` timed steps per row, default 32768; ``--quick``
 for 8192). Every row trains a fresh, seeded (seed 0) SB3 PPO ``MlpPolicy`` on the default embedded dataset
 (window 24, 31 features: a 749-float observation), on CPU, with ``torch.set_num_threads(--threads)``
-(default 2). All rows use the same env settings, ``AgentConfig().env`` (train split, episodes of 256
+(default 1; 0 leaves torch's default, which is the core count). One thread is the default because on a
+shared 2-core machine (load average above the core count) two intra-op threads made single PPO gradient
+steps 10-200x slower and erratic (OpenMP threads waiting on each other), while one thread stayed steady.
+All rows use the same env settings, ``AgentConfig().env`` (train split, episodes of 256
 steps), so only the vectorisation and the PPO settings differ:
 
 * ``SB3 defaults``: n_steps 2048, batch 64, n_epochs 10, gamma 0.99, ent_coef 0 (net_arch 64x64 as ours),
@@ -161,13 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timesteps", type=int, default=32_768,
                         help="timed env steps per row, after one untimed warm-up iteration (default 32768)")
     parser.add_argument("--quick", action="store_true", help="8192 timed steps per row, no SubprocVecEnv row")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads; 0 keeps torch's default (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the envs and networks (default 0)")
     parser.add_argument("--no-subproc", action="store_true", help="skip the SubprocVecEnv row")
     parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM-extractor row")
     args = parser.parse_args(argv)
     timesteps = 8_192 if args.quick and args.timesteps == parser.get_default("timesteps") else args.timesteps
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     data = default_market_data()  # built once, before any timing
     size = envs.TradingEnv(data).observation_space.shape[0]
 

@@ -60,6 +60,10 @@ class DatasetConfig:
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
+        for name, kind in (("features", FeatureConfig), ("labels", LabelConfig), ("split", SplitConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, dataclass_from_dict(kind, dict(value), f"dataset config.{name}"))
         if isinstance(self.symbols, str):
             object.__setattr__(self, "symbols", (self.symbols,))
         object.__setattr__(self, "symbols", tuple(self.symbols))
