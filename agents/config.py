@@ -53,6 +53,7 @@ class AgentConfig:
     :param total_timesteps: environment steps to train for.
     :param n_envs: parallel environments (one native batched VecEnv).
     :param seed: seed of the env draws and the networks.
+    :param torch_threads: torch CPU threads; 1 is steadier on a busy 2-core machine (benchmarks/bench_ppo.py).
     :param extractor: ``"flat"`` (SB3's MLP on the flat observation) or a supervised architecture
         (``mlp``, ``lstm``, ``gru``, ``cnn_lstm``) used as features extractor, fresh or from ``pretrained``.
     :param pretrained: a supervised bundle directory whose encoder becomes the features extractor.
@@ -73,6 +74,7 @@ class AgentConfig:
     total_timesteps: int = 200_000
     n_envs: int = 16
     seed: int = 0
+    torch_threads: int = 1
     extractor: str = "flat"
     pretrained: str | None = None
     freeze_encoder: bool = True
@@ -101,7 +103,7 @@ class AgentConfig:
             raise ValueError("init_from_classifier needs a pretrained supervised bundle (pretrained=...)")
         if self.eval_split == "test":
             raise ValueError("eval_split='test' is not allowed: checkpoints are chosen on validation, never on test")
-        for name in ("total_timesteps", "n_envs", "eval_freq"):
+        for name in ("total_timesteps", "n_envs", "eval_freq", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
@@ -104,7 +103,7 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
     :return: summary with the best validation metrics and the training speed.
     """
     run_dir = Path(run_dir)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(config.torch_threads)
     env = make_train_env(config, data)
     model = build_model(config, env, data, str(run_dir / "tb"))
     env_settings = agent_env_settings(config.env, config.env.window or data.window)
@@ -141,13 +140,4 @@ def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "per_symbol"}
 
 
-def steps_per_second(config: AgentConfig, data: MarketData, timesteps: int) -> float:
-    """Measure end-to-end training throughput (env steps/s) for ``config`` without evaluations."""
-    env = make_train_env(config, data)
-    model = build_model(config, env, data, None)
-    started = time.perf_counter()
-    model.learn(total_timesteps=timesteps)
-    return model.num_timesteps / (time.perf_counter() - started)
-
-
-__all__ = ["build_model", "make_train_env", "policy_kwargs", "steps_per_second", "train_agent", "np"]
+__all__ = ["build_model", "make_train_env", "policy_kwargs", "train_agent"]
