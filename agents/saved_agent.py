@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from features.atomic_io import write_directory_atomic
 from features.market_data import MarketData
 
 AGENT_ZIP = "agent.zip"
@@ -66,28 +64,21 @@ def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[st
     :param fallback: ``"cash"`` when no checkpoint beat cash on validation.
     :param validation: validation metrics of this checkpoint.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-    try:
-        model.save(tmp / AGENT_ZIP)
-        meta = {
-            "algo": algo,
-            "env_settings": env_settings,
-            "fallback": fallback,
-            "dataset": {"feature_names": data.feature_names, "window": data.window, "symbols": data.symbols,
-                        "asset_map": data.asset_map, "hashes": data.hashes, "config": data.config},
-            "config": config,
-            "validation": validation or {},
-        }
-        (tmp / AGENT_JSON).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    meta = {
+        "algo": algo,
+        "env_settings": env_settings,
+        "fallback": fallback,
+        "dataset": {"feature_names": data.feature_names, "window": data.window, "symbols": data.symbols,
+                    "asset_map": data.asset_map, "hashes": data.hashes, "config": data.config},
+        "config": config,
+        "validation": validation or {},
+    }
+
+    def fill(directory: Path) -> None:
+        model.save(directory / AGENT_ZIP)
+        (directory / AGENT_JSON).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    return write_directory_atomic(path, fill)
 
 
 def load_agent(path: str | Path, data: MarketData | None = None) -> AgentPolicy:

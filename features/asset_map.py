@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
+
+from .atomic_io import write_text_atomic
 
 
 class AssetMap:
@@ -68,16 +68,3 @@ class AssetMap:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

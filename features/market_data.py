@@ -8,15 +8,13 @@ names, scaler, asset map, split ranges and hashes of the config and the source b
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic_io import write_directory_atomic
 from .scaling import FeatureScaler
 from .splits import SPLITS
 
@@ -187,31 +185,12 @@ class MarketData:
 
     def save(self, path: str | Path) -> Path:
         """Write the dataset directory atomically (built in a temp dir, then renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-        try:
+        def fill(directory: Path) -> None:
             for name in _ARRAYS:
-                np.save(tmp / f"{name}.npy", getattr(self, name), allow_pickle=False)
-            (tmp / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
-            if path.exists():
-                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old"))
-                try:
-                    os.replace(path, old / "data")
-                    try:
-                        os.replace(tmp, path)
-                    except BaseException:
-                        os.replace(old / "data", path)  # put the previous dataset back
-                        raise
-                finally:
-                    if not (old / "data").exists() or path.exists():
-                        shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+                np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+            (directory / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
+
+        return write_directory_atomic(path, fill)
 
     @classmethod
     def load(cls, path: str | Path) -> "MarketData":

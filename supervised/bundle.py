@@ -12,9 +12,6 @@ Written atomically: built in a temp directory next to the target, then renamed i
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.atomic_io import write_directory_atomic
 from features.scaling import FeatureScaler
 
 from .evaluation import json_safe
@@ -167,24 +165,13 @@ def save_bundle(
         "metrics": json_safe(dict(metrics or {})),
         "torch_version": torch.__version__,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-    try:
+
+    def fill(directory: Path) -> None:
         state = {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS_FILE)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old"))
-            os.replace(path, old / "bundle")
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        torch.save(state, directory / WEIGHTS_FILE)
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+    return write_directory_atomic(path, fill)
 
 
 def load_model(

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from configs.loader import dataclass_from_dict
+from configs.loader import load_yaml_config
 from features.dataset import DatasetConfig, build_dataset, load_dataset
 from features.market_data import MarketData
 
@@ -94,13 +93,7 @@ def load_supervised_config(path: str | Path | None) -> SupervisedConfig:
 
     :param path: the YAML file.
     """
-    if path is None:
-        return SupervisedConfig()
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    return dataclass_from_dict(SupervisedConfig, data, str(path))
+    return load_yaml_config(SupervisedConfig, path)
 
 
 def prepare_data(config: SupervisedConfig, dataset_path: str | Path | None = None) -> MarketData:

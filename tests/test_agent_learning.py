@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from agents.baselines import CashPolicy, RandomPolicy
 from agents.config import AgentConfig
