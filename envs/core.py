@@ -152,6 +152,7 @@ class TradingCore:
         self.steps = np.zeros(n, dtype=np.int64)
         self._offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
         self._targets = np.zeros(n)
+        self.state = np.zeros((n, 4))  # position state of the last observation, bars held scaled as observed
         if config.action_mode == "discrete":
             levels = [-1.0, 0.0, 1.0] if config.allow_short else [0.0, 1.0]
             self.levels = np.asarray(levels)
@@ -210,17 +211,23 @@ class TradingCore:
         return reward, terminated, truncated
 
     def observations(self, accounts: np.ndarray | None = None) -> np.ndarray:
-        """Fresh float32 observations ``(len(accounts), layout.size)``."""
+        """Fresh float32 observations ``(len(accounts), layout.size)``; also refreshes ``self.state``."""
         sim = self.sim
-        rows = sim.row if accounts is None else sim.row[accounts]
-        symbols = self.account_symbol if accounts is None else self.account_symbol[accounts]
-        idx = slice(None) if accounts is None else accounts
-        out = np.empty((len(rows), self.layout.size), dtype=np.float32)
+        state = sim.position_state(self.state)
+        state[:, 2] /= BARS_HELD_SCALE
         nw = self.layout.n_window_values
+        if self.n == 1:
+            row = int(sim.row[0])
+            out = np.empty((1, self.layout.size), dtype=np.float32)
+            out[0, :nw] = self.data.features[row - self.window + 1 : row + 1].reshape(nw)
+            out[0, nw : nw + 4] = state[0]
+            out[0, nw + 4] = self.sym_asset[int(self.account_symbol[0])]
+            return out
+        rows = sim.row if accounts is None else sim.row[accounts]
+        idx = slice(None) if accounts is None else accounts
+        symbols = self.account_symbol[idx]
+        out = np.empty((len(rows), self.layout.size), dtype=np.float32)
         out[:, :nw] = self.data.features[rows[:, None] + self._offsets].reshape(len(rows), nw)
-        out[:, nw] = sim.exposure()[idx]
-        out[:, nw + 1] = sim.unrealised_return()[idx]
-        out[:, nw + 2] = sim.bars_held()[idx] / BARS_HELD_SCALE
-        out[:, nw + 3] = sim.cash_fraction()[idx]
+        out[:, nw : nw + 4] = state[idx]
         out[:, nw + 4] = self.sym_asset[symbols]
         return out

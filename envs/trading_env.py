@@ -81,6 +81,7 @@ class TradingEnv(gym.Env):
             self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._target = np.zeros(1)
         self._accounts = np.zeros(1, dtype=np.int64)
+        self._stamps = self.core.data.timestamps.view("datetime64[ns]")
 
     @property
     def data(self):
@@ -134,15 +135,15 @@ class TradingEnv(gym.Env):
         sim = self.core.sim
         row = int(sim.row[0])
         return {
-            "timestamp": np.datetime64(int(self.core.data.timestamps[row]), "ns"),
+            "timestamp": self._stamps[row],
             "fill_price": float(sim.result.fill_price[0]) if filled and sim.result.filled[0] else None,
             "equity": float(sim.equity[0]),
-            "position": float(sim.exposure()[0]),
+            "position": float(self.core.state[0, 0]),
             "units": float(sim.units[0]),
             "cost": float(sim.result.cost[0]) if filled else 0.0,
             "trade_count": int(sim.n_orders[0]),
             "costs_paid": float(sim.costs_paid[0]),
-            "drawdown": float(sim.drawdown()[0]),
+            "drawdown": 1.0 - float(sim.equity[0]) / float(sim.peak[0]),
             "symbol": self.core.symbols[int(self.core.account_symbol[0])],
             "row": row,
         }

@@ -20,7 +20,7 @@ Rows are traded bars only, so a next-open fill after a weekend is priced at Mond
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,8 @@ class Simulator:
 
         :param target: float64 (n,) target exposure per account, in [-1, 1] (or [0, 1] without shorts).
         """
+        if self.n == 1:
+            return self._step_one(float(target[0]))
         res = self.result
         row = self.row
         if not self.allow_short:
@@ -229,6 +231,67 @@ class Simulator:
                     log.charge(float(borrow[i]))
         return res
 
+    def _step_one(self, target: float) -> StepResult:
+        """:meth:`step` for a single account in Python floats: the same expressions in the same order
+        (so the same IEEE results, tested to agree exactly), without numpy's per-call overhead."""
+        res = self.result
+        row = int(self.row[0])
+        if not self.allow_short and target < 0.0:
+            target = 0.0
+        fill_row = row + 1 if self.next_open else row
+        reference = float(self.open[fill_row]) if self.next_open else float(self.close[row])
+        cash, units = float(self.cash[0]), float(self.units[0])
+        equity_at_fill = cash + units * reference
+        send = abs(target - float(self.target[0])) > self.min_rebalance and equity_at_fill > 0
+        delta = (target * equity_at_fill / reference if send else units) - units
+        traded = delta != 0.0
+        notional = abs(delta) * reference
+        slippage = commission = 0.0
+        fill_price = reference
+        if traded:
+            slip_fraction = float(self.slippage.fraction(np.array([fill_row]), np.array([notional]))[0])
+            fill_price = reference * (1.0 + (1.0 if delta > 0 else -1.0) * slip_fraction)
+            slippage = notional * slip_fraction
+            commission = self.costs.commission * abs(delta) * fill_price + self.costs.fixed_fee
+            cash -= delta * fill_price + commission
+            new_units = units + delta
+            opened = units == 0.0 or np.sign(new_units) != np.sign(new_units - delta)
+            if new_units == 0.0:
+                self.entry_row[0], self.entry_value[0] = -1, 0.0
+            elif opened:
+                self.entry_row[0], self.entry_value[0] = fill_row, new_units * fill_price
+            elif (delta > 0) == (new_units > 0):
+                self.entry_value[0] = float(self.entry_value[0]) + delta * fill_price
+            else:
+                self.entry_value[0] = float(self.entry_value[0]) * (new_units / (new_units - delta))
+            units = new_units
+            self.n_orders[0] += 1
+        if send:
+            self.target[0] = target
+        self.traded_notional[0] += notional
+        row += 1
+        self.row[0] = row
+        close = float(self.close[row])
+        borrow = self.costs.borrow_rate * max(-units, 0.0) * close
+        cash -= borrow
+        equity = cash + units * close
+        self.cash[0], self.units[0] = cash, units
+        res.prev_equity[0] = self.equity[0]
+        self.equity[0] = equity
+        if equity > self.peak[0]:
+            self.peak[0] = equity
+        step_cost = slippage + commission + borrow
+        self.costs_paid[0] += step_cost
+        res.filled[0] = traded
+        res.fill_price[0] = fill_price if traded else np.nan
+        res.cost[0] = step_cost
+        if self.logs is not None:
+            if traded:
+                self.logs[0].record_fill(fill_row, delta, reference, fill_price, commission, slippage)
+            if borrow > 0:
+                self.logs[0].charge(borrow)
+        return res
+
     # ----- position state, as the env observes it ---------------------------------------------
     def exposure(self) -> np.ndarray:
         """Signed fraction of equity held in the asset at the last close."""
@@ -243,10 +306,27 @@ class Simulator:
 
     def bars_held(self) -> np.ndarray:
         """Bars since the current position was opened (0 when flat)."""
-        return np.where(self.entry_row >= 0, self.row - self.entry_row + (0 if self.next_open else 0), 0)
+        return np.where(self.entry_row >= 0, self.row - self.entry_row, 0)
 
     def cash_fraction(self) -> np.ndarray:
         return np.divide(self.cash, self.equity, out=np.ones(self.n), where=self.equity > 0)
+
+    def position_state(self, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (n, 4) with exposure, unrealised return, bars held and cash fraction."""
+        if self.n == 1:
+            row, units, equity = int(self.row[0]), float(self.units[0]), float(self.equity[0])
+            value = units * float(self.close[row])
+            entry_value, entry_row = float(self.entry_value[0]), int(self.entry_row[0])
+            out[0, 0] = value / equity if equity > 0 else 0.0
+            out[0, 1] = (value - entry_value) / abs(entry_value) if entry_value != 0 else 0.0
+            out[0, 2] = row - entry_row if entry_row >= 0 else 0
+            out[0, 3] = float(self.cash[0]) / equity if equity > 0 else 1.0
+            return out
+        out[:, 0] = self.exposure()
+        out[:, 1] = self.unrealised_return()
+        out[:, 2] = self.bars_held()
+        out[:, 3] = self.cash_fraction()
+        return out
 
     def drawdown(self) -> np.ndarray:
         return 1.0 - self.equity / self.peak
@@ -264,9 +344,4 @@ class Simulator:
         return self.logs[account].fills.to_dict()
 
 
-def default_state_fields() -> tuple[str, ...]:
-    """Names of the position-state values appended to every observation, in order."""
-    return ("position", "unrealised_return", "bars_held", "cash_fraction")
-
-
-__all__ = ["Costs", "Simulator", "StepResult", "FILL_AT", "default_state_fields", "field"]
+__all__ = ["Costs", "Simulator", "StepResult", "FILL_AT"]
