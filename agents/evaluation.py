@@ -38,7 +38,7 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
             "sharpe": m["sharpe"] or 0.0,
             "max_drawdown": m["max_drawdown"],
             "n_trades": m["n_trades"],
-            "n_orders": int(len(result.fills["row"])),
+            "n_orders": m["n_orders"],
             "turnover": m["turnover"] or 0.0,
             "costs_paid": m["costs_paid"],
             "exposure": m["exposure"] or 0.0,

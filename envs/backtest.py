@@ -50,6 +50,7 @@ class BacktestResult:
     fills: dict[str, np.ndarray]
     metrics: dict[str, Any]
     rewards: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    row_timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="datetime64[ns]"))
 
     def trades_frame(self) -> pd.DataFrame:
         """The trade log as a DataFrame with entry/exit times."""
@@ -68,7 +69,7 @@ class BacktestResult:
         )
 
     def _stamp_of_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self._row_stamps[rows] if len(rows) else np.zeros(0, dtype="datetime64[ns]")
+        return self.row_timestamps[rows] if len(rows) else np.zeros(0, dtype="datetime64[ns]")
 
     def table(self) -> str:
         return format_metrics_table(self.metrics, title=f"{self.policy} on {self.symbol} ({self.split}); costs: {self.costs}")
@@ -140,17 +141,20 @@ def backtest(
     trades = sim.trade_log()
     stamps = core.data.timestamps
     periods = bars_per_year(stamps[core.data.symbol_rows(env.core.symbols[0])])
-    metric_trades = dict(trades)
+    fills = sim.fill_log()
     metrics = compute_metrics(
-        equity, stamps[rows], metric_trades, periods_per_year=periods, position=position,
+        equity, stamps[rows], trades, periods_per_year=periods, position=position,
         traded_notional=float(sim.traded_notional[0]), costs_paid=float(sim.costs_paid[0]),
     )
+    # buy-and-hold closes no round trip: say how many orders filled and what is still held
+    metrics["n_orders"] = int(len(fills["row"]))
+    metrics["open_position"] = float(position[-1])
     result = BacktestResult(
         symbol=core.symbols[0], split=split, policy=getattr(policy, "name", type(policy).__name__),
         costs=costs.describe(), timestamps=stamps[rows].astype("datetime64[ns]"), equity=equity,
-        position=position, trades=trades, fills=sim.fill_log(), metrics=metrics, rewards=rewards,
+        position=position, trades=trades, fills=fills, metrics=metrics, rewards=rewards,
+        row_timestamps=stamps.view("datetime64[ns]"),
     )
-    result._row_stamps = stamps.astype("datetime64[ns]")
     return result
 
 

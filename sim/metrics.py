@@ -358,8 +358,8 @@ def _json_value(value: Any, where: str) -> Any:
 
 
 _PERCENT_KEYS = frozenset({"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate",
-                           "avg_trade_return", "exposure"})
-_COUNT_KEYS = frozenset({"n_trades", "n_bars", "max_drawdown_duration_bars"})
+                           "avg_trade_return", "exposure", "open_position"})
+_COUNT_KEYS = frozenset({"n_trades", "n_orders", "n_bars", "max_drawdown_duration_bars"})
 _MONEY_KEYS = frozenset({"final_equity", "start_equity", "avg_trade_pnl", "costs_paid"})
 _TIMES_KEYS = frozenset({"turnover", "annual_turnover"})
 _LABELS = {
@@ -369,7 +369,8 @@ _LABELS = {
     "max_drawdown_trough": "Max drawdown trough", "max_drawdown_duration_bars": "Longest drawdown (bars)",
     "win_rate": "Win rate", "profit_factor": "Profit factor", "avg_trade_pnl": "Avg trade P&L",
     "avg_trade_return": "Avg trade return", "avg_bars_held": "Avg bars held", "exposure": "Exposure",
-    "turnover": "Turnover", "annual_turnover": "Turnover (ann.)", "n_trades": "Trades",
+    "turnover": "Turnover", "annual_turnover": "Turnover (ann.)", "n_trades": "Trades (closed)",
+    "n_orders": "Orders filled", "open_position": "Position at end",
     "costs_paid": "Costs paid", "final_equity": "Final equity", "start_equity": "Start equity",
     "n_bars": "Bars", "periods_per_year": "Bars per year",
 }

@@ -333,7 +333,7 @@ def test_format_metrics_table():
     rows = {line[: line.index("  ")].strip(): line.split()[-1] for line in lines[2:-1]}
     assert rows["Total return"] == "21.00%"
     assert rows["Win rate"] == "66.67%"
-    assert rows["Trades"] == "3"
+    assert rows["Trades (closed)"] == "3"
     assert rows["Bars"] == "3"
     assert rows["Costs paid"] == "1,234.50"
     assert rows["Profit factor"] == "3.000"
