@@ -149,9 +149,8 @@ class TradingCore:
                                      dsr_eta=config.dsr_eta)
         self.account_symbol = np.zeros(n, dtype=np.int64)
         self.episode_end = np.zeros(n, dtype=np.int64)  # last row an episode may reach
-        self.steps = np.zeros(n, dtype=np.int64)
+        self.steps = np.zeros(n, dtype=np.int64)  # steps taken in the current episode
         self._offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
-        self._targets = np.zeros(n)
         self.state = np.zeros((n, 4))  # position state of the last observation, bars held scaled as observed
         if config.action_mode == "discrete":
             levels = [-1.0, 0.0, 1.0] if config.allow_short else [0.0, 1.0]
@@ -196,12 +195,12 @@ class TradingCore:
         return self.levels[actions]
 
     def targets_from_continuous(self, actions: np.ndarray) -> np.ndarray:
-        actions = np.asarray(actions, dtype=np.float64).reshape(self.n)
-        return actions if self.config.allow_short else np.clip(actions, 0.0, 1.0)
+        """Target exposures; without shorts the simulator treats negative targets as flat."""
+        return np.asarray(actions, dtype=np.float64).reshape(self.n)
 
     # ----- stepping -----------------------------------------------------------------------
     def step(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step every account; returns (reward, terminated, truncated) arrays (views, reused)."""
+        """Step every account; returns (reward, terminated, truncated) arrays."""
         sim = self.sim
         result = sim.step(targets)
         reward = self.reward_fn(result.prev_equity, result.equity, sim.drawdown())

@@ -128,8 +128,7 @@ class TradingEnv(gym.Env):
                 f"action={action!r} is not valid for action_mode='continuous'; expected one finite target "
                 f"exposure in [-1, 1]"
             )
-        target = float(value[0])
-        return target if self.config.allow_short else max(target, 0.0)
+        return float(value[0])  # without shorts the simulator treats a negative target as flat
 
     def _info(self, filled: bool) -> dict:
         sim = self.core.sim
