@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from features.market_data import MarketData
@@ -87,8 +86,4 @@ class TradingEvalCallback(BaseCallback):
                        validation={"log_return": 0.0, "note": "no checkpoint beat the cash baseline on validation",
                                    "checkpoints": [float(h["log_return"]) for h in self.history]},
                        **self.save_kwargs)
-        return None
 
-
-def best_of(history: list[dict[str, Any]]) -> float:
-    return float(np.max([h["log_return"] for h in history])) if history else float("nan")
