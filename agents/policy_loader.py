@@ -44,7 +44,10 @@ def load_policy(spec: str, data: MarketData, *, seed: int = 0, allow_short: bool
         from .supervised_policy import SupervisedThresholdPolicy
 
         model = load_model(path)
-        model.check_compatible(data.feature_names, data.window)
+        try:
+            model.preprocessing.check(data)  # timeframe and symbols; the rest is rebuilt by the backtester
+        except ValueError as error:
+            raise ValueError(f"model {path} cannot run on this data: {error}") from None
         return SupervisedThresholdPolicy(model)
     raise ValueError(
         f"{path} holds neither an RL agent ({RL_AGENT_FILE}) nor a supervised bundle ({SUPERVISED_BUNDLE_FILE})"

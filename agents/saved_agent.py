@@ -1,4 +1,10 @@
-"""A trained agent on disk (SB3 zip + ``agent.json``) and as a backtester policy."""
+"""A trained agent on disk (SB3 zip + ``agent.json``) and as a backtester policy.
+
+``agent.json`` records the agent's preprocessing (feature settings, timeframe, window, scaler, asset
+map; see :mod:`features.preprocessing`). The backtester rebuilds any dataset with it before the agent
+observes a bar, so an agent runs on another date range, a walk-forward fold or new bars exactly as it
+was trained to see them; a symbol it never saw, or another timeframe, is an error.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ import numpy as np
 
 from features.atomic_io import write_directory_atomic
 from features.market_data import MarketData
+from features.preprocessing import Preprocessing
 
 AGENT_ZIP = "agent.zip"
 AGENT_JSON = "agent.json"
+AGENT_FORMAT_VERSION = 2
 
 
 class AgentPolicy:
@@ -24,11 +32,13 @@ class AgentPolicy:
     :param env_settings: the env settings the model was trained with (action_mode, allow_short, window).
     :param fallback: None, or ``"cash"``.
     :param name: label in reports.
+    :param preprocessing: the agent's own preprocessing; the backtester applies it to any data.
     """
 
     def __init__(self, model: Any, env_settings: dict[str, Any], fallback: str | None = None,
-                 name: str = "agent") -> None:
+                 name: str = "agent", preprocessing: Preprocessing | None = None) -> None:
         self.model = model
+        self.preprocessing = preprocessing
         self.env_settings = dict(env_settings)
         self.fallback = fallback
         self.name = name if fallback is None else f"{name} (cash fallback)"
@@ -64,12 +74,16 @@ def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[st
     :param fallback: ``"cash"`` when no checkpoint beat cash on validation.
     :param validation: validation metrics of this checkpoint.
     """
+    preprocessing = Preprocessing.of(data)
+    if int(env_settings.get("window") or data.window) != data.window:
+        preprocessing = Preprocessing.from_dict({**preprocessing.to_dict(), "window": int(env_settings["window"])})
     meta = {
+        "format_version": AGENT_FORMAT_VERSION,
         "algo": algo,
         "env_settings": env_settings,
         "fallback": fallback,
-        "dataset": {"feature_names": data.feature_names, "window": data.window, "symbols": data.symbols,
-                    "asset_map": data.asset_map, "hashes": data.hashes, "config": data.config},
+        "preprocessing": preprocessing.to_dict(),
+        "dataset": {"symbols": data.symbols, "hashes": data.hashes, "config": data.config},
         "config": config,
         "validation": validation or {},
     }
@@ -82,18 +96,35 @@ def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[st
 
 
 def load_agent(path: str | Path, data: MarketData | None = None) -> AgentPolicy:
-    """Load a saved agent as a policy; with ``data``, check it observes what the agent expects.
+    """Load a saved agent as a policy; with ``data``, check its preprocessing can be rebuilt on it.
 
     :param path: directory written by :func:`save_agent`.
-    :param data: the dataset to run on; feature names, window and asset ids must match.
+    :param data: the dataset to run on: same timeframe, symbols the agent knows (its features, scaler,
+        asset ids and window are rebuilt from the agent's own record by the backtester).
     """
     path = Path(path)
     meta_path = path / AGENT_JSON
     if not meta_path.exists():
         raise FileNotFoundError(f"{path} is not a saved agent: {meta_path} is missing")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{meta_path} is not valid JSON ({error}); the saved agent is damaged") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != AGENT_FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_path}: format_version {version} is not supported (expected {AGENT_FORMAT_VERSION}); agents "
+            f"saved before preprocessing was recorded must be retrained"
+        )
+    missing = [k for k in ("algo", "env_settings", "preprocessing") if k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path} lacks {missing}; the saved agent is damaged")
+    preprocessing = Preprocessing.from_dict(meta["preprocessing"], f"{meta_path}:preprocessing")
     if data is not None:
-        check_agent_data(meta, data, path)
+        try:
+            preprocessing.check(data)
+        except ValueError as error:
+            raise ValueError(f"agent {path} cannot run on this data: {error}") from None
     zip_path = path / AGENT_ZIP
     if not zip_path.exists():
         raise FileNotFoundError(f"saved agent {path} is incomplete: {zip_path} is missing")
@@ -103,20 +134,6 @@ def load_agent(path: str | Path, data: MarketData | None = None) -> AgentPolicy:
     if algo is None:
         raise ValueError(f"{meta_path}: algo {meta['algo']!r} is not known (expected ppo or dqn)")
     model = algo.load(zip_path, device="cpu")
-    return AgentPolicy(model, meta["env_settings"], meta.get("fallback"), name=f"{meta['algo']}:{path.name}")
-
-
-def check_agent_data(meta: dict[str, Any], data: MarketData, where: Path | str) -> None:
-    """Raise ``ValueError`` saying what differs between the agent's dataset and ``data``."""
-    expected = meta["dataset"]
-    if expected["feature_names"] != data.feature_names:
-        missing = [f for f in expected["feature_names"] if f not in data.feature_names]
-        extra = [f for f in data.feature_names if f not in expected["feature_names"]]
-        raise ValueError(
-            f"agent {where} was trained on {len(expected['feature_names'])} features that differ from the "
-            f"dataset's {len(data.feature_names)}: missing {missing}, unexpected {extra} (or a different order)"
-        )
-    for symbol, asset_id in data.asset_map.items():
-        known = expected["asset_map"].get(symbol)
-        if known is not None and known != asset_id:
-            raise ValueError(f"agent {where}: symbol {symbol} has asset id {asset_id} here but {known} in training")
+    run = path.parent.name if path.name in ("best", "final") else ""
+    name = f"{meta['algo']}:{run + '/' if run else ''}{path.name}"
+    return AgentPolicy(model, meta["env_settings"], meta.get("fallback"), name=name, preprocessing=preprocessing)

@@ -55,6 +55,8 @@ class SupervisedThresholdPolicy:
 
             model = load_model(model)
         self.model = model
+        # a bundle carries its preprocessing: the backtester rebuilds any data with it
+        self.preprocessing = getattr(model, "preprocessing", None)
         self.entry_threshold = float(model.threshold if entry_threshold is None else entry_threshold)
         default_exit = min(max(self.entry_threshold - EXIT_GAP, 0.0), 1.0)
         self.exit_threshold = float(default_exit if exit_threshold is None else exit_threshold)

@@ -96,7 +96,8 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
     and TensorBoard logs under ``run_dir/tb``.
 
     :param config: the agent config.
-    :param data: the dataset (train split for learning, ``config.eval_split`` for checkpoint choice).
+    :param data: the dataset (train split for learning, ``config.eval_split`` for checkpoint choice); with
+        a pretrained bundle it is first rebuilt with the bundle's own preprocessing.
     :param run_dir: output directory.
     :param progress: show a progress bar.
     :param verbose: print each evaluation.
@@ -104,6 +105,11 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
     """
     run_dir = Path(run_dir)
     torch.set_num_threads(config.torch_threads)
+    if config.pretrained:
+        from supervised.bundle import load_model
+
+        # the encoder sees inputs as it was trained to: the bundle's features, scaler, asset ids, window
+        data = load_model(config.pretrained).prepare(data)
     env = make_train_env(config, data)
     model = build_model(config, env, data, str(run_dir / "tb"))
     env_settings = agent_env_settings(config.env, config.env.window or data.window)

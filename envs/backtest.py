@@ -102,7 +102,9 @@ def backtest(
 ) -> BacktestResult:
     """Run ``policy`` over ``split`` of one symbol through TradingEnv's simulator.
 
-    :param policy: object with ``reset()`` and ``act(observation) -> action``.
+    :param policy: object with ``reset()`` and ``act(observation) -> action``; a policy with a
+        ``preprocessing`` attribute (saved agents, supervised bundles) observes ``data`` rebuilt with it
+        (its own features, scaler, asset ids and window; see :mod:`features.preprocessing`).
     :param data: None (embedded default), a MarketData, a dataset directory or bars.
     :param split: ``"train"``, ``"validation"`` or ``"test"``.
     :param costs: commission/slippage/borrow; None = the defaults (0.10% + 5 bps).
@@ -113,7 +115,17 @@ def backtest(
     for fixed in ("random_start", "episode_length", "min_equity", "record_trades", "split", "symbol"):
         if fixed in env_settings:
             raise ValueError(f"backtest sets {fixed!r} itself; do not pass it")
-    data = resolve_data(data, env_settings.get("window"))
+    preprocessing = getattr(policy, "preprocessing", None)
+    if preprocessing is not None:
+        if isinstance(data, pd.DataFrame) or (isinstance(data, dict) and data):
+            data = preprocessing.market_data({"ASSET": data} if isinstance(data, pd.DataFrame) else data)
+        else:
+            data = preprocessing.apply(resolve_data(data, preprocessing.window))
+        window = env_settings.get("window")
+        if window is not None and int(window) != preprocessing.window:
+            raise ValueError(f"window={window} contradicts the policy's own window {preprocessing.window}")
+    else:
+        data = resolve_data(data, env_settings.get("window"))
     env = TradingEnv(
         data, symbol=symbol or data.symbols[0], split=split, random_start=False, episode_length=None,
         min_equity=0.0, record_trades=True, commission=costs.commission, fixed_fee=costs.fixed_fee,

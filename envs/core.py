@@ -7,6 +7,7 @@ episodes end. Gymnasium and SB3 specifics live in the thin classes that wrap it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from features.bars import Timeframe
 from features.dataset import DatasetConfig, build_dataset, build_market_data
 from features.market_data import MarketData
 from features.splits import SPLITS
@@ -32,20 +34,23 @@ def default_market_data() -> MarketData:
     return build_dataset(DatasetConfig())
 
 
-def resolve_data(data: Any, window: int | None = None) -> MarketData:
+def resolve_data(data: Any, window: int | None = None, timeframe: str | None = None) -> MarketData:
     """MarketData from None (embedded default), a MarketData, a dataset directory, or bars frame(s).
 
     :param data: None, :class:`MarketData`, a path to a saved dataset, a bars DataFrame, or
         ``{symbol: DataFrame}``.
     :param window: observation window used when building from bars.
+    :param timeframe: the declared bar length; None infers it from bars. A declared timeframe that
+        contradicts the bars' spacing (or a dataset's timeframe) is an error.
     """
     if data is None:
-        return default_market_data() if window in (None, 24) else build_dataset(DatasetConfig(window=window))
+        data = default_market_data() if window in (None, 24) else build_dataset(DatasetConfig(window=window))
+        return _check_timeframe(data, timeframe)
     if isinstance(data, MarketData):
-        return data
+        return _check_timeframe(data, timeframe)
     if isinstance(data, (str, Path)):
-        return MarketData.load(data)
-    config = DatasetConfig(window=window) if window else DatasetConfig()
+        return _check_timeframe(MarketData.load(data), timeframe)
+    config = DatasetConfig(window=window or 24, timeframe=timeframe)
     if isinstance(data, pd.DataFrame):
         return build_market_data({"ASSET": data}, config)
     if isinstance(data, Mapping):
@@ -56,6 +61,12 @@ def resolve_data(data: Any, window: int | None = None) -> MarketData:
     )
 
 
+def _check_timeframe(data: MarketData, timeframe: str | None) -> MarketData:
+    if timeframe is not None and Timeframe.parse(timeframe).seconds != Timeframe.parse(data.timeframe).seconds:
+        raise ValueError(f"timeframe={timeframe!r} contradicts the dataset's timeframe {data.timeframe!r}")
+    return data
+
+
 @dataclass
 class EnvConfig:
     """Settings of the trading environment (see :class:`envs.TradingEnv` for their meaning)."""
@@ -63,6 +74,7 @@ class EnvConfig:
     symbol: str | None = None
     split: str = "train"
     window: int | None = None
+    timeframe: str | None = None
     action_mode: str = "discrete"
     allow_short: bool = False
     reward: str = "log_return"
@@ -95,6 +107,13 @@ class EnvConfig:
             raise ValueError(f"episode_length={self.episode_length} must be a positive integer or None")
         if not 0 <= self.min_equity < 1:
             raise ValueError(f"min_equity={self.min_equity} must be a fraction of initial equity in [0, 1)")
+        if isinstance(self.commission, (int, float)) and not 0 <= self.commission < 1:
+            raise ValueError(
+                f"commission={self.commission} must be a fraction of traded notional in [0, 1) "
+                f"(0.001 = 0.10%); did you mean {self.commission / 100:g}?"
+            )
+        if self.timeframe is not None:
+            Timeframe.parse(self.timeframe)
 
     def costs(self) -> Costs:
         return Costs(self.commission, self.fixed_fee, self.slippage, self.borrow_rate)
@@ -111,18 +130,17 @@ class TradingCore:
     def __init__(self, data: Any, config: EnvConfig, n: int = 1) -> None:
         config.validate()
         self.config = config
-        self.data = data = resolve_data(data, config.window)
+        self.data = data = resolve_data(data, config.window, config.timeframe)
         self.window = int(config.window or data.window)
         self.layout = ObservationLayout(self.window, data.n_features)
         symbols = [config.symbol] if config.symbol is not None else list(data.symbols)
-        # first row of each symbol whose window holds no warm-up rows
-        warmup = data.split_ranges["train"][:, 0] - data.window + 1
+        warmup = data.warmup  # rows of each symbol whose features are undefined
         self.symbols: list[str] = []
         starts, ends, asset_ids = [], [], []
         for symbol in symbols:
             i = data.symbol_index(symbol)
             lo, hi = data.split_range(config.split, symbol)
-            lo = max(lo, int(data.offsets[i] + warmup[i] + self.window - 1))
+            lo = max(lo, int(data.offsets[i] + warmup + self.window - 1))
             if hi - lo < 2:
                 if config.symbol is not None or len(symbols) == 1:
                     raise ValueError(
@@ -204,10 +222,27 @@ class TradingCore:
         sim = self.sim
         result = sim.step(targets)
         reward = self.reward_fn(result.prev_equity, result.equity, sim.drawdown())
+        if self.n == 1:
+            if not (math.isfinite(reward[0]) and math.isfinite(result.equity[0])):
+                self._non_finite(reward, result.equity)
+        elif not (np.isfinite(reward).all() and np.isfinite(result.equity).all()):
+            self._non_finite(reward, result.equity)
         self.steps += 1
         terminated = result.equity <= self.config.min_equity * sim.initial_cash
         truncated = (sim.row >= self.episode_end) & ~terminated
         return reward, terminated, truncated
+
+    def _non_finite(self, reward: np.ndarray, equity: np.ndarray) -> None:
+        """A NaN/inf reward or equity is a wrong number: stop with the account, symbol and bar."""
+        bad = ~(np.isfinite(reward) & np.isfinite(equity))
+        a = int(np.flatnonzero(bad)[0])
+        row = int(self.sim.row[a])
+        symbol = self.symbols[int(self.account_symbol[a])]
+        stamp = np.datetime64(int(self.data.timestamps[row]), "ns")
+        raise FloatingPointError(
+            f"non-finite reward {reward[a]} / equity {equity[a]} on {symbol} at row {row} ({stamp} UTC); "
+            f"check the prices around that bar (open {self.data.open[row]}, close {self.data.close[row]})"
+        )
 
     def observations(self, accounts: np.ndarray | None = None) -> np.ndarray:
         """Fresh float32 observations ``(len(accounts), layout.size)``; also refreshes ``self.state``."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 from gymnasium import spaces
 
 from .core import EnvConfig, TradingCore
@@ -46,17 +47,21 @@ class TradingEnv(gym.Env):
 
     ## Episode End
     Truncated at the split's last bar or after ``episode_length`` steps; terminated when equity falls
-    to ``min_equity`` times the initial equity or below.
+    to ``min_equity`` times the initial equity or below. Stepping an ended episode (or before the first
+    ``reset()``) raises ``RuntimeError``: the env never walks into the purge gap or the next symbol's
+    bars. A NaN/inf reward or equity raises ``FloatingPointError`` naming the symbol and bar.
 
     ## Arguments
     ``data`` (None = embedded default dataset; a ``MarketData``, a dataset directory, a bars
     DataFrame or ``{symbol: DataFrame}``), ``symbol``, ``split`` ("train", "validation", "test"),
-    ``window``, ``action_mode``, ``allow_short``, ``reward``, ``commission`` (fraction, 0.001),
+    ``window``, ``timeframe`` (None: inferred from the bars' spacing; one that contradicts the bars or the
+    dataset is an error), ``action_mode``, ``allow_short``, ``reward``, ``commission`` (fraction, 0.001),
     ``fixed_fee``, ``slippage`` (bps or a model spec, 5.0), ``borrow_rate`` (per bar), ``fill_at``,
     ``initial_cash``, ``episode_length``, ``random_start``, ``min_equity``, ``min_rebalance``,
     ``drawdown_penalty``, ``dsr_eta``.
 
-    ``info`` keys: ``timestamp`` (np.datetime64 of the bar just closed), ``fill_price`` (None when no
+    ``info`` keys: ``timestamp`` (the bar just closed, a UTC-aware ``pandas.Timestamp``, comparable with
+    the bars' index), ``fill_price`` (None when no
     order filled), ``equity``, ``position`` (signed exposure), ``units``, ``cost`` (paid this step),
     ``trade_count`` (orders filled this episode), ``costs_paid``, ``drawdown``, ``symbol``, ``row``.
 
@@ -81,7 +86,8 @@ class TradingEnv(gym.Env):
             self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._target = np.zeros(1)
         self._accounts = np.zeros(1, dtype=np.int64)
-        self._stamps = self.core.data.timestamps.view("datetime64[ns]")
+        self._stamps = self.core.data.timestamps
+        self._episode_over: str | None = "call reset() before the first step()"
 
     @property
     def data(self):
@@ -89,19 +95,39 @@ class TradingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        options = options or {}
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"symbol", "start_row"})
+        if unknown:
+            raise ValueError(f"reset options {unknown} are not known; valid options: ['start_row', 'symbol']")
         symbol = options.get("symbol")
         symbol_index = None
         if symbol is not None:
             if symbol not in self.core.symbols:
                 raise ValueError(f"options['symbol']={symbol!r} is not in this env's symbols {self.core.symbols}")
             symbol_index = self.core.symbols.index(symbol)
-        self.core.start(self._accounts, self.np_random, symbol_index, options.get("start_row"))
+        start_row = options.get("start_row")
+        if start_row is not None:
+            if isinstance(start_row, (bool, np.bool_)) or not isinstance(start_row, (int, np.integer)):
+                raise ValueError(
+                    f"options['start_row']={start_row!r} must be an integer row of the dataset "
+                    f"(got {type(start_row).__name__})"
+                )
+            start_row = int(start_row)
+        self.core.start(self._accounts, self.np_random, symbol_index, start_row)
+        self._episode_over = None
         return self.core.observations()[0], self._info(filled=False)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._episode_over is not None:
+            raise RuntimeError(f"TradingEnv.step(): {self._episode_over}")
         self._target[0] = self._action_to_target(action)
         reward, terminated, truncated = self.core.step(self._target)
+        if terminated[0] or truncated[0]:
+            why = "terminated (equity fell to min_equity)" if terminated[0] else "truncated (end of split or episode_length)"
+            self._episode_over = (
+                f"the episode is over ({why} at row {int(self.core.sim.row[0])} of "
+                f"{self.core.symbols[int(self.core.account_symbol[0])]}); call reset() before stepping again"
+            )
         return (
             self.core.observations()[0],
             float(reward[0]),
@@ -113,11 +139,13 @@ class TradingEnv(gym.Env):
     def _action_to_target(self, action: Any) -> float:
         levels = self.core.levels
         if levels is not None:
-            try:
-                index = int(action)
-            except (TypeError, ValueError):
-                index = -1
-            if index != action or not 0 <= index < len(levels):
+            value = np.asarray(action)
+            index = -1
+            if value.size == 1 and value.dtype.kind in "iuf" and not isinstance(action, (bool, np.bool_)):
+                scalar = value.reshape(-1)[0]
+                if float(scalar).is_integer():
+                    index = int(scalar)
+            if not 0 <= index < len(levels):
                 names = ["short", "flat", "long"] if len(levels) == 3 else ["flat", "long"]
                 allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
                 raise ValueError(f"action={action!r} is not valid for action_mode='discrete'; allowed values: {allowed}")
@@ -134,7 +162,7 @@ class TradingEnv(gym.Env):
         sim = self.core.sim
         row = int(sim.row[0])
         return {
-            "timestamp": self._stamps[row],
+            "timestamp": pd.Timestamp(int(self._stamps[row]), tz="UTC"),
             "fill_price": float(sim.result.fill_price[0]) if filled and sim.result.filled[0] else None,
             "equity": float(sim.equity[0]),
             "position": float(self.core.state[0, 0]),

@@ -63,8 +63,9 @@ def validate_bars(bars: pd.DataFrame, symbol: str = "?") -> pd.DataFrame:
     """Check a bars frame and return a clean copy (UTC index, float64 columns, canonical order).
 
     Rejects, naming the symbol and the first offending row: a missing column, a non-numeric
-    column, a non-datetime index, unsorted or duplicate timestamps, NaN in OHLC, non-positive
-    prices, ``high < max(open, close)``, ``low > min(open, close)``, negative volume.
+    column, a non-datetime index, unsorted or duplicate timestamps, NaN or infinite OHLC, volume
+    or vwap (a NaN vwap means "unknown" and is kept), non-positive prices,
+    ``high < max(open, close)``, ``low > min(open, close)``, negative volume.
 
     :param bars: frame indexed by timestamp with columns open, high, low, close, volume [, vwap].
     :param symbol: the symbol, used in error messages.
@@ -110,33 +111,94 @@ def validate_bars(bars: pd.DataFrame, symbol: str = "?") -> pd.DataFrame:
             f"({frame.index[row - 1]})"
         )
     ohlc = frame[list(OHLC_COLUMNS)].to_numpy()
-    _first_bad(symbol, frame, np.isnan(ohlc).any(axis=1), "NaN in open/high/low/close")
+    for k, column in enumerate(OHLC_COLUMNS):
+        _first_bad(symbol, frame, ~np.isfinite(ohlc[:, k]), f"non-finite (NaN or inf) {column}", column)
+    if "vwap" in frame.columns:
+        _first_bad(symbol, frame, np.isinf(frame["vwap"].to_numpy()), "infinite vwap (NaN means unknown; inf is an error)", "vwap")
     _first_bad(symbol, frame, (ohlc <= 0).any(axis=1), "non-positive price (every price must be > 0)")
     o, h, l, c = ohlc.T
     _first_bad(symbol, frame, h < np.maximum(o, c), "high < max(open, close)")
     _first_bad(symbol, frame, l > np.minimum(o, c), "low > min(open, close)")
     volume = frame["volume"].to_numpy()
-    _first_bad(symbol, frame, np.isnan(volume) | (volume < 0), "volume is negative or NaN")
+    _first_bad(symbol, frame, ~np.isfinite(volume), "non-finite (NaN or inf) volume", "volume")
+    _first_bad(symbol, frame, volume < 0, "negative volume", "volume")
     return frame
 
 
-def _first_bad(symbol: str, frame: pd.DataFrame, bad: np.ndarray, what: str) -> None:
+def _first_bad(symbol: str, frame: pd.DataFrame, bad: np.ndarray, what: str, column: str | None = None) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         values = frame.iloc[row].to_dict()
+        where = f"column '{column}', " if column else ""
         raise BarsValidationError(
-            f"{symbol}: {what} at row {row} ({frame.index[row]}): {values} ({int(bad.sum())} bad row(s) in all)"
+            f"{symbol}: {what} at {where}row {row} ({frame.index[row]}): {values} ({int(bad.sum())} bad row(s) in all)"
         )
 
 
-def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe = "1Day") -> pd.DataFrame:
+def infer_timeframe(index: pd.DatetimeIndex, symbol: str = "?") -> Timeframe | None:
+    """The bar length of ``index`` from its median spacing (robust to nights, weekends and gaps).
+
+    Spacings are rounded to the unit that divides them: whole weeks -> ``"<n>Week"``, 27-32 days ->
+    ``"1Month"``, whole days -> ``"<n>Day"``, whole hours -> ``"<n>Hour"``, whole minutes -> ``"<n>Min"``.
+    Returns None with fewer than 3 bars (too few to tell).
+
+    :param index: the bars' timestamps (sorted).
+    :param symbol: the symbol, for the message when the spacing fits no unit.
+    """
+    if len(index) < 3:
+        return None
+    seconds = float(np.median(np.diff(index.as_unit("ns").asi8))) / 1e9
+    day = 86_400.0
+    if 27 * day <= seconds <= 32 * day:
+        return Timeframe(1, "Month")
+    for unit, size in (("Week", 7 * day), ("Day", day), ("Hour", 3600.0), ("Min", 60.0)):
+        amount = seconds / size
+        if amount >= 1 and abs(amount - round(amount)) < 1e-9:
+            return Timeframe(int(round(amount)), unit)
+    raise BarsValidationError(
+        f"{symbol}: cannot infer the timeframe: the median spacing of the bars is {seconds:g} s, not a whole "
+        f"number of minutes; pass timeframe= explicitly (e.g. '1Hour')"
+    )
+
+
+def resolve_timeframe(index: pd.DatetimeIndex, timeframe: str | Timeframe | None, symbol: str = "?") -> Timeframe:
+    """The bars' timeframe: the explicit one checked against the index, or the inferred one.
+
+    :param index: the bars' timestamps.
+    :param timeframe: the declared bar length, or None to infer it.
+    :param symbol: the symbol, for messages.
+    :raises BarsValidationError: when the declared timeframe contradicts the bars' spacing, or none is
+        declared and too few bars are given to infer one.
+    """
+    declared = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
+    inferred = infer_timeframe(index, symbol)
+    if declared is None:
+        if inferred is None:
+            raise BarsValidationError(
+                f"{symbol}: {len(index)} bar(s) are too few to infer the timeframe; pass timeframe= explicitly"
+            )
+        return inferred
+    if inferred is not None and inferred.seconds != declared.seconds and not (
+        declared.unit == "Month" and inferred.unit == "Month"
+    ):
+        raise BarsValidationError(
+            f"{symbol}: timeframe={str(declared)!r} contradicts the bars, whose median spacing is {inferred} "
+            f"({inferred.seconds:g} s); pass timeframe={str(inferred)!r} or None to infer it, or resample the bars"
+        )
+    return declared
+
+
+def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe | None = "1Day") -> pd.DataFrame:
     """List the gaps between consecutive bars that are longer than one bar (nights, weekends, holidays).
 
     :param bars: a validated bars frame.
-    :param timeframe: the bar length; for daily bars, a gap is more than one calendar day.
+    :param timeframe: the bar length; for daily bars, a gap is more than one calendar day; None infers it.
     :return: a frame with columns ``before``, ``after``, ``missing_bars`` (bar lengths skipped, approx.).
     """
-    tf = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
+    if timeframe is None:
+        tf = infer_timeframe(bars.index) or Timeframe(1, "Day")
+    else:
+        tf = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
     stamps = bars.index.as_unit("ns").asi8  # pandas 3 indexes default to "us"
     if len(stamps) < 2:
         return pd.DataFrame({"before": [], "after": [], "missing_bars": []})

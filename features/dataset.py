@@ -14,7 +14,7 @@ import pandas as pd
 from configs.loader import config_to_dict, dataclass_from_dict, load_yaml_config
 
 from .asset_map import AssetMap
-from .bars import Timeframe, validate_bars
+from .bars import Timeframe, resolve_timeframe, validate_bars
 from .embedded import DEFAULT_SYMBOLS
 from .feature_builder import FeatureConfig, build_features, warmup_bars
 from .labels import LabelConfig, label_array
@@ -29,7 +29,9 @@ class DatasetConfig:
     """Everything that defines a dataset; its hash is recorded in the manifest.
 
     :param symbols: symbols to load.
-    :param timeframe: bar length (``"1Day"``, ``"1Hour"``, ...).
+    :param timeframe: bar length (``"1Day"``, ``"1Hour"``, ...); None infers it from the bars' median
+        spacing (and loads ``"1Day"`` from a source). A declared timeframe that contradicts the bars'
+        spacing is an error.
     :param source: ``"embedded"``, ``"parquet"`` or ``"alpaca"`` (see :func:`features.load_bars`).
     :param start: first date kept, or None.
     :param end: last date kept, or None.
@@ -45,7 +47,7 @@ class DatasetConfig:
     """
 
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    timeframe: str = "1Day"
+    timeframe: str | None = None
     source: str = "embedded"
     start: str | None = None
     end: str | None = None
@@ -69,7 +71,8 @@ class DatasetConfig:
         object.__setattr__(self, "symbols", tuple(self.symbols))
         if int(self.window) != self.window or self.window < 1:
             raise ValueError(f"window={self.window} must be a positive integer number of bars")
-        Timeframe.parse(self.timeframe)
+        if self.timeframe is not None:
+            object.__setattr__(self, "timeframe", str(Timeframe.parse(self.timeframe)))
         gap = self.split.purge_gap
         if gap is not None and gap < self.labels.horizon:
             raise ValueError(
@@ -103,7 +106,7 @@ def build_dataset(config: DatasetConfig | Mapping[str, Any] | None = None) -> Ma
     """
     config = config if isinstance(config, DatasetConfig) else DatasetConfig.from_dict(config)
     bars = load_bars(
-        list(config.symbols), config.timeframe, config.start, config.end, config.source, config.cache_dir
+        list(config.symbols), config.timeframe or "1Day", config.start, config.end, config.source, config.cache_dir
     )
     data = build_market_data(bars, config)
     if config.output_dir is not None:
@@ -111,26 +114,64 @@ def build_dataset(config: DatasetConfig | Mapping[str, Any] | None = None) -> Ma
     return data
 
 
+def scale_block(scaler: FeatureScaler, raw_features: np.ndarray, warmup: int) -> np.ndarray:
+    """One symbol's scaled features (float32); its first ``warmup`` rows, which may hold NaN, become 0
+    (they never enter a usable window). Later rows are finite (checked when the features were built).
+
+    :param scaler: the fitted scaler.
+    :param raw_features: the symbol's unscaled features (n, F).
+    :param warmup: the feature warm-up rows (:func:`features.warmup_bars`).
+    """
+    scaled = scaler.transform(raw_features)
+    scaled[:warmup][np.isnan(scaled[:warmup])] = 0.0
+    return scaled
+
+
+def _common_timeframe(frames: Mapping[str, pd.DataFrame], declared: str | None) -> Timeframe:
+    """The one timeframe of all symbols' bars (declared and checked, or inferred); mixed ones are an error."""
+    found = {symbol: resolve_timeframe(frame.index, declared, symbol) for symbol, frame in frames.items()}
+    if len({tf.seconds for tf in found.values()}) > 1:
+        detail = ", ".join(f"{symbol}: {tf}" for symbol, tf in found.items())
+        raise ValueError(f"symbols have different timeframes ({detail}); build one dataset per timeframe")
+    return next(iter(found.values()))
+
+
 def load_dataset(path: str | Path) -> MarketData:
     """Load a dataset directory written by :func:`build_dataset` (nothing is recomputed)."""
     return MarketData.load(path)
 
 
-def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | None = None) -> MarketData:
+def build_market_data(
+    bars: Mapping[str, pd.DataFrame],
+    config: DatasetConfig | None = None,
+    *,
+    scaler: FeatureScaler | None = None,
+    asset_map: Mapping[str, int] | None = None,
+) -> MarketData:
     """Build a :class:`MarketData` from bars already in memory (the path for users' own data).
 
     :param bars: ``{symbol: bars frame}``; each is validated.
     :param config: dataset settings (its symbols/source are ignored here).
+    :param scaler: a scaler already fitted (a trained model's); None fits one on the train rows.
+    :param asset_map: symbol -> id to use as given (a trained model's); None reads/extends
+        ``config.asset_map_path`` or numbers the symbols in order.
     """
     config = config or DatasetConfig()
     if not bars:
         raise ValueError("bars is empty: pass at least one {symbol: DataFrame}")
-    tf = Timeframe.parse(config.timeframe)
     symbols = list(bars)
-    asset_map = AssetMap.load(config.asset_map_path) if config.asset_map_path else AssetMap()
-    asset_map.add(symbols)
-    if config.asset_map_path:
-        asset_map.save(config.asset_map_path)
+    frames = {symbol: validate_bars(bars[symbol], symbol) for symbol in symbols}
+    tf = _common_timeframe(frames, config.timeframe)
+    if asset_map is not None:
+        asset_map = AssetMap(dict(asset_map))
+        unknown = [s for s in symbols if s not in asset_map]
+        if unknown:
+            raise ValueError(f"symbols {unknown} are not in the given asset map {sorted(asset_map.to_dict())}")
+    else:
+        asset_map = AssetMap.load(config.asset_map_path) if config.asset_map_path else AssetMap()
+        asset_map.add(symbols)
+        if config.asset_map_path:
+            asset_map.save(config.asset_map_path)
 
     warmup = warmup_bars(config.features)
     first_usable = warmup + config.window - 1
@@ -141,13 +182,13 @@ def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | 
     feature_names: list[str] | None = None
     source_digest = hashlib.sha256()
     for symbol in symbols:
-        frame = validate_bars(bars[symbol], symbol)
+        frame = frames[symbol]
         if len(frame) <= first_usable + 1:
             raise ValueError(
                 f"{symbol}: {len(frame)} bars is too few; the features' warm-up ({warmup}) and window "
                 f"({config.window}) need more than {first_usable + 1}"
             )
-        table = build_features(frame, config.features, timeframe=str(tf))
+        table = build_features(frame, config.features, timeframe=str(tf), symbol=symbol)
         if feature_names is None:
             feature_names = list(table.columns)
         elif list(table.columns) != feature_names:
@@ -157,10 +198,12 @@ def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | 
         source_digest.update(symbol.encode())
         source_digest.update(stamps.tobytes())
         source_digest.update(np.ascontiguousarray(prices).tobytes())
+        vwap = frame["vwap"].to_numpy(np.float64) if "vwap" in frame.columns else np.full(len(frame), np.nan)
         blocks.append(
             {
                 "timestamps": stamps,
                 "prices": prices,
+                "vwap": vwap,
                 "raw_features": table.to_numpy(np.float64),
                 "labels": label_array(prices[:, 3], prices[:, 1], prices[:, 2], label.profit, label.stop, label.horizon),
             }
@@ -179,14 +222,16 @@ def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | 
     train_rows = np.concatenate(
         [b["raw_features"][warmup : max(warmup, end)] for b, end in zip(blocks, train_ends)]
     )
-    if len(train_rows) < 2:
-        raise ValueError(
-            f"the train split has {len(train_rows)} rows after warm-up; widen the date range or the train fraction"
-        )
-    scaler = FeatureScaler.fit(train_rows, config.scaler, config.clip)
+    if scaler is None:
+        if len(train_rows) < 2:
+            raise ValueError(
+                f"the train split has {len(train_rows)} rows after warm-up; widen the date range or the train fraction"
+            )
+        scaler = FeatureScaler.fit(train_rows, config.scaler, config.clip, feature_names)
+    elif scaler.n_features != len(feature_names or []):
+        raise ValueError(f"the given scaler has {scaler.n_features} columns for {len(feature_names or [])} features")
 
-    features = np.concatenate([scaler.transform(b["raw_features"]) for b in blocks])
-    features[np.isnan(features)] = 0.0  # warm-up rows; never inside a usable window
+    features = np.concatenate([scale_block(scaler, b["raw_features"], warmup) for b in blocks])
     lengths = [len(b["timestamps"]) for b in blocks]
     ids = [asset_map.id_of(s) for s in symbols]
     return MarketData(
@@ -198,6 +243,8 @@ def build_market_data(bars: Mapping[str, pd.DataFrame], config: DatasetConfig | 
         offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         timestamps=np.concatenate([b["timestamps"] for b in blocks]),
         prices=np.concatenate([b["prices"] for b in blocks]),
+        vwap=np.concatenate([b["vwap"] for b in blocks]),
+        raw_features=np.concatenate([b["raw_features"] for b in blocks]),
         features=np.ascontiguousarray(features, dtype=np.float32),
         labels=np.concatenate([b["labels"] for b in blocks]).astype(np.float32),
         row_asset_ids=np.repeat(np.asarray(ids, dtype=np.int64), lengths),

@@ -266,7 +266,32 @@ def build_features(
     if c.calendar:
         cols.update(_calendar(frame.index, intraday))
     names = feature_names(c, intraday)
-    return pd.DataFrame({k: cols[k] for k in names}, index=frame.index, dtype=np.float64)
+    table = pd.DataFrame({k: cols[k] for k in names}, index=frame.index, dtype=np.float64)
+    check_finite_after_warmup(table, warmup_bars(c), symbol)
+    return table
+
+
+def check_finite_after_warmup(table: pd.DataFrame, warmup: int, symbol: str = "?") -> None:
+    """Raise ``ValueError`` naming the column and first bar of a NaN/inf feature after the warm-up rows.
+
+    Clean bars never give one (see :mod:`features.indicators`); absurd ones (a price of 1e300 whose
+    square overflows) do, and a silently zero-filled feature would be a wrong number downstream.
+
+    :param table: the feature frame of one symbol.
+    :param warmup: leading rows allowed to hold NaN (:func:`warmup_bars`).
+    :param symbol: the symbol, for the message.
+    """
+    values = table.to_numpy()[warmup:]
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, columns = np.nonzero(bad)  # row-major: the first hit is the earliest bar
+        row, column = int(rows[0]) + warmup, int(columns[0])
+        names = sorted({str(table.columns[k]) for k in np.unique(columns)})
+        raise ValueError(
+            f"{symbol}: feature '{table.columns[column]}' is {values[row - warmup, column]} at row {row} "
+            f"({table.index[row]}), after the {warmup} warm-up rows; non-finite columns: {names}. "
+            f"The bars around that row are absurd (check prices/volume there); features are never zero-filled"
+        )
 
 
 def _obv_flow(close: np.ndarray, volume: np.ndarray, n: int) -> np.ndarray:

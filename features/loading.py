@@ -15,7 +15,7 @@ DEFAULT_CACHE_DIR = Path("data/historical")
 
 def load_bars(
     symbols: str | Iterable[str],
-    timeframe: str = "1Day",
+    timeframe: str | None = "1Day",
     start: str | pd.Timestamp | None = None,
     end: str | pd.Timestamp | None = None,
     source: str = "embedded",
@@ -25,7 +25,8 @@ def load_bars(
     """Load validated bars for each symbol.
 
     :param symbols: one symbol or several.
-    :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
+    :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``); None means
+        ``"1Day"``.
     :param start: first timestamp kept (inclusive, UTC if naive); None keeps from the beginning.
     :param end: last timestamp kept (inclusive, UTC if naive); None keeps to the end.
     :param source: ``"embedded"`` (real bars shipped in installed packages, no network),
@@ -41,7 +42,7 @@ def load_bars(
     symbols = list(symbols)
     if not symbols:
         raise ValueError("symbols is empty; pass at least one symbol")
-    Timeframe.parse(timeframe)
+    timeframe = str(Timeframe.parse(timeframe or "1Day"))
     if source not in SOURCES:
         raise ValueError(f"source={source!r} is not known; expected one of {list(SOURCES)}")
     start_ts, end_ts = _as_utc(start, "start"), _as_utc(end, "end")

@@ -7,6 +7,7 @@ names, scaler, asset map, split ranges and hashes of the config and the source b
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,18 @@ from .atomic_io import write_directory_atomic
 from .scaling import FeatureScaler
 from .splits import SPLITS
 
-FORMAT_VERSION = 1
-_ARRAYS = ("timestamps", "prices", "features", "labels", "row_asset_ids", "offsets")
+FORMAT_VERSION = 2
+_ARRAYS = ("timestamps", "prices", "vwap", "raw_features", "features", "labels", "row_asset_ids", "offsets")
+# dtype and number of dimensions of each array (shapes are checked against each other on load)
+_ARRAY_KINDS: dict[str, tuple[str, int]] = {
+    "timestamps": ("int64", 1), "prices": ("float64", 2), "vwap": ("float64", 1),
+    "raw_features": ("float64", 2), "features": ("float32", 2), "labels": ("float32", 1),
+    "row_asset_ids": ("int64", 1), "offsets": ("int64", 1),
+}
+
+
+class DatasetIntegrityError(ValueError):
+    """A saved dataset directory that is damaged or inconsistent; the message names the file."""
 
 
 @dataclass
@@ -34,6 +45,9 @@ class MarketData:
     :param offsets: int64 (S+1,) row offsets of each symbol.
     :param timestamps: int64 (N,) UTC nanoseconds.
     :param prices: float64 (N, 5): open, high, low, close, volume.
+    :param vwap: float64 (N,) the bars' vwap, NaN where the source has none.
+    :param raw_features: float64 (N, F) unscaled features; warm-up rows may hold NaN. A saved model
+        re-scales these with its own scaler (see :mod:`features.preprocessing`).
     :param features: float32 (N, F) scaled features; warm-up rows hold 0.
     :param labels: float32 (N,) 1/0, NaN where there is no label.
     :param row_asset_ids: int64 (N,) asset id of each row.
@@ -52,6 +66,8 @@ class MarketData:
     offsets: np.ndarray
     timestamps: np.ndarray
     prices: np.ndarray
+    vwap: np.ndarray
+    raw_features: np.ndarray
     features: np.ndarray
     labels: np.ndarray
     row_asset_ids: np.ndarray
@@ -74,6 +90,18 @@ class MarketData:
     @property
     def asset_map(self) -> dict[str, int]:
         return dict(zip(self.symbols, self.asset_ids))
+
+    @property
+    def feature_config(self) -> dict[str, Any]:
+        """The feature settings the features were built with (``FeatureConfig.to_dict()``)."""
+        return dict(self.config.get("features") or {})
+
+    @property
+    def warmup(self) -> int:
+        """Leading rows of each symbol whose features may be undefined (:func:`features.warmup_bars`)."""
+        from .feature_builder import FeatureConfig, warmup_bars
+
+        return warmup_bars(FeatureConfig.from_dict(self.feature_config))
 
     @property
     def open(self) -> np.ndarray:
@@ -180,54 +208,152 @@ class MarketData:
             "split_ranges": {k: v.tolist() for k, v in self.split_ranges.items()},
             "config": self.config,
             "hashes": self.hashes,
-            "arrays": {name: f"{name}.npy" for name in _ARRAYS},
+            "arrays": {
+                name: {"file": f"{name}.npy", "dtype": str(getattr(self, name).dtype),
+                       "shape": list(getattr(self, name).shape)}
+                for name in _ARRAYS
+            },
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the dataset directory atomically (built in a temp dir, then renamed into place)."""
+        """Write the dataset directory atomically (built in a temp dir, then renamed into place).
+
+        The manifest records each array's dtype, shape and the sha256 of its ``.npy`` file, so a
+        damaged or edited file is found on load.
+        """
         def fill(directory: Path) -> None:
+            manifest = self.manifest()
             for name in _ARRAYS:
-                np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
-            (directory / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
+                file = directory / f"{name}.npy"
+                np.save(file, getattr(self, name), allow_pickle=False)
+                manifest["arrays"][name]["sha256"] = _file_sha256(file)
+            (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
         return write_directory_atomic(path, fill)
 
     @classmethod
     def load(cls, path: str | Path) -> "MarketData":
-        """Read a directory written by :meth:`save` without recomputing anything."""
+        """Read a directory written by :meth:`save` without recomputing anything.
+
+        Every array is checked against the manifest (file hash, dtype, shape) and the parts against
+        each other (offsets, feature count, scaler length, split ranges, asset ids): a damaged directory
+        gives a :class:`DatasetIntegrityError` naming the file, never a bare ``KeyError`` or ``IndexError``.
+        """
         path = Path(path)
         manifest_path = path / "manifest.json"
+        if not path.is_dir():
+            raise FileNotFoundError(f"dataset directory {path} does not exist")
         if not manifest_path.exists():
             raise FileNotFoundError(f"{path} is not a dataset directory: {manifest_path} is missing")
         try:
             manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{manifest_path} is not valid JSON ({exc}); rebuild the dataset") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetIntegrityError(f"{manifest_path} is not valid JSON ({exc}); rebuild the dataset") from None
+        if not isinstance(manifest, dict):
+            raise DatasetIntegrityError(f"{manifest_path} must hold a JSON object; rebuild the dataset")
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"{manifest_path}: format_version {version} is not supported (expected {FORMAT_VERSION})")
-        arrays = {}
-        for name in _ARRAYS:
-            file = path / f"{name}.npy"
-            if not file.exists():
-                raise FileNotFoundError(f"dataset {path} is incomplete: {file} is missing")
-            try:
-                arrays[name] = np.load(file, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise ValueError(f"dataset {path}: {file} cannot be read ({exc}); rebuild the dataset") from exc
-        return cls(
-            symbols=list(manifest["symbols"]),
-            asset_ids=list(manifest["asset_ids"]),
-            feature_names=list(manifest["feature_names"]),
-            window=int(manifest["window"]),
-            timeframe=manifest["timeframe"],
-            split_ranges={k: np.asarray(v, dtype=np.int64) for k, v in manifest["split_ranges"].items()},
-            scaler=FeatureScaler.from_dict(manifest["scaler"]),
-            label=manifest["label"],
-            config=manifest["config"],
-            hashes=manifest["hashes"],
-            **arrays,
+            raise DatasetIntegrityError(
+                f"{manifest_path}: format_version {version} is not supported (expected {FORMAT_VERSION}); "
+                f"rebuild the dataset with python -m experiments.build_dataset"
+            )
+        required = ("symbols", "asset_ids", "feature_names", "window", "timeframe", "label", "scaler",
+                    "split_ranges", "config", "hashes", "arrays")
+        missing = [key for key in required if key not in manifest]
+        if missing:
+            raise DatasetIntegrityError(f"{manifest_path} lacks {missing}; rebuild the dataset")
+        arrays = {name: _load_checked_array(path, manifest_path, manifest["arrays"], name) for name in _ARRAYS}
+        try:
+            split_ranges = {k: np.asarray(v, dtype=np.int64) for k, v in manifest["split_ranges"].items()}
+            data = cls(
+                symbols=[str(v) for v in manifest["symbols"]],
+                asset_ids=[int(v) for v in manifest["asset_ids"]],
+                feature_names=[str(v) for v in manifest["feature_names"]],
+                window=int(manifest["window"]),
+                timeframe=str(manifest["timeframe"]),
+                split_ranges=split_ranges,
+                scaler=FeatureScaler.from_dict(manifest["scaler"], f"{manifest_path}: scaler"),
+                label=dict(manifest["label"]),
+                config=dict(manifest["config"]),
+                hashes=dict(manifest["hashes"]),
+                **arrays,
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise DatasetIntegrityError(f"{manifest_path} is malformed ({exc}); rebuild the dataset") from None
+        data.check_consistent(str(manifest_path))
+        return data
+
+    def check_consistent(self, where: str = "dataset") -> None:
+        """Raise :class:`DatasetIntegrityError` when the parts do not fit together.
+
+        :param where: the file or name shown in messages.
+        """
+        n, n_symbols = len(self.timestamps), len(self.symbols)
+        problems = []
+        offsets = self.offsets
+        if offsets.shape != (n_symbols + 1,) or offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
+            problems.append(f"offsets {offsets.tolist()[:8]} do not split {n} rows into {n_symbols} symbol block(s)")
+        for name, expected in (("prices", (n, 5)), ("vwap", (n,)), ("raw_features", (n, len(self.feature_names))),
+                               ("features", (n, len(self.feature_names))), ("labels", (n,)), ("row_asset_ids", (n,))):
+            if getattr(self, name).shape != expected:
+                problems.append(f"{name}.npy has shape {getattr(self, name).shape}, expected {expected}")
+        if self.scaler.n_features != len(self.feature_names):
+            problems.append(f"the scaler has {self.scaler.n_features} columns for {len(self.feature_names)} features")
+        if len(self.asset_ids) != n_symbols:
+            problems.append(f"{len(self.asset_ids)} asset ids for {n_symbols} symbols")
+        if self.window < 1:
+            problems.append(f"window={self.window} must be >= 1")
+        if sorted(self.split_ranges) != sorted(SPLITS):
+            problems.append(f"split ranges {sorted(self.split_ranges)} must be {list(SPLITS)}")
+        elif not problems:
+            lengths = np.diff(offsets)
+            for split, ranges in self.split_ranges.items():
+                if ranges.shape != (n_symbols, 2):
+                    problems.append(f"split '{split}' has ranges of shape {ranges.shape}, expected ({n_symbols}, 2)")
+                    continue
+                bad = (ranges[:, 0] < 0) | (ranges[:, 0] > ranges[:, 1]) | (ranges[:, 1] > lengths)
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    problems.append(
+                        f"split '{split}' of {self.symbols[i]} is rows {ranges[i].tolist()}, out of bounds "
+                        f"for its {int(lengths[i])} rows"
+                    )
+        if problems:
+            raise DatasetIntegrityError(f"{where}: " + "; ".join(problems) + "; rebuild the dataset")
+
+
+def _file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_checked_array(path: Path, manifest_path: Path, entries: Any, name: str) -> np.ndarray:
+    """Load ``name``.npy and check it against its manifest entry (hash, dtype, number of dimensions)."""
+    entry = entries.get(name) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict) or not {"file", "sha256", "dtype", "shape"} <= set(entry):
+        raise DatasetIntegrityError(f"{manifest_path}: arrays.{name} is missing or incomplete; rebuild the dataset")
+    file = path / f"{name}.npy"
+    if not file.exists():
+        raise DatasetIntegrityError(f"dataset {path} is incomplete: {file} is missing; rebuild the dataset")
+    if _file_sha256(file) != entry["sha256"]:
+        raise DatasetIntegrityError(
+            f"{file} does not match the sha256 recorded in {manifest_path.name} (changed or damaged since it "
+            f"was saved); rebuild the dataset"
         )
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetIntegrityError(f"{file} cannot be read ({exc}); rebuild the dataset") from None
+    dtype, ndim = _ARRAY_KINDS[name]
+    if str(array.dtype) != dtype or array.ndim != ndim or list(array.shape) != list(entry["shape"]):
+        raise DatasetIntegrityError(
+            f"{file} holds {array.dtype} {array.shape}; the manifest declares {entry['dtype']} {tuple(entry['shape'])} "
+            f"and the format needs {dtype} with {ndim} dimension(s); rebuild the dataset"
+        )
+    return array
 
 
 def _check_split(split: str) -> None:

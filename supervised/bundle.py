@@ -3,9 +3,12 @@
 Layout::
 
     <bundle>/weights.pt    torch.save(classifier.state_dict())
-    <bundle>/bundle.json   format version, model config, feature names, scaler, asset map, label,
-                           decision threshold, window, dataset hashes, metrics
+    <bundle>/bundle.json   format version, model config, preprocessing (feature settings, timeframe,
+                           window, feature names, scaler, asset map), label, decision threshold,
+                           dataset hashes, metrics
 
+The bundle is the single source of its preprocessing: :meth:`LoadedModel.prepare` turns any dataset
+into what the model was trained to see (its scaler, asset ids, window; see :mod:`features.preprocessing`).
 Written atomically: built in a temp directory next to the target, then renamed into place.
 """
 
@@ -21,12 +24,14 @@ import torch
 from torch import nn
 
 from features.atomic_io import write_directory_atomic
+from features.market_data import MarketData
+from features.preprocessing import Preprocessing
 from features.scaling import FeatureScaler
 
 from .evaluation import json_safe
 from .models import Classifier, ModelConfig, build_model
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 WEIGHTS_FILE = "weights.pt"
 MANIFEST_FILE = "bundle.json"
 
@@ -37,12 +42,10 @@ class LoadedModel:
 
     :param classifier: the model, in eval mode.
     :param model_config: its architecture.
-    :param feature_names: input feature columns, in order.
-    :param scaler: the feature scaler the training data was scaled with.
-    :param asset_map: symbol -> asset id.
+    :param preprocessing: feature settings, timeframe, window, feature names, scaler and asset map of
+        its training data.
     :param label: the label definition (profit, stop, horizon).
     :param threshold: decision threshold chosen on validation.
-    :param window: bars per input window.
     :param dataset_hashes: hashes of the training dataset's config and source bars.
     :param metrics: metrics saved with the bundle (may be empty).
     :param path: where it was loaded from.
@@ -50,15 +53,35 @@ class LoadedModel:
 
     classifier: Classifier
     model_config: ModelConfig
-    feature_names: list[str]
-    scaler: FeatureScaler
-    asset_map: dict[str, int]
+    preprocessing: Preprocessing
     label: dict[str, Any]
     threshold: float
-    window: int
     dataset_hashes: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.preprocessing.feature_names
+
+    @property
+    def scaler(self) -> FeatureScaler:
+        return self.preprocessing.scaler
+
+    @property
+    def asset_map(self) -> dict[str, int]:
+        return self.preprocessing.asset_map
+
+    @property
+    def window(self) -> int:
+        return self.preprocessing.window
+
+    def prepare(self, data: MarketData) -> MarketData:
+        """``data`` rebuilt with this model's own preprocessing (features, scaler, asset ids, window).
+
+        :param data: any dataset of the model's timeframe whose symbols the model knows.
+        """
+        return self.preprocessing.apply(data)
 
     @property
     def encoder(self) -> nn.Module:
@@ -122,12 +145,9 @@ def save_bundle(
     classifier: Classifier,
     model_config: ModelConfig,
     *,
-    feature_names: Sequence[str],
-    scaler: Mapping[str, Any] | FeatureScaler,
-    asset_map: Mapping[str, int],
+    preprocessing: Preprocessing,
     label: Mapping[str, Any],
     threshold: float,
-    window: int,
     dataset_hashes: Mapping[str, str],
     metrics: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -136,31 +156,31 @@ def save_bundle(
     :param path: the bundle directory.
     :param classifier: the trained model.
     :param model_config: its architecture (with window/n_features/n_assets set).
-    :param feature_names: input feature columns, in order.
-    :param scaler: ``FeatureScaler.to_dict()`` (or the scaler itself).
-    :param asset_map: symbol -> asset id.
+    :param preprocessing: the training data's preprocessing (``Preprocessing.of(data)``).
     :param label: label definition (profit, stop, horizon).
     :param threshold: decision threshold (chosen on validation).
-    :param window: bars per input window.
     :param dataset_hashes: the training dataset's hashes.
     :param metrics: optional metrics to keep with the model.
     """
+    feature_names, window = preprocessing.feature_names, preprocessing.window
     if len(feature_names) != model_config.n_features or window != model_config.window:
         raise ValueError(
             f"bundle inputs ({len(feature_names)} features, window {window}) do not match the model config "
             f"(n_features={model_config.n_features}, window={model_config.window})"
+        )
+    if max(preprocessing.asset_map.values(), default=-1) >= model_config.n_assets:
+        raise ValueError(
+            f"the asset map has ids up to {max(preprocessing.asset_map.values())} but the model embeds "
+            f"n_assets={model_config.n_assets}"
         )
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold} must be a probability in [0, 1]")
     manifest = {
         "format_version": BUNDLE_VERSION,
         "model_config": model_config.to_dict(),
-        "feature_names": list(feature_names),
-        "scaler": scaler.to_dict() if isinstance(scaler, FeatureScaler) else dict(scaler),
-        "asset_map": {str(k): int(v) for k, v in asset_map.items()},
+        "preprocessing": preprocessing.to_dict(),
         "label": dict(label),
         "threshold": float(threshold),
-        "window": int(window),
         "dataset_hashes": dict(dataset_hashes),
         "metrics": json_safe(dict(metrics or {})),
         "torch_version": torch.__version__,
@@ -194,15 +214,19 @@ def load_model(
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"model bundle {path} is corrupt: {MANIFEST_FILE} is not valid JSON ({error})") from None
-    version = manifest.get("format_version")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != BUNDLE_VERSION:
-        raise ValueError(f"{manifest_path}: format_version {version} is not supported (expected {BUNDLE_VERSION})")
-    required = ("model_config", "feature_names", "scaler", "asset_map", "label", "threshold", "window")
+        hint = " (format 1 bundles do not record their preprocessing: retrain the model)" if version == 1 else ""
+        raise ValueError(
+            f"{manifest_path}: format_version {version} is not supported (expected {BUNDLE_VERSION}){hint}"
+        )
+    required = ("model_config", "preprocessing", "label", "threshold")
     missing = [k for k in required if k not in manifest]
     if missing:
         raise ValueError(f"model bundle {path} is corrupt: {MANIFEST_FILE} lacks {missing}")
     config = ModelConfig.from_dict(manifest["model_config"], f"{manifest_path}:model_config")
-    names, bundle_window = list(manifest["feature_names"]), int(manifest["window"])
+    preprocessing = Preprocessing.from_dict(manifest["preprocessing"], f"{manifest_path}:preprocessing")
+    names, bundle_window = preprocessing.feature_names, preprocessing.window
     if len(names) != config.n_features or bundle_window != config.window:
         raise ValueError(
             f"model bundle {path} is inconsistent: {len(names)} feature names and window {bundle_window} "
@@ -222,12 +246,9 @@ def load_model(
     return LoadedModel(
         classifier=classifier,
         model_config=config,
-        feature_names=names,
-        scaler=FeatureScaler.from_dict(manifest["scaler"]),
-        asset_map={str(k): int(v) for k, v in manifest["asset_map"].items()},
+        preprocessing=preprocessing,
         label=dict(manifest["label"]),
         threshold=float(manifest["threshold"]),
-        window=bundle_window,
         dataset_hashes=dict(manifest.get("dataset_hashes", {})),
         metrics=dict(manifest.get("metrics", {})),
         path=path,

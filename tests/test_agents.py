@@ -17,6 +17,7 @@ from agents.supervised_policy import SupervisedThresholdPolicy
 from agents.training import build_model, make_train_env, train_agent
 from envs.backtest import backtest
 from features import DatasetConfig, LabelConfig, build_market_data, synthetic_bars
+from features.preprocessing import Preprocessing
 from supervised.bundle import load_model, save_bundle
 from supervised.models import ModelConfig
 from supervised.trainer import TrainConfig, train_classifier
@@ -39,9 +40,8 @@ def bundle(tmp_path_factory, data):
     result = train_classifier(data, ModelConfig(kind="lstm", hidden_size=16, dropout=0.0),
                               TrainConfig(epochs=2, batch_size=128, num_threads=1), progress=False)
     path = tmp_path_factory.mktemp("sup") / "model"
-    save_bundle(path, result.classifier, result.model_config, feature_names=data.feature_names,
-                scaler=data.scaler.to_dict(), asset_map=data.asset_map, label=data.label, threshold=0.3,
-                window=data.window, dataset_hashes=data.hashes)
+    save_bundle(path, result.classifier, result.model_config, preprocessing=Preprocessing.of(data),
+                label=data.label, threshold=0.3, dataset_hashes=data.hashes)
     return path
 
 
@@ -110,7 +110,7 @@ def test_saved_agent_reloads_to_identical_actions_and_backtests(tmp_path, data):
     second = backtest(again, data, "test", symbol="SYN", **again.env_settings)
     np.testing.assert_array_equal(first.equity, second.equity)
     meta = json.loads((tmp_path / "run" / "best" / "agent.json").read_text())
-    assert meta["dataset"]["feature_names"] == data.feature_names
+    assert meta["preprocessing"]["feature_names"] == data.feature_names
 
 
 def test_cash_fallback_when_nothing_beats_cash(tmp_path, data):
@@ -125,8 +125,9 @@ def test_mismatched_checkpoint_and_bad_options_are_named(tmp_path, data, bundle)
     train_agent(_config(), data, tmp_path / "run", progress=False)
     other = build_market_data({"SYN": synthetic_bars(700, seed=3)},
                               DatasetConfig(window=8, features={"sma_windows": [5, 10, 20]}))
-    with pytest.raises(ValueError, match="features"):
-        load_agent(tmp_path / "run" / "best", other)
+    unknown = build_market_data({"NEW": synthetic_bars(700, seed=3)}, DatasetConfig(window=8))
+    with pytest.raises(ValueError, match="symbol 'NEW' was not in this model's training data"):
+        load_agent(tmp_path / "run" / "best", unknown)
     with pytest.raises(ValueError, match="feature|window"):
         config = _config(pretrained=str(bundle))
         build_model(config, make_train_env(config, other), other, None)

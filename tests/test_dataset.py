@@ -30,7 +30,7 @@ TEST_START = "2012-05-01"
 WINDOW = 16
 HORIZON = 8
 SAVED_FILES = [
-    "features.npy", "labels.npy", "manifest.json", "offsets.npy", "prices.npy", "row_asset_ids.npy", "timestamps.npy"
+    "features.npy", "labels.npy", "manifest.json", "offsets.npy", "prices.npy", "raw_features.npy", "row_asset_ids.npy", "timestamps.npy", "vwap.npy"
 ]
 
 
@@ -304,7 +304,7 @@ def test_manifest_records_config_features_and_hashes(default_data: MarketData, t
     default_data.save(tmp_path / "ds")
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     config = DatasetConfig()
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["config"] == json.loads(json.dumps(config.to_dict()))
     assert DatasetConfig.from_dict(manifest["config"]) == config
     assert manifest["feature_names"] == feature_names(FeatureConfig()) == default_data.feature_names
@@ -312,7 +312,10 @@ def test_manifest_records_config_features_and_hashes(default_data: MarketData, t
     assert manifest["label"] == {"profit": 0.05, "stop": 0.02, "horizon": 8}
     assert manifest["hashes"]["config"] == config.hash()
     assert len(manifest["hashes"]["source"]) == 64
-    assert set(manifest["arrays"].values()) == {f for f in SAVED_FILES if f.endswith(".npy")}
+    assert {entry["file"] for entry in manifest["arrays"].values()} == {f for f in SAVED_FILES if f.endswith(".npy")}
+    for name, entry in manifest["arrays"].items():
+        assert entry["shape"] == list(getattr(default_data, name).shape)
+        assert len(entry["sha256"]) == 64
 
 
 def test_source_hash_follows_the_data_and_config_hash_the_config(
@@ -458,7 +461,7 @@ def saved(data: MarketData, tmp_path: Path) -> Path:
 
 
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nowhere is not a dataset directory: .*manifest.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"dataset directory .*nowhere does not exist"):
         load_dataset(tmp_path / "nowhere")
 
 
@@ -470,7 +473,7 @@ def test_directory_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_array_is_named(saved: Path) -> None:
     (saved / "labels.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"is incomplete: .*labels.npy is missing"):
+    with pytest.raises(ValueError, match=r"is incomplete: .*labels.npy is missing"):
         load_dataset(saved)
 
 
@@ -478,7 +481,7 @@ def test_unsupported_format_version_is_named(saved: Path) -> None:
     manifest = json.loads((saved / "manifest.json").read_text())
     manifest["format_version"] = 99
     (saved / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 1\)"):
+    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 2\)"):
         load_dataset(saved)
 
 
@@ -493,7 +496,7 @@ def test_corrupt_array_is_named(saved: Path, damage: str) -> None:
     file = saved / "features.npy"
     content = file.read_bytes()
     file.write_bytes(b"garbage" if damage == "garbage" else content[: len(content) // 2])
-    with pytest.raises(ValueError, match=r"features.npy cannot be read"):
+    with pytest.raises(ValueError, match=r"features.npy does not match the sha256 recorded in manifest.json"):
         load_dataset(saved)
 
 

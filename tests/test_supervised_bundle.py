@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from features import DatasetConfig, LabelConfig, build_market_data, synthetic_bars
+from features.preprocessing import Preprocessing
 from supervised.bundle import check_compatible, load_model, save_bundle
 from supervised.models import ModelConfig
 from supervised.samples import split_samples
@@ -38,12 +39,9 @@ def save(path, result, data, threshold=0.35):
         path,
         result.classifier,
         result.model_config,
-        feature_names=data.feature_names,
-        scaler=data.scaler.to_dict(),
-        asset_map=data.asset_map,
+        preprocessing=Preprocessing.of(data),
         label=data.label,
         threshold=threshold,
-        window=data.window,
         dataset_hashes=data.hashes,
         metrics={"test": {"f1": 0.5, "roc_auc": float("nan")}},
     )
@@ -89,9 +87,18 @@ def test_missing_and_corrupt_bundles_are_named(tmp_path, data, trained) -> None:
         load_model(path)
     path = save(tmp_path / "model3", trained, data)
     manifest = json.loads((path / "bundle.json").read_text())
-    manifest["feature_names"] = manifest["feature_names"][:-1]
+    manifest["preprocessing"]["feature_names"] = manifest["preprocessing"]["feature_names"][:-1]
     (path / "bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="inconsistent: 30 feature names"):
+    with pytest.raises(ValueError, match="bundle.json:preprocessing: feature names .* do not follow from the feature settings"):
+        load_model(path)
+    manifest["preprocessing"] = {**Preprocessing.of(data).to_dict(), "scaler": {"kind": "standard", "center": [0.0],
+                                                                                 "scale": [1.0], "clip": None}}
+    (path / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="the scaler has 1 columns for 31 features"):
+        load_model(path)
+    manifest["format_version"] = 1
+    (path / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="format 1 bundles do not record their preprocessing: retrain"):
         load_model(path)
 
 
@@ -110,9 +117,10 @@ def test_feature_and_window_mismatches_are_named(tmp_path, data, trained) -> Non
 
 
 def test_save_rejects_inputs_that_do_not_fit_the_model(tmp_path, data, trained) -> None:
+    wider = Preprocessing.from_dict({**Preprocessing.of(data).to_dict(), "window": 24})
     with pytest.raises(ValueError, match="do not match the model config"):
-        save_bundle(tmp_path / "m", trained.classifier, trained.model_config, feature_names=["a"], scaler={},
-                    asset_map={}, label={}, threshold=0.5, window=8, dataset_hashes={})
+        save_bundle(tmp_path / "m", trained.classifier, trained.model_config, preprocessing=wider, label={},
+                    threshold=0.5, dataset_hashes={})
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn_lstm"])

@@ -8,7 +8,8 @@ import torch
 
 from agents.supervised_policy import SupervisedThresholdPolicy
 from envs.layout import ObservationLayout
-from features import FeatureScaler
+from features import DatasetConfig, build_market_data, synthetic_bars
+from features.preprocessing import Preprocessing
 from supervised.bundle import save_bundle
 from supervised.models import ModelConfig, build_model
 
@@ -81,12 +82,14 @@ def test_observation_length_mismatch_is_named() -> None:
 
 def test_loads_a_bundle_from_a_path(tmp_path) -> None:
     torch.manual_seed(0)
-    config = ModelConfig(kind="mlp", window=WINDOW, n_features=FEATURES, n_assets=2, hidden_sizes=(8,))
-    scaler = FeatureScaler("standard", np.zeros(2), np.ones(2))
-    save_bundle(tmp_path / "model", build_model(config), config, feature_names=["a", "b"], scaler=scaler,
-                asset_map={"X": 0, "Y": 1}, label={"profit": 0.05, "stop": 0.02, "horizon": 5}, threshold=0.4,
-                window=WINDOW, dataset_hashes={})
+    data = build_market_data({"X": synthetic_bars(300, seed=0), "Y": synthetic_bars(300, seed=1)},
+                             DatasetConfig(window=WINDOW))
+    config = ModelConfig(kind="mlp", window=WINDOW, n_features=data.n_features, n_assets=2, hidden_sizes=(8,))
+    save_bundle(tmp_path / "model", build_model(config), config, preprocessing=Preprocessing.of(data),
+                label={"profit": 0.05, "stop": 0.02, "horizon": 5}, threshold=0.4, dataset_hashes={})
     policy = SupervisedThresholdPolicy(str(tmp_path / "model"))
     assert policy.max_holding == 5 and policy.entry_threshold == 0.4
-    action = policy.act(obs())
+    assert policy.preprocessing is not None and policy.preprocessing.asset_map == {"X": 0, "Y": 1}
+    observation = np.zeros(ObservationLayout(WINDOW, data.n_features).size, dtype=np.float32)
+    action = policy.act(observation)
     assert action in (0, 1) and action == int(policy.last_probability >= 0.4)

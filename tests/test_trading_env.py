@@ -178,7 +178,7 @@ def test_info_keys(market) -> None:
     assert INFO_KEYS <= set(info)
     assert info["fill_price"] is None and info["cost"] == 0.0 and info["trade_count"] == 0
     assert info["equity"] == 100_000.0 and info["position"] == 0.0
-    assert isinstance(info["timestamp"], np.datetime64)
+    assert isinstance(info["timestamp"], pd.Timestamp) and str(info["timestamp"].tz) == "UTC"
     *_, info = env.step(1)
     assert INFO_KEYS <= set(info)
     assert isinstance(info["fill_price"], float) and info["cost"] > 0
@@ -207,7 +207,7 @@ def test_fill_after_a_gap_uses_the_next_traded_bar(gapped, fill_at: str) -> None
     obs, info = env.reset(seed=0, options={"start_row": friday})
     assert info["row"] == friday
     obs, reward, _, _, info = env.step(1)
-    assert info["timestamp"] == np.datetime64(int(data.timestamps[tuesday]), "ns")
+    assert info["timestamp"] == stamps[tuesday]  # UTC-aware: compares with the bars' index
     reference = data.open[tuesday] if fill_at == "next_open" else data.close[friday]
     assert info["fill_price"] == pytest.approx(reference * 1.0005, rel=1e-15)
     assert data.open[tuesday] != data.close[friday]
