@@ -17,7 +17,7 @@ from .asset_map import AssetMap
 from .bars import Timeframe, resolve_timeframe, validate_bars
 from .embedded import DEFAULT_SYMBOLS
 from .feature_builder import FeatureConfig, build_features, warmup_bars
-from .labels import LabelConfig, label_array
+from .labels import LabelConfig
 from .loading import load_bars
 from .market_data import MarketData
 from .scaling import FeatureScaler
@@ -205,7 +205,7 @@ def build_market_data(
                 "prices": prices,
                 "vwap": vwap,
                 "raw_features": table.to_numpy(np.float64),
-                "labels": label_array(prices[:, 3], prices[:, 1], prices[:, 2], label.profit, label.stop, label.horizon),
+                "labels": label.labels(prices[:, 3], prices[:, 1], prices[:, 2]),
             }
         )
 
@@ -250,7 +250,7 @@ def build_market_data(
         row_asset_ids=np.repeat(np.asarray(ids, dtype=np.int64), lengths),
         split_ranges=ranges,
         scaler=scaler,
-        label={"profit": label.profit, "stop": label.stop, "horizon": label.horizon},
+        label=label.to_dict(),
         config=config.to_dict(),
         hashes={"config": config.hash(), "source": source_digest.hexdigest()},
     )

@@ -92,6 +92,13 @@ class MarketData:
         return dict(zip(self.symbols, self.asset_ids))
 
     @property
+    def label_config(self) -> "LabelConfig":
+        """The label definition as a :class:`features.LabelConfig`."""
+        from .labels import LabelConfig
+
+        return LabelConfig(**self.label)
+
+    @property
     def feature_config(self) -> dict[str, Any]:
         """The feature settings the features were built with (``FeatureConfig.to_dict()``)."""
         return dict(self.config.get("features") or {})
@@ -179,7 +186,7 @@ class MarketData:
         lines = [
             f"MarketData: {len(self.symbols)} symbol(s), {len(self.timestamps)} bars ({self.timeframe}), "
             f"{self.n_features} features, window {self.window}",
-            f"label: +{self.label['profit']:.1%} before -{self.label['stop']:.1%} within {self.label['horizon']} bars",
+            f"label: {self.label_config.describe()}",
         ]
         for split in SPLITS:
             rows = self.sample_indices(split)
@@ -191,7 +198,8 @@ class MarketData:
                 if len(rows)
                 else "empty"
             )
-            lines.append(f"  {split:<10} {len(rows):>7} samples  positives {positives:6.1%}  {span}")
+            warning = "  (below 0.5%: too few to train a classifier)" if len(rows) and positives < 0.005 else ""
+            lines.append(f"  {split:<10} {len(rows):>7} samples  positives {positives:6.1%}  {span}{warning}")
         return "\n".join(lines)
 
     # ----- persistence ---------------------------------------------------------------------

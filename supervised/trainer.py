@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from configs.loader import config_to_dict, dataclass_from_dict
+from features.labels import check_positive_rate
 from features.market_data import MarketData
 
 from .evaluation import DEFAULT_THRESHOLDS, choose_threshold, pr_auc, threshold_sweep
@@ -52,6 +53,8 @@ class TrainConfig:
     :param use_sample_weights: weight samples by balanced class weights (from the train labels).
     :param deterministic: ``torch.use_deterministic_algorithms`` while training.
     :param eval_batch_size: samples per forward pass when scoring validation.
+    :param min_positive_rate: share of positive labels the train and validation splits need; fewer is an
+        error naming the label settings and the fix (see :func:`features.labels.check_positive_rate`).
     """
 
     epochs: int = 40
@@ -71,6 +74,7 @@ class TrainConfig:
     use_sample_weights: bool = False
     deterministic: bool = True
     eval_batch_size: int = 4096
+    min_positive_rate: float = 0.005
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -146,6 +150,8 @@ def train_classifier(
     model_config = model_config.fit_to(data.window, data.n_features, data.n_assets)
     train = split_samples(data, "train", min_samples=2)
     validation = split_samples(data, "validation")
+    for samples in (train, validation):
+        check_positive_rate(samples.labels, samples.split, data.label, config.min_positive_rate, data.timeframe)
     writer = _summary_writer(run_dir, model_config, config)
     try:
         with torch_settings(config.num_threads, config.deterministic):

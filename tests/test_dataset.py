@@ -309,7 +309,7 @@ def test_manifest_records_config_features_and_hashes(default_data: MarketData, t
     assert DatasetConfig.from_dict(manifest["config"]) == config
     assert manifest["feature_names"] == feature_names(FeatureConfig()) == default_data.feature_names
     assert manifest["symbols"] == ["AAPL", "IBM", "MSFT", "GOOG"]
-    assert manifest["label"] == {"profit": 0.05, "stop": 0.02, "horizon": 8}
+    assert manifest["label"] == {"profit": 0.05, "stop": 0.02, "horizon": 8, "barrier": "fixed", "volatility_window": 20}
     assert manifest["hashes"]["config"] == config.hash()
     assert len(manifest["hashes"]["source"]) == 64
     assert {entry["file"] for entry in manifest["arrays"].values()} == {f for f in SAVED_FILES if f.endswith(".npy")}
