@@ -3,25 +3,64 @@
 alpaca-py's ``StockHistoricalDataClient.get_stock_bars`` calls ``GET {base}/v2/stocks/bars`` (the
 multi-symbol endpoint, ``symbols=AAPL``) and follows ``next_page_token`` until the server stops sending
 one, 10,000 bars a page. Keys come from the arguments or from ``APCA_API_KEY_ID`` /
-``APCA_API_SECRET_KEY``. alpaca-py retries only HTTP 429 and 504 (3 times, 3 s apart); every other
-error status fails at once and is re-raised here as :class:`AlpacaDataError`.
+``APCA_API_SECRET_KEY``.
+
+Network behaviour (every HTTP request, each page included):
+
+* **Timeouts.** Each request has a connect timeout (``connect_timeout``, default 10 s: time to open the
+  connection) and a read timeout (``read_timeout``, default 30 s: the longest silence allowed while
+  waiting for the answer or for more of its bytes). A server that accepts the connection and never
+  answers therefore fails after about ``read_timeout`` per attempt instead of hanging. The read timeout
+  bounds each wait, not the whole download: a server trickling bytes slower than that can still take
+  longer.
+* **Retries.** HTTP 429 (rate limited), any 5xx, connection errors (refused, reset, dropped mid-answer)
+  and timeouts are retried, at most ``max_retries`` times (default 4, so 5 attempts in all). Other
+  statuses (400, 401, 403, 404, 422, ...) and TLS certificate errors fail at once. alpaca-py's own
+  retry (429 and 504, 3 times, 3 s apart) is switched off, so this module is the only place that retries.
+* **Backoff.** Before retry *k* (1, 2, ...) it waits ``backoff_base * 2 ** (k - 1)`` seconds (default
+  1, 2, 4, 8), at most ``backoff_max`` (default 30 s). ``sleep`` (default :func:`time.sleep`) does the
+  waiting, so tests can record the waits instead of sleeping.
+* **Retry-After.** When a 429 or 5xx answer carries ``Retry-After`` in its seconds form, that wait is used
+  instead of the backoff, capped at :data:`RETRY_AFTER_MAX_S` (60 s). The HTTP-date form, or an
+  unreadable value, falls back to the backoff.
+* **Failure.** When the retries run out, or on a status that is not retried, :class:`AlpacaDataError`
+  says which symbol, what happened (HTTP status and the server's message, or "timed out after N s"),
+  on how many attempts, and what to do. Each retry is logged as a warning on this module's logger.
+  The keys are never written into a message, an exception or a log line; where the server echoes them
+  back in its error body, they are masked as ``***`` (and that raw error is not chained).
+
+With the defaults one page gives up after at most 5 x 30 s of read timeouts plus 15 s of backoff.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from functools import lru_cache
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
 from .bars import Timeframe, validate_bars
 from .parquet_cache import DEFAULT_CACHE_ROOT, cache_path, write_cached_bars
 
+logger = logging.getLogger(__name__)
+
 API_KEY_ENV = "APCA_API_KEY_ID"
 SECRET_KEY_ENV = "APCA_API_SECRET_KEY"
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_MAX_RETRIES = 4
+DEFAULT_BACKOFF_BASE_S = 1.0
+DEFAULT_BACKOFF_MAX_S = 30.0
+RETRY_AFTER_MAX_S = 60.0  # the longest Retry-After honoured; a longer one is cut to this
+_STATUS_PAGE = "https://status.alpaca.markets"
 
 # Alpaca's wire names for a bar's fields; "n" (trade count) is not part of our bars frame.
 _WIRE_COLUMNS: dict[str, str] = {
@@ -35,8 +74,9 @@ _STATUS_HINTS: dict[int, str] = {
     404: "check url_override: give the host only (e.g. 'https://data.alpaca.markets'); alpaca-py adds "
     "'/v2/stocks/bars'",
     422: "the request was rejected as invalid: check the symbol, timeframe, dates, feed and adjustment",
-    429: "rate limited; alpaca-py already retried, wait and try again",
+    429: "rate limited: wait a minute and try again, or download fewer symbols at a time",
 }
+_SERVER_ERROR_HINT = f"the error is on Alpaca's side: check {_STATUS_PAGE} and try again later"
 
 
 class AlpacaDataError(RuntimeError):
@@ -44,14 +84,24 @@ class AlpacaDataError(RuntimeError):
 
     :ivar symbol: the symbol requested.
     :ivar status_code: the HTTP status, or None when no response came back.
-    :ivar server_message: the server's ``message`` (or its raw body when that is not JSON).
+    :ivar server_message: the server's ``message`` (or its raw body when that is not JSON), or the
+        network error's text when no response came back; keys in it are masked as ``***``.
+    :ivar attempts: how many times the failing request was sent (retries included).
     """
 
-    def __init__(self, message: str, symbol: str, status_code: int | None, server_message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        symbol: str,
+        status_code: int | None,
+        server_message: str,
+        attempts: int = 1,
+    ) -> None:
         super().__init__(message)
         self.symbol = symbol
         self.status_code = status_code
         self.server_message = server_message
+        self.attempts = attempts
 
 
 def fetch_alpaca_bars(
@@ -65,6 +115,12 @@ def fetch_alpaca_bars(
     url_override: str | None = None,
     feed: str | None = None,
     adjustment: str = "all",
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    backoff_base: float = DEFAULT_BACKOFF_BASE_S,
+    backoff_max: float = DEFAULT_BACKOFF_MAX_S,
+    sleep: Callable[[float], Any] | None = None,
 ) -> pd.DataFrame:
     """Download one symbol's historical bars from Alpaca, every page of them.
 
@@ -77,39 +133,80 @@ def fetch_alpaca_bars(
     :param url_override: base URL of the data API (a proxy or a test server); None uses Alpaca's.
     :param feed: ``"iex"``, ``"sip"``, ``"delayed_sip"``, ...; None lets Alpaca choose by plan.
     :param adjustment: corporate-action adjustment: ``"raw"``, ``"split"``, ``"dividend"`` or ``"all"``.
+    :param connect_timeout: seconds allowed to open a connection, per attempt.
+    :param read_timeout: seconds of silence allowed while waiting for an answer, per attempt.
+    :param max_retries: retries of one request after a 429, a 5xx, a connection error or a timeout
+        (0: no retries).
+    :param backoff_base: wait before the first retry, in seconds; it doubles on each further retry.
+    :param backoff_max: longest backoff wait, in seconds (a ``Retry-After`` is capped at
+        :data:`RETRY_AFTER_MAX_S` instead).
+    :param sleep: called with the seconds to wait before each retry; None uses :func:`time.sleep`.
     :return: a validated bars frame (UTC ``timestamp`` index; float64 open, high, low, close, volume, vwap).
     :raises ValueError: missing keys, a bad argument, or no bars in the range.
     :raises AlpacaDataError: an error response from Alpaca (with symbol, HTTP status and message), or no
-        connection.
+        answer, after the retries described in the module docstring.
     """
     from alpaca.common.exceptions import APIError
     from alpaca.data.historical import StockHistoricalDataClient
     from requests.exceptions import RequestException
 
     api_key, secret_key = _resolve_keys(api_key, secret_key)
+    _check_network_options(connect_timeout, read_timeout, max_retries, backoff_base, backoff_max, sleep)
     request = _bars_request(symbol, timeframe, start, end, feed, adjustment)
     span = f"{_utc(start, 'start')} to {_utc(end, 'end') if end is not None else 'now'}"
-    client = StockHistoricalDataClient(api_key, secret_key, raw_data=True, url_override=url_override)
     where = url_override or "Alpaca's data API"
+
+    def redact(text: str) -> str:
+        return _redact(text, (api_key, secret_key))
+
+    client = StockHistoricalDataClient(api_key, secret_key, raw_data=True, url_override=url_override)
+    session = _retrying_session_class()(
+        symbol=symbol,
+        timeout=(float(connect_timeout), float(read_timeout)),
+        max_retries=max_retries,
+        backoff_base=float(backoff_base),
+        backoff_max=float(backoff_max),
+        sleep=sleep if sleep is not None else time.sleep,
+        redact=redact,
+    )
+    _install_session(client, session)
+
+    error: AlpacaDataError | None = None
+    cause: BaseException | None = None
     try:
         raw = client.get_stock_bars(request)
     except APIError as exc:
-        status, message = exc.status_code, _server_message(exc)
-        hint = _STATUS_HINTS.get(status, "")
-        raise AlpacaDataError(
-            f"{symbol}: Alpaca refused the {timeframe} bars request ({span}) with HTTP {status}: "
-            f"{message!r}" + (f"; {hint}" if hint else ""),
-            symbol,
-            status,
-            message,
-        ) from exc
+        # Masked before and after decoding: a key echoed back must not survive truncation or escaping.
+        status, message = exc.status_code, redact(_server_message(redact(str(exc))))
+        attempts = session.attempts
+        if _is_retryable_status(status):
+            hint = _STATUS_HINTS.get(status, _SERVER_ERROR_HINT)
+            text = (
+                f"{symbol}: {where} answered the {timeframe} bars request ({span}) with HTTP {status} "
+                f"on {_attempts_text(attempts)}: {message!r}; {hint}"
+            )
+        else:
+            hint = _STATUS_HINTS.get(status, "")
+            text = (
+                f"{symbol}: Alpaca refused the {timeframe} bars request ({span}) with HTTP {status}: "
+                f"{message!r}" + (f"; {hint}" if hint else "")
+            )
+        error = AlpacaDataError(redact(text), symbol, status, message, attempts)
+        cause = exc if redact(str(exc)) == str(exc) else None
     except RequestException as exc:
-        raise AlpacaDataError(
-            f"{symbol}: could not reach {where} for {timeframe} bars ({type(exc).__name__}: {exc})",
-            symbol,
-            None,
-            str(exc),
-        ) from exc
+        attempts = session.attempts
+        what, advice = _describe_network_error(exc, where, connect_timeout, read_timeout)
+        text = (
+            f"{symbol}: {what} for {timeframe} bars ({span}), on {_attempts_text(attempts)}; {advice}"
+        )
+        error = AlpacaDataError(redact(text), symbol, None, redact(str(exc)), attempts)
+        cause = exc if redact(str(exc)) == str(exc) else None
+    finally:
+        session.close()
+    if error is not None:
+        # Raised outside the except blocks, so that a cause whose text held a key is not even kept
+        # as the implicit context.
+        raise error from cause
 
     raw = raw or {}
     # Alpaca keys the response by its own spelling of the symbol (upper case).
@@ -141,7 +238,8 @@ def download_to_cache(
     :param end: last bar time (inclusive); None means now.
     :param root: root directory of the cache.
     :param fetch_options: passed to :func:`fetch_alpaca_bars` (``api_key``, ``secret_key``,
-        ``url_override``, ``feed``, ``adjustment``).
+        ``url_override``, ``feed``, ``adjustment``, and the network settings ``connect_timeout``,
+        ``read_timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``sleep``).
     :return: ``{symbol: path of its cache file}``.
     """
     if isinstance(symbols, str):
@@ -158,6 +256,189 @@ def download_to_cache(
         bars = fetch_alpaca_bars(symbol, timeframe, start, end, **fetch_options)
         written[symbol] = write_cached_bars(bars, symbol, timeframe, root=root, merge=True)
     return written
+
+
+@lru_cache(maxsize=None)
+def _retrying_session_class() -> type:
+    """The requests session class used for every download (built on first use: requests, like
+    alpaca-py, is only imported when something is downloaded)."""
+    import requests
+    from requests.exceptions import ChunkedEncodingError, ConnectionError, SSLError, Timeout
+
+    # ConnectionError covers refused, reset and connect timeouts (and SSLError, never retried);
+    # Timeout covers read timeouts; ChunkedEncodingError a connection dropped in the middle of a body.
+    retryable_errors = (ConnectionError, Timeout, ChunkedEncodingError)
+
+    class RetryingSession(requests.Session):
+        """A requests session that gives every request a (connect, read) timeout and retries it.
+
+        alpaca-py sends every request through ``client._session.request(...)`` without a timeout; this
+        session adds one, and retries 429, 5xx, connection errors and timeouts with exponential backoff
+        (or the server's ``Retry-After``). It hands the last answer (a response, possibly with an error
+        status) back to alpaca-py, or raises the last network error; :attr:`attempts` tells how many
+        attempts the latest request took.
+        """
+
+        def __init__(
+            self,
+            *,
+            symbol: str,
+            timeout: tuple[float, float],
+            max_retries: int,
+            backoff_base: float,
+            backoff_max: float,
+            sleep: Callable[[float], Any],
+            redact: Callable[[str], str],
+        ) -> None:
+            super().__init__()
+            self.symbol = symbol
+            self.timeout = timeout
+            self.max_retries = max_retries
+            self.backoff_base = backoff_base
+            self.backoff_max = backoff_max
+            self.sleep = sleep
+            self.redact = redact
+            self.attempts = 0
+
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = self.timeout
+            self.attempts = 0
+            while True:
+                self.attempts += 1
+                try:
+                    response = super().request(method, url, *args, **kwargs)
+                except retryable_errors as exc:
+                    if isinstance(exc, SSLError) or self.attempts > self.max_retries:
+                        raise
+                    wait = self._backoff()
+                    what = f"{type(exc).__name__}: {exc}"
+                else:
+                    if not _is_retryable_status(response.status_code) or self.attempts > self.max_retries:
+                        return response
+                    header = response.headers.get("Retry-After")
+                    retry_after = _retry_after_seconds(header)
+                    wait = self._backoff() if retry_after is None else retry_after
+                    what = f"HTTP {response.status_code}"
+                    if retry_after is not None:
+                        what += f", Retry-After {header.strip()}"
+                    response.close()
+                logger.warning(
+                    "%s",
+                    self.redact(
+                        f"{self.symbol}: bars request failed ({what}); retrying in {wait:g} s "
+                        f"(attempt {self.attempts + 1} of {self.max_retries + 1})"
+                    ),
+                )
+                self.sleep(wait)
+
+        def _backoff(self) -> float:
+            # attempts is 1 before the first retry: waits base, 2 * base, 4 * base, ..., capped.
+            return min(self.backoff_max, self.backoff_base * 2 ** (self.attempts - 1))
+
+    return RetryingSession
+
+
+def _install_session(client: Any, session: Any) -> None:
+    """Put ``session`` into an alpaca-py client and switch alpaca-py's own retry off."""
+    missing = [name for name in ("_session", "_retry", "_retry_codes") if not hasattr(client, name)]
+    if missing:
+        import alpaca
+
+        raise RuntimeError(
+            f"alpaca-py {getattr(alpaca, '__version__', '?')} has no {', '.join(missing)} on "
+            f"{type(client).__name__}; features/alpaca_source.py needs updating for this version"
+        )
+    client._session.close()
+    client._session = session
+    # alpaca-py retries 429/504 itself (3 times, 3 s apart, in RESTClient._request); with no retries
+    # left it raises APIError at once, so retries happen in one place only: the session.
+    client._retry = 0
+    client._retry_codes = []
+
+
+def _check_network_options(
+    connect_timeout: Any,
+    read_timeout: Any,
+    max_retries: Any,
+    backoff_base: Any,
+    backoff_max: Any,
+    sleep: Any,
+) -> None:
+    for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+        if not _is_number(value) or not 0 < value < math.inf:
+            raise ValueError(f"{name}={value!r} must be a positive number of seconds")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries={max_retries!r} must be a whole number >= 0 (0: no retries)")
+    for name, value in (("backoff_base", backoff_base), ("backoff_max", backoff_max)):
+        if not _is_number(value) or not 0 <= value < math.inf:
+            raise ValueError(f"{name}={value!r} must be a number of seconds >= 0")
+    if sleep is not None and not callable(sleep):
+        raise ValueError(f"sleep={sleep!r} must be callable with a number of seconds, or None")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _is_retryable_status(status: int | None) -> bool:
+    return status is not None and (status == 429 or 500 <= status <= 599)
+
+
+def _retry_after_seconds(header: str | None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, capped; None when absent or not in seconds form."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header.strip())
+    except ValueError:
+        return None  # the HTTP-date form, or garbage: the caller falls back to the backoff
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+def _attempts_text(attempts: int) -> str:
+    return "the only attempt (max_retries=0)" if attempts <= 1 else f"all {attempts} attempts"
+
+
+def _describe_network_error(
+    exc: Exception, where: str, connect_timeout: float, read_timeout: float
+) -> tuple[str, str]:
+    """(what happened, what to do) for a request that got no usable answer."""
+    from requests.exceptions import ConnectTimeout, ReadTimeout, SSLError
+
+    retry_advice = (
+        f"Alpaca may be down or overloaded (see {_STATUS_PAGE}): try again later, or raise "
+        f"read_timeout / max_retries"
+    )
+    if isinstance(exc, ConnectTimeout):
+        return (
+            f"could not connect to {where}: timed out after {connect_timeout:g} s (connect_timeout)",
+            "check the network, any proxy settings and url_override, or raise connect_timeout",
+        )
+    if isinstance(exc, ReadTimeout) or "read timed out" in str(exc).lower():
+        return (
+            f"{where} accepted the connection but did not answer: timed out after {read_timeout:g} s "
+            f"(read_timeout)",
+            retry_advice,
+        )
+    if isinstance(exc, SSLError):
+        return (
+            f"could not reach {where}: TLS error ({exc})",
+            "check url_override, the system clock and any proxy that intercepts HTTPS; not retried",
+        )
+    return (
+        f"could not reach {where} ({type(exc).__name__}: {exc})",
+        "check the network, any proxy settings and url_override, then try again",
+    )
+
+
+def _redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret in it masked as ``***``."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):  # longest first
+        text = text.replace(secret, "***")
+    return text
 
 
 def _resolve_keys(api_key: str | None, secret_key: str | None) -> tuple[str, str]:
@@ -224,8 +505,7 @@ def _utc(value: str | datetime | pd.Timestamp, name: str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _server_message(exc: Exception) -> str:
-    body = str(exc)
+def _server_message(body: str) -> str:
     try:
         payload = json.loads(body)
     except ValueError:

@@ -2,14 +2,20 @@
 
 The real alpaca-py client is pointed at the server with ``url_override``; nothing is mocked inside
 alpaca-py. alpaca-py 0.44 calls ``GET {base}/v2/stocks/bars?symbols=...`` and follows
-``next_page_token``. Error statuses used here (403, 422) are not retried by alpaca-py (it retries 429
-and 504 only, 3 s apart), so the error tests are fast.
+``next_page_token``. The server can also misbehave on cue (:class:`Fault`: an error status, a
+``Retry-After``, an answer that never comes, the request's headers echoed back); the retry tests pass
+``sleep=waits.append`` so backoff waits are recorded instead of slept, and hanging requests use read
+timeouts of a fraction of a second.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+import traceback
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,12 +23,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.alpaca_source import AlpacaDataError, download_to_cache, fetch_alpaca_bars
+from features.alpaca_source import (
+    RETRY_AFTER_MAX_S,
+    AlpacaDataError,
+    download_to_cache,
+    fetch_alpaca_bars,
+)
 from features.loading import load_bars
 from features.parquet_cache import cache_path, read_cached_bars, write_cached_bars
 
-# alpaca-py imports its websocket client, which imports a deprecated websockets module.
-pytestmark = pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning")
+pytestmark = [
+    # alpaca-py imports its websocket client, which imports a deprecated websockets module.
+    pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
+    # A guard: a request that hangs must fail the test, not the whole run.
+    pytest.mark.timeout(60),
+]
 
 API_KEY = "PKTEST123"
 SECRET_KEY = "secret-xyz"
@@ -51,8 +66,26 @@ def wire_bars(n: int, base: float = 100.0) -> list[dict]:
     return bars
 
 
+@dataclass
+class Fault:
+    """One misbehaving answer: an error status (with headers), or no answer at all."""
+
+    status: int = 500
+    payload: dict = field(default_factory=lambda: {"message": "internal server error"})
+    headers: dict = field(default_factory=dict)
+    hang: bool = False  # read the request, then never answer (until the test ends)
+    echo_headers: bool = False  # append the request's headers, keys included, to the message
+
+
+HANG = Fault(hang=True)
+
+
 class FakeAlpaca:
-    """What the server serves, per symbol, and every request it saw."""
+    """What the server serves, per symbol, and every request it saw.
+
+    ``faults`` are used up one per request, in order (None: answer normally); once they are gone,
+    ``fault_always`` (if set) answers every request.
+    """
 
     def __init__(self) -> None:
         self.bars: dict[str, list[dict]] = {"AAPL": wire_bars(N_BARS), "MSFT": wire_bars(3, base=300.0)}
@@ -62,6 +95,14 @@ class FakeAlpaca:
         }
         self.requests: list[dict] = []
         self.url = ""
+        self.faults: list[Fault | None] = []
+        self.fault_always: Fault | None = None
+        self.release = threading.Event()  # set at teardown: hanging handlers return
+        self._lock = threading.Lock()
+
+    def next_fault(self) -> Fault | None:
+        with self._lock:
+            return self.faults.pop(0) if self.faults else self.fault_always
 
 
 def make_handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
@@ -70,6 +111,9 @@ def make_handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             fake.requests.append({"path": parts.path, "query": query, "headers": dict(self.headers)})
+            fault = fake.next_fault()
+            if fault is not None:
+                return self.misbehave(fault)
             key, secret = self.headers.get("APCA-API-KEY-ID"), self.headers.get("APCA-API-SECRET-KEY")
             if (key, secret) != (API_KEY, SECRET_KEY):
                 return self.reply(401, {"message": "unauthorized."})
@@ -86,11 +130,23 @@ def make_handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
             # Alpaca sends an empty object (not a missing key) when nothing matched.
             self.reply(200, {"bars": {symbol: page} if page else {}, "next_page_token": token})
 
-        def reply(self, status: int, payload: dict) -> None:
+        def misbehave(self, fault: Fault) -> None:
+            if fault.hang:
+                fake.release.wait(timeout=60)
+                self.close_connection = True
+                return
+            payload = dict(fault.payload)
+            if fault.echo_headers:
+                payload["message"] = f"{payload.get('message', '')}; you sent {dict(self.headers)}"
+            self.reply(fault.status, payload, fault.headers)
+
+        def reply(self, status: int, payload: dict, headers: dict | None = None) -> None:
             body = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -113,6 +169,7 @@ def fake_alpaca(monkeypatch):
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield fake
+    fake.release.set()
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
@@ -121,6 +178,12 @@ def fake_alpaca(monkeypatch):
 @pytest.fixture
 def keys(fake_alpaca) -> dict:
     return {"api_key": API_KEY, "secret_key": SECRET_KEY, "url_override": fake_alpaca.url}
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    """Pass ``sleep=waits.append``: the backoff waits are recorded instead of slept."""
+    return []
 
 
 def test_pagination_joins_every_page_in_order(fake_alpaca, keys):
@@ -290,13 +353,285 @@ def test_empty_response_names_symbol_and_range(fake_alpaca, keys, tmp_path):
     assert list(tmp_path.rglob("*.parquet")) == []
 
 
-def test_unreachable_server_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    # A port that was just free: nothing listens there, so the connection is refused at once.
+def free_port_url() -> str:
+    """A port that was just free: nothing listens there, so a connection is refused at once."""
     probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     url = f"http://127.0.0.1:{probe.server_address[1]}"
     probe.server_close()
-    with pytest.raises(AlpacaDataError, match="could not reach"):
+    return url
+
+
+def test_unreachable_server_is_a_clear_error(monkeypatch, waits):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with pytest.raises(AlpacaDataError, match="could not reach") as info:
         fetch_alpaca_bars(
-            "AAPL", "1Day", "2024-01-01", api_key=API_KEY, secret_key=SECRET_KEY, url_override=url
+            "AAPL",
+            "1Day",
+            "2024-01-01",
+            api_key=API_KEY,
+            secret_key=SECRET_KEY,
+            url_override=free_port_url(),
+            sleep=waits.append,
         )
+    # Refused connections are retried with the default backoff: 1, 2, 4, 8 s.
+    assert waits == [1.0, 2.0, 4.0, 8.0]
+    assert info.value.attempts == 5 and "all 5 attempts" in str(info.value)
+    assert info.value.status_code is None
+
+
+# ---- timeouts -------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(10)
+def test_server_that_never_answers_times_out_instead_of_hanging(fake_alpaca, keys):
+    fake_alpaca.fault_always = HANG
+    began = time.monotonic()
+    with pytest.raises(AlpacaDataError) as info:
+        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", read_timeout=0.5, max_retries=0, **keys)
+    elapsed = time.monotonic() - began
+
+    assert 0.4 < elapsed < 3.0
+    error = info.value
+    assert "AAPL" in str(error)
+    assert "did not answer: timed out after 0.5 s (read_timeout)" in str(error)
+    assert "the only attempt" in str(error)
+    assert "try again later" in str(error)
+    assert (error.symbol, error.status_code, error.attempts) == ("AAPL", None, 1)
+    assert len(fake_alpaca.requests) == 1
+
+
+@pytest.mark.timeout(10)
+def test_read_timeouts_are_retried_with_backoff_then_reported(fake_alpaca, keys, waits, caplog):
+    fake_alpaca.fault_always = HANG
+    with pytest.raises(AlpacaDataError, match=r"timed out after 0\.2 s .*on all 3 attempts") as info:
+        fetch_alpaca_bars(
+            "AAPL", "1Day", "2024-01-01", read_timeout=0.2, max_retries=2, sleep=waits.append, **keys
+        )
+    assert info.value.attempts == 3
+    assert len(fake_alpaca.requests) == 3
+    assert waits == [1.0, 2.0]
+    retries = [r.getMessage() for r in caplog.records if r.name == "features.alpaca_source"]
+    assert len(retries) == 2 and all("ReadTimeout" in m and "AAPL" in m for m in retries)
+
+
+@pytest.mark.timeout(10)
+def test_a_page_that_hangs_once_is_retried_and_the_download_completes(fake_alpaca, keys, waits):
+    fake_alpaca.faults = [None, HANG]  # the first page is served; the second hangs once
+    bars = fetch_alpaca_bars(
+        "AAPL", "1Day", "2024-01-01", read_timeout=0.3, sleep=waits.append, **keys
+    )
+    assert len(bars) == N_BARS
+    assert [r["query"].get("page_token") for r in fake_alpaca.requests] == [None, "4", "4", "8"]
+    assert waits == [1.0]
+
+
+# ---- retries on 429 / 5xx ------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_is_honoured_then_succeeds(fake_alpaca, keys, waits, caplog):
+    fake_alpaca.faults = [Fault(429, {"message": "too many requests"}, {"Retry-After": "1"})]
+    bars = fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", backoff_base=5.0, sleep=waits.append, **keys)
+
+    assert len(bars) == N_BARS
+    assert waits == [1.0]  # the server's Retry-After, not the 5 s backoff
+    assert len(fake_alpaca.requests) == 1 + 3
+    expected_log = "AAPL: bars request failed (HTTP 429, Retry-After 1); retrying in 1 s (attempt 2 of 5)"
+    assert expected_log in caplog.text
+
+
+def test_retry_after_is_capped_and_other_forms_fall_back_to_backoff(fake_alpaca, keys, waits):
+    fake_alpaca.faults = [
+        Fault(429, headers={"Retry-After": "3600"}),
+        Fault(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+        Fault(429),
+        Fault(503, headers={"Retry-After": "0"}),
+    ]
+    bars = fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", backoff_base=0.5, sleep=waits.append, **keys)
+    assert len(bars) == N_BARS
+    assert waits == [RETRY_AFTER_MAX_S, 1.0, 2.0, 0.0]
+
+
+def test_500_then_success_is_retried(fake_alpaca, keys, waits):
+    fake_alpaca.faults = [Fault(500)]
+    bars = fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", sleep=waits.append, **keys)
+    assert len(bars) == N_BARS
+    assert waits == [1.0]
+    assert [r["query"].get("page_token") for r in fake_alpaca.requests] == [None, None, "4", "8"]
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "hint"),
+    [
+        (500, "internal server error", "status.alpaca.markets"),
+        (503, "service unavailable", "status.alpaca.markets"),
+        (429, "too many requests", "rate limited"),
+    ],
+)
+def test_retryable_status_forever_fails_after_the_bounded_count(
+    fake_alpaca, keys, waits, status, message, hint
+):
+    fake_alpaca.fault_always = Fault(status, {"message": message})
+    with pytest.raises(AlpacaDataError) as info:
+        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", max_retries=3, sleep=waits.append, **keys)
+    error = info.value
+    text = str(error)
+    assert text.startswith("AAPL: ")
+    assert f"with HTTP {status} on all 4 attempts: {message!r}" in text
+    assert hint in text
+    assert (error.symbol, error.status_code, error.server_message, error.attempts) == (
+        "AAPL", status, message, 4,
+    )
+    assert len(fake_alpaca.requests) == 4
+    assert waits == [1.0, 2.0, 4.0]
+
+
+def test_backoff_doubles_up_to_its_cap(fake_alpaca, keys, waits):
+    fake_alpaca.fault_always = Fault(502)
+    with pytest.raises(AlpacaDataError, match="HTTP 502 on all 6 attempts"):
+        fetch_alpaca_bars(
+            "AAPL", "1Day", "2024-01-01", max_retries=5, backoff_max=5.0, sleep=waits.append, **keys
+        )
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_other_client_errors_are_not_retried(fake_alpaca, keys, waits, status):
+    # Only the first answer is an error: a retry would have succeeded.
+    fake_alpaca.faults = [Fault(status, {"message": "no good"})]
+    with pytest.raises(AlpacaDataError, match=f"refused .* with HTTP {status}: 'no good'") as info:
+        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", sleep=waits.append, **keys)
+    assert info.value.attempts == 1
+    assert len(fake_alpaca.requests) == 1
+    assert waits == []
+
+
+def test_alpaca_py_does_not_retry_on_its_own(fake_alpaca, keys, waits, monkeypatch):
+    # alpaca-py would retry 429 and 504 itself, sleeping 3 s with time.sleep; ours is the only retry.
+    import alpaca.common.rest
+
+    def no_sleep(seconds):
+        raise AssertionError(f"alpaca-py slept {seconds} s")
+
+    monkeypatch.setattr(alpaca.common.rest.time, "sleep", no_sleep)
+    fake_alpaca.fault_always = Fault(504, {"message": "gateway timeout"})
+    with pytest.raises(AlpacaDataError, match="HTTP 504 on the only attempt"):
+        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", max_retries=0, sleep=waits.append, **keys)
+    assert len(fake_alpaca.requests) == 1
+    assert waits == []
+
+
+# ---- settings, and the public path ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"read_timeout": 0},
+        {"read_timeout": None},
+        {"connect_timeout": -1.0},
+        {"connect_timeout": float("nan")},
+        {"max_retries": -1},
+        {"max_retries": 1.5},
+        {"max_retries": True},
+        {"backoff_base": -0.1},
+        {"backoff_max": float("inf")},
+        {"sleep": 3},
+    ],
+)
+def test_bad_network_settings_are_rejected_before_any_request(fake_alpaca, keys, option):
+    (name,) = option
+    with pytest.raises(ValueError, match=f"{name}="):
+        fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", **option, **keys)
+    assert fake_alpaca.requests == []
+
+
+@pytest.mark.timeout(10)
+def test_load_bars_passes_the_network_settings_through(fake_alpaca, keys, waits, tmp_path):
+    fake_alpaca.fault_always = HANG
+    with pytest.raises(AlpacaDataError, match=r"timed out after 0\.2 s .*all 2 attempts"):
+        load_bars(
+            ["AAPL"], source="alpaca", start="2024-01-01", cache_dir=tmp_path,
+            read_timeout=0.2, max_retries=1, sleep=waits.append, **keys,
+        )
+    assert waits == [1.0]
+    assert list(tmp_path.rglob("*.parquet")) == []
+
+    fake_alpaca.fault_always = None
+    fake_alpaca.faults = [Fault(500)]
+    loaded = load_bars(
+        ["AAPL"], source="alpaca", start="2024-01-01", cache_dir=tmp_path, sleep=waits.append, **keys
+    )
+    assert len(loaded["AAPL"]) == N_BARS
+    assert waits == [1.0, 1.0]
+
+
+def test_default_timeouts_are_sent_with_every_request(fake_alpaca, keys, monkeypatch):
+    import requests
+
+    seen = []
+    send = requests.Session.send
+
+    def spy(self, request, **kwargs):
+        seen.append(kwargs.get("timeout"))
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", spy)
+    fetch_alpaca_bars("AAPL", "1Day", "2024-01-01", **keys)
+    assert seen == [(10.0, 30.0)] * 3  # one per page
+
+
+# ---- keys stay secret ----------------------------------------------------------------------------
+
+LEAK_KEY = "PKLEAKCHECK7Q2Z9X4W1V"
+LEAK_SECRET = "sEcReT-LeAk-5f8e2d1c9b7a6e4d3c2b1a0f9e8d7c6b"
+
+
+def _assert_no_keys(error: BaseException, caplog) -> None:
+    texts = {
+        "str": str(error),
+        "repr": repr(error),
+        "traceback": "".join(traceback.format_exception(error)),
+        "server_message": getattr(error, "server_message", ""),
+        "logs": caplog.text,
+    }
+    for where, text in texts.items():
+        assert LEAK_KEY not in text, where
+        assert LEAK_SECRET not in text, where
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("faults", "fault_always", "status"),
+    [
+        ([], Fault(500, {"message": "boom"}, echo_headers=True), 500),  # retried, then reported
+        ([Fault(422, {"message": "bad"}, echo_headers=True)], None, 422),  # reported at once
+        ([Fault(429, echo_headers=True), Fault(503, echo_headers=True)], HANG, None),  # then timeouts
+    ],
+)
+def test_keys_never_appear_in_errors_or_logs(fake_alpaca, waits, caplog, faults, fault_always, status):
+    caplog.set_level(logging.DEBUG)  # every logger, urllib3's included
+    fake_alpaca.faults = list(faults)
+    fake_alpaca.fault_always = fault_always
+    with pytest.raises(AlpacaDataError) as info:
+        fetch_alpaca_bars(
+            "AAPL", "1Day", "2024-01-01", api_key=LEAK_KEY, secret_key=LEAK_SECRET,
+            url_override=fake_alpaca.url, read_timeout=0.2, max_retries=2, sleep=waits.append,
+        )
+    assert info.value.status_code == status
+    assert fake_alpaca.requests[0]["headers"]["APCA-API-SECRET-KEY"] == LEAK_SECRET  # they were sent
+    if status is not None:
+        assert "***" in info.value.server_message  # the echo came back, masked
+        assert info.value.__cause__ is None and info.value.__context__ is None
+    _assert_no_keys(info.value, caplog)
+
+
+def test_keys_never_appear_when_the_server_is_unreachable(monkeypatch, waits, caplog):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(AlpacaDataError) as info:
+        fetch_alpaca_bars(
+            "AAPL", "1Day", "2024-01-01", api_key=LEAK_KEY, secret_key=LEAK_SECRET,
+            url_override=free_port_url(), max_retries=1, sleep=waits.append,
+        )
+    assert info.value.__cause__ is not None  # a cause without keys is kept for debugging
+    _assert_no_keys(info.value, caplog)
