@@ -1,46 +1,53 @@
 """Build the dataset (features, labels, splits, scaler) and print a summary.
 
-    python -m experiments.build_dataset [--config configs/dataset.yaml] [--output runs/datasets/default]
+    python -m experiments.build_dataset [--config configs/supervised.yaml] [--output runs/datasets/default]
+
+The dataset is written to a temporary folder beside --output and moved into place when complete; an
+existing --output is kept unless --overwrite (then replaced only once the new dataset is complete).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
+from experiments.common import cli, load_dataset_config, make_parser, staged_run_directory
 from features.bars import find_gaps, large_overnight_moves
-from features.dataset import DatasetConfig, build_market_data
+from features.dataset import build_market_data
 from features.loading import load_bars
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m experiments.build_dataset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m experiments.build_dataset", __doc__)
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file with a 'dataset:' section (default: built-in defaults, embedded data)")
     parser.add_argument("--output", type=Path, default=Path("runs/datasets/default"),
-                        help="directory to write the dataset to (default: runs/datasets/default)")
+                        help="directory to write the dataset to")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output once the new dataset is complete")
     args = parser.parse_args(argv)
 
-    config = DatasetConfig.from_yaml(args.config) if args.config else DatasetConfig()
-    started = time.perf_counter()
-    bars = load_bars(list(config.symbols), config.timeframe, config.start, config.end, config.source, config.cache_dir)
-    for symbol, frame in bars.items():
-        gaps = find_gaps(frame, config.timeframe)
-        moves = large_overnight_moves(frame)
-        note = f"; {len(moves)} overnight move(s) > 40% at {[str(t.date()) for t in moves.index]}" if len(moves) else ""
-        print(f"{symbol:<8} {len(frame):>6} bars {frame.index[0].date()} .. {frame.index[-1].date()}, "
-              f"{len(gaps)} gaps (not filled){note}")
-    data = build_market_data(bars, config)
-    data.save(args.output)
-    elapsed = time.perf_counter() - started
+    config = load_dataset_config(args.config)
+    output = Path(args.output)
+    with staged_run_directory(output.parent, output.name, args.overwrite, flag="--output") as run:
+        started = time.perf_counter()
+        bars = load_bars(list(config.symbols), config.timeframe, config.start, config.end, config.source,
+                         config.cache_dir)
+        for symbol, frame in bars.items():
+            gaps = find_gaps(frame, config.timeframe)
+            moves = large_overnight_moves(frame)
+            note = f"; {len(moves)} overnight move(s) > 40% at {[str(t.date()) for t in moves.index]}" if len(moves) else ""
+            print(f"{symbol:<8} {len(frame):>6} bars {frame.index[0].date()} .. {frame.index[-1].date()}, "
+                  f"{len(gaps)} gaps (not filled){note}")
+        data = build_market_data(bars, config)
+        data.save(run.path)
+        elapsed = time.perf_counter() - started
     print(data.summary())
     print(f"features: {', '.join(data.feature_names)}")
-    print(f"dataset written to {args.output} in {elapsed:.2f} s (config hash {data.hashes['config'][:12]}, "
+    print(f"dataset written to {run.final} in {elapsed:.2f} s (config hash {data.hashes['config'][:12]}, "
           f"source hash {data.hashes['source'][:12]})")
-    return args.output
+    return run.final
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

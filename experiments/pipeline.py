@@ -1,12 +1,15 @@
 """The main job: dataset -> supervised model -> PPO agent -> one benchmark table on held-out time, after costs.
 
-    python -m experiments.pipeline [--quick] [--runs-dir runs] [--run-name pipeline]
+    python -m experiments.pipeline [--quick] [--runs-dir runs] [--run-name NAME] [--overwrite]
 
 1. builds the default dataset on the embedded data (AAPL, IBM, MSFT, GOOG daily 2000-2013);
 2. trains a supervised classifier (``--model``, default lstm) and chooses its threshold on validation;
 3. trains a PPO agent on the train split (checkpoint chosen on validation against cash);
 4. backtests cash, buy-and-hold, random, SMA crossover, the supervised threshold policy and the PPO agent
    on the test split of every symbol with 0.10% commission and 5 bps slippage, and prints the table.
+
+Writes runs/<name>/ (default pipeline_<YYYYmmdd-HHMMSS>): dataset/, supervised_<model>/, ppo/,
+benchmark.json, benchmark.txt; built in a temporary folder and moved into place when complete.
 """
 
 from __future__ import annotations
@@ -23,69 +26,76 @@ from agents.evaluation import evaluate_policy
 from agents.saved_agent import load_agent
 from agents.supervised_policy import SupervisedThresholdPolicy
 from agents.training import train_agent
-from configs.loader import CONFIG_DIR
+from configs.loader import CONFIG_DIR, load_yaml_config
+from experiments.agent_cli import AGENT_CONFIG_SECTIONS
+from experiments.common import cli, make_parser, staged_run_directory
 from features.dataset import build_dataset
 from sim.engine import Costs
 from sim.metrics import metrics_to_json
 from supervised.bundle import load_model
-from supervised.experiment import load_supervised_config, run_supervised
+from supervised.experiment import METRICS_FILE, load_supervised_config, run_supervised
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m experiments.pipeline", __doc__)
     parser.add_argument("--model", default="lstm", choices=["mlp", "lstm", "gru", "cnn_lstm"],
-                        help="supervised architecture (default: lstm)")
-    parser.add_argument("--timesteps", type=int, default=200_000, help="PPO environment steps (default 200000)")
+                        help="supervised architecture")
+    parser.add_argument("--timesteps", type=int, default=200_000, help="PPO environment steps")
     parser.add_argument("--epochs", type=int, default=None, help="supervised epochs (default: configs/supervised.yaml)")
     parser.add_argument("--quick", action="store_true", help="a short run (8 epochs, 40k PPO steps) to try it out")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs (default: runs)")
-    parser.add_argument("--run-name", default="pipeline", help="run folder name (default: pipeline)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs")
+    parser.add_argument("--run-name", default=None, help="run folder name (default: pipeline_<YYYYmmdd-HHMMSS>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run of that name once the new one is complete")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    run_dir = Path(args.runs_dir) / args.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
     sup_config = load_supervised_config(CONFIG_DIR / "supervised.yaml")
-    data = build_dataset(dataclasses.replace(sup_config.dataset, output_dir=str(run_dir / "dataset")))
-    print(data.summary())
+    agent_config = load_yaml_config(AgentConfig, CONFIG_DIR / "ppo.yaml", "agent", sections=AGENT_CONFIG_SECTIONS)
 
-    epochs = args.epochs or (8 if args.quick else sup_config.train.epochs)
-    train_config = dataclasses.replace(sup_config.train, epochs=epochs, seed=args.seed)
-    print(f"\n[1/3] supervised {args.model}: {epochs} epochs max")
-    run_supervised(data, sup_config.model(args.model), train_config, run_dir / f"supervised_{args.model}",
-                   evaluation=sup_config.evaluation, progress=not args.no_progress)
-    bundle = run_dir / f"supervised_{args.model}" / "model"
+    with staged_run_directory(args.runs_dir, args.run_name, args.overwrite, prefix="pipeline") as run:
+        data = build_dataset(dataclasses.replace(sup_config.dataset, output_dir=None))
+        data.save(run.path / "dataset")
+        print(data.summary())
 
-    agent_config = AgentConfig.from_yaml(CONFIG_DIR / "ppo.yaml", "agent")
-    timesteps = 40_000 if args.quick else args.timesteps
-    agent_config = dataclasses.replace(agent_config, total_timesteps=timesteps, seed=args.seed,
-                                       eval_freq=min(agent_config.eval_freq, max(timesteps // 4, 1)))
-    print(f"\n[2/3] PPO: {timesteps} steps, {agent_config.n_envs} envs")
-    summary = train_agent(agent_config, data, run_dir / "ppo", progress=not args.no_progress)
+        epochs = args.epochs or (8 if args.quick else sup_config.train.epochs)
+        train_config = dataclasses.replace(sup_config.train, epochs=epochs, seed=args.seed)
+        print(f"\n[1/3] supervised {args.model}: {epochs} epochs max")
+        sup_dir = run.path / f"supervised_{args.model}"
+        metrics = run_supervised(data, sup_config.model(args.model), train_config, sup_dir,
+                                 evaluation=sup_config.evaluation, progress=not args.no_progress)
+        metrics["run_dir"] = str(run.final / sup_dir.name)  # where it ends up, not the temporary folder
+        (sup_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        bundle = sup_dir / "model"
 
-    costs = Costs()
-    print(f"\n[3/3] test split, every symbol; costs: {costs.describe()}")
-    policies = {name: make_baseline(name, data, seed=args.seed) for name in BASELINES}
-    policies[f"supervised_{args.model}"] = SupervisedThresholdPolicy(load_model(bundle))
-    agent = load_agent(run_dir / "ppo" / "best", data)
-    policies["ppo" + (" (cash fallback)" if agent.fallback else "")] = agent
-    rows = {}
-    for name, policy in policies.items():
-        rows[name] = evaluate_policy(policy, data, "test", costs, getattr(policy, "env_settings", {}))
-    table = format_benchmark(rows)
-    print(table)
-    result = {"test": metrics_to_json(rows), "ppo_training": metrics_to_json(summary),
-              "seconds": time.perf_counter() - started}
-    (run_dir / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run_dir / "benchmark.txt").write_text(table + "\n")
-    print(f"\nwritten to {run_dir} in {result['seconds']:.0f} s; tensorboard --logdir {args.runs_dir}")
+        timesteps = 40_000 if args.quick else args.timesteps
+        agent_config = dataclasses.replace(agent_config, total_timesteps=timesteps, seed=args.seed,
+                                           eval_freq=min(agent_config.eval_freq, max(timesteps // 4, 1)))
+        print(f"\n[2/3] PPO: {timesteps} steps, {agent_config.n_envs} envs")
+        summary = train_agent(agent_config, data, run.path / "ppo", progress=not args.no_progress)
+        summary["best_dir"] = str(run.final / "ppo" / "best")
+
+        costs = Costs()
+        print(f"\n[3/3] test split, every symbol; costs: {costs.describe()}")
+        policies = {name: make_baseline(name, data, seed=args.seed) for name in BASELINES}
+        policies[f"supervised_{args.model}"] = SupervisedThresholdPolicy(load_model(bundle))
+        agent = load_agent(run.path / "ppo" / "best", data)
+        policies["ppo" + (" (cash fallback)" if agent.fallback else "")] = agent
+        rows = {}
+        for name, policy in policies.items():
+            rows[name] = evaluate_policy(policy, data, "test", costs, getattr(policy, "env_settings", {}))
+        table = format_benchmark(rows)
+        print(table)
+        result = {"test": metrics_to_json(rows), "ppo_training": metrics_to_json(summary),
+                  "seconds": time.perf_counter() - started}
+        (run.path / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+        (run.path / "benchmark.txt").write_text(table + "\n")
+    print(f"\nwritten to {run.final} in {result['seconds']:.0f} s; tensorboard --logdir {args.runs_dir}")
     return result
 
 
@@ -102,4 +112,4 @@ def format_benchmark(rows: dict[str, dict]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -1,6 +1,7 @@
 """Train a PPO agent: ``python -m experiments.train_ppo --help``."""
 
 from experiments.agent_cli import main as _main
+from experiments.common import cli
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -8,4 +9,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -9,7 +9,6 @@ the bundle and ``metrics.json`` under the run directory. Also the YAML config of
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,26 +106,6 @@ def prepare_data(config: SupervisedConfig, dataset_path: str | Path | None = Non
     return build_dataset(config.dataset)
 
 
-def prepare_run_dir(runs_dir: str | Path, run_name: str, overwrite: bool = False) -> Path:
-    """``runs_dir/run_name``, created; an existing non-empty one is an error unless ``overwrite``.
-
-    :param runs_dir: root of all runs.
-    :param run_name: this run's directory name.
-    :param overwrite: delete an existing run directory of that name first.
-    """
-    if not run_name or Path(run_name).name != run_name:
-        raise ValueError(f"run name {run_name!r} must be a plain directory name")
-    run_dir = Path(runs_dir) / run_name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"run directory {run_dir} exists and is not empty; pick another --run-name or pass --overwrite"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def run_supervised(
     data: MarketData,
     model_config: ModelConfig,
@@ -140,7 +119,10 @@ def run_supervised(
 
     Writes TensorBoard events in ``run_dir``, the bundle in ``run_dir/model/`` and ``metrics.json``
     (training summary, validation sweep, chosen threshold, validation and test metrics at it,
-    permutation importance on validation, configs, dataset hashes).
+    permutation importance on validation, configs, dataset hashes). ``run_dir`` should be new and
+    empty: ``experiments.train_supervised`` hands it a temporary folder that becomes ``runs/<name>``
+    only when this returns (``experiments.common.staged_run_directory``), so TensorBoard never shows
+    two runs in one folder.
 
     :param data: the dataset.
     :param model_config: the architecture.

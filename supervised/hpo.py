@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from configs.loader import config_to_dict, dataclass_from_dict
+from features.atomic_io import write_directory_atomic
 from features.market_data import MarketData
 
 from .models import ModelConfig
@@ -101,11 +102,15 @@ def run_study(
     hpo: HPOConfig | None = None,
     runs_dir: str | Path = "runs",
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Any:
     """Create or resume a study and add ``hpo.n_trials`` trials; returns the ``optuna.Study``.
 
     Each trial maximises the best validation F1 of :func:`train_classifier` and logs TensorBoard
-    scalars under ``runs_dir/hpo/<study>/trial_<n>/``.
+    scalars under ``runs_dir/hpo/<study>/trial_<n>/``, written in a temporary folder beside it and moved
+    into place when the trial ends (completed or pruned; a failed trial leaves nothing). Trial folders
+    that the study does not know (left by a deleted study of the same name) are an error before any
+    training, unless ``overwrite``: then each is replaced when the new trial of that number ends.
 
     :param data: the dataset.
     :param base_model: model defaults; its ``kind`` picks the search space.
@@ -115,6 +120,7 @@ def run_study(
     :param hpo: study settings.
     :param runs_dir: root of the TensorBoard logs.
     :param progress: show tqdm bars inside each trial.
+    :param overwrite: replace trial folders the study does not know instead of refusing to start.
     """
     import optuna
 
@@ -143,12 +149,31 @@ def run_study(
     study.set_user_attr(MODEL_KIND_ATTR, kind)
     study.sampler = optuna.samplers.TPESampler(seed=hpo.seed + len(study.trials), n_startup_trials=hpo.n_startup_trials)
     trial_root = Path(runs_dir) / "hpo" / study_name
+    foreign = _unknown_trial_dirs(study, trial_root)
+    if foreign and not overwrite:
+        raise FileExistsError(
+            f"{trial_root} holds trial folder(s) {foreign} that study {study_name!r} in {storage} does not know "
+            f"(from a deleted study of that name?) — pass --overwrite to replace each as its new trial ends, "
+            f"or choose another --study-name"
+        )
 
     def objective(trial: optuna.Trial) -> float:
         model_config, train_config = suggest_configs(trial, base_model, base_train)
         run_dir = trial_root / f"trial_{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
-        result = train_classifier(data, model_config, train_config, run_dir, trial=trial, progress=progress)
+        outcome: dict[str, Any] = {}
+
+        def fill(directory: Path) -> None:
+            try:
+                outcome["result"] = train_classifier(data, model_config, train_config, directory, trial=trial,
+                                                     progress=progress)
+            except optuna.TrialPruned as pruned:  # a pruned trial's curves are kept too
+                outcome["pruned"] = pruned
+
+        write_directory_atomic(run_dir, fill)
+        if "pruned" in outcome:
+            raise outcome["pruned"]
+        result = outcome["result"]
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("threshold", result.threshold)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
@@ -158,6 +183,13 @@ def run_study(
 
     study.optimize(objective, n_trials=hpo.n_trials)
     return study
+
+
+def _unknown_trial_dirs(study: Any, trial_root: Path) -> list[str]:
+    """Names of ``trial_<n>`` folders under ``trial_root`` with no trial ``n`` in ``study``."""
+    found = [p for p in trial_root.glob("trial_*") if p.is_dir() and p.name[len("trial_"):].isdigit()]
+    known = len(study.get_trials(deepcopy=False))  # read after listing: a folder's trial is already stored
+    return sorted((p.name for p in found if int(p.name[len("trial_"):]) >= known), key=lambda n: int(n[6:]))
 
 
 def describe_best(study: Any) -> str:
