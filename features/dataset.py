@@ -106,7 +106,7 @@ def build_dataset(config: DatasetConfig | Mapping[str, Any] | None = None) -> Ma
     """
     config = config if isinstance(config, DatasetConfig) else DatasetConfig.from_dict(config)
     bars = load_bars(
-        list(config.symbols), config.timeframe or "1Day", config.start, config.end, config.source, config.cache_dir
+        list(config.symbols), source_timeframe(config), config.start, config.end, config.source, config.cache_dir
     )
     data = build_market_data(bars, config)
     if config.output_dir is not None:
@@ -134,6 +134,20 @@ def _common_timeframe(frames: Mapping[str, pd.DataFrame], declared: str | None) 
         detail = ", ".join(f"{symbol}: {tf}" for symbol, tf in found.items())
         raise ValueError(f"symbols have different timeframes ({detail}); build one dataset per timeframe")
     return next(iter(found.values()))
+
+
+def source_timeframe(config: DatasetConfig) -> str:
+    """The timeframe to load from ``config.source``: the declared one, else the embedded symbols' native
+    one (EURUSD is hourly), else ``"1Day"``."""
+    if config.timeframe is not None:
+        return config.timeframe
+    if config.source == "embedded":
+        from .embedded import embedded_symbols
+
+        native = {embedded_symbols().get(s, "1Day") for s in config.symbols}
+        if len(native) == 1:
+            return native.pop()
+    return "1Day"
 
 
 def load_dataset(path: str | Path) -> MarketData:

@@ -17,6 +17,7 @@ from typing import Any
 from configs.loader import load_yaml_config
 from features.dataset import DatasetConfig, build_dataset, load_dataset
 from features.market_data import MarketData
+from features.preprocessing import Preprocessing
 
 from .bundle import save_bundle
 from .evaluation import IMPORTANCE_METRICS, evaluation_report, json_safe
@@ -168,12 +169,9 @@ def run_supervised(
         run_dir / BUNDLE_DIR,
         result.classifier,
         result.model_config,
-        feature_names=data.feature_names,
-        scaler=data.scaler.to_dict(),
-        asset_map=data.asset_map,
+        preprocessing=Preprocessing.of(data),
         label=data.label,
         threshold=threshold,
-        window=data.window,
         dataset_hashes=data.hashes,
         metrics={"validation": report["validation"], "test": report["test"], "threshold": report["threshold"]},
     )
