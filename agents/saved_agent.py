@@ -54,6 +54,32 @@ class AgentPolicy:
         action, _ = self.model.predict(observation, deterministic=True)
         return action if self._continuous else int(action)
 
+    def batch_actor(self, n: int) -> "_AgentBatch":
+        """The batch protocol of :func:`envs.backtest.backtest_many`: the agent is stateless, so it acts
+        on ``n`` observations at once (one forward pass)."""
+        return _AgentBatch(self)
+
+    def act_many(self, observations: np.ndarray) -> list[Any]:
+        """Actions for a batch of observations (n, d)."""
+        n = len(observations)
+        if self.fallback == "cash":
+            return [np.zeros(1, dtype=np.float32) if self._continuous else self._flat for _ in range(n)]
+        actions, _ = self.model.predict(observations, deterministic=True)
+        return [a for a in actions] if self._continuous else [int(a) for a in actions]
+
+
+class _AgentBatch:
+    """``reset()`` / ``act(observations (n, d))`` over one stateless agent."""
+
+    def __init__(self, policy: AgentPolicy) -> None:
+        self.policy = policy
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, observations: np.ndarray) -> list[Any]:
+        return self.policy.act_many(observations)
+
 
 def agent_env_settings(env_config: Any, window: int) -> dict[str, Any]:
     """The env settings a saved agent needs to act: action mode, shorting, window, fill timing."""

@@ -80,6 +80,10 @@ class SupervisedThresholdPolicy:
         self.bars_held = 0
         self.last_probability = float("nan")
 
+    def batch_actor(self, n: int) -> "_ThresholdBatch":
+        """The batch protocol of :func:`envs.backtest.backtest_many`: ``n`` accounts, one forward pass."""
+        return _ThresholdBatch(self, n)
+
     def act(self, observation: np.ndarray) -> int:
         """The target position for the next bar: 1 (long) or 0 (flat).
 
@@ -102,3 +106,38 @@ class SupervisedThresholdPolicy:
             self.bars_held = 0
             return FLAT
         return LONG
+
+
+class _ThresholdBatch:
+    """:class:`SupervisedThresholdPolicy` for ``n`` accounts at once: the same rule, state per account,
+    one ``predict_proba`` call per bar for all of them."""
+
+    def __init__(self, policy: SupervisedThresholdPolicy, n: int) -> None:
+        self.policy = policy
+        self.bars_held = np.zeros(n, dtype=np.int64)
+
+    def reset(self) -> None:
+        self.bars_held[:] = 0
+
+    def act(self, observations: np.ndarray) -> list[int]:
+        policy = self.policy
+        observations = np.asarray(observations, dtype=np.float32)
+        policy.layout.check(observations.shape[1], "observation")
+        layout = policy.layout
+        windows = observations[:, : layout.n_window_values].reshape(len(observations), layout.window, layout.n_features)
+        asset_ids = np.rint(observations[:, layout.asset_index]).astype(np.int64)
+        probabilities = np.asarray(policy.model.predict_proba(windows, asset_ids), dtype=np.float64)
+        in_position = observations[:, layout.state_slice.start] > 0.0
+        actions = []
+        for i, probability in enumerate(probabilities):
+            if not in_position[i]:
+                self.bars_held[i] = 0
+                actions.append(LONG if probability >= policy.entry_threshold else FLAT)
+                continue
+            self.bars_held[i] += 1
+            if probability < policy.exit_threshold or self.bars_held[i] >= policy.max_holding:
+                self.bars_held[i] = 0
+                actions.append(FLAT)
+            else:
+                actions.append(LONG)
+        return actions

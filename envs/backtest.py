@@ -111,48 +111,121 @@ def backtest(
     :param symbol: the symbol; None takes the dataset's first symbol.
     :param env_settings: other TradingEnv arguments (action_mode, allow_short, fill_at, window...).
     """
-    costs = costs or Costs()
+    data = _policy_data(policy, data, env_settings)
+    return backtest_many(policy, data, split, [costs or Costs()], [symbol or data.symbols[0]], **env_settings)[0]
+
+
+def backtest_many(
+    policy: Policy,
+    data: Any,
+    split: str,
+    costs: list[Costs],
+    symbols: list[str],
+    **env_settings: Any,
+) -> list[BacktestResult]:
+    """:func:`backtest` of one policy on every (symbol, costs) pair, all stepped together.
+
+    Each pair is its own TradingEnv (the same simulator as :func:`backtest`); the policy is asked for all
+    pairs' actions at once when it offers ``batch_actor(n)`` (one batched forward pass per bar instead of
+    one per pair: how a trained policy is re-scored at many cost levels cheaply), else each pair gets
+    its own copy of the policy. Results are in the order ``[(s, c) for s in symbols for c in costs]``.
+
+    :param policy: the policy (see :func:`backtest`).
+    :param data: the data (see :func:`backtest`).
+    :param split: the split.
+    :param costs: the cost models to score at.
+    :param symbols: the symbols to score.
+    :param env_settings: other TradingEnv arguments.
+    """
     for fixed in ("random_start", "episode_length", "min_equity", "record_trades", "split", "symbol"):
         if fixed in env_settings:
             raise ValueError(f"backtest sets {fixed!r} itself; do not pass it")
+    data = _policy_data(policy, data, env_settings)
+    pairs = [(symbol, cost) for symbol in symbols for cost in costs]
+    envs = [
+        TradingEnv(data, symbol=symbol, split=split, random_start=False, episode_length=None, min_equity=0.0,
+                   record_trades=True, commission=cost.commission, fixed_fee=cost.fixed_fee,
+                   slippage=cost.slippage, borrow_rate=cost.borrow_rate, **env_settings)
+        for symbol, cost in pairs
+    ]
+    n = len(envs)
+    actor = _batch_actor(policy, n)
+    lengths = [int(env.core.sym_end[0] - env.core.sym_start[0] - 1) for env in envs]
+    equity = [np.empty(k + 1) for k in lengths]
+    position = [np.empty(k + 1) for k in lengths]
+    rows = [np.empty(k + 1, dtype=np.int64) for k in lengths]
+    rewards = [np.empty(k) for k in lengths]
+    observations = []
+    for i, env in enumerate(envs):
+        obs, info = env.reset(seed=0)
+        observations.append(obs)
+        equity[i][0], position[i][0], rows[i][0] = info["equity"], info["position"], info["row"]
+    actor.reset()
+    steps = np.zeros(n, dtype=np.int64)
+    active = np.ones(n, dtype=bool)
+    matrix = np.stack(observations)
+    while active.any():
+        actions = actor.act(matrix)
+        for i in np.flatnonzero(active):
+            obs, reward, terminated, truncated, info = envs[i].step(actions[i])
+            k = steps[i] = steps[i] + 1
+            equity[i][k], position[i][k], rows[i][k] = info["equity"], info["position"], info["row"]
+            rewards[i][k - 1] = reward
+            matrix[i] = obs
+            if terminated or truncated:
+                active[i] = False
+    return [
+        _result(env, policy, split, cost, equity[i][: steps[i] + 1], position[i][: steps[i] + 1],
+                rows[i][: steps[i] + 1], rewards[i][: steps[i]])
+        for i, (env, (_, cost)) in enumerate(zip(envs, pairs))
+    ]
+
+
+class _CopiesActor:
+    """Batch protocol for a policy without ``batch_actor``: one copy per pair (the policy itself for one)."""
+
+    def __init__(self, policy: Policy, n: int) -> None:
+        import copy
+
+        self.policies = [policy] if n == 1 else [copy.deepcopy(policy) for _ in range(n)]
+
+    def reset(self) -> None:
+        for policy in self.policies:
+            policy.reset()
+
+    def act(self, observations: np.ndarray) -> list[Any]:
+        return [policy.act(observations[i]) for i, policy in enumerate(self.policies)]
+
+
+def _batch_actor(policy: Policy, n: int) -> Any:
+    make = getattr(policy, "batch_actor", None)
+    return make(n) if make is not None else _CopiesActor(policy, n)
+
+
+def _policy_data(policy: Policy, data: Any, env_settings: dict[str, Any]) -> Any:
+    """The data the policy observes: rebuilt with its own preprocessing when it carries one."""
+    from features.market_data import MarketData
+
     preprocessing = getattr(policy, "preprocessing", None)
     if preprocessing is not None:
-        if isinstance(data, pd.DataFrame) or (isinstance(data, dict) and data):
-            data = preprocessing.market_data({"ASSET": data} if isinstance(data, pd.DataFrame) else data)
-        else:
-            data = preprocessing.apply(resolve_data(data, preprocessing.window))
         window = env_settings.get("window")
         if window is not None and int(window) != preprocessing.window:
             raise ValueError(f"window={window} contradicts the policy's own window {preprocessing.window}")
-    else:
-        data = resolve_data(data, env_settings.get("window"))
-    env = TradingEnv(
-        data, symbol=symbol or data.symbols[0], split=split, random_start=False, episode_length=None,
-        min_equity=0.0, record_trades=True, commission=costs.commission, fixed_fee=costs.fixed_fee,
-        slippage=costs.slippage, borrow_rate=costs.borrow_rate, **env_settings,
-    )
+        if isinstance(data, pd.DataFrame) or (isinstance(data, dict) and data):
+            return preprocessing.market_data({"ASSET": data} if isinstance(data, pd.DataFrame) else data)
+        return preprocessing.apply(resolve_data(data, preprocessing.window))
+    if isinstance(data, MarketData):
+        return data
+    return resolve_data(data, env_settings.get("window"))
+
+
+def _result(env: TradingEnv, policy: Policy, split: str, costs: Costs, equity: np.ndarray, position: np.ndarray,
+            rows: np.ndarray, rewards: np.ndarray) -> BacktestResult:
     core = env.core
-    n_steps = int(core.sym_end[0] - core.sym_start[0] - 1)
-    equity = np.empty(n_steps + 1)
-    position = np.empty(n_steps + 1)
-    rows = np.empty(n_steps + 1, dtype=np.int64)
-    rewards = np.empty(n_steps)
-    obs, info = env.reset(seed=0)
-    policy.reset()
-    equity[0], position[0], rows[0] = info["equity"], info["position"], info["row"]
-    steps = 0
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-        steps += 1
-        equity[steps], position[steps], rows[steps] = info["equity"], info["position"], info["row"]
-        rewards[steps - 1] = reward
-        done = terminated or truncated
-    equity, position, rows, rewards = equity[: steps + 1], position[: steps + 1], rows[: steps + 1], rewards[:steps]
     sim = core.sim
     trades = sim.trade_log()
     stamps = core.data.timestamps
-    periods = bars_per_year(stamps[core.data.symbol_rows(env.core.symbols[0])])
+    periods = bars_per_year(stamps[core.data.symbol_rows(core.symbols[0])])
     fills = sim.fill_log()
     metrics = compute_metrics(
         equity, stamps[rows], trades, periods_per_year=periods, position=position,
@@ -161,13 +234,12 @@ def backtest(
     # buy-and-hold closes no round trip: say how many orders filled and what is still held
     metrics["n_orders"] = int(len(fills["row"]))
     metrics["open_position"] = float(position[-1])
-    result = BacktestResult(
+    return BacktestResult(
         symbol=core.symbols[0], split=split, policy=getattr(policy, "name", type(policy).__name__),
         costs=costs.describe(), timestamps=stamps[rows].astype("datetime64[ns]"), equity=equity,
         position=position, trades=trades, fills=fills, metrics=metrics, rewards=rewards,
         row_timestamps=stamps.view("datetime64[ns]"),
     )
-    return result
 
 
 def _plot_equity(result: BacktestResult, path: Path) -> None:

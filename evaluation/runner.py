@@ -1,0 +1,195 @@
+"""Run one benchmark job in a worker: build the fold's data, train the policy on train/validation only,
+then score it on the fold's test window once per cost level, without retraining.
+
+:func:`run_job` is a top-level function of plain inputs (a :class:`evaluation.jobs.Job`), so the same
+call runs in-process, in local worker processes or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.backtest import backtest_many
+from features.dataset import DatasetConfig
+from features.loading import load_bars
+from features.market_data import MarketData
+from sim.engine import Costs
+
+from .folds import Fold, fold_market_data
+from .jobs import Job, JobResult, pack_directory, unpack_directory
+
+SCORED_METRICS: tuple[str, ...] = ("total_return", "sharpe", "max_drawdown", "n_orders", "n_trades", "turnover",
+                                   "costs_paid", "exposure")
+
+
+def level_name(commission: float, slippage_bps: float) -> str:
+    """The name of a cost level in results: ``c0.001_s5``."""
+    return f"c{commission:g}_s{slippage_bps:g}"
+
+
+@lru_cache(maxsize=4)
+def _market_bars(dataset_json: str) -> dict:
+    """The market's bars, loaded once per worker process."""
+    import json
+
+    from features.dataset import source_timeframe
+
+    config = DatasetConfig.from_dict(json.loads(dataset_json))
+    return load_bars(list(config.symbols), source_timeframe(config), config.start, config.end, config.source,
+                     config.cache_dir)
+
+
+@lru_cache(maxsize=8)
+def _fold_data(dataset_json: str, fold_json: str, purge_gap: int | None) -> MarketData:
+    import json
+
+    config = DatasetConfig.from_dict(json.loads(dataset_json))
+    fold = Fold(**json.loads(fold_json))
+    return fold_market_data(_market_bars(dataset_json), config, fold, purge_gap)
+
+
+def job_data(job: Job) -> MarketData:
+    """The fold dataset of ``job`` (built from the market's bars, cached per process)."""
+    import json
+
+    spec = job.spec
+    return _fold_data(json.dumps(spec["dataset"], sort_keys=True), json.dumps(spec["fold"], sort_keys=True),
+                      spec["purge_gap"])
+
+
+def run_job(job: Job) -> JobResult:
+    """Train (if needed) and score one policy on one fold; see the module docstring.
+
+    Arrays returned: ``<symbol>|timestamps`` (int64 ns of the test bars scored) and
+    ``<symbol>|<level>|equity`` / ``<symbol>|<level>|position`` per cost level.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    spec = job.spec
+    data = job_data(job)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_job_") as tmp:
+        policy, env_settings, meta, artifact_dir = _trained_policy(job, data, Path(tmp))
+        train_seconds = time.perf_counter() - started
+        artifact = pack_directory(artifact_dir) if artifact_dir is not None else None
+        scores, arrays = _score(policy, data, env_settings, spec["cost_levels"])
+    meta.update(
+        key=job.key, name=job.name, market=job.market, fold=job.fold, policy=job.policy, seed=job.seed,
+        kind=spec["policy"]["kind"], train_seconds=train_seconds, score_seconds=time.perf_counter() - started - train_seconds,
+        symbols=[s for s in data.symbols if f"{s}|timestamps" in arrays], scores=scores,
+        base_level=level_name(*spec["base_cost"]),
+    )
+    return JobResult(job.key, meta, arrays, artifact)
+
+
+def _trained_policy(job: Job, data: MarketData, tmp: Path) -> tuple[Any, dict[str, Any], dict[str, Any], Path | None]:
+    """The policy of ``job`` (trained on ``data``'s train split, chosen on validation) and what it records."""
+    spec = job.spec
+    policy_spec = spec["policy"]
+    kind = policy_spec["kind"]
+    if kind in ("cash", "buy_and_hold", "random", "sma_crossover"):
+        from agents.baselines import make_baseline
+
+        return make_baseline(kind, data, seed=job.seed), {}, {"selection": "fixed rule"}, None
+    if kind == "supervised":
+        return _train_supervised(job, data, tmp)
+    return _train_agent(job, data, tmp)
+
+
+def _train_supervised(job: Job, data: MarketData, tmp: Path):
+    from agents.supervised_policy import SupervisedThresholdPolicy
+    from features.preprocessing import Preprocessing
+    from supervised.bundle import load_model, save_bundle
+    from supervised.evaluation import choose_threshold, threshold_sweep
+    from supervised.models import ModelConfig
+    from supervised.samples import split_samples
+    from supervised.trainer import TrainConfig, train_classifier
+
+    spec = job.spec
+    policy_spec = spec["policy"]
+    model_config = ModelConfig.from_dict({"kind": policy_spec["model"], **policy_spec.get("model_settings", {})},
+                                         f"policies.{job.policy}")
+    train_config = TrainConfig(**{**spec["budget"], "seed": job.seed, "num_threads": 1})
+    result = train_classifier(data, model_config, train_config, None, progress=False)
+    validation = split_samples(data, "validation")
+    probabilities = result.classifier.predict_proba(validation.windows, validation.asset_ids)
+    chosen = choose_threshold(threshold_sweep(validation.labels, probabilities))
+    bundle = tmp / "model"
+    save_bundle(bundle, result.classifier, result.model_config, preprocessing=Preprocessing.of(data),
+                label=data.label, threshold=chosen["threshold"], dataset_hashes=data.hashes,
+                metrics={"validation_f1": chosen["f1"]})
+    policy = SupervisedThresholdPolicy(load_model(bundle))
+    meta = {"selection": f"threshold {chosen['threshold']:.2f} by validation F1 ({chosen['f1']:.3f}); "
+                         f"best epoch {result.best_epoch} by validation F1",
+            "threshold": chosen["threshold"], "validation_f1": chosen["f1"], "best_epoch": result.best_epoch}
+    return policy, {}, meta, bundle
+
+
+def _train_agent(job: Job, data: MarketData, tmp: Path):
+    from agents.config import AgentConfig
+    from agents.saved_agent import load_agent
+    from agents.training import train_agent
+
+    spec = job.spec
+    policy_spec = spec["policy"]
+    settings = _merged(spec["budget"], policy_spec.get("agent", {}))
+    settings.update(algo=policy_spec["kind"], seed=job.seed, torch_threads=1)
+    if policy_spec.get("pretrained"):
+        if job.inputs is None:
+            raise ValueError(f"{job.name} needs the bundle of {policy_spec['pretrained']} (job {job.depends_on})")
+        bundle = unpack_directory(job.inputs, tmp / "pretrained")
+        settings["pretrained"] = str(bundle)
+        settings["init_from_classifier"] = bool(policy_spec.get("init_from_classifier"))
+    config = AgentConfig.from_dict(settings, f"policies.{job.policy}")
+    summary = train_agent(config, data, tmp / "run", progress=False)
+    agent = load_agent(tmp / "run" / "best")
+    best = summary.get("best_validation") or {}
+    rule = (f"checkpoint with the best validation log return beating cash (t >= {config.min_tstat:g})"
+            if summary["fallback"] is None else "cash fallback: no checkpoint beat cash on validation")
+    meta = {"selection": rule, "fallback": summary["fallback"], "timesteps": summary["timesteps"],
+            "validation_log_return": best.get("log_return"), "validation_tstat": best.get("tstat"),
+            "init_agreement": summary.get("init_agreement")}
+    return agent, dict(agent.env_settings), meta, tmp / "run" / "best"
+
+
+def _score(policy: Any, data: MarketData, env_settings: dict[str, Any],
+           levels: list[list[float]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Backtest ``policy`` on the test split of every symbol at every cost level (all in one lockstep run)."""
+    symbols = [s for s in data.symbols if np.subtract(*data.split_range("test", s)[::-1]) >= 2]
+    costs = [Costs(commission=float(c), slippage=float(s)) for c, s in levels]
+    results = backtest_many(policy, data, "test", costs, symbols, **env_settings)
+    scores: dict[str, Any] = {level_name(c, s): {"commission": float(c), "slippage_bps": float(s), "per_symbol": {}}
+                              for c, s in levels}
+    arrays: dict[str, np.ndarray] = {}
+    for (symbol, (commission, slippage)), result in zip([(s, l) for s in symbols for l in levels], results):
+        name = level_name(commission, slippage)
+        arrays.setdefault(f"{symbol}|timestamps", result.timestamps.astype("datetime64[ns]").astype(np.int64))
+        arrays[f"{symbol}|{name}|equity"] = result.equity
+        arrays[f"{symbol}|{name}|position"] = result.position.astype(np.float32)
+        metrics = {k: _plain(result.metrics.get(k)) for k in SCORED_METRICS}
+        metrics["log_return"] = float(np.log(result.equity[-1] / result.equity[0]))
+        scores[name]["per_symbol"][symbol] = metrics
+    return scores, arrays
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+__all__ = ["level_name", "run_job", "job_data"]
