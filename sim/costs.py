@@ -3,12 +3,18 @@
 Slippage moves the fill price against the trader: a buy fills at ``price * (1 + f)``, a sell at
 ``price * (1 - f)``, where ``f`` is the model's fraction. Slippage cost is ``|units| * price * f``;
 commission is ``commission_rate * |units| * fill_price + fixed_fee`` per order. Every model is a small
-object with ``prepare(open, high, low, close, volume)`` (called once per price series) and
-``fraction(rows, notional)`` (vectorised over accounts).
+object with ``prepare(open, high, low, close, volume)`` (called once per price series),
+``fraction(rows, notional)`` (vectorised over accounts). Two shortcuts must return exactly ``fraction``'s
+values: ``fraction_one(row, notional)`` (one order in Python floats, for the simulator's single-account
+path) and ``constant_fraction()`` (the fraction if it depends on neither bar nor notional, else None). A
+subclass that overrides ``fraction`` but not a shortcut gets the base class's (which calls ``fraction``,
+or says None).
+The sizing of buys (``sim.engine``) assumes ``f`` does not decrease as the notional grows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +27,13 @@ class SlippageModel:
 
     name = "none"
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "fraction" in cls.__dict__:  # shortcuts inherited from a parent must never disagree with it
+            for shortcut in ("fraction_one", "constant_fraction"):
+                if shortcut not in cls.__dict__:
+                    setattr(cls, shortcut, getattr(SlippageModel, shortcut))
+
     def prepare(self, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
                 volume: np.ndarray) -> None:
         """Precompute per-bar quantities from the whole price series (causal use only)."""
@@ -32,6 +45,15 @@ class SlippageModel:
         :param notional: absolute traded notional of each order, before slippage.
         """
         return np.zeros(len(rows))
+
+    def fraction_one(self, row: int, notional: float) -> float:
+        """:meth:`fraction` of one order, as a Python float (the same value, bit for bit)."""
+        return float(self.fraction(np.array([row]), np.array([notional]))[0])
+
+    def constant_fraction(self) -> float | None:
+        """The fraction when it depends on neither the bar nor the notional (exactly :meth:`fraction`'s
+        value), else None."""
+        return None
 
     def describe(self) -> str:
         return self.name
@@ -50,6 +72,12 @@ class FixedBpsSlippage(SlippageModel):
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return np.full(len(rows), self.bps * 1e-4)
 
+    def fraction_one(self, row: int, notional: float) -> float:
+        return self.bps * 1e-4
+
+    def constant_fraction(self) -> float:
+        return self.bps * 1e-4
+
     def describe(self) -> str:
         return f"fixed {self.bps:g} bps"
 
@@ -66,6 +94,12 @@ class SpreadSlippage(SlippageModel):
 
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return np.full(len(rows), 0.5 * self.spread_bps * 1e-4)
+
+    def fraction_one(self, row: int, notional: float) -> float:
+        return 0.5 * self.spread_bps * 1e-4
+
+    def constant_fraction(self) -> float:
+        return 0.5 * self.spread_bps * 1e-4
 
     def describe(self) -> str:
         return f"half spread of {self.spread_bps:g} bps"
@@ -101,6 +135,9 @@ class VolatilityScaledSlippage(SlippageModel):
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return self.base_bps * 1e-4 + self.k * self._sigma[rows]
 
+    def fraction_one(self, row: int, notional: float) -> float:
+        return self.base_bps * 1e-4 + self.k * float(self._sigma[row])
+
     def describe(self) -> str:
         return f"{self.base_bps:g} bps + {self.k:g} x {self.window}-bar volatility"
 
@@ -135,6 +172,9 @@ class VolumeScaledSlippage(SlippageModel):
 
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return self.base_bps * 1e-4 + self.impact * np.sqrt(np.abs(notional) / self._adv[rows])
+
+    def fraction_one(self, row: int, notional: float) -> float:
+        return self.base_bps * 1e-4 + self.impact * math.sqrt(abs(notional) / float(self._adv[row]))
 
     def describe(self) -> str:
         return f"{self.base_bps:g} bps + {self.impact:g} x sqrt(notional / {self.window}-bar dollar volume)"

@@ -8,13 +8,48 @@ account, with ``t`` the last closed bar:
    ``t + 1`` (default) or at the close of ``t`` (``fill_at="close"``, optimistic: the decision
    could not have been sent before that close);
 2. an order is sent only when the target differs from the account's last target by more than
-   ``min_rebalance``; it trades ``target * equity_at_fill / reference_price - units`` units;
+   ``min_rebalance``; it is sized as below (see *Sizing*);
 3. slippage moves the fill price against the order, commission is charged on the filled notional
    plus a fixed fee per order, and cash pays for it all;
 4. the account moves to bar ``t + 1``, pays borrow on any short at that close, and is marked to market:
    ``equity = cash + units * close``.
 
 Rows are traded bars only, so a next-open fill after a weekend is priced at Monday's open.
+
+Sizing
+------
+With ``E = cash + u0 * ref`` the equity at the reference price ``ref`` (the fill bar's open, or the
+decision bar's close), ``u0`` the units held and ``t`` the target:
+
+- **Buys toward a positive target** (``t > 0`` and ``t * E / ref > u0``: from flat, adding to a long,
+  or flipping a short to a long) are sized so that the fill and its costs fit in equity, as in
+  backtesting.py and vectorbt: the post-trade units ``u1`` are worth, at ``ref``, ``t`` times the equity
+  left after this order's costs, ``u1 * ref = t * (E - cost)``, ``cost`` being the slippage, commission
+  and fixed fee of this order. With slippage fraction ``s`` and commission rate ``c``, buying
+  ``u1 - u0`` units costs ``(u1 - u0) * ref * k + fee`` with ``k = s + c * (1 + s)``, so::
+
+      u1 = t * (E + u0 * ref * k - fee) / (ref * (1 + t * k))
+
+  After the fill ``cash = (1 - t) * (E - cost) >= 0`` and the exposure at ``ref`` is ``t``: a target of
+  1.0 leaves cash at 0. The engine divides by ``FIT + t * k`` with ``FIT = 1 + 1e-14``: ``u1`` is ~1e-14
+  short, so that rounding in the cash arithmetic never leaves cash a few ulps below 0 (nor the exposure
+  a few ulps above 1).
+
+  ``s`` is the model's fraction at the *naive* notional ``t * E - u0 * ref``; the fill is then priced
+  at the fraction of the notional actually traded. For the fixed, spread and volatility models the two
+  are equal and the rule is exact. A model whose fraction grows with notional (``volume``) is sized on
+  an upper bound of its fraction (the sized order is smaller than the naive one), so cash stays >= 0
+  and the exposure ends slightly under the target (by ``(1 + c) * (s - s_fill)`` of the order).
+
+  Without a fixed fee ``u1 > u0`` whenever the naive order buys (orders under ~1e-14 of equity aside).
+  When the fee leaves ``u1 <= u0`` no order is sent, and the account keeps its last target (the next
+  step tries again).
+- **Every other order** (sells, shorts, covers, buys toward a target <= 0) trades the naive
+  ``t * E / ref - u0`` units. These cannot take cash below 0, except a sell whose fixed fee exceeds
+  what it frees: a sell that leaves ``u1 >= 0`` and would take cash below 0 (and below what it was) is
+  not sent either.
+
+So with targets in [0, 1] cash never goes below 0; targets above 1 are leverage by definition.
 """
 
 from __future__ import annotations
@@ -29,6 +64,9 @@ from .costs import SlippageModel, make_slippage
 from .trade_log import TradeLog
 
 FILL_AT: tuple[str, ...] = ("next_open", "close")
+# buys divide by FIT + t * k instead of 1 + t * k: ~1e-14 relative short of the exact rule, so that rounding
+# in the cash arithmetic never leaves a target-1.0 account a few ulps below zero cash (or above exposure 1)
+FIT = 1.0 + 1e-14
 
 
 @dataclass
@@ -123,6 +161,8 @@ class Simulator:
         # price this one's fills on the other's market
         self.slippage: SlippageModel = copy.deepcopy(self.costs.slippage)
         self.slippage.prepare(self.open, self.high, self.low, self.close, self.volume)
+        # a fraction fixed for every bar and order (fixed, spread) is a scalar in the batched step
+        self._slip_fraction = self.slippage.constant_fraction()
         self.n = int(n_accounts)
         self.initial_cash = float(initial_cash)
         self.next_open = fill_at == "next_open"
@@ -181,24 +221,58 @@ class Simulator:
             target = np.maximum(target, 0.0)
         fill_row = row + 1 if self.next_open else row
         reference = self.open[fill_row] if self.next_open else self.close[row]
-        equity_at_fill = self.cash + self.units * reference
+        held = self.units * reference
+        equity_at_fill = self.cash + held
         send = np.abs(target - self.target) > self.min_rebalance
         send &= equity_at_fill > 0
-        target_units = np.where(send, target * equity_at_fill / reference, self.units)
+        units_to_hold = target * equity_at_fill / reference
+        rate, fee = self.costs.commission, self.costs.fixed_fee
+        buy = send & (units_to_hold > self.units)
+        if self.allow_short:  # (long only, units >= 0: a buy has a positive target)
+            buy &= target > 0.0
+        if np.count_nonzero(buy):  # buys sized so that the fill and its costs fit in equity (module docstring)
+            s = self._slip_fraction
+            if s is None:
+                s = self.slippage.fraction(fill_row, (units_to_hold - self.units) * reference)
+            k = s * (1.0 + rate) + rate
+            paid_from = equity_at_fill + held * k
+            if fee > 0.0:
+                paid_from = paid_from - fee
+            sized = target * paid_from / (reference * (FIT + target * k))
+            fits = buy & (sized > self.units)
+            send ^= buy ^ fits  # a buy the fee leaves no room for is not sent
+            np.copyto(units_to_hold, sized, where=fits)
+        target_units = np.where(send, units_to_hold, self.units)
         delta = target_units - self.units
         traded = delta != 0.0
-        notional = np.abs(delta) * reference
-        slip_fraction = self.slippage.fraction(fill_row, notional)
+        size = np.abs(delta)
+        notional = size * reference
+        slip_fraction = self._slip_fraction
+        if slip_fraction is None:
+            slip_fraction = self.slippage.fraction(fill_row, notional)
         fill_price = reference * (1.0 + np.sign(delta) * slip_fraction)
         slippage = notional * slip_fraction
-        commission = self.costs.commission * np.abs(delta) * fill_price + self.costs.fixed_fee * traded
-        self.cash -= delta * fill_price + commission
+        commission = rate * size * fill_price
+        if fee > 0.0:
+            commission += fee * traded
+        cash = self.cash - (delta * fill_price + commission)
+        if fee > 0.0 and np.count_nonzero(cash < 0.0):  # a sell whose fee exceeds what it frees: not sent
+            stuck = (cash < 0.0) & (cash < self.cash) & (delta < 0.0) & (self.units + delta >= 0.0)
+            if np.count_nonzero(stuck):
+                delta = np.where(stuck, 0.0, delta)
+                traded &= ~stuck
+                send &= ~stuck
+                notional = np.where(stuck, 0.0, notional)
+                slippage = np.where(stuck, 0.0, slippage)
+                commission = np.where(stuck, 0.0, commission)
+                cash = np.where(stuck, self.cash, cash)
+        self.cash = cash
         was_flat = self.units == 0.0
         self.units += delta
-        self.target = np.where(send, target, self.target)
+        np.copyto(self.target, target, where=send)
         self.n_orders += traded
         self.traded_notional += notional
-        if traded.any():  # entry row and cost basis change only with a fill
+        if np.count_nonzero(traded):  # entry row and cost basis change only with a fill
             opened = traded & (was_flat | (np.sign(self.units) != np.sign(self.units - delta)))
             self.entry_row = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
             # entry_value is the cost basis of the open units: adding pays fill_price, reducing keeps the average
@@ -211,8 +285,10 @@ class Simulator:
 
         self.row = row = row + 1
         close = self.close[row]
-        borrow = self.costs.borrow_rate * np.maximum(-self.units, 0.0) * close
-        self.cash -= borrow
+        borrow = 0.0
+        if self.costs.borrow_rate > 0.0:
+            borrow = self.costs.borrow_rate * np.maximum(-self.units, 0.0) * close
+            self.cash -= borrow
         res.prev_equity[:] = self.equity
         self.equity[:] = self.cash + self.units * close
         np.maximum(self.peak, self.equity, out=self.peak)
@@ -222,6 +298,7 @@ class Simulator:
         res.fill_price[:] = np.where(traded, fill_price, np.nan)
         res.cost[:] = step_cost
         if self.logs is not None:
+            borrow = np.broadcast_to(borrow, (self.n,))
             for i in np.flatnonzero(traded | (borrow > 0)):
                 log = self.logs[i]
                 if traded[i]:
@@ -241,19 +318,38 @@ class Simulator:
         fill_row = row + 1 if self.next_open else row
         reference = float(self.open[fill_row]) if self.next_open else float(self.close[row])
         cash, units = float(self.cash[0]), float(self.units[0])
-        equity_at_fill = cash + units * reference
+        held = units * reference
+        equity_at_fill = cash + held
         send = abs(target - float(self.target[0])) > self.min_rebalance and equity_at_fill > 0
-        delta = (target * equity_at_fill / reference if send else units) - units
+        target_units = target * equity_at_fill / reference if send else units
+        rate, fee = self.costs.commission, self.costs.fixed_fee
+        if target_units > units and target > 0.0:  # a buy: sized to fit in equity (not sent: target_units == units)
+            s = self.slippage.fraction_one(fill_row, (target_units - units) * reference)
+            k = s * (1.0 + rate) + rate
+            sized = target * (equity_at_fill + held * k - fee) / (reference * (FIT + target * k))
+            if sized > units:
+                target_units = sized
+            else:
+                target_units, send = units, False
+        delta = target_units - units
         traded = delta != 0.0
         notional = abs(delta) * reference
         slippage = commission = 0.0
         fill_price = reference
         if traded:
-            slip_fraction = float(self.slippage.fraction(np.array([fill_row]), np.array([notional]))[0])
+            slip_fraction = self.slippage.fraction_one(fill_row, notional)
             fill_price = reference * (1.0 + (1.0 if delta > 0 else -1.0) * slip_fraction)
             slippage = notional * slip_fraction
-            commission = self.costs.commission * abs(delta) * fill_price + self.costs.fixed_fee
-            cash -= delta * fill_price + commission
+            commission = rate * abs(delta) * fill_price
+            if fee > 0.0:
+                commission += fee
+            after = cash - (delta * fill_price + commission)
+            if fee > 0.0 and delta < 0.0 and units + delta >= 0.0 and after < 0.0 and after < cash:
+                # a sell whose fee exceeds what it frees: not sent
+                delta, notional, slippage, commission, traded, send = 0.0, 0.0, 0.0, 0.0, False, False
+                fill_price = reference
+        if traded:
+            cash = after
             new_units = units + delta
             opened = units == 0.0 or np.sign(new_units) != np.sign(new_units - delta)
             if new_units == 0.0:

@@ -114,14 +114,15 @@ def test_buy_and_hold_is_one_fill_and_tracks_the_price(market) -> None:
     assert result.fills["row"].tolist() == [lo + 1]
     assert len(result.trades["net_pnl"]) == 0  # still open at the end: no closed round trip
     open_ = market.open[lo + 1]
-    units = 100_000.0 / open_
     fill = open_ * 1.0005
+    units = 100_000.0 / (fill * 1.001)  # the units, their slippage and commission fit in the equity
     entry_costs = units * open_ * 5e-4 + 0.001 * units * fill
     cash = 100_000.0 - units * fill - 0.001 * units * fill
+    assert cash == pytest.approx(0.0, abs=1e-6)
     closes = market.close[lo + 1: hi]
     np.testing.assert_allclose(result.equity[1:], cash + units * closes, rtol=1e-12)
-    # equity is the price path of the units bought, less what the entry cost
-    np.testing.assert_allclose(result.equity[1:], 100_000.0 * closes / open_ - entry_costs, rtol=1e-12)
+    # equity is the price path of what was left after the entry costs
+    np.testing.assert_allclose(result.equity[1:], (100_000.0 - entry_costs) * closes / open_, rtol=1e-12)
     assert result.metrics["costs_paid"] == pytest.approx(entry_costs, rel=1e-12)
     assert result.metrics["exposure"] == pytest.approx((len(result.equity) - 1) / len(result.equity))
     assert len(result.equity) == hi - lo

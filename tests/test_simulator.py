@@ -69,7 +69,7 @@ def test_equity_recomputed_from_fill_log(fill_at: str) -> None:
     fill_index = {int(row): i for i, row in enumerate(fills["row"])}
     assert len(fill_index) == len(fills["row"]), "at most one fill per bar"
     shift = 1 if fill_at == "next_open" else 0
-    close, rate = prices["close"], COSTS_ON["borrow_rate"]
+    close, borrow_rate = prices["close"], COSTS_ON["borrow_rate"]
     cash, units, last_target = INITIAL, 0.0, 0.0
     rebuilt = np.empty(len(targets))
     for k, target in enumerate(targets):
@@ -81,7 +81,12 @@ def test_equity_recomputed_from_fill_log(fill_at: str) -> None:
             i = fill_index.pop(fill_row)
             u, fp, ref = fills["units"][i], fills["fill_price"][i], fills["reference_price"][i]
             assert ref == reference
-            expected_units = target * (cash + units * reference) / reference - units
+            equity_at_fill = cash + units * reference
+            expected_units = target * equity_at_fill / reference - units
+            if target > 0 and expected_units > 0:  # a buy: the units, their slippage and commission fit
+                rate = 5e-4 + 0.001 * (1 + 5e-4)  # cost per unit of notional: slippage + commission
+                expected_units = (target * (equity_at_fill + units * reference * rate - 1.5)
+                                  / (reference * (1 + target * rate)) - units)
             assert u == pytest.approx(expected_units, rel=1e-12, abs=1e-9)
             assert fp == pytest.approx(reference * (1 + np.sign(u) * 5e-4), rel=1e-15)
             assert fills["commission"][i] == pytest.approx(0.001 * abs(u) * fp + 1.5, rel=1e-15)
@@ -90,7 +95,7 @@ def test_equity_recomputed_from_fill_log(fill_at: str) -> None:
             units += u
             last_target = target
         mark = start + k + 1
-        cash -= rate * max(-units, 0.0) * close[mark]
+        cash -= borrow_rate * max(-units, 0.0) * close[mark]
         rebuilt[k] = cash + units * close[mark]
     assert not fill_index, "fills the targets do not explain"
     np.testing.assert_allclose(equity, rebuilt, rtol=1e-9, atol=0)
@@ -178,7 +183,7 @@ def test_flip_splits_costs_by_units() -> None:
     sim = simulator(prices, Costs(commission=0.001, slippage=0.0), allow_short=True, record_trades=True)
     run(sim, [1.0, -1.0, 0.0])
     trades, fills = sim.trade_log(), sim.fill_log()
-    n = INITIAL / 100.0
+    n = INITIAL / (100.0 * 1.001)  # the long's units and their commission fit in equity
     np.testing.assert_array_equal(trades["entry_row"], [1, 2])
     np.testing.assert_array_equal(trades["exit_row"], [2, 3])
     np.testing.assert_allclose(trades["size"], [n, -fills["units"][2]], rtol=1e-12)
@@ -238,7 +243,6 @@ def test_round_trip_costs_what_the_cost_model_says(model: str, fill_at: str) -> 
     buy_row, sell_row = (6, 9) if fill_at == "next_open" else (5, 8)
     prices = OPENS if fill_at == "next_open" else CLOSES
     buy_ref, sell_ref = prices[buy_row], prices[sell_row]
-    units = INITIAL / buy_ref
 
     def fraction(row: int, notional: float) -> float:
         if model == "fixed":
@@ -249,6 +253,11 @@ def test_round_trip_costs_what_the_cost_model_says(model: str, fill_at: str) -> 
             return 1e-4 + 0.2 * hand_volatility(row, 3)
         return 2e-4 + 0.5 * math.sqrt(notional / hand_adv(row, 3))
 
+    # the buy is sized so that units * fill price + commission + fee = equity, with the slippage fraction
+    # of the naive all-in order (INITIAL of notional); the fill pays the fraction of what it trades
+    sizing_fraction = fraction(buy_row, INITIAL)
+    k = sizing_fraction + 0.001 * (1 + sizing_fraction)
+    units = (INITIAL - 2.0) / (buy_ref * (1 + k))
     buy_fraction = fraction(buy_row, units * buy_ref)
     sell_fraction = fraction(sell_row, units * sell_ref)
     buy_price = buy_ref * (1 + buy_fraction)
@@ -257,6 +266,12 @@ def test_round_trip_costs_what_the_cost_model_says(model: str, fill_at: str) -> 
     sell_cost = units * sell_ref * sell_fraction + 0.001 * units * sell_price + 2.0
     cash_after_buy = INITIAL - units * buy_price - (0.001 * units * buy_price + 2.0)
     final = cash_after_buy + units * sell_price - (0.001 * units * sell_price + 2.0)
+    if model == "volume":  # sized on the larger naive order's fraction: the difference is left in cash
+        assert buy_fraction < sizing_fraction and cash_after_buy > 0
+        assert cash_after_buy == pytest.approx(units * buy_ref * 1.001 * (sizing_fraction - buy_fraction), rel=1e-9)
+    else:
+        assert cash_after_buy == pytest.approx(0.0, abs=1e-9 * INITIAL)
+    assert sim.cash[0] == pytest.approx(final, rel=1e-12)
 
     assert fill_price[0] == pytest.approx(buy_price, rel=1e-14)
     assert fill_price[3] == pytest.approx(sell_price, rel=1e-14)
