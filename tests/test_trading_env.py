@@ -150,7 +150,7 @@ def test_position_state_after_buying(market) -> None:
     assert info["row"] == r + 1 and info["trade_count"] == 1
     open_, close = data.open[r + 1], data.close[r + 1]
     fill = open_ * 1.0005
-    units = 100_000.0 / open_
+    units = 100_000.0 / (fill * 1.001)  # sized so units x fill price + commission fit in equity
     commission = 0.001 * units * fill
     cash = 100_000.0 - units * fill - commission
     equity = cash + units * close
@@ -160,7 +160,7 @@ def test_position_state_after_buying(market) -> None:
     assert info["cost"] == pytest.approx(units * open_ * 5e-4 + commission, rel=1e-12)
     assert reward == pytest.approx(np.log(equity / 100_000.0), rel=1e-12)
     expected_state = [units * close / equity, close / fill - 1.0, 0.0, cash / equity]
-    np.testing.assert_allclose(layout.state(obs), np.array(expected_state, np.float32), rtol=1e-6)
+    np.testing.assert_allclose(layout.state(obs), np.array(expected_state, np.float32), rtol=1e-6, atol=1e-12)
     assert info["position"] == pytest.approx(units * close / equity, rel=1e-12)
     np.testing.assert_array_equal(layout.features(obs), data.features[r - 6: r + 2])
 
