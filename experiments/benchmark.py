@@ -1,0 +1,63 @@
+"""The benchmark: supervised vs RL vs baselines, across walk-forward folds, seeds, costs and markets.
+
+    python -m experiments.benchmark                      # configs/benchmark.yaml, 2 local workers
+    python -m experiments.benchmark --quick              # small budgets, same code path (about 3 min)
+    python -m experiments.benchmark --scheduler tcp://host:8786   # jobs on a Dask cluster
+
+Writes runs/<name>/: report.md, report.json, equity_/sharpe_/costs_/trades_<market>.png, and jobs/ (one
+folder per finished job, keyed by a hash of everything that defines it). Rerunning the same command
+with the same --run-name resumes: finished jobs are skipped, so a killed benchmark continues where it
+stopped and a finished one rebuilds its report in seconds. To benchmark your own bars, change only the
+`markets:` section of the config (any dataset settings: source parquet or alpaca).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from configs.loader import CONFIG_DIR
+from evaluation.config import BenchmarkConfig
+from experiments.common import check_run_name, cli, existing_file, make_parser, timestamp
+
+DEFAULT_CONFIG = CONFIG_DIR / "benchmark.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("python -m experiments.benchmark", __doc__)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="benchmark YAML")
+    parser.add_argument("--quick", action="store_true", help="apply the config's quick: overrides (small budgets)")
+    parser.add_argument("--workers", type=int, default=2, help="local worker processes (one core each)")
+    parser.add_argument("--scheduler", default=None,
+                        help="Dask scheduler address (tcp://host:port): run the jobs on that cluster instead")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs")
+    parser.add_argument("--run-name", default=None,
+                        help="run folder; an existing one of the same config is resumed "
+                             "(default: benchmark[_quick]_<YYYYmmdd-HHMMSS>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="reuse a run folder that holds another config's report (its cached jobs are kept)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from evaluation.benchmark import run_benchmark
+
+    args = build_parser().parse_args(argv)
+    config = BenchmarkConfig.from_yaml(existing_file(args.config, "--config"))
+    if args.quick:
+        config = config.with_quick()
+    name = check_run_name(args.run_name) if args.run_name else f"benchmark{'_quick' if args.quick else ''}_{timestamp()}"
+    run_dir = args.runs_dir / name
+    report = run_benchmark(config, run_dir, workers=args.workers, scheduler=args.scheduler,
+                           progress=not args.no_progress, overwrite=args.overwrite)
+    print((run_dir / "report.md").read_text().split("\n## ", 2)[0])
+    for verdict in report["verdicts"]:
+        print(verdict)
+    run = report["run"]
+    print(f"\n{run['jobs']} jobs ({run['cached']} cached) in {run['seconds']:.0f} s; report: {run_dir / 'report.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    cli(main)
