@@ -154,6 +154,8 @@ def _analyse_market(config: BenchmarkConfig, market: str, folds: list[Fold], job
         break_even = st.break_even_cost([x for x, _ in path], [y for _, y in path])
         if spec.kind == "cash":
             break_even, break_even_note = None, "n/a (cash is the reference)"
+        elif all(y == 0.0 for _, y in path):
+            break_even, break_even_note = None, "n/a (never trades: cash fallback)"
         elif break_even is None:
             break_even_note = "negative even at zero cost"
         elif np.isinf(break_even):
