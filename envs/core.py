@@ -23,7 +23,7 @@ from features.splits import SPLITS
 from sim.engine import FILL_AT, Costs, Simulator
 
 from .layout import BARS_HELD_SCALE, ObservationLayout
-from .rewards import REWARDS, make_reward
+from .rewards import REWARDS, Reward, make_reward
 
 ACTION_MODES: tuple[str, ...] = ("discrete", "continuous")
 
@@ -170,6 +170,24 @@ class TradingCore:
         self.steps = np.zeros(n, dtype=np.int64)  # steps taken in the current episode
         self._offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
         self.state = np.zeros((n, 4))  # position state of the last observation, bars held scaled as observed
+        self.state_one = (0.0, 0.0, 0.0, 1.0)  # n == 1: the last observation's state, as Python floats
+        self._episode_end_one = 0
+        self._asset_one = 0.0
+        self._v_steps = memoryview(self.steps)
+        self._v_row = memoryview(self.sim.row) if n == 1 else None  # n > 1 rebinds sim.row each step
+        self._plain_log_reward = type(self.reward_fn) is Reward
+        self._min_equity_cash = config.min_equity * config.initial_cash
+        # The window of feature row r is features.ravel()[(r - window + 1) * F : (r + 1) * F], contiguous.
+        # Row s of this strided view (no copy) is the observation-sized slice that starts at feature row s:
+        # the window of rows s .. s + window - 1, then the next 5 values (overwritten with the state), so
+        # one slice copy (n == 1) or one gather of whole rows (n > 1) makes the observations.
+        self._flat_features = flat = np.ascontiguousarray(data.features).reshape(-1)
+        self._obs_size, self._n_window_values = self.layout.size, self.layout.n_window_values
+        self._n_features, self._window_less_one = int(data.n_features), self.window - 1
+        n_full = max((len(flat) - self._obs_size) // self._n_features + 1, 0)
+        self._observation_rows = np.lib.stride_tricks.as_strided(
+            flat, shape=(n_full, self._obs_size), strides=(flat.strides[0] * self._n_features, flat.strides[0]),
+            writeable=False)
         if config.action_mode == "discrete":
             levels = [-1.0, 0.0, 1.0] if config.allow_short else [0.0, 1.0]
             self.levels = np.asarray(levels)
@@ -207,6 +225,9 @@ class TradingCore:
         self.steps[accounts] = 0
         self.sim.reset(rows, accounts)
         self.reward_fn.reset(accounts)
+        if self.n == 1:
+            self._episode_end_one = int(self.episode_end[0])
+            self._asset_one = float(self.sym_asset[int(self.account_symbol[0])])
 
     # ----- actions ------------------------------------------------------------------------
     def targets_from_discrete(self, actions: np.ndarray) -> np.ndarray:
@@ -232,6 +253,43 @@ class TradingCore:
         truncated = (sim.row >= self.episode_end) & ~terminated
         return reward, terminated, truncated
 
+    def step_one(self, target: float) -> tuple[float, bool, bool]:
+        """:meth:`step` of the single account (``n == 1``) in Python scalars: the simulator's
+        single-account path and the same reward expressions (bit for bit, tested).
+
+        :param target: the target exposure.
+        :return: ``(reward, terminated, truncated)``.
+        """
+        sim = self.sim
+        prev_equity, equity = sim.step_one(target)
+        if self._plain_log_reward:
+            # numpy's log, not math.log: they differ in the last bit for some inputs, and the batched
+            # path uses numpy's
+            reward = float(np.log(max(equity, 1e-12) / prev_equity))
+        else:
+            reward = float(self.reward_fn(sim.result.prev_equity, sim.equity, sim.drawdown())[0])
+        if not (math.isfinite(reward) and math.isfinite(equity)):
+            self._non_finite(np.array([reward]), np.array([equity]))
+        self._v_steps[0] += 1
+        terminated = equity <= self._min_equity_cash
+        truncated = not terminated and self._v_row[0] >= self._episode_end_one
+        return reward, terminated, truncated
+
+    def observation_one(self) -> np.ndarray:
+        """The fresh float32 observation of the single account (``n == 1``), shape ``(layout.size,)``;
+        equal to ``observations()[0]``. Also sets ``state_one``."""
+        start = self._v_row[0] - self._window_less_one
+        if start < len(self._observation_rows):
+            out = self._observation_rows[start].copy()
+        else:  # the window that ends at the dataset's last row has no room for the state after it
+            out = np.empty(self._obs_size, dtype=np.float32)
+            first = start * self._n_features
+            out[: self._n_window_values] = self._flat_features[first : first + self._n_window_values]
+        position, unrealised, bars_held, cash_fraction = self.sim.position_state_one()
+        state = self.state_one = (position, unrealised, bars_held / BARS_HELD_SCALE, cash_fraction)
+        out[self._n_window_values :] = (*state, self._asset_one)
+        return out
+
     def _non_finite(self, reward: np.ndarray, equity: np.ndarray) -> None:
         """A NaN/inf reward or equity is a wrong number: stop with the account, symbol and bar."""
         bad = ~(np.isfinite(reward) & np.isfinite(equity))
@@ -245,23 +303,23 @@ class TradingCore:
         )
 
     def observations(self, accounts: np.ndarray | None = None) -> np.ndarray:
-        """Fresh float32 observations ``(len(accounts), layout.size)``; also refreshes ``self.state``."""
+        """Fresh float32 observations ``(len(accounts), layout.size)``; also refreshes ``self.state``
+        (``state_one`` when ``n == 1``)."""
+        if self.n == 1:
+            return self.observation_one()[None]
         sim = self.sim
         state = sim.position_state(self.state)
         state[:, 2] /= BARS_HELD_SCALE
-        nw = self.layout.n_window_values
-        if self.n == 1:
-            row = int(sim.row[0])
-            out = np.empty((1, self.layout.size), dtype=np.float32)
-            out[0, :nw] = self.data.features[row - self.window + 1 : row + 1].reshape(nw)
-            out[0, nw : nw + 4] = state[0]
-            out[0, nw + 4] = self.sym_asset[int(self.account_symbol[0])]
-            return out
+        nw = self._n_window_values
         rows = sim.row if accounts is None else sim.row[accounts]
         idx = slice(None) if accounts is None else accounts
-        symbols = self.account_symbol[idx]
-        out = np.empty((len(rows), self.layout.size), dtype=np.float32)
-        out[:, :nw] = self.data.features[rows[:, None] + self._offsets].reshape(len(rows), nw)
+        starts = rows - self._window_less_one
+        last = starts >= len(self._observation_rows)
+        if last.any():  # the window that ends at the dataset's last row has no room for the state after it
+            starts = np.where(last, 0, starts)
+        out = self._observation_rows[starts]  # one gather of whole rows, a fresh array
+        if last.any():
+            out[last, :nw] = self.data.features[rows[last, None] + self._offsets].reshape(-1, nw)
         out[:, nw : nw + 4] = state[idx]
-        out[:, nw + 4] = self.sym_asset[symbols]
+        out[:, nw + 4] = self.sym_asset[self.account_symbol[idx]]
         return out
