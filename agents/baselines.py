@@ -33,6 +33,10 @@ class CashPolicy(_DiscretePolicy):
     def act(self, observation: np.ndarray) -> int:
         return self.flat
 
+    def act_windows(self, windows: np.ndarray, asset_ids: np.ndarray) -> np.ndarray:
+        """Every bar's action at once (the backtester's fast path: actions that ignore the account)."""
+        return np.full(len(windows), self.flat)
+
 
 class BuyAndHoldPolicy(_DiscretePolicy):
     """Goes long on the first bar and holds to the end."""
@@ -41,6 +45,10 @@ class BuyAndHoldPolicy(_DiscretePolicy):
 
     def act(self, observation: np.ndarray) -> int:
         return self.long
+
+    def act_windows(self, windows: np.ndarray, asset_ids: np.ndarray) -> np.ndarray:
+        """Every bar's action at once (the backtester's fast path: actions that ignore the account)."""
+        return np.full(len(windows), self.long)
 
 
 class RandomPolicy(_DiscretePolicy):
@@ -104,6 +112,11 @@ class SMACrossoverPolicy(_DiscretePolicy):
         last = self.layout.features(observation)[-1, self.columns]
         fast_ratio, slow_ratio = last * self.scale + self.center
         return self.long if fast_ratio < slow_ratio else self.short
+
+    def act_windows(self, windows: np.ndarray, asset_ids: np.ndarray) -> np.ndarray:
+        """:meth:`act` for every window ``(T, window, n_features)`` at once (the same arithmetic)."""
+        last = windows[:, -1, self.columns] * self.scale + self.center
+        return np.where(last[:, 0] < last[:, 1], self.long, self.short)
 
 
 BASELINES = ("cash", "buy_and_hold", "random", "sma_crossover")

@@ -128,7 +128,12 @@ def backtest_many(
     Each pair is its own TradingEnv (the same simulator as :func:`backtest`); the policy is asked for all
     pairs' actions at once when it offers ``batch_actor(n)`` (one batched forward pass per bar instead of
     one per pair: how a trained policy is re-scored at many cost levels cheaply), else each pair gets
-    its own copy of the policy. Results are in the order ``[(s, c) for s in symbols for c in costs]``.
+    its own copy of the policy. A policy whose actions depend only on the feature window and the asset id
+    (not the account's position, nor its own history) may say so by offering
+    ``act_windows(windows (T, window, n_features), asset_ids (T,)) -> actions (T,)``: then every action of
+    the split is computed in one call and the simulator only steps the bars where the target changes
+    (the same numbers, tested; requires the ``log_return`` reward, else the event path runs).
+    Results are in the order ``[(s, c) for s in symbols for c in costs]``.
 
     :param policy: the policy (see :func:`backtest`).
     :param data: the data (see :func:`backtest`).
@@ -149,6 +154,8 @@ def backtest_many(
         for symbol, cost in pairs
     ]
     n = len(envs)
+    if callable(getattr(policy, "act_windows", None)) and all(env.core._plain_log_reward for env in envs):
+        return _backtest_state_free(policy, envs, pairs, split)
     actor = _batch_actor(policy, n)
     lengths = [int(env.core.sym_end[0] - env.core.sym_start[0] - 1) for env in envs]
     equity = [np.empty(k + 1) for k in lengths]
@@ -179,6 +186,100 @@ def backtest_many(
                 rows[i][: steps[i] + 1], rewards[i][: steps[i]])
         for i, (env, (_, cost)) in enumerate(zip(envs, pairs))
     ]
+
+
+def _backtest_state_free(policy: Policy, envs: list[TradingEnv], pairs: list[tuple[str, Costs]],
+                         split: str) -> list[BacktestResult]:
+    """The fast path of :func:`backtest_many` for a policy whose actions depend only on the feature window
+    and asset id (``act_windows``): every action of the split in one call per symbol, then the simulator
+    steps only the bars where the target changes (or borrow is due) and marks to market in between
+    (:meth:`sim.Simulator.hold_one`): the event path's numbers, bit for bit (tested)."""
+    actions_of: dict[str, np.ndarray] = {}
+    results = []
+    for env, (symbol, cost) in zip(envs, pairs):
+        core = env.core
+        env.reset(seed=0)
+        first, last = int(core.sim.row[0]), core._episode_end_one
+        if symbol not in actions_of:
+            windows, asset_ids = _windows(core, first, last - first)
+            actions_of[symbol] = np.asarray(policy.act_windows(windows, asset_ids))
+        equity, units, n_steps = _run_targets(env, _targets(core, actions_of[symbol], last - first))
+        rows = np.arange(first, first + n_steps + 1)
+        equity, units = equity[: n_steps + 1], units[: n_steps + 1]
+        value = units * core.sim.close[rows]
+        position = np.divide(value, equity, out=np.zeros(len(rows)), where=equity > 0)
+        rewards = np.log(np.maximum(equity[1:], 1e-12) / equity[:-1])
+        results.append(_result(env, policy, split, cost, equity, position, rows, rewards))
+    return results
+
+
+def _windows(core: Any, first_row: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only ``(n, window, n_features)`` view of the windows that end at rows ``first_row ..``, and the
+    asset ids: what the observations of those rows carry, without copying."""
+    features = np.ascontiguousarray(core.data.features)
+    start = features[first_row - core.window + 1 :]
+    windows = np.lib.stride_tricks.as_strided(
+        start, shape=(n, core.window, features.shape[1]),
+        strides=(features.strides[0], features.strides[0], features.strides[1]), writeable=False)
+    return windows, np.full(n, int(round(float(core.sym_asset[0]))), dtype=np.int64)
+
+
+def _targets(core: Any, actions: np.ndarray, n: int) -> np.ndarray:
+    """Target exposures of ``n`` actions, refused as TradingEnv.step refuses them."""
+    actions = np.asarray(actions).reshape(-1)
+    if len(actions) != n:
+        raise ValueError(f"act_windows returned {len(actions)} actions for {n} windows")
+    if core.levels is not None:
+        index = actions.astype(np.int64) if actions.dtype.kind in "iuf" else None
+        if index is None or actions.dtype == bool or (index != actions).any() or \
+                (index < 0).any() or (index >= len(core.levels)).any():
+            raise ValueError(f"act_windows returned actions outside 0..{len(core.levels) - 1}")
+        return core.levels[index]
+    targets = actions.astype(np.float64)
+    if not (np.isfinite(targets).all() and (np.abs(targets) <= 1.0).all()):
+        raise ValueError("act_windows returned target exposures outside [-1, 1]")
+    return targets
+
+
+def _run_targets(env: TradingEnv, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Step ``env`` (just reset) through ``targets``; returns equity and units after each step (index 0:
+    the start) and the number of steps taken (fewer when equity reaches the floor)."""
+    core = env.core
+    sim = core.sim
+    n = len(targets)
+    effective = targets if sim.allow_short else np.maximum(targets, 0.0)
+    equity, units = np.empty(n + 1), np.empty(n + 1)
+    equity[0], units[0] = sim.equity[0], sim.units[0]
+    borrow = sim.costs.borrow_rate > 0.0
+    # where the target series changes value: with min_rebalance 0 and the last target sent, the next order
+    # is at the next change (else the remaining series is scanned)
+    changes_at = np.flatnonzero(effective[1:] != effective[:-1]) + 1
+    k = 0
+    while k < n:
+        held = float(sim.units[0])
+        if sim.min_rebalance == 0.0 and sim.target[0] == effective[k]:
+            at = np.searchsorted(changes_at, k, side="right")
+            hold = (int(changes_at[at]) if at < len(changes_at) else n) - k
+        else:
+            changes = np.abs(effective[k:] - sim.target[0]) > sim.min_rebalance
+            hold = int(np.argmax(changes)) if changes.any() else n - k
+        if hold and not (borrow and held < 0.0):
+            marked = sim.hold_one(hold, floor=core._min_equity_cash)
+            equity[k + 1 : k + 1 + len(marked)] = marked
+            units[k + 1 : k + 1 + len(marked)] = held
+            core._v_steps[0] += len(marked)
+            k += len(marked)
+            if len(marked) == hold:
+                continue
+            if len(marked) and marked[-1] <= core._min_equity_cash:
+                break  # terminated, as the event path would be
+        _, terminated, _ = core.step_one(float(targets[k]))  # an order (or a non-finite bar: it raises)
+        k += 1
+        equity[k], units[k] = sim.equity[0], sim.units[0]
+        if terminated:
+            break
+    env._episode_over = "the backtest is over; call reset() before stepping again"
+    return equity, units, k
 
 
 class _CopiesActor:
