@@ -1,0 +1,219 @@
+"""Paper trading: a saved policy traded on Alpaca's paper account (or replayed through the simulator).
+
+    export APCA_API_KEY_ID=... APCA_API_SECRET_KEY=...          # paper keys; never printed or logged
+    python -m experiments.paper_trade --policy runs/ppo_default --symbols AAPL MSFT
+    python -m experiments.paper_trade --policy runs/sup_lstm --symbols AAPL --once        # one cycle, then exit
+    python -m experiments.paper_trade --policy runs/ppo_default --symbols AAPL --broker sim   # replay the test split
+
+Each bar close: the latest bars (enough for the policy's features), the policy's observation and decision,
+risk limits, orders with an idempotent client_order_id, everything in runs/<name>/journal.sqlite, one JSON
+line in runs/<name>/cycles.jsonl and the page runs/<name>/monitor.html. Stop it with Ctrl-C / SIGTERM or
+`touch runs/<name>/KILL` (open orders are canceled; positions flattened when risk.flatten_on_kill).
+A run resumes where it stopped - after a crash too - when started again with the same --run-name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from experiments.common import UsageError, check_run_name, existing_file, make_parser, policy_label, \
+    resolve_dataset_path, resolve_policy_path, timestamp, cli
+from live.config import BROKERS, PaperConfig
+
+CRASH_ENV = "PAPER_TRADE_CRASH_AT"  # fault injection for the kill tests: "<point>[:<nth pass>]" -> SIGKILL itself
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("python -m experiments.paper_trade", __doc__)
+    parser.add_argument("--policy", required=True,
+                        help="a saved RL agent runs/<rl>/best, a supervised bundle runs/<sup>/model, or the run folder holding either")
+    parser.add_argument("--symbols", nargs="+", default=None,
+                        help="symbols to trade, one sleeve each (default with --broker sim: every symbol of the dataset)")
+    parser.add_argument("--timeframe", default=None, help="bar length; default: the policy's own (another one is refused)")
+    parser.add_argument("--broker", choices=list(BROKERS), default=None,
+                        help="alpaca (paper) or sim (historical replay); default: the config's broker.kind (alpaca)")
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: the built-in values of configs/paper.yaml)")
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument("--max-cycles", type=int, default=None, help="stop after this many cycles (default: run on)")
+    parser.add_argument("--run-name", default=None,
+                        help="run folder under --runs-dir; an existing run is resumed (default: paper_<policy>_<broker>_<time>)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs")
+    parser.add_argument("--serve", type=int, default=None, metavar="PORT",
+                        help="also serve the monitor page on http://127.0.0.1:PORT/monitor.html (default: file only)")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="--broker sim: the dataset replayed (default: the config's sim.dataset, else the embedded data)")
+    parser.add_argument("--split", default=None, choices=["train", "validation", "test"],
+                        help="--broker sim: the split replayed (default: the config's sim.split, test)")
+    parser.add_argument("--clear-halt", action="store_true", help="resume a run halted by risk.max_daily_loss")
+    parser.add_argument("--seed", type=int, default=0, help="seed of torch and numpy (policies act deterministically)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = build_parser().parse_args(argv)
+    config = PaperConfig.from_yaml(existing_file(args.config, "--config") if args.config is not None else None)
+    kind = args.broker or config.broker.kind
+    from experiments.common import seed_everything
+    from live import Journal, LiveLoop, load_live_policy
+
+    seed_everything(args.seed)
+    spec = resolve_policy_path(args.policy)
+    policy = load_live_policy(spec)
+    if args.timeframe is not None:
+        config.loop.timeframe = args.timeframe
+    data = _replay_data(args, config, policy) if kind == "sim" else None
+    symbols = args.symbols or (list(data.symbols) if data is not None else None)
+    if not symbols:
+        raise UsageError("no symbols given", "pass --symbols AAPL MSFT ... (symbols the policy was trained on: "
+                         f"{', '.join(sorted(policy.preprocessing.asset_map))})")
+    name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, spec, kind)
+    run_dir = args.runs_dir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_dir)
+    log_path, handlers = _logging(run_dir, args.debug)
+    broker = _broker(kind, config, policy, symbols, data)
+    journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
+    crash = _crash_from_environment()
+    loop = LiveLoop(policy, broker, journal, symbols, config, run_name=name, run_dir=run_dir, crash=crash,
+                    clear_halt=args.clear_halt)
+    server = None
+    port = args.serve if args.serve is not None else config.monitor.serve_port
+    if port is not None:
+        from live.monitor import serve
+
+        server = serve(run_dir, port)
+        print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
+    print(f"run {run_dir} ({'resumed' if journal.meta('identity') else 'new'}; resume it with --run-name {name}); "
+          f"policy {policy.name} on {', '.join(symbols)} via {kind}; log {log_path}")
+    try:
+        reason = loop.run(once=args.once, max_cycles=args.max_cycles)
+    finally:
+        if server is not None:
+            server.shutdown()
+        journal.close()
+        lock.close()
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    print(f"stopped: {reason}; journal {run_dir / 'journal.sqlite'}, page {run_dir / 'monitor.html'}")
+    if kind == "sim":
+        _print_replay(run_dir)
+    return reason
+
+
+def _replay_data(args: argparse.Namespace, config: PaperConfig, policy: Any) -> Any:
+    from features.dataset import load_dataset
+
+    if args.split is not None:
+        config.sim.split = args.split
+    source = args.dataset or (Path(config.sim.dataset) if config.sim.dataset else None)
+    if source is not None:
+        data = load_dataset(resolve_dataset_path(source))
+    else:
+        from envs.core import default_market_data
+
+        data = default_market_data()
+    policy.preprocessing.check(data)  # timeframe, and symbols the policy knows
+    return data
+
+
+def _broker(kind: str, config: PaperConfig, policy: Any, symbols: list[str], data: Any) -> Any:
+    settings = config.broker
+    if kind == "sim":
+        from live import SimBroker
+
+        capital = (config.loop.capital or 100_000.0 * len(symbols)) / len(symbols)
+        return SimBroker(data, symbols, config.sim.split, config.costs.costs(), min_bars=policy.preprocessing.min_bars,
+                         capital_per_symbol=capital, allow_short=policy.allow_short,
+                         min_rebalance=config.loop.min_rebalance)
+    from live.alpaca_broker import AlpacaBroker
+
+    return AlpacaBroker(trading_url=settings.trading_url, data_url=settings.data_url, feed=settings.feed,
+                        fractional=settings.fractional, qty_decimals=settings.qty_decimals,
+                        connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                        max_retries=settings.max_retries, backoff_base=settings.backoff_base,
+                        backoff_max=settings.backoff_max)
+
+
+def _default_name(runs_dir: Path, spec: str, kind: str) -> str:
+    base = f"paper_{policy_label(spec)}_{kind}_{timestamp()}"
+    name, n = base, 1
+    while (runs_dir / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _lock(run_dir: Path) -> Any:
+    """One process per run: an exclusive lock on runs/<name>/.lock (released by the OS if the process dies)."""
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"run {run_dir} is already running in another process",
+                         "stop it first (touch its KILL file or send SIGTERM), or choose another --run-name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _logging(run_dir: Path, debug: bool) -> tuple[Path, list[logging.Handler]]:
+    """Log lines to runs/<name>/paper_trade.log and stderr (the keys never reach a log line)."""
+    path = run_dir / "paper_trade.log"
+    form = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    handlers: list[logging.Handler] = [logging.FileHandler(path), logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.setFormatter(form)
+        handler.setLevel(logging.DEBUG if debug else logging.INFO)
+        root.addHandler(handler)
+    for noisy in ("urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path, handlers
+
+
+def _crash_from_environment() -> Any:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return None
+    point, _, nth = spec.partition(":")
+    target = int(nth or 1)
+    seen = {"n": 0}
+
+    def crash(name: str) -> None:
+        if name == point:
+            seen["n"] += 1
+            if seen["n"] == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
+
+
+def _print_replay(run_dir: Path) -> None:
+    from live import Journal
+
+    journal = Journal(run_dir / "journal.sqlite", durable=False)
+    try:
+        for symbol, sleeve in journal.sleeves().items():
+            marks = journal.equity(symbol)
+            fills = journal.fills(symbol)
+            if marks:
+                print(f"{symbol}: {len(marks)} bars, {len(fills)} fills, equity {marks[0]['equity']:,.2f} -> "
+                      f"{marks[-1]['equity']:,.2f} ({marks[-1]['equity'] / marks[0]['equity'] - 1:+.2%})")
+    finally:
+        journal.close()
+
+
+if __name__ == "__main__":
+    cli(main)

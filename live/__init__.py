@@ -1,0 +1,24 @@
+"""Paper trading: a saved policy traded live through a broker, journalled, limited and monitored.
+
+Public surface::
+
+    LiveLoop(policy, broker, journal, symbols, config, run_name=..., run_dir=...).run()
+    load_live_policy(path) -> LivePolicy
+    SimBroker(data, symbols, split, costs, min_bars=...)       # the simulator replaying history
+    AlpacaBroker(trading_url=None, data_url=None, feed="iex")  # Alpaca paper, keys from the environment
+    Journal(path)                                              # the SQLite journal
+    PaperConfig.from_yaml("configs/paper.yaml")
+
+The entry point is ``python -m experiments.paper_trade``.
+"""
+
+from .broker import Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position
+from .config import PaperConfig
+from .journal import Journal, client_order_id
+from .loop import LiveLoop
+from .policy import LivePolicy, load_live_policy, settled_history_bars
+from .sim_broker import SimBroker
+
+__all__ = ["Broker", "BrokerError", "Clock", "Journal", "LiveLoop", "LivePolicy", "Order", "OrderRejected",
+           "OrderRequest", "PaperConfig", "Position", "SimBroker", "client_order_id", "load_live_policy",
+           "settled_history_bars"]

@@ -1,0 +1,655 @@
+"""The live loop: bars in, the policy's decision, orders out, everything journalled.
+
+One :meth:`LiveLoop.cycle`, whatever the broker:
+
+1. the kill switch (file, SIGTERM/SIGINT): cancel open orders, flatten if configured, exit;
+2. every journalled order that may still change is looked up at the broker by ``client_order_id``
+   (fills are booked once; an intent that never reached the broker is marked ``not_sent``);
+3. reconciliation: the broker's positions, open orders and cash against the journal, each difference
+   journalled and alerted (and the broker's position adopted when no order explains it);
+4. the latest *complete* bars of each symbol (``history_bars`` of them) and each sleeve marked at its last
+   close (once per bar);
+5. the daily-loss limit (flatten and halt);
+6. a decision on each symbol's newest bar not decided yet - refused when the data is stale or too short:
+   the observation is the env's (the policy's own features of those bars, the sleeve's position state,
+   the asset id), the action becomes a target exposure, the risk limits cut it, and it is journalled;
+7. when the market is open, each decision on the newest bar is executed once: the simulator's sizing
+   rule turns the target into a quantity at the broker's reference price (:mod:`live.sizing`), the
+   order's intent is journalled, the order sent with ``client_order_id`` = (run, symbol, bar, intent), and
+   the broker's answer booked;
+8. a JSON line and the monitor page.
+
+Orders never double: the intent is committed before the order is sent, the id is derived from what the
+order is for, the broker refuses a second order with the same id, and a restart asks the broker about
+every intent before deciding anything. A decision on bar ``t`` is executed at the first open moment
+while ``t`` is still the newest complete bar (the next bar's open for daily bars, at once for intraday
+bars); a newer bar supersedes it.
+
+The loop waits between cycles through ``broker.sleep``: real time for Alpaca, the replay's next event for
+the simulator broker, so ``--broker sim`` runs the identical code path fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from features.bars import Timeframe
+
+from .alerts import Alerter, json_line
+from .broker import BUY, SELL, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position
+from .config import PaperConfig
+from .journal import Journal, client_order_id, iso, stamp
+from .policy import LivePolicy, position_state, settled_history_bars
+from .risk import KillSwitch, limit_targets
+from .sizing import plan_order, round_quantity
+
+logger = logging.getLogger("live.loop")
+
+#: Named moments at which tests inject a crash (see ``crash`` of :class:`LiveLoop`).
+CRASH_POINTS = ("after_decide", "after_intent", "after_submit", "after_book", "after_sync", "after_cancel")
+
+
+class LoopStopped(Exception):
+    """The loop ended on purpose (kill switch, halt); the message says why."""
+
+
+@dataclass
+class CycleReport:
+    """What one cycle saw and did (also written as one JSON line)."""
+
+    at: pd.Timestamp
+    is_open: bool = False
+    status: str = "ok"
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    equity: float | None = None
+    clock: Clock | None = None
+    waiting_for_bars: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "is_open": self.is_open, "status": self.status, "equity": self.equity,
+                "decisions": self.decisions, "orders": self.orders, "fills": self.fills, "alerts": self.alerts,
+                "errors": self.errors}
+
+
+class LiveLoop:
+    """Trade ``policy`` on ``symbols`` through ``broker``, journalled in ``journal``.
+
+    :param policy: the saved policy (:func:`live.policy.load_live_policy`).
+    :param broker: :class:`live.alpaca_broker.AlpacaBroker` or :class:`live.sim_broker.SimBroker`.
+    :param journal: the run's journal (a restart reopens the same file and resumes).
+    :param symbols: the symbols traded, one sleeve each.
+    :param config: the paper config.
+    :param run_name: the run's name (part of every ``client_order_id``).
+    :param run_dir: the run folder (kill file, ``cycles.jsonl``, ``monitor.html``).
+    :param crash: called with each name of :data:`CRASH_POINTS` as the loop passes it (fault-injection
+        tests raise or SIGKILL there); None: nothing.
+    :param clear_halt: resume a run halted by the daily-loss limit.
+    :param write_monitor: regenerate ``monitor.html`` after each cycle.
+    :param alert_post: the webhook's ``post`` (tests); None: ``requests.post``.
+    """
+
+    def __init__(self, policy: LivePolicy, broker: Broker, journal: Journal, symbols: list[str], config: PaperConfig,
+                 *, run_name: str, run_dir: str | Path, crash: Callable[[str], None] | None = None,
+                 clear_halt: bool = False, write_monitor: bool = True, alert_post: Callable[..., Any] | None = None) -> None:
+        if not symbols:
+            raise ValueError("no symbols to trade — pass --symbols AAPL MSFT ...")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols {symbols} repeat a symbol")
+        self.policy = policy
+        self.broker = broker
+        self.journal = journal
+        self.symbols = list(symbols)
+        self.config = config
+        self.run_name = run_name
+        self.run_dir = Path(run_dir)
+        self.crash = crash
+        self.clear_halt = clear_halt
+        self.write_monitor = write_monitor
+        pre = policy.preprocessing
+        for symbol in self.symbols:
+            pre.asset_id(symbol)  # a symbol the policy never saw is an error naming the ones it knows
+        timeframe = config.loop.timeframe or pre.timeframe
+        if Timeframe.parse(timeframe).seconds != Timeframe.parse(pre.timeframe).seconds:
+            raise ValueError(f"timeframe {timeframe} differs from the policy's {pre.timeframe} — its features would "
+                             f"mean something else; drop --timeframe or train on {timeframe} bars")
+        self.timeframe = str(Timeframe.parse(timeframe))
+        self.bar = pd.Timedelta(seconds=Timeframe.parse(self.timeframe).seconds)
+        self.history_bars = int(config.loop.history_bars or settled_history_bars(pre))
+        if self.history_bars < pre.min_bars:
+            raise ValueError(f"loop.history_bars={self.history_bars} is below the policy's {pre.min_bars} bars of "
+                             f"warm-up + window — raise it or leave it null")
+        fill_at = policy.env_settings.get("fill_at", "next_open")
+        if fill_at != "next_open":
+            raise ValueError(f"the policy was trained with fill_at={fill_at!r}, the backtest's optimistic fill at the "
+                             f"decision bar's close; live orders fill at the next price - backtest it with "
+                             f"--fill-at next_open to see what it does live")
+        self.costs = config.costs.costs()
+        self.qty_decimals = getattr(broker, "qty_decimals", None)
+        self.alert = Alerter(journal, config.alerts, run_name, post=alert_post)
+        self.killswitch = KillSwitch(self.run_dir / config.risk.kill_file)
+        self.actors = {symbol: policy.actor() for symbol in self.symbols}
+        self.stopped: str | None = None
+        self.broker_error_streak = 0
+        self.jsonl = self.run_dir / "cycles.jsonl"
+        self.monitor_path = self.run_dir / "monitor.html"
+
+    # ----- start --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open (or resume) the run: check it is the same run, set up the sleeves, restore the policy's state."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        identity = {"run": self.run_name, "policy": self.policy.name, "preprocessing": self.policy.preprocessing.digest(),
+                    "symbols": self.symbols, "timeframe": self.timeframe, "broker": self.broker.name}
+        known = self.journal.meta("identity")
+        if known is None:
+            clock = self.broker.clock()
+            account = self.broker.account()
+            capital = self.config.loop.capital or account.equity
+            if not capital > 0:
+                raise ValueError(f"capital {capital} must be > 0 (the account's equity is {account.equity})")
+            share = capital / len(self.symbols)
+            self.journal.set_meta("identity", identity)
+            self.journal.set_meta("started_at", iso(clock.timestamp))
+            self.journal.set_meta("cash_offset", account.cash - capital)
+            self.journal.open_sleeves({symbol: share for symbol in self.symbols}, clock.timestamp)
+            logger.info("run %s: %s on %s, %.2f per symbol, broker %s", self.run_name, self.policy.name,
+                        ", ".join(self.symbols), share, self.broker.name)
+        else:
+            differs = [k for k in identity if k != "preprocessing" and known.get(k) != identity[k]]
+            if known.get("preprocessing") != identity["preprocessing"]:
+                differs.append("policy preprocessing")
+            if differs:
+                raise ValueError(f"run {self.run_name} was started with another {', '.join(differs)} "
+                                 f"({ {k: known.get(k) for k in differs if k in known} }) — resume it with the same "
+                                 f"--policy/--symbols/--broker, or start a new --run-name")
+            logger.info("run %s resumed from %s", self.run_name, self.journal.path)
+        if self.clear_halt and self.journal.meta("halted"):
+            self.journal.set_meta("halted", None)
+        self.journal.set_meta("status", "running")
+        self._restore_policy_state()
+
+    def _restore_policy_state(self) -> None:
+        """A stateful policy (the threshold policy counts bars in position) gets back its state by replaying
+        the observations it decided on, in order."""
+        for symbol, actor in self.actors.items():
+            actor.reset()
+            rows = self.journal.decisions(symbol)
+            if rows and any(row["observation"] is None for row in rows):
+                logger.warning("%s: decisions without observations; a stateful policy restarts its state", symbol)
+                continue
+            for row in rows:
+                actor.act(np.frombuffer(row["observation"], dtype=np.float32)[None])
+
+    # ----- run ----------------------------------------------------------------------------------
+    def run(self, once: bool = False, max_cycles: int | None = None) -> str:
+        """Cycle until the kill switch, a halt, the end of a replay, ``once`` or ``max_cycles``.
+
+        :return: why it ended.
+        """
+        self.start()
+        self.killswitch.install()
+        try:
+            cycles = 0
+            while True:
+                report = self.cycle()
+                cycles += 1
+                if self.stopped:
+                    return self.stopped
+                if getattr(self.broker, "finished", False):
+                    self.journal.set_meta("status", "finished")
+                    self._publish(report, final=True)
+                    return "replay finished"
+                if once or (max_cycles is not None and cycles >= max_cycles):
+                    return "one cycle" if once else f"{cycles} cycles"
+                wake = self._next_wake(report)
+                seconds = max((wake - report.at).total_seconds(), 0.0) if report.at is not None else 0.0
+                self.broker.sleep(seconds, stop=lambda: self.killswitch.triggered() is not None)
+        finally:
+            self.killswitch.uninstall()
+
+    def _crash(self, name: str) -> None:
+        if self.crash is not None:
+            self.crash(name)
+
+    def cycle(self) -> CycleReport:
+        """One pass: sync, reconcile, mark, decide, execute, publish."""
+        try:
+            clock = self.broker.clock()
+        except BrokerError as error:
+            report = CycleReport(at=pd.Timestamp.now(tz="UTC"), status="broker error")
+            self._broker_error(report, error)
+            self._publish(report)
+            return report
+        now = clock.timestamp
+        report = CycleReport(at=now, is_open=clock.is_open, clock=clock)
+        try:
+            reason = self.killswitch.triggered()
+            if reason is not None:
+                self._kill(clock, reason, report)
+                return report
+            self._sync_orders(now, report)
+            self._crash("after_sync")
+            positions = self.broker.positions()
+            self._reconcile(now, positions, report)
+            bars = self._latest_bars(now, report)
+            self._mark(bars, report)
+            if self._daily_loss(clock, bars, report) or self.journal.meta("halted"):
+                self._halted(clock, bars, report)
+            else:
+                self._decide(now, bars, positions, report)
+                if clock.is_open:
+                    self._execute(clock, bars, report)
+            self.broker_error_streak = 0
+        except BrokerError as error:
+            self._broker_error(report, error)
+        except LoopStopped as stop:
+            self.stopped = str(stop)
+            report.status = "stopped"
+        self._publish(report)
+        return report
+
+    # ----- orders at the broker ------------------------------------------------------------------
+    def _sync_orders(self, now: pd.Timestamp, report: CycleReport) -> None:
+        for row in self.journal.orders(pending_only=True):
+            cid = row["client_order_id"]
+            order = self.broker.order_by_client_id(cid)
+            if order is None:
+                if row["status"] == "intent":
+                    self.journal.record_event(cid, now, "not_sent", "the broker has no order with this id: it never "
+                                              "arrived (the process stopped or the send failed before)", status="not_sent")
+                else:
+                    self.journal.record_event(cid, now, "lost", "the broker no longer knows this order", status="lost")
+                    self.alert(now, "reconciliation", f"order {cid} ({row['side']} {row['qty']:.6g} {row['symbol']}) is "
+                               f"journalled as {row['status']} but unknown to the broker", row["symbol"], key=f"lost:{cid}")
+                continue
+            self._book(order, now, report)
+
+    def _book(self, order: Order, now: pd.Timestamp, report: CycleReport) -> None:
+        fill_at = order.filled_at or now
+        booked = self.journal.apply_order(order, now, self.broker.bar_time_of(fill_at, self.timeframe))
+        if booked is not None:
+            report.fills.append({"client_order_id": booked.client_order_id, "symbol": booked.symbol,
+                                 "units": booked.units, "price": booked.price, "commission": booked.commission})
+        if order.status == "rejected":
+            self.alert(now, "order_rejected", f"{order.side} {order.qty:.6g} {order.symbol} was rejected"
+                       + (f": {order.reason}" if order.reason else ""), order.symbol, key=f"rejected:{order.client_order_id}")
+
+    # ----- reconciliation ------------------------------------------------------------------------
+    def _reconcile(self, now: pd.Timestamp, positions: dict[str, Position], report: CycleReport) -> None:
+        """Positions, open orders and cash: the broker's against the journal's."""
+        sleeves = self.journal.sleeves()
+        pending = {row["symbol"] for row in self.journal.orders(pending_only=True)}
+        for symbol, sleeve in sleeves.items():
+            broker_units = positions[symbol].qty if symbol in positions else 0.0
+            if _close(broker_units, sleeve.units) or symbol in pending:
+                continue  # an order still filling explains a difference; the next cycle books it
+            action = "adopted the broker's" if self.config.risk.adopt_broker_positions else "kept the journal's"
+            message = (f"{symbol}: the broker holds {broker_units:.9g} shares, the journal {sleeve.units:.9g}; "
+                       f"{action}")
+            self.alert(now, "reconciliation", message, symbol, key=f"units:{symbol}:{iso(now)}")
+            if self.config.risk.adopt_broker_positions:
+                self.journal.adopt_units(symbol, broker_units, now, "adopted broker position")
+            else:
+                self.journal.record_reconciliation(now, symbol, "units", sleeve.units, broker_units, "alerted")
+        for symbol in positions:
+            if symbol not in sleeves and symbol in self.symbols:
+                self.alert(now, "reconciliation", f"{symbol}: the broker holds a position the journal has no sleeve for",
+                           symbol, key=f"nosleeve:{symbol}")
+        for order in self.broker.open_orders():
+            if order.symbol in self.symbols and self.journal.order(order.client_order_id) is None:
+                self.journal.record_reconciliation(now, order.symbol, "foreign_order", None, order.qty,
+                                                   f"open order {order.client_order_id} not sent by this run")
+                self.alert(now, "reconciliation", f"{order.symbol}: open order {order.client_order_id} was not sent by "
+                           f"this run", order.symbol, key=f"foreign:{order.client_order_id}")
+        if not pending:
+            account = self.broker.account()
+            expected = sum(s.cash for s in self.journal.sleeves().values()) + float(self.journal.meta("cash_offset", 0.0))
+            tolerance = 0.01 + 1e-6 * abs(expected)
+            if abs(account.cash - expected) > tolerance:
+                self.journal.record_reconciliation(now, None, "cash", expected, account.cash, "alerted")
+                self.alert(now, "reconciliation", f"broker cash {account.cash:,.2f} differs from the journal's "
+                           f"{expected:,.2f} by {account.cash - expected:+,.2f} (fees, or trades outside this run)",
+                           key=f"cash:{self.broker.session_date(now)}")
+
+    # ----- bars and marks ----------------------------------------------------------------------
+    def _latest_bars(self, now: pd.Timestamp, report: CycleReport) -> dict[str, pd.DataFrame | None]:
+        out: dict[str, pd.DataFrame | None] = {}
+        for symbol in self.symbols:
+            try:
+                frame = self.broker.bars(symbol, self.timeframe, self.history_bars)
+            except ValueError as error:  # bars that fail validation: no decision on them
+                frame, why = None, str(error)
+            else:
+                why = "the broker returned none"
+            if frame is None or len(frame) == 0:
+                self.alert(now, "stale_data", f"{symbol}: no bars ({why}); no decision", symbol,
+                           key=f"nobars:{symbol}:{self.broker.session_date(now)}")
+                report.waiting_for_bars = True
+                frame = None
+            out[symbol] = frame
+        return out
+
+    def _mark(self, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
+        sleeves = self.journal.sleeves()
+        total = 0.0
+        for symbol, frame in bars.items():
+            sleeve = sleeves[symbol]
+            if frame is None:
+                continue
+            close = float(frame["close"].iloc[-1])
+            equity = sleeve.cash + sleeve.units * close
+            position = sleeve.units * close / equity if equity > 0 else 0.0
+            self.journal.record_equity(symbol, frame.index[-1], close, sleeve.cash, sleeve.units, equity, position)
+            total += equity
+        report.equity = total
+
+    # ----- decisions ------------------------------------------------------------------------------
+    def _decide(self, now: pd.Timestamp, bars: dict[str, pd.DataFrame | None], positions: dict[str, Position],
+                report: CycleReport) -> None:
+        pre = self.policy.preprocessing
+        sleeves = self.journal.sleeves()
+        new: dict[str, tuple[pd.Timestamp, Any, float, np.ndarray]] = {}
+        for symbol in self.symbols:
+            frame = bars[symbol]
+            if frame is None:
+                continue
+            bar_time = frame.index[-1]
+            if self.journal.decision(symbol, bar_time) is not None:
+                continue
+            if len(frame) < pre.min_bars:
+                self.alert(now, "stale_data", f"{symbol}: {len(frame)} bars, the policy needs {pre.min_bars} "
+                           f"({pre.warmup} warm-up + {pre.window} window); no decision", symbol,
+                           key=f"short:{symbol}:{iso(bar_time)}")
+                continue
+            behind = self.broker.expected_bar_times(symbol, self.timeframe, bar_time, now)
+            if len(behind) >= self.config.risk.stale_bars:
+                report.waiting_for_bars = True
+                if now - (behind[-1] + self.bar) > pd.Timedelta(seconds=self.config.loop.bar_delay_seconds
+                                                                 + 3 * self.config.loop.poll_seconds):
+                    self.alert(now, "stale_data", f"{symbol}: the newest bar is {bar_time}, {len(behind)} newer bar(s) "
+                               f"should have closed (last {behind[-1]}); no decision on stale data", symbol,
+                               key=f"stale:{symbol}:{iso(behind[-1])}")
+                continue
+            sleeve = sleeves[symbol]
+            close = float(frame["close"].iloc[-1])
+            basis = positions[symbol].cost_basis if symbol in positions and sleeve.units != 0 else 0.0
+            state = position_state(sleeve.cash, sleeve.units, close, basis, self._bars_held(symbol, sleeve.entry_bar, frame))
+            observation = self.policy.observation(frame, symbol, state)
+            action = self.actors[symbol].act(observation[None])[0]
+            new[symbol] = (bar_time, action, self.policy.target(action), observation)
+        if not new:
+            return
+        equity, held = {}, {}
+        for symbol, sleeve in sleeves.items():
+            frame = bars.get(symbol)
+            close = float(frame["close"].iloc[-1]) if frame is not None else 0.0
+            equity[symbol] = sleeve.cash + sleeve.units * close
+            held[symbol] = sleeve.units * close / equity[symbol] if equity[symbol] > 0 else 0.0
+        limited = limit_targets({s: v[2] for s, v in new.items()}, equity, held, self.config.risk)
+        for symbol, (bar_time, action, target, observation) in new.items():
+            risk_target, note = limited[symbol]
+            self.journal.record_decision(symbol, bar_time, now, action, target, risk_target, note,
+                                         observation if self.config.loop.record_observations else None)
+            self.journal.supersede(symbol, bar_time, now)
+            report.decisions.append({"symbol": symbol, "bar": iso(bar_time), "action": _plain(action),
+                                     "target": target, "risk_target": risk_target, "note": note})
+        self._crash("after_decide")
+
+    def _bars_held(self, symbol: str, entry_bar: pd.Timestamp | None, frame: pd.DataFrame) -> int | None:
+        """Bars since the position was opened (the env's ``row - entry_row``); None when flat."""
+        if entry_bar is None:
+            return None
+        index = frame.index
+        if entry_bar >= index[0]:
+            return int(len(index) - 1 - index.searchsorted(entry_bar))
+        return len(self.broker.expected_bar_times(symbol, self.timeframe, entry_bar, index[-1] + self.bar))
+
+    # ----- execution ------------------------------------------------------------------------------
+    def _execute(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
+        now = clock.timestamp
+        day = str(self.broker.session_date(now))
+        for symbol in self.symbols:
+            frame = bars[symbol]
+            if frame is None:
+                continue
+            bar_time = frame.index[-1]
+            decision = self.journal.decision(symbol, bar_time)
+            if decision is None or decision["executed_at"] is not None:
+                continue
+            cid = client_order_id(self.run_name, symbol, bar_time, "rebalance")
+            existing = self.journal.order(cid)
+            if existing is not None and existing["status"] != "not_sent":
+                self.journal.mark_executed(symbol, bar_time, now, f"order {cid} {existing['status']}")
+                continue
+            if self._cancel_older(symbol, cid, now, report):
+                continue  # an older order of this symbol is still open: cancel it, size against what filled
+            sent_today = len([o for o in self.journal.orders(trading_day=day) if o["status"] not in ("not_sent",)])
+            if sent_today >= self.config.risk.max_orders_per_day:
+                self.alert(now, "trades_per_day", f"{sent_today} orders today reach risk.max_orders_per_day="
+                           f"{self.config.risk.max_orders_per_day}; no more orders today", key=f"maxorders:{day}")
+                self.journal.mark_executed(symbol, bar_time, now, "blocked: max orders per day")
+                continue
+            self._send(symbol, bar_time, float(decision["risk_target"]), "rebalance", frame, clock, report)
+
+    def _send(self, symbol: str, bar_time: pd.Timestamp, target: float, intent: str, frame: pd.DataFrame | None,
+              clock: Clock, report: CycleReport) -> None:
+        """Size, journal the intent, send, book the answer."""
+        now = clock.timestamp
+        cid = client_order_id(self.run_name, symbol, bar_time, intent)
+        sleeve = self.journal.sleeves()[symbol]
+        reference = self.broker.reference_price(symbol)
+        if intent != "rebalance" or frame is None:
+            units = -sleeve.units  # flatten: sell (or cover) exactly what is held
+        else:
+            plan = plan_order(frame, reference, target=target, last_target=self.journal.last_target(symbol),
+                              cash=sleeve.cash, units=sleeve.units, costs=self.costs,
+                              allow_short=self.policy.allow_short, min_rebalance=self.config.loop.min_rebalance)
+            units = round_quantity(plan.units, self.qty_decimals)
+        if units == 0.0:
+            self.journal.mark_executed(symbol, bar_time, now, "no order (target reached or below the rebalance band)")
+            return
+        side = BUY if units > 0 else SELL
+        self.journal.record_intent(cid, symbol, bar_time, intent, side, abs(units), target, reference,
+                                   str(self.broker.session_date(now)), now)
+        self._crash("after_intent")
+        request = OrderRequest(symbol, side, abs(units), cid, target, reference)
+        try:
+            order = self.broker.submit_order(request)
+        except OrderRejected as error:
+            self.journal.record_event(cid, now, "rejected", str(error), status="rejected", reason=str(error))
+            self.journal.mark_executed(symbol, bar_time, now, f"rejected: {error}")
+            self.alert(now, "order_rejected", f"{side} {abs(units):.6g} {symbol} was refused: {error}", symbol,
+                       key=f"rejected:{cid}")
+            report.orders.append({"client_order_id": cid, "symbol": symbol, "side": side, "qty": abs(units),
+                                  "status": "rejected"})
+            return
+        except BrokerError as error:
+            # unknown whether it arrived: the intent stays, and the next cycle asks the broker by its id
+            self.journal.record_event(cid, now, "send_failed", str(error))
+            raise
+        self._crash("after_submit")
+        self._book(order, now, report)
+        self._crash("after_book")
+        self.journal.mark_executed(symbol, bar_time, now, f"order {cid} {order.status}")
+        report.orders.append({"client_order_id": cid, "symbol": symbol, "side": side, "qty": abs(units),
+                              "target": target, "reference_price": reference, "status": order.status})
+        logger.info("%s %s %.6g %s (target %.4g, ~%.6g): %s", cid, side, abs(units), symbol, target, reference, order.status)
+
+    def _cancel_older(self, symbol: str, cid: str, now: pd.Timestamp, report: CycleReport) -> bool:
+        """Cancel this symbol's open orders from earlier decisions; True while any is still open."""
+        waiting = False
+        for row in self.journal.orders(pending_only=True):
+            if row["symbol"] != symbol or row["client_order_id"] == cid:
+                continue
+            waiting = True
+            order = self.broker.order_by_client_id(row["client_order_id"])
+            if order is not None and not order.is_final:
+                self.broker.cancel_order(order)
+                self.journal.record_event(row["client_order_id"], now, "cancel_requested", "superseded by a newer decision")
+                self._crash("after_cancel")
+            elif order is not None:
+                self._book(order, now, report)
+        return waiting
+
+    # ----- limits: daily loss, halt, kill -----------------------------------------------------------
+    def _daily_loss(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> bool:
+        """Track the day's starting equity; alert and halt when the day's loss passes the limits."""
+        now = clock.timestamp
+        day = str(self.broker.session_date(now))
+        marks = self.journal.latest_marks()
+        start = self.journal.meta("day_start")
+        if start is None or start.get("day") != day:
+            if not marks:
+                return False
+            start = {"day": day, "equity": sum(row["equity"] for row in marks.values())}
+            self.journal.set_meta("day_start", start)
+        sleeves = self.journal.sleeves()
+        equity = 0.0
+        for symbol, sleeve in sleeves.items():
+            price = None
+            if clock.is_open and sleeve.units != 0:
+                try:
+                    price = self.broker.reference_price(symbol)
+                except BrokerError:
+                    price = None
+            if price is None:
+                frame = bars.get(symbol)
+                price = float(frame["close"].iloc[-1]) if frame is not None else (marks[symbol]["close"] if symbol in marks else 0.0)
+            equity += sleeve.cash + sleeve.units * price
+        if not start["equity"] > 0:
+            return False
+        loss = 1.0 - equity / start["equity"]
+        if loss > self.config.alerts.daily_loss:
+            self.alert(now, "daily_loss", f"down {loss:.2%} today (from {start['equity']:,.2f} to {equity:,.2f}); alert "
+                       f"threshold {self.config.alerts.daily_loss:.2%}", key=f"lossalert:{day}")
+        if loss > self.config.risk.max_daily_loss and not self.journal.meta("halted"):
+            self.journal.set_meta("halted", {"day": day, "at": iso(now), "loss": loss,
+                                             "reason": f"daily loss {loss:.2%} > risk.max_daily_loss "
+                                                       f"{self.config.risk.max_daily_loss:.2%}"})
+            self.alert(now, "halted", f"daily loss {loss:.2%} passed risk.max_daily_loss "
+                       f"{self.config.risk.max_daily_loss:.2%}: flattening and halting (restart with --clear-halt)",
+                       key=f"halt:{day}")
+            return True
+        return False
+
+    def _halted(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
+        """Halted: flatten whatever is held (when the market is open), then stop."""
+        report.status = "halted"
+        self.journal.set_meta("status", "halted")
+        if self._flatten(clock, "flatten", report):
+            raise LoopStopped(f"halted: {self.journal.meta('halted', {}).get('reason', 'risk limit')}")
+
+    def _flatten(self, clock: Clock, intent: str, report: CycleReport) -> bool:
+        """Send orders that close every position; True once everything is flat and nothing is open."""
+        now = clock.timestamp
+        for row in self.journal.orders(pending_only=True):
+            order = self.broker.order_by_client_id(row["client_order_id"])
+            if order is not None and not order.is_final:
+                self.broker.cancel_order(order)
+                self.journal.record_event(row["client_order_id"], now, "cancel_requested", intent)
+                self._crash("after_cancel")
+            elif order is not None:
+                self._book(order, now, report)
+        if self.journal.orders(pending_only=True):
+            return False
+        held = {s: sleeve for s, sleeve in self.journal.sleeves().items() if sleeve.units != 0.0}
+        if not held:
+            return True
+        if not clock.is_open:
+            self.alert(now, "halted", f"the market is closed: {', '.join(held)} stay open until it opens",
+                       key=f"closed:{intent}:{self.broker.session_date(now)}")
+            return False
+        bar_time = self.broker.bar_time_of(now, self.timeframe)
+        for symbol in held:
+            cid = client_order_id(self.run_name, symbol, bar_time, intent)
+            existing = self.journal.order(cid)
+            if existing is not None and existing["status"] != "not_sent":
+                continue
+            self._send(symbol, bar_time, 0.0, intent, None, clock, report)
+        return False
+
+    def _kill(self, clock: Clock, reason: str, report: CycleReport) -> None:
+        now = clock.timestamp
+        self.alert(now, "kill_switch", f"kill switch ({reason}): canceling open orders"
+                   + (" and flattening" if self.config.risk.flatten_on_kill else ""), key=f"kill:{iso(now)}")
+        report.status = "killed"
+        self._sync_orders(now, report)
+        if self.config.risk.flatten_on_kill:
+            self._flatten(clock, "kill", report)
+        else:
+            for row in self.journal.orders(pending_only=True):
+                order = self.broker.order_by_client_id(row["client_order_id"])
+                if order is not None and not order.is_final:
+                    self.broker.cancel_order(order)
+                    self.journal.record_event(row["client_order_id"], now, "cancel_requested", "kill switch")
+        self._sync_orders(now, report)
+        self.journal.set_meta("status", f"killed ({reason})")
+        self.stopped = f"killed: {reason}"
+        self._publish(report)
+
+    # ----- errors, schedule, publishing -------------------------------------------------------------
+    def _broker_error(self, report: CycleReport, error: BrokerError) -> None:
+        self.broker_error_streak += 1
+        report.status = "broker error"
+        report.errors.append(str(error))
+        logger.warning("broker error (%d in a row): %s", self.broker_error_streak, error)
+        if self.broker_error_streak >= self.config.alerts.broker_errors:
+            self.alert(report.at, "broker_errors", f"{self.broker_error_streak} cycles in a row failed on the broker; "
+                       f"last: {error}", key=f"errors:{self.broker_error_streak // self.config.alerts.broker_errors}:"
+                       f"{self.broker.session_date(report.at) if report.clock else ''}")
+
+    def _next_wake(self, report: CycleReport) -> pd.Timestamp:
+        """When the next cycle should run."""
+        now = report.at
+        poll = pd.Timedelta(seconds=self.config.loop.poll_seconds)
+        delay = pd.Timedelta(seconds=self.config.loop.bar_delay_seconds)
+        clock = report.clock
+        if clock is None or report.status == "broker error" or report.waiting_for_bars:
+            return now + poll
+        if self.journal.orders(pending_only=True):
+            return now + poll
+        if not clock.is_open:
+            if self.journal.unexecuted_decisions() or self.journal.meta("halted"):
+                return max(clock.next_open + pd.Timedelta(seconds=1), now)
+        if self.bar >= pd.Timedelta(days=1):
+            return clock.next_close + delay
+        grid = now.floor(self.bar) + self.bar
+        if not clock.is_open:
+            grid = clock.next_open.floor(self.bar) + self.bar
+        return min(grid, clock.next_close) + delay
+
+    def _publish(self, report: CycleReport, final: bool = False) -> None:
+        report.alerts = self.alert.take()
+        if report.status == "ok" and report.alerts:
+            report.status = "alert"
+        self.journal.record_cycle(report.at, report.is_open, report.status,
+                                  {"decisions": len(report.decisions), "orders": len(report.orders)})
+        with open(self.jsonl, "a") as handle:
+            handle.write(json_line(report.record()) + "\n")
+        if self.write_monitor and (final or not getattr(self.broker, "fast", False)):
+            from .monitor import write_monitor
+
+            write_monitor(self.journal, self.monitor_path, refresh_seconds=self.config.monitor.refresh_seconds,
+                          chart_bars=self.config.monitor.chart_bars)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

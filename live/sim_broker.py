@@ -1,0 +1,265 @@
+"""The simulator as a broker: historical bars replayed through the live loop (``--broker sim``).
+
+Each symbol is its own account (a sleeve), a :class:`sim.Simulator` over the dataset's price arrays
+started where the backtester starts it: the first bar of the split at which the policy's window fits
+(``offset + min_bars - 1``). The replay clock walks the bars' timestamps in two phases per bar:
+
+- *close* of bar ``r``: bars up to ``r`` are complete; the market is closed; the loop decides;
+- *open* of bar ``r + 1``: the market is open; a market order fills at once at this bar's open with the
+  simulator's slippage and commission: the broker calls ``Simulator.step(order.target)``, the very
+  step the backtester takes, and reports the fill it logged. A symbol that got no order is stepped
+  with its last target when its bar closes (the simulator sends nothing then, as in the backtest).
+
+So a loop that sizes orders by the simulator's rule (:mod:`live.sizing`) and decides on the same
+observations reproduces the backtest's fills and equity exactly; the broker checks that each order's
+quantity is the one the simulator fills and says so when it is not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.bars import Timeframe
+from features.market_data import MarketData
+from sim.engine import Costs, Simulator
+
+from .broker import BUY, Account, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position, Session
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Book:
+    """One symbol's account and its place in the replay."""
+
+    symbol: str
+    sim: Simulator
+    rows: np.ndarray  # global rows of this symbol, start .. end - 1
+    times: np.ndarray  # int64 ns of those rows
+    frame: pd.DataFrame  # every bar of the symbol (for bars())
+    first_local: int  # index of the first replayed row in frame
+    position: int = 0  # index into rows of the last complete bar (close phase) / the bar before the open
+    stepped: bool = False  # stepped during the current open phase
+
+
+class SimBroker:
+    """Historical bars replayed through the simulator, answering the :class:`live.broker.Broker` protocol.
+
+    :param data: the dataset whose bars are replayed (raw prices; the loop builds its own features).
+    :param symbols: the symbols to trade.
+    :param split: the split replayed (as the backtest's ``split``).
+    :param costs: the simulator's cost model.
+    :param min_bars: the policy's ``preprocessing.min_bars``: the replay starts at the first bar of the split
+        with that many bars of history, as the backtester does.
+    :param capital_per_symbol: each sleeve's starting cash (the backtest's ``initial_cash``).
+    :param allow_short: the simulator's shorting flag.
+    :param min_rebalance: the simulator's no-trade band.
+    """
+
+    name = "sim"
+    fast = True  # a replay: the monitor page is written once at the end, not every cycle
+
+    def __init__(self, data: MarketData, symbols: list[str], split: str = "test", costs: Costs | None = None, *,
+                 min_bars: int = 1, capital_per_symbol: float = 100_000.0, allow_short: bool = False,
+                 min_rebalance: float = 0.0) -> None:
+        self.data = data
+        self.timeframe = data.timeframe
+        self.costs = costs or Costs()
+        self.books: dict[str, _Book] = {}
+        for symbol in symbols:
+            i = data.symbol_index(symbol)
+            lo, hi = data.split_range(split, symbol)
+            offset = int(data.offsets[i])
+            start = max(int(lo), offset + int(min_bars) - 1)
+            if hi - start < 2:
+                raise ValueError(f"{symbol}: split '{split}' has {max(hi - start, 0)} bars after the policy's "
+                                 f"{min_bars}-bar warm-up; the replay needs at least 2")
+            sim = Simulator(data.open, data.high, data.low, data.close, data.volume, self.costs, n_accounts=1,
+                            initial_cash=capital_per_symbol, fill_at="next_open", allow_short=allow_short,
+                            min_rebalance=min_rebalance, record_trades=True)
+            sim.reset(start)
+            rows = np.arange(start, int(hi), dtype=np.int64)
+            self.books[symbol] = _Book(symbol, sim, rows, data.timestamps[rows].astype(np.int64),
+                                       _bars_frame(data, i), start - offset)
+        ticks = np.unique(np.concatenate([book.times for book in self.books.values()]))
+        self.ticks = ticks
+        self.tick = 0
+        self.phase = "close"
+        self.bar_ns = Timeframe.parse(self.timeframe).seconds * 1_000_000_000
+        self.orders: dict[str, Order] = {}
+        self._order_seq = 0
+        self.finished = False
+        # a symbol whose first replayed bar comes after the first tick joins when its bar closes
+        for book in self.books.values():
+            book.position = 0 if book.times[0] == ticks[0] else -1
+
+    # ----- time -----------------------------------------------------------------------------
+    def _time(self, tick: int, phase: str) -> pd.Timestamp:
+        start = int(self.ticks[tick])
+        if phase == "open":
+            return pd.Timestamp(start, tz="UTC")
+        end = start + self.bar_ns
+        if tick + 1 < len(self.ticks):
+            end = min(end, int(self.ticks[tick + 1]))
+        return pd.Timestamp(end - 1, tz="UTC")  # before the next bar opens: the close belongs to this bar's day
+
+    def clock(self) -> Clock:
+        now = self._time(self.tick, self.phase)
+        nxt = min(self.tick + 1, len(self.ticks) - 1)
+        next_open = self._time(nxt, "open") if self.phase == "close" else now
+        next_close = self._time(self.tick if self.phase == "open" else nxt, "close")
+        return Clock(now, self.phase == "open" and not self.finished, next_open, next_close)
+
+    def sleep(self, seconds: float, stop: object = None) -> None:
+        """Move to the next event of the replay (close -> next bar's open -> its close ...), whatever ``seconds``."""
+        if self.finished:
+            return
+        if self.phase == "close":
+            if self.tick + 1 >= len(self.ticks):
+                self.finished = True
+                return
+            self.tick += 1
+            self.phase = "open"
+            for book in self.books.values():
+                book.stepped = False
+            return
+        tick_ns = int(self.ticks[self.tick])
+        for book in self.books.values():
+            k = book.position + 1
+            if k < len(book.times) and book.times[k] == tick_ns:
+                if book.position >= 0 and not book.stepped:  # no order this bar: step with the last target (the simulator sends nothing)
+                    book.sim.step(np.array([float(book.sim.target[0])]))
+                book.position = k
+        self.phase = "close"
+        if self.tick + 1 >= len(self.ticks):
+            self.finished = True
+
+    def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
+        sessions = []
+        for tick in range(len(self.ticks)):
+            opened = self._time(tick, "open")
+            if start <= opened.date() <= end:
+                sessions.append(Session(opened.date(), opened, self._time(tick, "close")))
+        return sessions
+
+    def session_date(self, moment: pd.Timestamp) -> dt.date:
+        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
+        return pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
+
+    def bar_time_of(self, moment: pd.Timestamp, timeframe: str) -> pd.Timestamp:
+        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
+        return pd.Timestamp(int(self.ticks[k]), tz="UTC")
+
+    # ----- market data ----------------------------------------------------------------------
+    def _complete(self, book: _Book) -> int:
+        """Index into the symbol's frame of its last complete bar (-1: none in the replay yet)."""
+        if book.position < 0:
+            return book.first_local - 1
+        return book.first_local + book.position
+
+    def bars(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
+        book = self._book(symbol)
+        last = self._complete(book)
+        return book.frame.iloc[max(last - int(count) + 1, 0): last + 1]
+
+    def expected_bar_times(self, symbol: str, timeframe: str, after: pd.Timestamp, until: pd.Timestamp) -> list[pd.Timestamp]:
+        book = self._book(symbol)
+        index = book.frame.index[: self._complete(book) + 1]
+        return list(index[index > after])
+
+    def reference_price(self, symbol: str) -> float:
+        book = self._book(symbol)
+        row = self._fill_row(book)
+        return float(self.data.open[book.rows[row]])
+
+    def _fill_row(self, book: _Book) -> int:
+        if self.phase != "open" or self.finished:
+            raise BrokerError(f"{book.symbol}: the market is closed (the replay is at a bar's close)")
+        k = book.position + 1
+        if k >= len(book.times) or book.times[k] != self.ticks[self.tick] or book.position < 0:
+            raise OrderRejected(f"{book.symbol}: no bar opens at {self._time(self.tick, 'open')}")
+        return k
+
+    # ----- account ----------------------------------------------------------------------------
+    def _mark(self, book: _Book) -> float:
+        sim = book.sim
+        if self.phase == "open" and book.stepped:
+            return float(self.data.open[book.rows[book.position + 1]])
+        return float(sim.close[sim.row[0]])
+
+    def account(self) -> Account:
+        cash = sum(float(book.sim.cash[0]) for book in self.books.values())
+        equity = sum(float(book.sim.cash[0]) + float(book.sim.units[0]) * self._mark(book) for book in self.books.values())
+        return Account(cash=cash, equity=equity, buying_power=cash)
+
+    def positions(self) -> dict[str, Position]:
+        out = {}
+        for symbol, book in self.books.items():
+            units = float(book.sim.units[0])
+            if units != 0.0:
+                basis = float(book.sim.entry_value[0])
+                out[symbol] = Position(symbol, units, basis / units, basis, self._mark(book))
+        return out
+
+    # ----- orders -----------------------------------------------------------------------------
+    def open_orders(self) -> list[Order]:
+        return [order for order in self.orders.values() if not order.is_final]
+
+    def order_by_client_id(self, client_order_id: str) -> Order | None:
+        return self.orders.get(client_order_id)
+
+    def cancel_order(self, order: Order) -> None:
+        """Orders fill at once: nothing is ever open to cancel."""
+
+    def submit_order(self, request: OrderRequest) -> Order:
+        if request.client_order_id in self.orders:  # idempotent, as Alpaca's unique client_order_id
+            return self.orders[request.client_order_id]
+        book = self._book(request.symbol)
+        row = self._fill_row(book)
+        if book.stepped:
+            raise OrderRejected(f"{request.symbol}: a second order in one bar; the simulator fills one per bar")
+        sim = book.sim
+        before = len(sim.logs[0].fills.to_dict()["row"])
+        sim.step(np.array([float(request.target)]))
+        book.stepped = True
+        fills = sim.fill_log()
+        self._order_seq += 1
+        now = self._time(self.tick, "open")
+        base = dict(id=f"sim-{self._order_seq:06d}", client_order_id=request.client_order_id, symbol=request.symbol,
+                    side=request.side, qty=float(request.qty), submitted_at=now)
+        if len(fills["row"]) == before:
+            order = Order(**base, status="canceled", reason="the simulator sent no order for this target")
+        else:
+            units = float(fills["units"][-1])
+            requested = request.qty if request.side == BUY else -request.qty
+            if units != requested:
+                logger.warning("%s: the simulator filled %.17g units for an order of %.17g (sizing differs)",
+                               request.symbol, units, requested)
+            order = Order(**base, status="filled", filled_qty=abs(units), filled_avg_price=float(fills["fill_price"][-1]),
+                          filled_at=now, commission=float(fills["commission"][-1]),
+                          extra={"row": int(book.rows[row]), "sized_units": requested})
+        self.orders[request.client_order_id] = order
+        return order
+
+    def _book(self, symbol: str) -> _Book:
+        try:
+            return self.books[symbol]
+        except KeyError:
+            raise BrokerError(f"{symbol} is not replayed by this simulator broker; it has {sorted(self.books)}") from None
+
+
+def _bars_frame(data: MarketData, i: int) -> pd.DataFrame:
+    """Symbol ``i``'s bars as a validated bars frame (what the dataset's features were built from)."""
+    rows = slice(int(data.offsets[i]), int(data.offsets[i + 1]))
+    prices = data.prices[rows]
+    frame = pd.DataFrame(
+        {"open": prices[:, 0], "high": prices[:, 1], "low": prices[:, 2], "close": prices[:, 3], "volume": prices[:, 4],
+         "vwap": data.vwap[rows]},
+        index=pd.DatetimeIndex(pd.to_datetime(data.timestamps[rows], utc=True), name="timestamp"),
+    )
+    return frame

@@ -1,0 +1,98 @@
+"""Target exposure -> order quantity, by the simulator's own rule.
+
+The live loop never re-implements the simulator's sizing: it builds a one-account
+:class:`sim.Simulator` over the recent bars plus one row priced at the reference price (the price the
+order is expected to fill near), puts the sleeve's cash, units and last target in it, and steps it
+once. Whatever the simulator does with that target (its buy sizing so fill and costs fit in equity,
+``min_rebalance``, fixed fees, clipping shorts) is therefore what the loop orders; a change to the
+simulator changes live orders with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sim.engine import Costs, Simulator
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    """What the simulator's rule sends for one sleeve.
+
+    :param units: signed shares to trade (0: no order).
+    :param last_target: the sleeve's last target after this order (the simulator keeps the old one when
+        it sends nothing).
+    :param fill_price: expected fill price (reference plus modelled slippage).
+    :param commission: modelled commission.
+    """
+
+    units: float
+    last_target: float
+    fill_price: float
+    commission: float
+
+
+def plan_order(
+    bars: pd.DataFrame,
+    reference_price: float,
+    *,
+    target: float,
+    last_target: float,
+    cash: float,
+    units: float,
+    costs: Costs,
+    allow_short: bool,
+    min_rebalance: float = 0.0,
+) -> OrderPlan:
+    """The order the simulator would send to move a sleeve to ``target`` at ``reference_price``.
+
+    :param bars: the sleeve's recent complete bars (oldest first); cost models that look back (volatility,
+        volume) read them, causally.
+    :param reference_price: the price before slippage (the next bar's open in the backtest).
+    :param target: target exposure, fraction of the sleeve's equity.
+    :param last_target: the sleeve's last sent target (the simulator's ``min_rebalance`` compares to it).
+    :param cash: the sleeve's cash.
+    :param units: shares held (signed).
+    :param costs: the cost model.
+    :param allow_short: whether negative targets are allowed (else treated as flat).
+    :param min_rebalance: the simulator's no-trade band.
+    """
+    if not (np.isfinite(reference_price) and reference_price > 0):
+        raise ValueError(f"reference_price={reference_price} must be a positive price")
+    n = len(bars)
+    if n < 1:
+        raise ValueError("plan_order needs at least the last complete bar")
+
+    def column(name: str, last: float) -> np.ndarray:
+        values = np.empty(n + 1)
+        values[:n] = bars[name].to_numpy(np.float64)
+        values[n] = last
+        return values
+
+    volume = bars["volume"].to_numpy(np.float64)
+    sim = Simulator(
+        column("open", reference_price), column("high", reference_price), column("low", reference_price),
+        column("close", reference_price), column("volume", float(volume[-1])), costs,
+        n_accounts=1, initial_cash=1.0, fill_at="next_open", allow_short=allow_short,
+        min_rebalance=min_rebalance, record_trades=True,
+    )
+    sim.reset(n - 1)
+    sim.cash[0], sim.units[0], sim.target[0] = cash, units, last_target
+    sim.step(np.array([float(target)]))
+    fills = sim.fill_log()
+    if len(fills["units"]) == 0:
+        return OrderPlan(0.0, float(sim.target[0]), reference_price, 0.0)
+    return OrderPlan(float(fills["units"][0]), float(sim.target[0]), float(fills["fill_price"][0]),
+                     float(fills["commission"][0]))
+
+
+def round_quantity(units: float, decimals: int | None) -> float:
+    """``units`` rounded toward zero to ``decimals`` places (0: whole shares; None: untouched), so a
+    rounded buy never costs more than the sized one."""
+    if decimals is None:
+        return units
+    scale = 10.0 ** decimals
+    return float(np.trunc(units * scale) / scale)
