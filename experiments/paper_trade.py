@@ -23,9 +23,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.common import UsageError, check_run_name, existing_file, make_parser, policy_label, \
-    resolve_dataset_path, resolve_policy_path, timestamp, cli
+from experiments.common import (
+    UsageError,
+    check_run_name,
+    cli,
+    existing_file,
+    make_parser,
+    policy_label,
+    resolve_dataset_path,
+    resolve_policy_path,
+    seed_everything,
+    timestamp,
+)
+from live import Journal, LiveLoop, load_live_policy
 from live.config import BROKERS, PaperConfig
+from live.monitor import serve
 
 CRASH_ENV = "PAPER_TRADE_CRASH_AT"  # fault injection for the kill tests: "<point>[:<nth pass>]" -> SIGKILL itself
 
@@ -60,9 +72,6 @@ def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     config = PaperConfig.from_yaml(existing_file(args.config, "--config") if args.config is not None else None)
     kind = args.broker or config.broker.kind
-    from experiments.common import seed_everything
-    from live import Journal, LiveLoop, load_live_policy
-
     seed_everything(args.seed)
     spec = resolve_policy_path(args.policy)
     policy = load_live_policy(spec)
@@ -73,31 +82,30 @@ def main(argv: list[str] | None = None) -> str:
     if not symbols:
         raise UsageError("no symbols given", "pass --symbols AAPL MSFT ... (symbols the policy was trained on: "
                          f"{', '.join(sorted(policy.preprocessing.asset_map))})")
+    broker = _broker(kind, config, policy, symbols, data)  # missing keys end here, before anything is written
     name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, spec, kind)
     run_dir = args.runs_dir / name
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)
+    journal = server = None
     log_path, handlers = _logging(run_dir, args.debug)
-    broker = _broker(kind, config, policy, symbols, data)
-    journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
-    crash = _crash_from_environment()
-    loop = LiveLoop(policy, broker, journal, symbols, config, run_name=name, run_dir=run_dir, crash=crash,
-                    clear_halt=args.clear_halt)
-    server = None
-    port = args.serve if args.serve is not None else config.monitor.serve_port
-    if port is not None:
-        from live.monitor import serve
-
-        server = serve(run_dir, port)
-        print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
-    print(f"run {run_dir} ({'resumed' if journal.meta('identity') else 'new'}; resume it with --run-name {name}); "
-          f"policy {policy.name} on {', '.join(symbols)} via {kind}; log {log_path}")
     try:
+        journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
+        resumed = journal.meta("identity") is not None
+        loop = LiveLoop(policy, broker, journal, symbols, config, run_name=name, run_dir=run_dir,
+                        crash=_crash_from_environment(), clear_halt=args.clear_halt)
+        port = args.serve if args.serve is not None else config.monitor.serve_port
+        if port is not None:
+            server = serve(run_dir, port)
+            print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
+        print(f"run {run_dir} ({'resumed' if resumed else 'new'}; resume it with --run-name {name}); "
+              f"policy {policy.name} on {', '.join(symbols)} via {kind}; log {log_path}")
         reason = loop.run(once=args.once, max_cycles=args.max_cycles)
     finally:
         if server is not None:
             server.shutdown()
-        journal.close()
+        if journal is not None:
+            journal.close()
         lock.close()
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
@@ -201,8 +209,6 @@ def _crash_from_environment() -> Any:
 
 
 def _print_replay(run_dir: Path) -> None:
-    from live import Journal
-
     journal = Journal(run_dir / "journal.sqlite", durable=False)
     try:
         for symbol, sleeve in journal.sleeves().items():

@@ -191,8 +191,9 @@ class LiveLoop:
                 actor.act(np.frombuffer(row["observation"], dtype=np.float32)[None])
 
     # ----- run ----------------------------------------------------------------------------------
-    def run(self, once: bool = False, max_cycles: int | None = None) -> str:
-        """Cycle until the kill switch, a halt, the end of a replay, ``once`` or ``max_cycles``.
+    def run(self, once: bool = False, max_cycles: int | None = None, until: pd.Timestamp | None = None) -> str:
+        """Cycle until the kill switch, a halt, the end of a replay, ``once``, ``max_cycles`` or the market
+        clock passing ``until``.
 
         :return: why it ended.
         """
@@ -212,6 +213,8 @@ class LiveLoop:
                 if once or (max_cycles is not None and cycles >= max_cycles):
                     return "one cycle" if once else f"{cycles} cycles"
                 wake = self._next_wake(report)
+                if until is not None and wake > until:
+                    return f"reached {until}"
                 seconds = max((wake - report.at).total_seconds(), 0.0) if report.at is not None else 0.0
                 self.broker.sleep(seconds, stop=lambda: self.killswitch.triggered() is not None)
         finally:

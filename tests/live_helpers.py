@@ -1,0 +1,122 @@
+"""Shared pieces of the live-trading tests: a small policy, the fake Alpaca market, a loop wired to them."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from envs.layout import ObservationLayout
+from features import DatasetConfig, build_market_data
+from features.preprocessing import Preprocessing
+from live import Journal, LiveLoop, LivePolicy, PaperConfig
+from live.alpaca_broker import AlpacaBroker
+
+from fake_alpaca_trading import API_KEY, SECRET_KEY, FakeAlpaca, FakeServer, daily_bars, market_close, session_days
+
+WINDOW = 8
+HISTORY = 200  # bars per decision in the Alpaca tests (the parity tests use the settled default)
+
+
+class MeanReversion:
+    """A deterministic policy with its own preprocessing: long after a down bar, flat after an up bar.
+
+    It reads the last bar's scaled ``ret_1`` from the observation, as any saved policy reads its window.
+    """
+
+    name = "mean_reversion"
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        self.preprocessing = preprocessing
+        self.layout = ObservationLayout(preprocessing.window, len(preprocessing.feature_names))
+        self.column = preprocessing.feature_names.index("ret_1")
+        self.center = float(preprocessing.scaler.center[self.column])
+        self.seen: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.seen = []
+
+    def act(self, observation: np.ndarray) -> int:
+        self.seen.append(np.array(observation))
+        scaled = float(self.layout.features(observation)[-1, self.column])
+        return 1 if scaled * float(self.preprocessing.scaler.scale[self.column]) + self.center < 0 else 0
+
+
+@functools.lru_cache(maxsize=4)
+def market(symbols: tuple[str, ...] = ("AAPL",), n_days: int = 420, start: str = "2023-01-03") -> tuple[dict, list]:
+    """Synthetic daily bars per symbol, stamped like Alpaca's, and their trading days."""
+    days = session_days(start, n_days)
+    bars = {s: daily_bars(days, seed=i, start_price=100.0 + 50 * i) for i, s in enumerate(symbols)}
+    return bars, days
+
+
+def preprocessing_for(bars: dict[str, pd.DataFrame], train_bars: int = 250) -> Preprocessing:
+    """The preprocessing of a dataset built on the first ``train_bars`` bars (what a trained policy carries)."""
+    data = build_market_data({s: f.iloc[:train_bars] for s, f in bars.items()}, DatasetConfig(window=WINDOW))
+    return Preprocessing.of(data)
+
+
+def live_policy(bars: dict[str, pd.DataFrame]) -> LivePolicy:
+    pre = preprocessing_for(bars)
+    return LivePolicy(MeanReversion(pre), pre, "discrete", False, "mean_reversion")
+
+
+def start_fake(symbols: tuple[str, ...] = ("AAPL",), day_index: int = 320, cash: float = 100_000.0) -> FakeServer:
+    """A fake Alpaca whose clock stands just after the close of trading day ``day_index``."""
+    bars, days = market(symbols)
+    now = market_close(days[day_index]) + pd.Timedelta(seconds=30)
+    return FakeServer(FakeAlpaca(bars, "1Day", now, cash=cash))
+
+
+def broker_for(fake: FakeAlpaca, **options: Any) -> AlpacaBroker:
+    settings = dict(api_key=API_KEY, secret_key=SECRET_KEY, trading_url=fake.url, data_url=fake.url, feed="iex",
+                    read_timeout=2.0, max_retries=3, backoff_base=0.5, sleep=fake.advance, sleep_chunk=1e9)
+    settings.update(options)
+    return AlpacaBroker(**settings)
+
+
+def paper_config(**sections: dict) -> PaperConfig:
+    base: dict[str, dict] = {"loop": {"history_bars": HISTORY, "poll_seconds": 10.0, "bar_delay_seconds": 5.0},
+                             "risk": {"max_daily_loss": 0.5}, "alerts": {"daily_loss": 0.5}}
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return PaperConfig.from_dict(base)
+
+
+def make_loop(fake: FakeAlpaca, run_dir: Path, symbols: tuple[str, ...] = ("AAPL",), config: PaperConfig | None = None,
+              crash: Any = None, broker: Any = None, **options: Any) -> LiveLoop:
+    bars, _ = market(symbols)
+    journal = Journal(run_dir / "journal.sqlite", durable=False)  # a killed process loses nothing either way
+    return LiveLoop(live_policy(bars), broker or broker_for(fake), journal, list(symbols),
+                    config or paper_config(), run_name="paper_test", run_dir=run_dir, crash=crash,
+                    write_monitor=options.pop("write_monitor", False), **options)
+
+
+def broker_orders(fake: FakeAlpaca) -> list[dict[str, Any]]:
+    return fake.order_list()
+
+
+def assert_journal_matches_broker(loop: LiveLoop, fake: FakeAlpaca) -> None:
+    """The journal and the fake broker agree: every broker order is journalled with its fills, positions and
+    cash are the same, and no (symbol, bar, intent) has two orders."""
+    journal = loop.journal
+    orders = fake.order_list()
+    cids = [o["client_order_id"] for o in orders]
+    assert len(cids) == len(set(cids)), f"duplicate client_order_id at the broker: {cids}"
+    for order in orders:
+        row = journal.order(order["client_order_id"])
+        assert row is not None, f"broker order {order['client_order_id']} is not in the journal"
+        assert row["status"] == order["status"], (row["status"], order["status"])
+        assert abs(row["filled_qty"] - float(order["filled_qty"])) < 1e-9
+    booked = {}
+    for fill in journal.fills():
+        booked[fill["symbol"]] = booked.get(fill["symbol"], 0.0) + fill["units"]
+    for symbol, sleeve in journal.sleeves().items():
+        held = fake.positions.get(symbol, {}).get("qty", 0.0)
+        assert abs(sleeve.units - held) < 1e-9, (symbol, sleeve.units, held)
+        assert abs(booked.get(symbol, 0.0) - held) < 1e-9, (symbol, booked.get(symbol), held)
+    cash = sum(s.cash for s in journal.sleeves().values()) + float(journal.meta("cash_offset", 0.0))
+    assert abs(cash - fake.cash) < 1e-6, (cash, fake.cash)
