@@ -7,6 +7,7 @@ Public API::
     make_labels(bars, profit=0.05, stop=0.02, horizon=8) -> Series
     build_dataset(config) -> MarketData
     load_dataset(path) -> MarketData
+    load_news(symbols, start, end, source="alpaca") -> DataFrame   (see features.news)
 """
 
 from .asset_map import AssetMap
@@ -17,6 +18,7 @@ from .feature_builder import FeatureConfig, build_features, feature_names, warmu
 from .labels import LabelConfig, make_labels
 from .loading import load_bars
 from .market_data import MarketData
+from .news import NEWS_FEATURES, NewsConfig, load_news
 from .scaling import FeatureScaler
 from .splits import SplitConfig
 from .synthetic import synthetic_bars
@@ -30,6 +32,8 @@ __all__ = [
     "FeatureScaler",
     "LabelConfig",
     "MarketData",
+    "NEWS_FEATURES",
+    "NewsConfig",
     "SplitConfig",
     "Timeframe",
     "build_dataset",
@@ -41,6 +45,7 @@ __all__ = [
     "large_overnight_moves",
     "load_bars",
     "load_dataset",
+    "load_news",
     "make_labels",
     "synthetic_bars",
     "validate_bars",

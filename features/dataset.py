@@ -20,6 +20,7 @@ from .feature_builder import FeatureConfig, build_features, warmup_bars
 from .labels import LabelConfig
 from .loading import load_bars
 from .market_data import MarketData
+from .news.config import NewsConfig
 from .scaling import FeatureScaler
 from .splits import SPLITS, SplitConfig, split_boundaries, split_rows
 
@@ -44,6 +45,8 @@ class DatasetConfig:
     :param clip: bound on scaled features (None: no clipping).
     :param asset_map_path: persisted symbol -> id map to read and extend; None: ids by symbol order.
     :param output_dir: where :func:`build_dataset` saves the dataset; None: not saved.
+    :param news: news sentiment settings (:class:`features.news.NewsConfig`, or a mapping of its fields);
+        its columns are appended after the price features. None (the default): no news.
     """
 
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
@@ -60,9 +63,11 @@ class DatasetConfig:
     clip: float | None = 10.0
     asset_map_path: str | None = None
     output_dir: str | None = None
+    news: NewsConfig | None = None
 
     def __post_init__(self) -> None:
-        for name, kind in (("features", FeatureConfig), ("labels", LabelConfig), ("split", SplitConfig)):
+        for name, kind in (("features", FeatureConfig), ("labels", LabelConfig), ("split", SplitConfig),
+                           ("news", NewsConfig)):
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 object.__setattr__(self, name, dataclass_from_dict(kind, dict(value), f"dataset config.{name}"))
@@ -96,6 +101,8 @@ class DatasetConfig:
         """sha256 of the settings that change the data (not where it is written)."""
         settings = self.to_dict()
         settings.pop("output_dir")
+        if settings.get("news") is None:
+            settings.pop("news", None)  # datasets without news keep the hash they had before the field
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -161,6 +168,7 @@ def build_market_data(
     *,
     scaler: FeatureScaler | None = None,
     asset_map: Mapping[str, int] | None = None,
+    news: pd.DataFrame | None = None,
 ) -> MarketData:
     """Build a :class:`MarketData` from bars already in memory (the path for users' own data).
 
@@ -169,6 +177,8 @@ def build_market_data(
     :param scaler: a scaler already fitted (a trained model's); None fits one on the train rows.
     :param asset_map: symbol -> id to use as given (a trained model's); None reads/extends
         ``config.asset_map_path`` or numbers the symbols in order.
+    :param news: articles to use for ``config.news`` instead of loading them from its source (a news frame,
+        see :func:`features.news.load_news`; a ``score`` column, if present, is used as is).
     """
     config = config or DatasetConfig()
     if not bars:
@@ -187,6 +197,15 @@ def build_market_data(
         if config.asset_map_path:
             asset_map.save(config.asset_map_path)
 
+    news_tables: dict[str, pd.DataFrame] = {}
+    news_digest = None
+    if config.news is not None:
+        from .news import news_feature_tables
+
+        news_tables, news_digest = news_feature_tables(frames, tf, config.news, articles=news)
+    elif news is not None:
+        raise ValueError("news= was given but config.news is None; set DatasetConfig(news={...}) to add news columns")
+
     warmup = warmup_bars(config.features)
     first_usable = warmup + config.window - 1
     label = config.labels
@@ -203,6 +222,8 @@ def build_market_data(
                 f"({config.window}) need more than {first_usable + 1}"
             )
         table = build_features(frame, config.features, timeframe=str(tf), symbol=symbol)
+        if news_tables:
+            table = pd.concat([table, news_tables[symbol]], axis=1)  # news columns after the price features
         if feature_names is None:
             feature_names = list(table.columns)
         elif list(table.columns) != feature_names:
@@ -266,5 +287,6 @@ def build_market_data(
         scaler=scaler,
         label=label.to_dict(),
         config=config.to_dict(),
-        hashes={"config": config.hash(), "source": source_digest.hexdigest()},
+        hashes={"config": config.hash(), "source": source_digest.hexdigest(),
+                **({"news": news_digest} if news_digest is not None else {})},
     )

@@ -31,6 +31,7 @@ import pandas as pd
 from .bars import Timeframe, resolve_timeframe, validate_bars
 from .feature_builder import FeatureConfig, build_features, feature_names, warmup_bars
 from .market_data import MarketData
+from .news.config import NEWS_FEATURES, news_identity
 from .scaling import FeatureScaler
 
 PREPROCESSING_VERSION = 1
@@ -50,6 +51,9 @@ class Preprocessing:
     :param feature_names: the feature columns, in order.
     :param scaler: the scaler fit on the training rows.
     :param asset_map: symbol -> asset id, as in training.
+    :param news: the news settings (``NewsConfig.to_dict()``) when the model saw news columns (appended
+        after the price features), else None. News cannot be rebuilt from bars: data whose news settings
+        differ is refused.
     """
 
     feature_config: dict[str, Any]
@@ -58,6 +62,7 @@ class Preprocessing:
     feature_names: list[str]
     scaler: FeatureScaler
     asset_map: dict[str, int]
+    news: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         config = FeatureConfig.from_dict(self.feature_config)
@@ -67,6 +72,9 @@ class Preprocessing:
         self.feature_names = [str(name) for name in self.feature_names]
         self.asset_map = {str(k): int(v) for k, v in self.asset_map.items()}
         expected = feature_names(config, Timeframe.parse(self.timeframe).is_intraday)
+        if self.news is not None:
+            self.news = dict(self.news)
+            expected = expected + list(NEWS_FEATURES)
         if self.feature_names != expected:
             raise PreprocessingMismatch(
                 f"feature names {self.feature_names[:4]}... do not follow from the feature settings "
@@ -95,10 +103,11 @@ class Preprocessing:
             feature_names=list(data.feature_names),
             scaler=data.scaler,
             asset_map=data.asset_map,
+            news=data.config.get("news"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "version": PREPROCESSING_VERSION,
             "feature_config": self.feature_config,
             "timeframe": self.timeframe,
@@ -107,6 +116,9 @@ class Preprocessing:
             "scaler": self.scaler.to_dict(),
             "asset_map": dict(self.asset_map),
         }
+        if self.news is not None:  # absent without news: older records and digests stay as they were
+            record["news"] = dict(self.news)
+        return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "preprocessing") -> "Preprocessing":
@@ -131,6 +143,7 @@ class Preprocessing:
                 feature_names=list(data["feature_names"]),
                 scaler=FeatureScaler.from_dict(data["scaler"], f"{where}.scaler"),
                 asset_map=dict(data["asset_map"]),
+                news=data.get("news"),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: {error}") from None
@@ -180,6 +193,24 @@ class Preprocessing:
             )
         for symbol in data.symbols:
             self.asset_id(symbol)
+        ours, theirs = news_identity(self.news), news_identity(data.config.get("news"))
+        if ours != theirs:
+            if theirs is None:
+                raise PreprocessingMismatch(
+                    f"the model was trained with news sentiment columns ({ours}); the data has none. News cannot "
+                    f"be rebuilt from bars: build the data with the same news settings (DatasetConfig(news=...))"
+                )
+            if ours is None:
+                raise PreprocessingMismatch(
+                    f"the model was trained without news columns; the data has them ({theirs}): build the data "
+                    f"without news (news: null)"
+                )
+            changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise PreprocessingMismatch(
+                f"the data's news settings differ from the model's in {changed} "
+                f"(model: {[ours[k] for k in changed]}, data: {[theirs.get(k) for k in changed]}); news columns "
+                f"cannot be rebuilt from bars: build the data with the model's news settings"
+            )
 
     def apply(self, data: MarketData) -> MarketData:
         """``data`` as this model observes it: its features, scaler, asset ids and window.
@@ -244,7 +275,8 @@ class Preprocessing:
 
         for symbol in bars:
             self.asset_id(symbol)
-        settings: dict[str, Any] = {"timeframe": self.timeframe, "window": self.window, "features": self.feature_config}
+        settings: dict[str, Any] = {"timeframe": self.timeframe, "window": self.window, "features": self.feature_config,
+                                    "news": self.news}
         if split is not None:
             settings["split"] = split
         data = build_market_data(bars, DatasetConfig(**settings), scaler=self.scaler, asset_map=self.asset_map)
@@ -260,6 +292,11 @@ class Preprocessing:
         frame = validate_bars(bars, symbol)
         resolve_timeframe(frame.index, self.timeframe, symbol)
         table = build_features(frame, self.features, timeframe=self.timeframe, symbol=symbol)
+        if self.news is not None:  # the live path: news for these bars from the model's news source
+            from .news import news_feature_tables
+
+            tables, _ = news_feature_tables({symbol: frame}, self.timeframe, self.news)
+            table = pd.concat([table, tables[symbol]], axis=1)
         return self.scaler.transform(table.to_numpy(np.float64))
 
     def latest_window(self, bars: pd.DataFrame, symbol: str) -> tuple[np.ndarray, int]:
@@ -287,6 +324,10 @@ class Preprocessing:
         )
         symbol = data.symbols[i]
         table = build_features(frame, self.features, timeframe=self.timeframe, symbol=symbol)
+        if self.news is not None:  # news is not rebuilt: check() made sure the data's columns are the model's
+            news = [list(data.feature_names).index(name) for name in NEWS_FEATURES]
+            table = pd.concat([table, pd.DataFrame(data.raw_features[rows][:, news], index=table.index,
+                                                   columns=list(NEWS_FEATURES))], axis=1)
         if list(table.columns) != self.feature_names:
             raise PreprocessingMismatch(f"{symbol}: rebuilt features {list(table.columns)} differ from the model's")
         return table.to_numpy(np.float64)
@@ -311,6 +352,8 @@ def describe_difference(ours: Preprocessing, theirs: Preprocessing) -> list[str]
     moved = sorted(s for s in theirs.asset_map if s in ours.asset_map and ours.asset_map[s] != theirs.asset_map[s])
     if moved:
         out.append(f"asset ids differ for {moved}")
+    if news_identity(ours.news) != news_identity(theirs.news):
+        out.append(f"news settings {news_identity(theirs.news)} != the model's {news_identity(ours.news)}")
     return out
 
 
