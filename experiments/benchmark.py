@@ -51,12 +51,24 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = args.runs_dir / name
     report = run_benchmark(config, run_dir, workers=args.workers, scheduler=args.scheduler,
                            progress=not args.no_progress, overwrite=args.overwrite)
-    print((run_dir / "report.md").read_text().split("\n## ", 2)[0])
-    for verdict in report["verdicts"]:
-        print(verdict)
+    print(headline(run_dir / "report.md"))
     run = report["run"]
     print(f"\n{run['jobs']} jobs ({run['cached']} cached) in {run['seconds']:.0f} s; report: {run_dir / 'report.md'}")
     return report
+
+
+def headline(report_md: Path) -> str:
+    """The verdicts and each market's ranking table, from ``report.md``."""
+    out: list[str] = []
+    keep = False
+    for line in report_md.read_text().splitlines():
+        if line.startswith("## Verdicts") or line.startswith("## Market:") or line.startswith("### Ranking"):
+            keep = True
+        elif line.startswith("#") or line.startswith("Orders and costs") or line.startswith("!["):
+            keep = False
+        if keep:
+            out.append(line)
+    return "\n".join(out).strip()
 
 
 if __name__ == "__main__":
