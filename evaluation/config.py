@@ -122,9 +122,10 @@ class Budgets:
     :param dqn: overrides of :class:`agents.AgentConfig` for DQN policies.
     """
 
-    supervised: dict[str, Any] = field(default_factory=lambda: {"epochs": 12, "early_stopping_patience": 4})
-    ppo: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 100_000, "eval_freq": 20_000})
-    dqn: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 60_000, "eval_freq": 20_000})
+    supervised: dict[str, Any] = field(default_factory=lambda: {"epochs": 6, "early_stopping_patience": 3})
+    ppo: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 50_000, "eval_freq": 10_000,
+                                                          "bc_steps": 5_000})
+    dqn: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 30_000, "eval_freq": 10_000})
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ class BenchmarkConfig:
         "folds": {"n_folds": 2},
         "seeds": 1,
         "budgets": {"supervised": {"epochs": 2, "early_stopping_patience": 2},
-                    "ppo": {"total_timesteps": 8192, "eval_freq": 4096, "n_envs": 8},
+                    "ppo": {"total_timesteps": 8192, "eval_freq": 4096, "n_envs": 8, "bc_steps": 2000},
                     "dqn": {"total_timesteps": 6000, "eval_freq": 3000, "n_envs": 4,
                             "dqn": {"learning_starts": 500, "buffer_size": 10000}}},
         "statistics": {"bootstrap_resamples": 200},
