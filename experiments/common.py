@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from configs.loader import ConfigError, load_yaml_config
+from features.alpaca_source import AlpacaDataError
 from features.dataset import DatasetConfig, build_dataset, load_dataset
 from features.market_data import MarketData
 
@@ -78,6 +79,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileExistsError,
     NotADirectoryError,
     IsADirectoryError,
+    AlpacaDataError,  # the server refused or could not be reached: its message says what to do
 )
 
 _DEFAULT_FIXES: tuple[tuple[type[BaseException], str], ...] = (
