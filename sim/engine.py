@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from .costs import SlippageModel, make_slippage
+from .kernel import step_kernel
 from .trade_log import TradeLog
 
 FILL_AT: tuple[str, ...] = ("next_open", "close")
@@ -188,6 +189,10 @@ class Simulator:
         )
         if n == 1:
             self._scalar_views()
+        # the compiled batched step (sim.kernel) when numba is installed and the slippage fraction is constant
+        self._kernel = step_kernel if n > 1 and self._slip_fraction is not None else None
+        if self._kernel is not None:
+            self._scratch = (np.zeros(n, dtype=np.int64),) + tuple(np.zeros(n) for _ in range(5))
 
     def reset(self, rows: np.ndarray | int, accounts: np.ndarray | None = None) -> None:
         """Start accounts flat with ``initial_cash`` at the close of bar ``rows``.
@@ -218,6 +223,8 @@ class Simulator:
         """
         if self.n == 1:
             return self._step_one(float(target[0]))
+        if self._kernel is not None:
+            return self._step_compiled(target)
         res = self.result
         row = self.row
         if not self.allow_short:
@@ -307,6 +314,27 @@ class Simulator:
                 if traded[i]:
                     log.record_fill(int(fill_row[i]), float(delta[i]), float(reference[i]),
                                     float(fill_price[i]), float(commission[i]), float(slippage[i]))
+                if borrow[i] > 0:
+                    log.charge(float(borrow[i]))
+        return res
+
+    def _step_compiled(self, target: np.ndarray) -> StepResult:
+        """:meth:`step` through the compiled kernel of :mod:`sim.kernel` (the same numbers, tested)."""
+        res = self.result
+        fill_rows, delta, reference, commission, slippage, borrow = self._scratch
+        self._kernel(
+            np.ascontiguousarray(target, dtype=np.float64), self.row, self.cash, self.units, self.target,
+            self.equity, self.peak, self.entry_row, self.entry_value, self.n_orders, self.costs_paid,
+            self.traded_notional, res.filled, res.fill_price, res.cost, res.prev_equity, fill_rows, delta, reference,
+            commission, slippage, borrow, self.open, self.close, self.next_open, self.allow_short,
+            self.min_rebalance, float(self.costs.commission), float(self.costs.fixed_fee), float(self._slip_fraction),
+            float(self.costs.borrow_rate))
+        if self.logs is not None:
+            for i in np.flatnonzero(res.filled | (borrow > 0)):
+                log = self.logs[i]
+                if res.filled[i]:
+                    log.record_fill(int(fill_rows[i]), float(delta[i]), float(reference[i]),
+                                    float(res.fill_price[i]), float(commission[i]), float(slippage[i]))
                 if borrow[i] > 0:
                     log.charge(float(borrow[i]))
         return res
