@@ -1,9 +1,12 @@
-"""Environment throughput: TradingEnv-v0, TradingVecEnv, gym-anytrading's StocksEnv and backtest().
+"""Environment throughput side by side: TradingEnv-v0 and TradingVecEnv against gym-anytrading's StocksEnv.
 
-Run ``python -m benchmarks.bench_env`` (``--seconds`` per row, default 2; ``--profile`` adds a cProfile
-of ``TradingEnv.step``). Random actions are drawn up front with numpy, so the numbers are the env's own
-cost; resets at the end of each full episode are inside the timed loop. All rows run on the default
-(embedded) dataset; StocksEnv gets the same close prices (the first symbol's train split), window 24.
+Run ``python -m benchmarks.bench_env`` (``--rounds`` interleaved rounds, default 5; ``--seconds`` per row
+per round, default 0.5; ``--profile`` adds a cProfile of ``TradingEnv.step``). The rows take turns, round
+after round, and each keeps its best round: on a shared machine every row meets the same load, and
+``vs StocksEnv`` is a ratio within one run. Random actions are drawn up front with numpy, so the numbers are
+the env's own cost; resets at the end of each full episode are inside the timed loop. All rows run on the
+default (embedded) dataset; StocksEnv gets the same close prices (the first symbol's train split), window
+24, and is stepped raw (no gym.make wrappers). Backtests: ``python -m benchmarks.bench_backtest``.
 """
 
 from __future__ import annotations
@@ -19,32 +22,28 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs import TradingEnv, TradingVecEnv, backtest, default_market_data
+from envs import TradingEnv, TradingVecEnv, default_market_data
 
 ACTION_BLOCK = 4096
 
 
-class BuyAndHold:
-    name = "buy_and_hold"
-
-    def reset(self) -> None:
-        pass
-
-    def act(self, observation: np.ndarray) -> int:
-        return 1
-
-
-def timed(run_block: Callable[[], int], seconds: float) -> float:
-    """Units per second of ``run_block`` (which returns the units it did), after one warm-up block."""
-    run_block()
-    done, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        done += run_block()
-    return done / elapsed
+def interleaved(blocks: dict[str, Callable[[], int]], rounds: int, seconds: float) -> dict[str, float]:
+    """Best units/s of each block (a callable returning the units it did) over ``rounds`` rounds in which
+    the blocks take turns for ``seconds`` each, after one warm-up call each."""
+    best = {name: 0.0 for name in blocks}
+    for block in blocks.values():
+        block()
+    for _ in range(rounds):
+        for name, block in blocks.items():
+            done, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                done += block()
+            best[name] = max(best[name], done / elapsed)
+    return best
 
 
-def single_env_rate(env: gym.Env, seconds: float, seed: int = 0) -> float:
-    """Env steps/s with uniformly random actions over full episodes (reset when an episode ends)."""
+def single_env_block(env: gym.Env, seed: int = 0) -> Callable[[], int]:
+    """A block of env steps with uniformly random actions over full episodes (reset when one ends)."""
     n_actions = env.action_space.n
     actions = np.random.default_rng(seed).integers(0, n_actions, size=ACTION_BLOCK).tolist()
     env.reset(seed=seed)
@@ -57,11 +56,11 @@ def single_env_rate(env: gym.Env, seconds: float, seed: int = 0) -> float:
                 reset()
         return len(actions)
 
-    return timed(block, seconds)
+    return block
 
 
-def vec_env_rate(n_envs: int, seconds: float, seed: int = 0) -> tuple[float, int]:
-    """Env steps/s (n_envs per call) of TradingVecEnv, random actions, auto-reset."""
+def vec_env_block(n_envs: int, seed: int = 0) -> Callable[[], int]:
+    """A block of TradingVecEnv steps (n_envs per call), random actions, auto-reset."""
     vec = TradingVecEnv(n_envs, seed=seed)
     vec.reset()
     calls = max(8, ACTION_BLOCK // n_envs)
@@ -72,36 +71,20 @@ def vec_env_rate(n_envs: int, seconds: float, seed: int = 0) -> tuple[float, int
             vec.step(row)
         return calls * n_envs
 
-    return timed(block, seconds), vec.observation_space.shape[0]
+    return block
 
 
-def anytrading_rate(seconds: float, seed: int = 0) -> tuple[float | None, int | None]:
+def anytrading_env() -> gym.Env | None:
     """gym-anytrading StocksEnv on the first symbol's train closes, window 24; None if not installed."""
     try:
         import pandas as pd
         from gym_anytrading.envs import StocksEnv
     except ImportError:
-        return None, None
+        return None
     data = default_market_data()
     lo, hi = data.split_range("train", data.symbols[0])
     frame = pd.DataFrame({"Close": data.close[lo - 24:hi]})
-    env = StocksEnv(frame, window_size=24, frame_bound=(24, len(frame)))
-    return single_env_rate(env, seconds, seed), int(np.prod(env.observation_space.shape))
-
-
-def backtest_rate(seconds: float) -> tuple[float, int, int]:
-    """Bars/s of backtest() with buy-and-hold on the first symbol's train split (metrics included)."""
-    data = default_market_data()
-    bars = 0
-
-    def block() -> int:
-        nonlocal bars
-        result = backtest(BuyAndHold(), data, "train")
-        bars = len(result.equity) - 1
-        return bars
-
-    rate = timed(block, seconds)
-    return rate, TradingEnv(data).observation_space.shape[0], bars
+    return StocksEnv(frame, window_size=24, frame_bound=(24, len(frame)))
 
 
 def profile_step(n_steps: int = 50_000) -> str:
@@ -123,33 +106,35 @@ def profile_step(n_steps: int = 50_000) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per row")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each row keeps its best")
+    parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per row per round")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of TradingEnv.step")
     args = parser.parse_args(argv)
 
-    rows: list[tuple[str, int | None, str, str]] = []
     made = gym.make(envs.ENV_ID)
-    rate = single_env_rate(made, args.seconds)
     size = made.observation_space.shape[0]
-    rows.append(("TradingEnv-v0 via gym.make (checker + order wrappers)", size, f"{rate:,.0f}", "env steps/s"))
-    raw = made.unwrapped
-    rows.append(("TradingEnv-v0 raw (unwrapped)", size, f"{single_env_rate(raw, args.seconds):,.0f}", "env steps/s"))
-    for n_envs in (1, 16, 64, 256):
-        rate, size = vec_env_rate(n_envs, args.seconds)
-        rows.append((f"TradingVecEnv, {n_envs} envs", size, f"{rate:,.0f}", "env steps/s"))
-    rate, size = anytrading_rate(args.seconds)
-    rows.append(("gym-anytrading StocksEnv, window 24", size,
-                 "not installed" if rate is None else f"{rate:,.0f}", "env steps/s"))
-    rate, size, bars = backtest_rate(args.seconds)
-    rows.append((f"backtest() buy-and-hold, {bars} bars incl. metrics", size, f"{rate:,.0f}", "bars/s"))
+    peer = anytrading_env()
+    blocks: dict[str, Callable[[], int]] = {}
+    sizes: dict[str, int] = {}
+    if peer is not None:
+        blocks["gym-anytrading StocksEnv, window 24 (raw)"] = single_env_block(peer)
+        sizes["gym-anytrading StocksEnv, window 24 (raw)"] = int(np.prod(peer.observation_space.shape))
+    blocks["TradingEnv-v0 via gym.make (checker + order wrappers)"] = single_env_block(made)
+    blocks["TradingEnv-v0 raw (unwrapped)"] = single_env_block(made.unwrapped)
+    for n_envs in (16, 64, 256):
+        blocks[f"TradingVecEnv, {n_envs} envs"] = vec_env_block(n_envs)
+    rates = interleaved(blocks, args.rounds, args.seconds)
+    reference = rates.get("gym-anytrading StocksEnv, window 24 (raw)")
 
-    widths = [max(len(str(row[i])) for row in rows + [("benchmark", "obs size", "rate", "unit")]) for i in range(4)]
-    header = ("benchmark", "obs size", "rate", "unit")
-    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for name, size, rate, unit in rows:
-        print(f"{name.ljust(widths[0])}  {str(size if size is not None else '-').rjust(widths[1])}  "
-              f"{rate.rjust(widths[2])}  {unit}")
+    width = max(len(name) for name in blocks)
+    print(f"env steps/s, best of {args.rounds} interleaved rounds of {args.seconds:g} s; TradingEnv-v0 observes "
+          f"{size} floats and charges 0.10% commission + 5 bps slippage")
+    print(f"{'benchmark'.ljust(width)}  obs size  {'steps/s':>10}  vs StocksEnv")
+    for name, rate in rates.items():
+        ratio = f"{rate / reference:.2f}x" if reference else "-"
+        print(f"{name.ljust(width)}  {sizes.get(name, size):>8}  {rate:>10,.0f}  {ratio}")
+    if reference is None:
+        print("gym-anytrading is not installed: no StocksEnv row")
     if args.profile:
         print()
         print(profile_step())

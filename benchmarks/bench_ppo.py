@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
@@ -140,6 +141,40 @@ def run_ours(n_envs: int, timesteps: int, seed: int, extractor: str = "flat") ->
     return row
 
 
+def pretrained_bundle(directory: str, seed: int) -> str:
+    """An (untrained) supervised LSTM bundle on the default dataset: its weights do not change the speed."""
+    from features.preprocessing import Preprocessing
+    from supervised.bundle import save_bundle
+    from supervised.models import ModelConfig, build_model as build_classifier
+
+    data = default_market_data()
+    torch.manual_seed(seed)
+    config = ModelConfig(kind="lstm", window=data.window, n_features=data.n_features, n_assets=data.n_assets)
+    path = os.path.join(directory, "lstm")
+    save_bundle(path, build_classifier(config), config, preprocessing=Preprocessing.of(data), label=data.label,
+                threshold=0.5, dataset_hashes={})
+    return path
+
+
+def run_pretrained(bundle: str, n_envs: int, timesteps: int, seed: int, freeze: bool, cache: bool = True) -> Row:
+    """AgentConfig(pretrained=bundle): the supervised LSTM encoder as extractor, frozen (with or without the
+    embedding cache) or fine-tuned."""
+    config = replace(AgentConfig(), n_envs=n_envs, seed=seed, pretrained=bundle, freeze_encoder=freeze)
+    data = default_market_data()
+    env = make_train_env(config, data)
+    model = build_model(config, env, data, None)
+    if not cache:
+        model.policy.features_extractor.cache_embeddings = False
+    label = ("ours, pretrained lstm frozen" + ("" if cache else ", no embedding cache")) if freeze else \
+        "ours, pretrained lstm fine-tuned"
+    row = Row(label, "TradingVecEnv", n_envs, model.n_steps, model.batch_size, model.n_epochs)
+    try:
+        row.timed_steps, row.seconds, row.collect_share = timed_learn(model, model.n_steps * n_envs, timesteps)
+    finally:
+        env.close()
+    return row
+
+
 def print_table(rows: list[Row], reference: float | None) -> None:
     header = ("setting", "vec env", "envs", "n_steps", "batch", "epochs", "timed steps", "steps/s",
               "vs ref", "collect", "load1")
@@ -168,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch.set_num_threads; 0 keeps torch's default (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the envs and networks (default 0)")
     parser.add_argument("--no-subproc", action="store_true", help="skip the SubprocVecEnv row")
-    parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM-extractor row")
+    parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM-extractor rows")
+    parser.add_argument("--only-encoders", action="store_true",
+                        help="only the reference, ours (16 envs) and the LSTM-extractor rows")
     args = parser.parse_args(argv)
     timesteps = 8_192 if args.quick and args.timesteps == parser.get_default("timesteps") else args.timesteps
     if args.threads > 0:
@@ -177,12 +214,18 @@ def main(argv: list[str] | None = None) -> None:
     size = envs.TradingEnv(data).observation_space.shape[0]
 
     jobs: list[Callable[[], Row]] = [lambda: run_sb3_defaults("DummyVecEnv", 1, timesteps, args.seed)]
-    jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in (1, 4, 8, 16)]
-    jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
-    if not (args.quick or args.no_subproc):
+    jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in ((16,) if args.only_encoders else (1, 4, 8, 16))]
+    if not args.only_encoders:
+        jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
+    if not (args.quick or args.no_subproc or args.only_encoders):
         jobs.append(lambda: run_sb3_defaults("SubprocVecEnv", 4, timesteps, args.seed))
+    tmp = tempfile.TemporaryDirectory()
     if not args.no_lstm:
+        bundle = pretrained_bundle(tmp.name, args.seed)
         jobs.append(lambda: run_ours(16, timesteps, args.seed, extractor="lstm"))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, cache=False))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=False))
 
     started = time.perf_counter()
     rows = []
@@ -195,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
           f"observation {size} floats), CPU, torch threads {torch.get_num_threads()}, seed {args.seed}; "
           f"{os.cpu_count()} CPUs")
     print_table(rows, rows[0].rate)
+    tmp.cleanup()
     print(f"vs ref: against the first row (SB3 defaults, 1 env). collect: share of timed wall time in rollouts. "
           f"load1: 1-min load average around the row. total {time.perf_counter() - started:.0f} s")
 
