@@ -141,6 +141,9 @@ class LiveLoop:
         self.actors = {symbol: policy.actor() for symbol in self.symbols}
         self.stopped: str | None = None
         self.broker_error_streak = 0
+        self.waiting_streak = 0
+        self.pending_streak = 0
+        self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
         self.jsonl = self.run_dir / "cycles.jsonl"
         self.monitor_path = self.run_dir / "monitor.html"
 
@@ -175,6 +178,7 @@ class LiveLoop:
             logger.info("run %s resumed from %s", self.run_name, self.journal.path)
         if self.clear_halt and self.journal.meta("halted"):
             self.journal.set_meta("halted", None)
+            self.journal.set_meta("day_start", None)  # the day's loss counts again from the equity at the restart
         self.journal.set_meta("status", "running")
         self._restore_policy_state()
 
@@ -212,7 +216,7 @@ class LiveLoop:
                     return "replay finished"
                 if once or (max_cycles is not None and cycles >= max_cycles):
                     return "one cycle" if once else f"{cycles} cycles"
-                wake = self._next_wake(report)
+                wake = self.next_wake(report)
                 if until is not None and wake > until:
                     return f"reached {until}"
                 seconds = max((wake - report.at).total_seconds(), 0.0) if report.at is not None else 0.0
@@ -376,9 +380,11 @@ class LiveLoop:
                 continue
             behind = self.broker.expected_bar_times(symbol, self.timeframe, bar_time, now)
             if len(behind) >= self.config.risk.stale_bars:
+                # data arrives a little after the close: alert only once it is late by a few polls
                 report.waiting_for_bars = True
-                if now - (behind[-1] + self.bar) > pd.Timedelta(seconds=self.config.loop.bar_delay_seconds
-                                                                 + 3 * self.config.loop.poll_seconds):
+                first_seen = self.late_since.setdefault((symbol, behind[-1]), now)
+                grace = pd.Timedelta(seconds=self.config.loop.bar_delay_seconds + 3 * self.config.loop.poll_seconds)
+                if now - first_seen >= grace:
                     self.alert(now, "stale_data", f"{symbol}: the newest bar is {bar_time}, {len(behind)} newer bar(s) "
                                f"should have closed (last {behind[-1]}); no decision on stale data", symbol,
                                key=f"stale:{symbol}:{iso(behind[-1])}")
@@ -443,6 +449,10 @@ class LiveLoop:
                 self.journal.mark_executed(symbol, bar_time, now, "blocked: max orders per day")
                 continue
             self._send(symbol, bar_time, float(decision["risk_target"]), "rebalance", frame, clock, report)
+        sent = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
+        if sent > self.config.alerts.max_trades_per_day:
+            self.alert(now, "trades_per_day", f"{sent} orders today, above alerts.max_trades_per_day="
+                       f"{self.config.alerts.max_trades_per_day}", key=f"trades:{day}")
 
     def _send(self, symbol: str, bar_time: pd.Timestamp, target: float, intent: str, frame: pd.DataFrame | None,
               clock: Clock, report: CycleReport) -> None:
@@ -510,12 +520,8 @@ class LiveLoop:
         now = clock.timestamp
         day = str(self.broker.session_date(now))
         marks = self.journal.latest_marks()
-        start = self.journal.meta("day_start")
-        if start is None or start.get("day") != day:
-            if not marks:
-                return False
-            start = {"day": day, "equity": sum(row["equity"] for row in marks.values())}
-            self.journal.set_meta("day_start", start)
+        if not marks:
+            return False
         sleeves = self.journal.sleeves()
         equity = 0.0
         for symbol, sleeve in sleeves.items():
@@ -529,6 +535,13 @@ class LiveLoop:
                 frame = bars.get(symbol)
                 price = float(frame["close"].iloc[-1]) if frame is not None else (marks[symbol]["close"] if symbol in marks else 0.0)
             equity += sleeve.cash + sleeve.units * price
+        start = self.journal.meta("day_start")
+        if start is None or start.get("day") != day:
+            # the first cycle of a trading day: the day starts from the last marks (the previous close); after
+            # --clear-halt, from the equity now
+            begin = sum(row["equity"] for row in marks.values()) if start is not None else equity
+            start = {"day": day, "equity": begin}
+            self.journal.set_meta("day_start", start)
         if not start["equity"] > 0:
             return False
         loss = 1.0 - equity / start["equity"]
@@ -552,18 +565,32 @@ class LiveLoop:
         if self._flatten(clock, "flatten", report):
             raise LoopStopped(f"halted: {self.journal.meta('halted', {}).get('reason', 'risk limit')}")
 
-    def _flatten(self, clock: Clock, intent: str, report: CycleReport) -> bool:
-        """Send orders that close every position; True once everything is flat and nothing is open."""
-        now = clock.timestamp
+    def _cancel_open_orders(self, now: pd.Timestamp, why: str, report: CycleReport, wait_seconds: float = 0.0) -> bool:
+        """Cancel every open order of this run and book what the broker says; True once none is open.
+
+        :param wait_seconds: how long to wait (polling each second) for the cancels to settle.
+        """
         for row in self.journal.orders(pending_only=True):
             order = self.broker.order_by_client_id(row["client_order_id"])
             if order is not None and not order.is_final:
                 self.broker.cancel_order(order)
-                self.journal.record_event(row["client_order_id"], now, "cancel_requested", intent)
+                self.journal.record_event(row["client_order_id"], now, "cancel_requested", why)
                 self._crash("after_cancel")
-            elif order is not None:
-                self._book(order, now, report)
-        if self.journal.orders(pending_only=True):
+        waited = 0.0
+        while True:
+            self._sync_orders(now, report)
+            if not self.journal.orders(pending_only=True):
+                return True
+            if waited >= wait_seconds:
+                return False
+            self.broker.sleep(1.0)
+            waited += 1.0
+
+    def _flatten(self, clock: Clock, intent: str, report: CycleReport, wait_seconds: float = 0.0) -> bool:
+        """Cancel open orders, then send orders that close every position; True once everything is flat and
+        nothing is open."""
+        now = clock.timestamp
+        if not self._cancel_open_orders(now, intent, report, wait_seconds):
             return False
         held = {s: sleeve for s, sleeve in self.journal.sleeves().items() if sleeve.units != 0.0}
         if not held:
@@ -588,13 +615,14 @@ class LiveLoop:
         report.status = "killed"
         self._sync_orders(now, report)
         if self.config.risk.flatten_on_kill:
-            self._flatten(clock, "kill", report)
+            self._flatten(clock, "kill", report, wait_seconds=10.0)
+            for _ in range(10):  # give the closing orders a moment to fill, so the journal books them now
+                self._sync_orders(now, report)
+                if not self.journal.orders(pending_only=True):
+                    break
+                self.broker.sleep(1.0)
         else:
-            for row in self.journal.orders(pending_only=True):
-                order = self.broker.order_by_client_id(row["client_order_id"])
-                if order is not None and not order.is_final:
-                    self.broker.cancel_order(order)
-                    self.journal.record_event(row["client_order_id"], now, "cancel_requested", "kill switch")
+            self._cancel_open_orders(now, "kill switch", report, wait_seconds=10.0)
         self._sync_orders(now, report)
         self.journal.set_meta("status", f"killed ({reason})")
         self.stopped = f"killed: {reason}"
@@ -611,22 +639,33 @@ class LiveLoop:
                        f"last: {error}", key=f"errors:{self.broker_error_streak // self.config.alerts.broker_errors}:"
                        f"{self.broker.session_date(report.at) if report.clock else ''}")
 
-    def _next_wake(self, report: CycleReport) -> pd.Timestamp:
-        """When the next cycle should run."""
+    def next_wake(self, report: CycleReport) -> pd.Timestamp:
+        """When the cycle after ``report``'s should run: soon while orders are open or bars are late (backing off
+        while they stay late), at the next open when a decision waits for it, else after the next bar closes."""
         now = report.at
         poll = pd.Timedelta(seconds=self.config.loop.poll_seconds)
         delay = pd.Timedelta(seconds=self.config.loop.bar_delay_seconds)
         clock = report.clock
-        if clock is None or report.status == "broker error" or report.waiting_for_bars:
+        if clock is None or report.status == "broker error":
             return now + poll
-        if self.journal.orders(pending_only=True):
-            return now + poll
-        if not clock.is_open:
-            if self.journal.unexecuted_decisions() or self.journal.meta("halted"):
-                return max(clock.next_open + pd.Timedelta(seconds=1), now)
+        pending = bool(self.journal.orders(pending_only=True))
+        following = self._next_bar_close(clock, delay)
+        if pending and clock.is_open:  # poll open orders, backing off while they stay open
+            self.pending_streak += 1
+            return min(now + poll * 2 ** min(self.pending_streak - 1, 6), following)
+        self.pending_streak = 0
+        if report.waiting_for_bars:
+            self.waiting_streak += 1
+            return min(now + poll * 2 ** min(self.waiting_streak - 1, 8), following)
+        self.waiting_streak = 0
+        if not clock.is_open and (pending or self.journal.unexecuted_decisions() or self.journal.meta("halted")):
+            following = min(following, clock.next_open + pd.Timedelta(seconds=1))  # nothing fills while closed
+        return max(following, now)
+
+    def _next_bar_close(self, clock: Clock, delay: pd.Timedelta) -> pd.Timestamp:
         if self.bar >= pd.Timedelta(days=1):
             return clock.next_close + delay
-        grid = now.floor(self.bar) + self.bar
+        grid = clock.timestamp.floor(self.bar) + self.bar
         if not clock.is_open:
             grid = clock.next_open.floor(self.bar) + self.bar
         return min(grid, clock.next_close) + delay

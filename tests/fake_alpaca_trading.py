@@ -62,7 +62,7 @@ class Rule:
 @dataclass
 class FillMode:
     """How a symbol's orders fill: ``"full"``, ``"partial"`` (``fraction`` first, then the rest after
-    ``complete_after`` more requests, or never when it is None), or ``"reject"``."""
+    ``complete_after`` more requests, or never when it is None), ``"hold"`` (never), or ``"reject"``."""
 
     kind: str = "full"
     fraction: float = 0.5
@@ -123,7 +123,7 @@ class FakeAlpaca:
     """
 
     def __init__(self, bars: dict[str, pd.DataFrame], timeframe: str, now: pd.Timestamp, cash: float = 100_000.0) -> None:
-        self.bars = {s: f.copy() for s, f in bars.items()}
+        self.bars = {s: f.set_axis(f.index.as_unit("ns")) for s, f in bars.items()}
         self.timeframe = timeframe
         self.bar = pd.Timedelta(days=1) if timeframe == "1Day" else pd.Timedelta(hours=1)
         first = min(f.index[0] for f in bars.values())
@@ -131,7 +131,8 @@ class FakeAlpaca:
         self.days = [d for d in pd.date_range(first.tz_convert(MARKET_TZ).date() - dt.timedelta(days=10),
                                               last.tz_convert(MARKET_TZ).date() + dt.timedelta(days=30)).date
                      if d.weekday() < 5]
-        self.closes = {s: pd.DatetimeIndex([self.bar_close(t) for t in f.index]) for s, f in self.bars.items()}
+        self.closes = {s: pd.DatetimeIndex([self.bar_close(t) for t in f.index]).as_unit("ns") for s, f in self.bars.items()}
+        self.expire_day_orders = True  # like Alpaca: a day order still open at the close expires
         self.now = pd.Timestamp(now).tz_convert("UTC")
         self.cash = float(cash)
         self.positions: dict[str, dict[str, float]] = {}
@@ -245,7 +246,7 @@ class FakeAlpaca:
             "time_in_force": body.get("time_in_force", "day"), "limit_price": None, "stop_price": None,
             "status": "accepted", "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None,
             "hwm": None, "position_intent": "buy_to_open" if side == "buy" else "sell_to_close",
-            "_requests_seen": 0,
+            "_requests_seen": 0, "_mode": self.fill_modes.get(symbol, FillMode()),
         }
         self.orders.append(order)
         self.by_cid[cid] = order
@@ -258,15 +259,24 @@ class FakeAlpaca:
         return self.cash - pending
 
     def process(self) -> None:
-        """Fill what the market can fill now (called before every request is served)."""
+        """Expire day orders past their session's close; fill what the market can fill now (called before
+        every request is served)."""
+        if self.expire_day_orders:
+            for order in self.orders:
+                if order["status"] in ("accepted", "new", "partially_filled"):
+                    day = pd.Timestamp(order["submitted_at"]).tz_convert(MARKET_TZ).date()
+                    if self.now >= market_close(day):
+                        order.update(status="expired", expired_at=_wire_time(self.now), updated_at=_wire_time(self.now))
         if not self.is_open():
             return
         for order in self.orders:
             if order["status"] not in ("accepted", "new", "partially_filled"):
                 continue
-            mode = self.fill_modes.get(order["symbol"], FillMode())
+            mode = order["_mode"]  # as it was when the order was accepted
             order["_requests_seen"] += 1
             qty, filled = float(order["qty"]), float(order["filled_qty"])
+            if mode.kind == "hold":  # never fills (an order resting away from the market)
+                continue
             if mode.kind == "reject":
                 order.update(status="rejected", failed_at=_wire_time(self.now), updated_at=_wire_time(self.now))
                 continue

@@ -20,7 +20,7 @@ import requests
 from live import Journal, OrderRequest
 from live.loop import CRASH_POINTS
 
-from fake_alpaca_trading import API_KEY, SECRET_KEY, Rule, market_close, market_open
+from fake_alpaca_trading import API_KEY, SECRET_KEY, FillMode, Rule, market_close, market_open
 from live_helpers import (
     assert_journal_matches_broker,
     broker_for,
@@ -155,8 +155,10 @@ def test_reconciliation_alerts_and_adopts_what_the_journal_cannot_explain(fake, 
     fake.positions.setdefault("AAPL", {"qty": 0.0, "cost": 0.0})
     fake.positions["AAPL"]["qty"] += 7.0
     fake.positions["AAPL"]["cost"] += 7.0 * 100
-    fake.set_now(fake.now + pd.Timedelta(minutes=1))
+    fake.set_now(broker_for(fake).clock().next_open + pd.Timedelta(minutes=1))
+    fake.fill_modes["AAPL"] = FillMode("hold")
     status, order = fake.accept({"symbol": "AAPL", "qty": "1", "side": "buy", "client_order_id": "manual-1"})
+    fake.fill_modes.clear()
     assert status == 200
     loop.cycle()
     kinds = [a["message"] for a in loop.journal.alerts() if a["kind"] == "reconciliation"]
