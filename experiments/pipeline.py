@@ -1,8 +1,8 @@
 """The main job: dataset -> supervised model -> PPO agent -> one benchmark table on held-out time, after costs.
 
-    python -m experiments.pipeline [--quick] [--runs-dir runs] [--run-name NAME] [--overwrite]
+    python -m experiments.pipeline [--quick] [--config my.yaml] [--runs-dir runs] [--run-name NAME] [--overwrite]
 
-1. builds the default dataset on the embedded data (AAPL, IBM, MSFT, GOOG daily 2000-2013);
+1. builds the dataset of --config (default: the embedded AAPL, IBM, MSFT, GOOG daily 2000-2013);
 2. trains a supervised classifier (``--model``, default lstm) and chooses its threshold on validation;
 3. trains a PPO agent on the train split (checkpoint chosen on validation against cash);
 4. backtests cash, buy-and-hold, random, SMA crossover, the supervised threshold policy and the PPO agent
@@ -28,7 +28,7 @@ from agents.supervised_policy import SupervisedThresholdPolicy
 from agents.training import train_agent
 from configs.loader import CONFIG_DIR, load_yaml_config
 from experiments.agent_cli import AGENT_CONFIG_SECTIONS
-from experiments.common import cli, make_parser, staged_run_directory
+from experiments.common import cli, existing_file, make_parser, staged_run_directory
 from features.dataset import build_dataset
 from sim.engine import Costs
 from sim.metrics import metrics_to_json
@@ -38,6 +38,9 @@ from supervised.experiment import METRICS_FILE, load_supervised_config, run_supe
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m experiments.pipeline", __doc__)
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "supervised.yaml",
+                        help="YAML whose dataset: section defines the data (any source: embedded, parquet, alpaca) "
+                             "and whose train:/models: sections the classifier")
     parser.add_argument("--model", default="lstm", choices=["mlp", "lstm", "gru", "cnn_lstm"],
                         help="supervised architecture")
     parser.add_argument("--timesteps", type=int, default=200_000, help="PPO environment steps")
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    sup_config = load_supervised_config(CONFIG_DIR / "supervised.yaml")
+    sup_config = load_supervised_config(existing_file(args.config, "--config"))
     agent_config = load_yaml_config(AgentConfig, CONFIG_DIR / "ppo.yaml", "agent", sections=AGENT_CONFIG_SECTIONS)
 
     with staged_run_directory(args.runs_dir, args.run_name, args.overwrite, prefix="pipeline") as run:
