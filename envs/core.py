@@ -265,7 +265,7 @@ class TradingCore:
         if self._plain_log_reward:
             # numpy's log, not math.log: they differ in the last bit for some inputs, and the batched
             # path uses numpy's
-            reward = float(np.log(max(equity, 1e-12) / prev_equity))
+            reward = float(np.log((1e-12 if equity < 1e-12 else equity) / prev_equity))  # np.maximum: NaN stays
         else:
             reward = float(self.reward_fn(sim.result.prev_equity, sim.equity, sim.drawdown())[0])
         if not (math.isfinite(reward) and math.isfinite(equity)):

@@ -190,15 +190,14 @@ def test_env_check_catches_a_leak_in_the_dataset_features(two_symbols, monkeypat
 def test_env_check_catches_a_leak_in_the_position_state(two_symbols, monkeypatch) -> None:
     import sim.engine
 
-    original = sim.engine.Simulator.position_state
+    original = sim.engine.Simulator.position_state_one  # what the single-account env observes
 
-    def peeking_state(self, out):  # "unrealised return" computed with the next bar's close
-        out = original(self, out)
+    def peeking_state(self):  # "unrealised return" computed with the next bar's close
+        position, _, bars_held, cash_fraction = original(self)
         row = int(self.row[0])
-        out[0, 1] = self.close[min(row + 1, len(self.close) - 1)] / self.close[row] - 1.0
-        return out
+        return position, self.close[min(row + 1, len(self.close) - 1)] / self.close[row] - 1.0, bars_held, cash_fraction
 
-    monkeypatch.setattr(sim.engine.Simulator, "position_state", peeking_state)
+    monkeypatch.setattr(sim.engine.Simulator, "position_state_one", peeking_state)
     result = find_env_lookahead(two_symbols, DatasetConfig(window=8), cuts=2, seed=0)
     assert {(f.check, f.column) for f in result.findings} == {("env", "obs:unrealised_return")}
     assert all(f.first_bad_row == f.cut - 1 for f in result.findings)
