@@ -1,38 +1,63 @@
-"""Hyperparameter search with Optuna: seeded TPE, median pruning on per-epoch validation F1.
+"""Hyperparameter search with Optuna: seeded TPE, median pruning on per-epoch validation F1, and the
+best trial handed back as a model.
 
-Any Optuna storage URL works through the same code (``sqlite:///runs/hpo.db`` on one machine,
-``postgresql://...`` shared by workers on several). Running again with the same storage and study name
-resumes the study and adds trials.
+Any Optuna storage URL works through the same code: ``sqlite:///runs/hpo.db`` on one machine,
+``postgresql://user@host/db`` shared by workers on several (the ``postgres`` extra installs the driver).
+Running again with the same storage and study name resumes the study and adds trials; several
+processes given the same storage and study name at once share it (unique trial numbers, one pruner
+over all their trials). A worker that dies mid-trial stops sending heartbeats; the next worker to start
+a trial marks it failed and queues it once more with the same parameters (:class:`HPOConfig`
+``heartbeat_interval``, ``max_retry``).
+
+The study-level plumbing (:func:`open_study`, :func:`trial_seeded_sampler`, :func:`storage_label`) is
+shared with ``agents.hpo``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import random
+import shutil
+import socket
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from configs.loader import config_to_dict, dataclass_from_dict
-from features.atomic_io import write_directory_atomic
+from features.atomic_io import write_directory_atomic, write_text_atomic
 from features.market_data import MarketData
 
 from .models import ModelConfig
 from .trainer import TrainConfig, train_classifier
 
 MODEL_KIND_ATTR = "model_kind"
+HAND_BACK_FILE = "hpo.json"
 
 
 @dataclass(frozen=True)
 class HPOConfig:
     """Study settings.
 
-    :param n_trials: trials to add per run.
-    :param seed: TPE seed (offset by the number of trials already in the study, so a resumed study
-        does not replay its first proposals).
+    :param n_trials: trials to add per run (per worker when several share a study).
+    :param seed: TPE seed; trial ``n`` draws from a generator seeded by ``(seed, n)``, so a resumed
+        study does not replay its first proposals and concurrent workers do not duplicate each other's.
     :param n_startup_trials: random trials before TPE models the space; also the pruner's warm-up
         count of completed trials.
     :param pruner_warmup_epochs: epochs a trial runs before it can be pruned.
-    :param epochs: epochs per trial (None: the train config's).
+    :param epochs: epochs per trial (None: the train config's). The model handed back at the end is
+        retrained with the train config's full ``epochs``.
+    :param heartbeat_interval: seconds between a running trial's heartbeats in the storage (0: none).
+        A trial whose worker died is marked failed by the next worker that starts a trial once its
+        heartbeat is older than ``grace_period``.
+    :param grace_period: seconds without a heartbeat before a running trial counts as dead (None: twice
+        ``heartbeat_interval``).
+    :param max_retry: times a dead worker's trial is queued again with the same parameters.
     """
 
     n_trials: int = 20
@@ -40,12 +65,16 @@ class HPOConfig:
     n_startup_trials: int = 5
     pruner_warmup_epochs: int = 3
     epochs: int | None = None
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    max_retry: int = 1
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise ValueError(f"n_trials={self.n_trials} must be >= 1")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"hpo epochs={self.epochs} must be >= 1")
+        check_study_settings(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "hpo config") -> "HPOConfig":
@@ -54,6 +83,209 @@ class HPOConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+
+def check_study_settings(config: Any) -> None:
+    """``ValueError`` for negative heartbeat, grace period or retry counts (shared with ``agents.hpo``)."""
+    if config.heartbeat_interval < 0:
+        raise ValueError(f"heartbeat_interval={config.heartbeat_interval} must be >= 0 (0: no heartbeat)")
+    if config.grace_period is not None and config.grace_period < 1:
+        raise ValueError(f"grace_period={config.grace_period} must be >= 1 second (or null)")
+    if config.max_retry < 0:
+        raise ValueError(f"max_retry={config.max_retry} must be >= 0")
+    if config.n_startup_trials < 0:
+        raise ValueError(f"n_startup_trials={config.n_startup_trials} must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Studies shared by workers
+
+
+def trial_seeded_sampler(seed: int, n_startup_trials: int) -> Any:
+    """TPE whose random draws for trial ``n`` come from a generator seeded by ``(seed, n)``.
+
+    One TPE sampler seeded once gives two workers that start together the same proposals, and a
+    resumed study its first ones again. Seeding by trial number (unique across workers) avoids both,
+    and a study run in one go or resumed in parts proposes the same parameters for the same history.
+    TPE's ``constant_liar`` counts running trials (other workers') as bad, so concurrent workers
+    spread out instead of piling on one region.
+
+    :param seed: the study seed.
+    :param n_startup_trials: random trials before TPE models the space.
+    :return: an ``optuna.samplers.BaseSampler``.
+    """
+    return _sampler_class()(seed, n_startup_trials)
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler_class() -> type:
+    import optuna  # imported on use: optuna is slow to import and only the searches need it
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        def __init__(self, seed: int, n_startup_trials: int) -> None:
+            self._seed, self._n_startup_trials = seed, n_startup_trials
+            self._by_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+        def _tpe(self, trial: Any) -> optuna.samplers.TPESampler:
+            sampler = self._by_trial.get(trial.number)
+            if sampler is None:
+                trial_seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    sampler = optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=self._n_startup_trials,
+                                                         constant_liar=True)
+                self._by_trial[trial.number] = sampler
+            return sampler
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return self._tpe(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+            return self._tpe(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            return self._tpe(trial).sample_independent(study, trial, name, distribution)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self._tpe(trial).before_trial(study, trial)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            sampler = self._by_trial.pop(trial.number, None)
+            if sampler is not None:
+                sampler.after_trial(study, trial, state, values)
+
+    return TrialSeededSampler
+
+
+def storage_label(storage: str) -> str:
+    """``storage`` with any password masked, for messages and files."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show it as given (it will fail later with a reason)
+        return storage
+
+
+def _is_race(error: BaseException) -> bool:
+    """Whether ``error`` is what two workers creating the same fresh storage at once run into."""
+    import sqlalchemy.exc
+
+    if isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True  # duplicate tables/types/rows of the schema another worker is creating
+    text = str(error).lower()
+    return isinstance(error, sqlalchemy.exc.OperationalError) and ("locked" in text or "already exists" in text)
+
+
+def open_study(
+    storage: str,
+    study_name: str,
+    *,
+    pruner: Any,
+    seed: int,
+    n_startup_trials: int,
+    heartbeat_interval: int = 60,
+    grace_period: int | None = None,
+    max_retry: int = 1,
+    direction: str = "maximize",
+    attempts: int = 8,
+) -> Any:
+    """Create or load ``study_name`` in ``storage``: safe when several workers start at the same moment.
+
+    Optuna creates its tables on first use; two workers doing that at once on a fresh PostgreSQL
+    database collide (a duplicate-type error). Opening is retried with a random back-off on such
+    collisions, never on other errors (a wrong host or password fails at once).
+
+    :param storage: an Optuna storage URL (``sqlite:///...``, ``postgresql://...``).
+    :param study_name: the study.
+    :param pruner: the study's pruner.
+    :param seed: the :func:`trial_seeded_sampler` seed.
+    :param n_startup_trials: random trials before TPE.
+    :param heartbeat_interval: seconds between heartbeats of a running trial (0: none).
+    :param grace_period: seconds without heartbeat before a running trial is failed (None: 2 intervals).
+    :param max_retry: times a failed-by-heartbeat trial is queued again with the same parameters.
+    :param direction: ``"maximize"`` or ``"minimize"``.
+    :param attempts: tries before a collision is given up on.
+    """
+    import optuna
+
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_interval > 0:
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        key = "heartbeat_stale_trial_callback"
+        if retry is None:  # Optuna < 4.9
+            retry, key = optuna.storages.RetryFailedTrialCallback, "failed_trial_callback"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                         key: retry(max_retry=max_retry)}
+    sampler = trial_seeded_sampler(seed, n_startup_trials)
+    rng = random.Random()
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(storage, **heartbeat)
+            return optuna.create_study(storage=rdb, study_name=study_name, direction=direction,
+                                       load_if_exists=True, pruner=pruner, sampler=sampler)
+        except ImportError as error:
+            raise ValueError(
+                f"no database driver for storage {storage_label(storage)} ({error.__cause__ or error}) — "
+                f"install it: pip install -e '.[postgres]' for postgresql://"
+            ) from error
+        except Exception as error:
+            import sqlalchemy.exc
+
+            if not isinstance(error, sqlalchemy.exc.SQLAlchemyError):
+                raise
+            if not _is_race(error) or attempt == attempts - 1:
+                reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
+                raise ValueError(
+                    f"cannot open Optuna storage {storage_label(storage)}: {reason} — check the URL, that the "
+                    f"database server runs and accepts this user, and that the database exists"
+                ) from error
+            time.sleep(rng.uniform(0.05, 0.3) * (attempt + 1))  # another worker is creating the schema
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fail_dead_trials(study: Any) -> None:
+    """Mark running trials whose worker stopped sending heartbeats as failed (and queue their retry).
+
+    Optuna does this before each trial too; doing it first lets a resumed study clean up at once.
+    """
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+
+
+def remove_failed_trial_leftovers(study: Any, trial_root: Path) -> list[str]:
+    """Delete the half-written ``.trial_<n>.tmp*`` folders of failed trials (a killed worker's).
+
+    Running trials' folders are left alone: another worker may be writing them.
+    """
+    import optuna
+
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+    removed = []
+    for path in trial_root.glob(".trial_*.tmp*"):
+        number = path.name[len(".trial_"):].split(".", 1)[0]
+        if number.isdigit() and int(number) in failed:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def worker_label() -> str:
+    """``host:pid`` of this process: recorded on each trial, so a shared study shows who ran what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The supervised search
 
 
 def suggest_configs(trial: Any, base_model: ModelConfig, base_train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
@@ -111,6 +343,7 @@ def run_study(
     into place when the trial ends (completed or pruned; a failed trial leaves nothing). Trial folders
     that the study does not know (left by a deleted study of the same name) are an error before any
     training, unless ``overwrite``: then each is replaced when the new trial of that number ends.
+    Several processes may run this on one storage and study at once (see the module docstring).
 
     :param data: the dataset.
     :param base_model: model defaults; its ``kind`` picks the search space.
@@ -130,37 +363,34 @@ def run_study(
         base_train = dataclasses.replace(base_train, epochs=hpo.epochs)
     kind = base_model.kind
     study_name = study_name or f"sup_{kind}"
-    if str(storage).startswith("sqlite:///"):
-        Path(str(storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="maximize",
-        load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=hpo.n_startup_trials, n_warmup_steps=hpo.pruner_warmup_epochs
-        ),
-    )
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=hpo.n_startup_trials, n_warmup_steps=hpo.pruner_warmup_epochs)
+    study = open_study(storage, study_name, pruner=pruner, seed=hpo.seed, n_startup_trials=hpo.n_startup_trials,
+                       heartbeat_interval=hpo.heartbeat_interval, grace_period=hpo.grace_period,
+                       max_retry=hpo.max_retry)
     recorded = study.user_attrs.get(MODEL_KIND_ATTR)
     if recorded is not None and recorded != kind:
         raise ValueError(
             f"study {study_name!r} searches model {recorded!r}; got --model {kind!r} (use another study name)"
         )
-    study.set_user_attr(MODEL_KIND_ATTR, kind)
-    study.sampler = optuna.samplers.TPESampler(seed=hpo.seed + len(study.trials), n_startup_trials=hpo.n_startup_trials)
+    if recorded is None:
+        study.set_user_attr(MODEL_KIND_ATTR, kind)
     trial_root = Path(runs_dir) / "hpo" / study_name
-    foreign = _unknown_trial_dirs(study, trial_root)
+    foreign = unknown_trial_dirs(study, trial_root)
     if foreign and not overwrite:
         raise FileExistsError(
-            f"{trial_root} holds trial folder(s) {foreign} that study {study_name!r} in {storage} does not know "
-            f"(from a deleted study of that name?) — pass --overwrite to replace each as its new trial ends, "
-            f"or choose another --study-name"
+            f"{trial_root} holds trial folder(s) {foreign} that study {study_name!r} in {storage_label(storage)} does "
+            f"not know (from a deleted study of that name?) — pass --overwrite to replace each as its new trial "
+            f"ends, or choose another --study-name"
         )
+    fail_dead_trials(study)
+    remove_failed_trial_leftovers(study, trial_root)
+    worker = worker_label()
 
     def objective(trial: optuna.Trial) -> float:
         model_config, train_config = suggest_configs(trial, base_model, base_train)
         run_dir = trial_root / f"trial_{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", worker)
         outcome: dict[str, Any] = {}
 
         def fill(directory: Path) -> None:
@@ -185,26 +415,110 @@ def run_study(
     return study
 
 
-def _unknown_trial_dirs(study: Any, trial_root: Path) -> list[str]:
+def unknown_trial_dirs(study: Any, trial_root: Path) -> list[str]:
     """Names of ``trial_<n>`` folders under ``trial_root`` with no trial ``n`` in ``study``."""
     found = [p for p in trial_root.glob("trial_*") if p.is_dir() and p.name[len("trial_"):].isdigit()]
     known = len(study.get_trials(deepcopy=False))  # read after listing: a folder's trial is already stored
     return sorted((p.name for p in found if int(p.name[len("trial_"):]) >= known), key=lambda n: int(n[6:]))
 
 
-def describe_best(study: Any) -> str:
-    """A few lines on the study's best trial (value, params, where its logs are)."""
+def best_trial(study: Any) -> Any:
+    """The study's best completed trial, or None when none has completed."""
     import optuna
 
-    states = [t.state for t in study.trials]
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return None
+    return study.best_trial
+
+
+def describe_best(study: Any, score: str = "validation F1") -> str:
+    """A few lines on the study's best trial (value, params, where its logs are).
+
+    :param study: the study.
+    :param score: what the trial value is, in words.
+    """
+    import optuna
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
     counts = {s.name.lower(): states.count(s) for s in optuna.trial.TrialState if states.count(s)}
-    header = f"study {study.study_name!r}: {len(study.trials)} trial(s) {counts}"
-    if not any(s == optuna.trial.TrialState.COMPLETE for s in states):
+    header = f"study {study.study_name!r}: {len(states)} trial(s) {counts}"
+    best = best_trial(study)
+    if best is None:
         return header + "\nno completed trial yet"
-    best = study.best_trial
-    lines = [header, f"best trial #{best.number}: validation F1 {best.value:.4f}"]
+    lines = [header, f"best trial #{best.number}: {score} {best.value:.4f}"]
     lines += [f"  {k} = {v}" for k, v in sorted(best.params.items())]
-    for key in ("best_epoch", "threshold", "run_dir"):
+    for key in ("best_epoch", "threshold", "fallback", "run_dir", "worker"):
         if key in best.user_attrs:
             lines.append(f"  ({key}: {best.user_attrs[key]})")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Handing back the best model
+
+
+def hand_back_record(study: Any, trial: Any, storage: str, **extra: Any) -> dict[str, Any]:
+    """What ``hpo.json`` of a hand-back says: the study, storage (password masked), trial and value."""
+    return {"study": study.study_name, "storage": storage_label(storage), "trial": trial.number,
+            "trial_value": trial.value, "params": dict(trial.params), **extra}
+
+
+def read_hand_back(folder: str | Path) -> dict[str, Any] | None:
+    """The ``hpo.json`` record of a hand-back folder, or None when ``folder`` is not one."""
+    import json
+
+    path = Path(folder) / HAND_BACK_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def retrain_trial(
+    study: Any,
+    trial: Any,
+    data: MarketData,
+    run_dir: str | Path,
+    *,
+    storage: str,
+    full_train: TrainConfig,
+    evaluation: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Retrain a trial's model and train settings with the full budget and save it as a run.
+
+    The trial trained for ``hpo.epochs`` (and may have run on another machine); its settings are
+    retrained here for ``full_train.epochs`` epochs with early stopping on validation F1, as
+    ``experiments.train_supervised`` does: ``run_dir`` gets ``model/`` (the bundle), ``metrics.json``
+    (threshold chosen on validation, test scored once), TensorBoard events, and ``hpo.json`` naming the
+    study and trial.
+
+    :param study: the study.
+    :param trial: the trial to retrain (usually ``best_trial(study)``).
+    :param data: the dataset the study searched on.
+    :param run_dir: the (new, empty) run folder.
+    :param storage: the storage URL (recorded with its password masked).
+    :param full_train: the full-budget train config (its ``epochs`` and ``seed`` are used).
+    :param evaluation: ``supervised.experiment.EvaluationConfig`` (None: defaults).
+    :param progress: show tqdm bars.
+    :return: ``hpo.json``'s record, with the retrained model's validation F1.
+    """
+    import json
+
+    from .experiment import run_supervised
+
+    best = trial
+    settings = best.user_attrs
+    if "model_config" not in settings or "train_config" not in settings:
+        raise ValueError(f"best trial #{best.number} of study {study.study_name!r} records no model settings "
+                         f"(added by hand?) — nothing to retrain")
+    model_config = ModelConfig.from_dict(settings["model_config"], f"trial {best.number} model_config")
+    trial_train = TrainConfig.from_dict(settings["train_config"], f"trial {best.number} train_config")
+    train = dataclasses.replace(trial_train, epochs=full_train.epochs, seed=full_train.seed)
+    metrics = run_supervised(data, model_config, train, run_dir, evaluation=evaluation, progress=progress)
+    record = hand_back_record(study, best, storage, handed_back="retrained", epochs=train.epochs,
+                              validation_f1=metrics["training"]["best_val_f1"], train_config=train.to_dict())
+    write_text_atomic(Path(run_dir) / HAND_BACK_FILE, json.dumps(record, indent=2) + "\n")
+    return record
+

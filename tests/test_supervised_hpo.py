@@ -1,12 +1,16 @@
-"""Optuna search on tiny data: SQLite storage, resume adds trials, per-trial TensorBoard logs."""
+"""Optuna search on tiny data: SQLite storage, resume adds trials, per-trial TensorBoard logs, trials seeded by
+number, the best trial handed back as a model, one-line storage errors."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
+from experiments import hpo as hpo_cli
+from experiments.common import UsageError
 from features import DatasetConfig, LabelConfig, build_market_data, synthetic_bars
-from supervised.hpo import HPOConfig, describe_best, run_study, suggest_configs
+from supervised.bundle import load_model
+from supervised.hpo import HPOConfig, describe_best, open_study, run_study, suggest_configs
 from supervised.models import MODEL_KINDS, ModelConfig, build_model
 from supervised.trainer import TrainConfig
 
@@ -51,3 +55,72 @@ def test_search_spaces_build_valid_models(kind) -> None:
         build_model(model)
         assert model.kind == kind and 1e-4 <= train.lr <= 3e-3 and train.epochs == FAST.epochs
         study.tell(trial, 0.0)
+
+
+def test_trials_are_seeded_by_number_so_resuming_and_sharing_never_replay_draws(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'seeded.db'}"
+
+    def objective(trial) -> float:
+        return trial.suggest_float("x", 0.0, 1.0) + trial.suggest_float("y", 0.0, 1.0)
+
+    def study(name: str):
+        return open_study(storage, name, pruner=optuna.pruners.NopPruner(), seed=3, n_startup_trials=2,
+                          heartbeat_interval=0)
+
+    whole = study("whole")
+    whole.optimize(objective, n_trials=4)
+    study("parts").optimize(objective, n_trials=2)
+    parts = study("parts")  # a resumed worker: a new sampler object
+    parts.optimize(objective, n_trials=2)
+    assert [t.params for t in parts.trials] == [t.params for t in whole.trials]  # TPE trials 2-3 included
+    first, second = study("shared"), study("shared")  # two workers that started together, taking turns
+    for _ in range(2):
+        first.optimize(objective, n_trials=1)
+        second.optimize(objective, n_trials=1)
+    assert len({tuple(t.params.values()) for t in first.trials}) == 4
+
+
+def test_a_bad_storage_is_one_line_without_its_password(tmp_path, capsys) -> None:
+    from experiments.common import run_cli
+
+    argv = ["--model", "mlp", "--trials", "1", "--storage", "postgresql://trader:s3cret@127.0.0.1:1/hpo",
+            "--dataset", str(tiny_saved(tmp_path)), "--runs-dir", str(tmp_path / "runs")]
+    assert run_cli(hpo_cli.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: cannot open Optuna storage postgresql://trader:***@127.0.0.1:1/hpo")
+    assert "s3cret" not in err
+
+
+def test_the_best_trial_is_handed_back_once_and_a_foreign_folder_is_refused(tmp_path, capsys) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text("train: {epochs: 2, batch_size: 128, num_threads: 1}\nevaluation: {importance_repeats: 0}\n")
+    runs = tmp_path / "runs"
+    argv = ["--model", "mlp", "--trials", "1", "--storage", f"sqlite:///{tmp_path / 'hpo.db'}", "--study-name", "s",
+            "--config", str(config), "--dataset", str(tiny_saved(tmp_path)), "--runs-dir", str(runs), "--epochs", "1"]
+    (runs / "mine").mkdir(parents=True)
+    with pytest.raises(UsageError, match="is not a hand-back of study 's'"):
+        hpo_cli.main(argv + ["--best-name", "mine"])
+    assert list((runs / "mine").iterdir()) == []
+    study = hpo_cli.main(argv)
+    out = capsys.readouterr().out
+    best = runs / "s_best"
+    assert f"best model: {best / 'model'} [trial #{study.best_trial.number} retrained with the full budget (2 epochs)" in out
+    assert f"python -m experiments.backtest --policy {best / 'model'}" in out
+    assert load_model(best / "model").model_config.kind == "mlp"
+    stamp = (best / "hpo.json").stat().st_mtime_ns
+    study.add_trial(optuna.trial.create_trial(value=-1.0))  # a worse trial from elsewhere: the best is unchanged
+
+    def must_not_write(path, trial):
+        raise AssertionError("the same best trial is written again")
+
+    folder, record, fresh = hpo_cli.hand_back(study, runs, None, must_not_write, same={"epochs": 2})
+    assert (folder, record["trial"], fresh) == (best, study.best_trial.number, False)
+    assert (best / "hpo.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in runs.iterdir() if p.name.startswith(".")] == []
+
+
+def tiny_saved(tmp_path):
+    path = tmp_path / "data"
+    if not path.exists():
+        tiny_data().save(path)
+    return path
