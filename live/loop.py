@@ -32,7 +32,6 @@ the simulator broker, so ``--broker sim`` runs the identical code path fast.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,10 +42,12 @@ import pandas as pd
 from features.bars import Timeframe
 
 from .alerts import Alerter, json_line
-from .broker import BUY, SELL, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position
+from .broker import BUY, SELL, Broker, BrokerError, Clock, Position
 from .config import PaperConfig
-from .journal import Journal, client_order_id, iso, stamp
+from .journal import Journal, client_order_id, iso
 from .policy import LivePolicy, position_state, settled_history_bars
+from .orders import OrderDesk
+from .reconcile import reconcile
 from .risk import KillSwitch, limit_targets
 from .sizing import plan_order, round_quantity
 
@@ -137,6 +138,7 @@ class LiveLoop:
         self.costs = config.costs.costs()
         self.qty_decimals = getattr(broker, "qty_decimals", None)
         self.alert = Alerter(journal, config.alerts, run_name, post=alert_post)
+        self.desk = OrderDesk(broker, journal, self.alert, self.timeframe, crash=self._crash)
         self.killswitch = KillSwitch(self.run_dir / config.risk.kill_file)
         self.actors = {symbol: policy.actor() for symbol in self.symbols}
         self.stopped: str | None = None
@@ -244,10 +246,11 @@ class LiveLoop:
             if reason is not None:
                 self._kill(clock, reason, report)
                 return report
-            self._sync_orders(now, report)
+            self.desk.sync(now, report.fills)
             self._crash("after_sync")
             positions = self.broker.positions()
-            self._reconcile(now, positions, report)
+            reconcile(self.journal, self.broker, self.alert, self.symbols, positions, now,
+                      self.config.risk.adopt_broker_positions)
             bars = self._latest_bars(now, report)
             self._mark(bars, report)
             if self._daily_loss(clock, bars, report) or self.journal.meta("halted"):
@@ -264,69 +267,6 @@ class LiveLoop:
             report.status = "stopped"
         self._publish(report)
         return report
-
-    # ----- orders at the broker ------------------------------------------------------------------
-    def _sync_orders(self, now: pd.Timestamp, report: CycleReport) -> None:
-        for row in self.journal.orders(pending_only=True):
-            cid = row["client_order_id"]
-            order = self.broker.order_by_client_id(cid)
-            if order is None:
-                if row["status"] == "intent":
-                    self.journal.record_event(cid, now, "not_sent", "the broker has no order with this id: it never "
-                                              "arrived (the process stopped or the send failed before)", status="not_sent")
-                else:
-                    self.journal.record_event(cid, now, "lost", "the broker no longer knows this order", status="lost")
-                    self.alert(now, "reconciliation", f"order {cid} ({row['side']} {row['qty']:.6g} {row['symbol']}) is "
-                               f"journalled as {row['status']} but unknown to the broker", row["symbol"], key=f"lost:{cid}")
-                continue
-            self._book(order, now, report)
-
-    def _book(self, order: Order, now: pd.Timestamp, report: CycleReport) -> None:
-        fill_at = order.filled_at or now
-        booked = self.journal.apply_order(order, now, self.broker.bar_time_of(fill_at, self.timeframe))
-        if booked is not None:
-            report.fills.append({"client_order_id": booked.client_order_id, "symbol": booked.symbol,
-                                 "units": booked.units, "price": booked.price, "commission": booked.commission})
-        if order.status == "rejected":
-            self.alert(now, "order_rejected", f"{order.side} {order.qty:.6g} {order.symbol} was rejected"
-                       + (f": {order.reason}" if order.reason else ""), order.symbol, key=f"rejected:{order.client_order_id}")
-
-    # ----- reconciliation ------------------------------------------------------------------------
-    def _reconcile(self, now: pd.Timestamp, positions: dict[str, Position], report: CycleReport) -> None:
-        """Positions, open orders and cash: the broker's against the journal's."""
-        sleeves = self.journal.sleeves()
-        pending = {row["symbol"] for row in self.journal.orders(pending_only=True)}
-        for symbol, sleeve in sleeves.items():
-            broker_units = positions[symbol].qty if symbol in positions else 0.0
-            if _close(broker_units, sleeve.units) or symbol in pending:
-                continue  # an order still filling explains a difference; the next cycle books it
-            action = "adopted the broker's" if self.config.risk.adopt_broker_positions else "kept the journal's"
-            message = (f"{symbol}: the broker holds {broker_units:.9g} shares, the journal {sleeve.units:.9g}; "
-                       f"{action}")
-            self.alert(now, "reconciliation", message, symbol, key=f"units:{symbol}:{iso(now)}")
-            if self.config.risk.adopt_broker_positions:
-                self.journal.adopt_units(symbol, broker_units, now, "adopted broker position")
-            else:
-                self.journal.record_reconciliation(now, symbol, "units", sleeve.units, broker_units, "alerted")
-        for symbol in positions:
-            if symbol not in sleeves and symbol in self.symbols:
-                self.alert(now, "reconciliation", f"{symbol}: the broker holds a position the journal has no sleeve for",
-                           symbol, key=f"nosleeve:{symbol}")
-        for order in self.broker.open_orders():
-            if order.symbol in self.symbols and self.journal.order(order.client_order_id) is None:
-                self.journal.record_reconciliation(now, order.symbol, "foreign_order", None, order.qty,
-                                                   f"open order {order.client_order_id} not sent by this run")
-                self.alert(now, "reconciliation", f"{order.symbol}: open order {order.client_order_id} was not sent by "
-                           f"this run", order.symbol, key=f"foreign:{order.client_order_id}")
-        if not pending:
-            account = self.broker.account()
-            expected = sum(s.cash for s in self.journal.sleeves().values()) + float(self.journal.meta("cash_offset", 0.0))
-            tolerance = 0.01 + 1e-6 * abs(expected)
-            if abs(account.cash - expected) > tolerance:
-                self.journal.record_reconciliation(now, None, "cash", expected, account.cash, "alerted")
-                self.alert(now, "reconciliation", f"broker cash {account.cash:,.2f} differs from the journal's "
-                           f"{expected:,.2f} by {account.cash - expected:+,.2f} (fees, or trades outside this run)",
-                           key=f"cash:{self.broker.session_date(now)}")
 
     # ----- bars and marks ----------------------------------------------------------------------
     def _latest_bars(self, now: pd.Timestamp, report: CycleReport) -> dict[str, pd.DataFrame | None]:
@@ -440,8 +380,8 @@ class LiveLoop:
             if existing is not None and existing["status"] != "not_sent":
                 self.journal.mark_executed(symbol, bar_time, now, f"order {cid} {existing['status']}")
                 continue
-            if self._cancel_older(symbol, cid, now, report):
-                continue  # an older order of this symbol is still open: cancel it, size against what filled
+            if not self.desk.cancel(now, "superseded by a newer decision", report.fills, symbol=symbol, keep=cid):
+                continue  # an older order of this symbol is still open: cancel it, then size against what filled
             sent_today = len([o for o in self.journal.orders(trading_day=day) if o["status"] not in ("not_sent",)])
             if sent_today >= self.config.risk.max_orders_per_day:
                 self.alert(now, "trades_per_day", f"{sent_today} orders today reach risk.max_orders_per_day="
@@ -456,7 +396,7 @@ class LiveLoop:
 
     def _send(self, symbol: str, bar_time: pd.Timestamp, target: float, intent: str, frame: pd.DataFrame | None,
               clock: Clock, report: CycleReport) -> None:
-        """Size, journal the intent, send, book the answer."""
+        """Size the order by the simulator's rule (or close the position), then hand it to the desk."""
         now = clock.timestamp
         cid = client_order_id(self.run_name, symbol, bar_time, intent)
         sleeve = self.journal.sleeves()[symbol]
@@ -471,48 +411,13 @@ class LiveLoop:
         if units == 0.0:
             self.journal.mark_executed(symbol, bar_time, now, "no order (target reached or below the rebalance band)")
             return
-        side = BUY if units > 0 else SELL
-        self.journal.record_intent(cid, symbol, bar_time, intent, side, abs(units), target, reference,
-                                   str(self.broker.session_date(now)), now)
-        self._crash("after_intent")
-        request = OrderRequest(symbol, side, abs(units), cid, target, reference)
-        try:
-            order = self.broker.submit_order(request)
-        except OrderRejected as error:
-            self.journal.record_event(cid, now, "rejected", str(error), status="rejected", reason=str(error))
-            self.journal.mark_executed(symbol, bar_time, now, f"rejected: {error}")
-            self.alert(now, "order_rejected", f"{side} {abs(units):.6g} {symbol} was refused: {error}", symbol,
-                       key=f"rejected:{cid}")
-            report.orders.append({"client_order_id": cid, "symbol": symbol, "side": side, "qty": abs(units),
-                                  "status": "rejected"})
-            return
-        except BrokerError as error:
-            # unknown whether it arrived: the intent stays, and the next cycle asks the broker by its id
-            self.journal.record_event(cid, now, "send_failed", str(error))
-            raise
-        self._crash("after_submit")
-        self._book(order, now, report)
-        self._crash("after_book")
-        self.journal.mark_executed(symbol, bar_time, now, f"order {cid} {order.status}")
-        report.orders.append({"client_order_id": cid, "symbol": symbol, "side": side, "qty": abs(units),
-                              "target": target, "reference_price": reference, "status": order.status})
-        logger.info("%s %s %.6g %s (target %.4g, ~%.6g): %s", cid, side, abs(units), symbol, target, reference, order.status)
-
-    def _cancel_older(self, symbol: str, cid: str, now: pd.Timestamp, report: CycleReport) -> bool:
-        """Cancel this symbol's open orders from earlier decisions; True while any is still open."""
-        waiting = False
-        for row in self.journal.orders(pending_only=True):
-            if row["symbol"] != symbol or row["client_order_id"] == cid:
-                continue
-            waiting = True
-            order = self.broker.order_by_client_id(row["client_order_id"])
-            if order is not None and not order.is_final:
-                self.broker.cancel_order(order)
-                self.journal.record_event(row["client_order_id"], now, "cancel_requested", "superseded by a newer decision")
-                self._crash("after_cancel")
-            elif order is not None:
-                self._book(order, now, report)
-        return waiting
+        order = self.desk.send(cid=cid, symbol=symbol, bar_time=bar_time, intent=intent, units=units, target=target,
+                               reference=reference, now=now, trading_day=str(self.broker.session_date(now)),
+                               fills=report.fills)
+        status = "rejected" if order is None else order.status
+        self.journal.mark_executed(symbol, bar_time, now, f"order {cid} {status}")
+        report.orders.append({"client_order_id": cid, "symbol": symbol, "side": BUY if units > 0 else SELL,
+                              "qty": abs(units), "target": target, "reference_price": reference, "status": status})
 
     # ----- limits: daily loss, halt, kill -----------------------------------------------------------
     def _daily_loss(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> bool:
@@ -535,6 +440,7 @@ class LiveLoop:
                 frame = bars.get(symbol)
                 price = float(frame["close"].iloc[-1]) if frame is not None else (marks[symbol]["close"] if symbol in marks else 0.0)
             equity += sleeve.cash + sleeve.units * price
+        self.journal.set_meta("equity_now", {"at": iso(now), "equity": equity})  # for the monitor page
         start = self.journal.meta("day_start")
         if start is None or start.get("day") != day:
             # the first cycle of a trading day: the day starts from the last marks (the previous close); after
@@ -565,32 +471,11 @@ class LiveLoop:
         if self._flatten(clock, "flatten", report):
             raise LoopStopped(f"halted: {self.journal.meta('halted', {}).get('reason', 'risk limit')}")
 
-    def _cancel_open_orders(self, now: pd.Timestamp, why: str, report: CycleReport, wait_seconds: float = 0.0) -> bool:
-        """Cancel every open order of this run and book what the broker says; True once none is open.
-
-        :param wait_seconds: how long to wait (polling each second) for the cancels to settle.
-        """
-        for row in self.journal.orders(pending_only=True):
-            order = self.broker.order_by_client_id(row["client_order_id"])
-            if order is not None and not order.is_final:
-                self.broker.cancel_order(order)
-                self.journal.record_event(row["client_order_id"], now, "cancel_requested", why)
-                self._crash("after_cancel")
-        waited = 0.0
-        while True:
-            self._sync_orders(now, report)
-            if not self.journal.orders(pending_only=True):
-                return True
-            if waited >= wait_seconds:
-                return False
-            self.broker.sleep(1.0)
-            waited += 1.0
-
     def _flatten(self, clock: Clock, intent: str, report: CycleReport, wait_seconds: float = 0.0) -> bool:
         """Cancel open orders, then send orders that close every position; True once everything is flat and
         nothing is open."""
         now = clock.timestamp
-        if not self._cancel_open_orders(now, intent, report, wait_seconds):
+        if not self.desk.cancel(now, intent, report.fills, wait_seconds=wait_seconds):
             return False
         held = {s: sleeve for s, sleeve in self.journal.sleeves().items() if sleeve.units != 0.0}
         if not held:
@@ -613,17 +498,12 @@ class LiveLoop:
         self.alert(now, "kill_switch", f"kill switch ({reason}): canceling open orders"
                    + (" and flattening" if self.config.risk.flatten_on_kill else ""), key=f"kill:{iso(now)}")
         report.status = "killed"
-        self._sync_orders(now, report)
+        self.desk.sync(now, report.fills)
         if self.config.risk.flatten_on_kill:
             self._flatten(clock, "kill", report, wait_seconds=10.0)
-            for _ in range(10):  # give the closing orders a moment to fill, so the journal books them now
-                self._sync_orders(now, report)
-                if not self.journal.orders(pending_only=True):
-                    break
-                self.broker.sleep(1.0)
+            self.desk.await_fills(now, report.fills, wait_seconds=10.0)  # book the closing fills now
         else:
-            self._cancel_open_orders(now, "kill switch", report, wait_seconds=10.0)
-        self._sync_orders(now, report)
+            self.desk.cancel(now, "kill switch", report.fills, wait_seconds=10.0)
         self.journal.set_meta("status", f"killed ({reason})")
         self.stopped = f"killed: {reason}"
         self._publish(report)
@@ -683,10 +563,6 @@ class LiveLoop:
 
             write_monitor(self.journal, self.monitor_path, refresh_seconds=self.config.monitor.refresh_seconds,
                           chart_bars=self.config.monitor.chart_bars)
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def _plain(value: Any) -> Any:

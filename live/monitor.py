@@ -38,8 +38,10 @@ def page_figures(journal: Journal, chart_bars: int = 500) -> dict[str, Any]:
     latest = journal.latest_marks()
     day_start = journal.meta("day_start") or {}
     today = day_start.get("day")
-    equity = float(curve.iloc[-1]) if len(curve) else capital
-    peak = float(curve.max()) if len(curve) else capital
+    now = journal.meta("equity_now") or {}
+    # equity at the latest prices the loop saw (the last trade while the market is open), else at the last close
+    equity = float(now["equity"]) if now.get("equity") is not None else (float(curve.iloc[-1]) if len(curve) else capital)
+    peak = max(float(curve.max()) if len(curve) else capital, equity)
     drawdown_curve = 1.0 - curve / curve.cummax() if len(curve) else curve
     orders_today = journal.orders(trading_day=today) if today else []
     sent_today = [o for o in orders_today if o["status"] != "not_sent"]
@@ -66,6 +68,7 @@ def page_figures(journal: Journal, chart_bars: int = 500) -> dict[str, Any]:
         "symbols": identity.get("symbols", []), "timeframe": identity.get("timeframe", ""),
         "status": journal.meta("status", ""), "halted": journal.meta("halted"),
         "updated": last_cycle["at"] if last_cycle is not None else "", "today": today or "",
+        "equity_at": now.get("at", ""),
         "capital": capital, "equity": equity, "pnl": equity - capital,
         "return": equity / capital - 1.0 if capital > 0 else 0.0,
         "day_pnl": equity - float(day_start["equity"]) if day_start.get("equity") else 0.0,
@@ -96,7 +99,7 @@ def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int 
                    f'{len(f["alerts_today"])} alert(s) today: {esc(", ".join(kinds))} - latest: '
                    f'{esc(f["alerts_today"][-1]["message"])}</div>')
     figures = [
-        ("equity", "Equity", f["equity"], _money(f["equity"])),
+        ("equity", "Equity now", f["equity"], _money(f["equity"])),
         ("pnl", "P&L", f["pnl"], _money(f["pnl"], signed=True)),
         ("return", "Return", f["return"], f"{f['return']:+.2%}"),
         ("day_pnl", "Today's P&L", f["day_pnl"], _money(f["day_pnl"], signed=True)),

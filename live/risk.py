@@ -84,7 +84,7 @@ def limit_targets(targets: dict[str, float], sleeve_equity: dict[str, float], he
     if total > 0:
         gross = sum(abs(t) * sleeve_equity[s] for s, (t, _) in out.items())
         gross += sum(abs(x) * sleeve_equity[s] for s, x in held.items() if s not in out)
-        if gross / total > config.max_gross_exposure:
+        if gross / total > config.max_gross_exposure * (1.0 + 1e-9):  # not on rounding noise: 4 x 1.0 is 1.0
             new = sum(abs(t) * sleeve_equity[s] for s, (t, _) in out.items())
             room = max(config.max_gross_exposure * total - (gross - new), 0.0)
             scale = room / new if new > 0 else 0.0

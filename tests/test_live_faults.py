@@ -157,7 +157,7 @@ def test_partial_fills_are_booked_as_they_come(fake, tmp_path):
 
 def test_a_partial_fill_that_expires_at_the_close_is_booked_as_far_as_it_filled(fake, tmp_path):
     fake.fill_modes["AAPL"] = FillMode("partial", fraction=0.5, complete_after=None)
-    loop = make_loop(fake, tmp_path, config=paper_config(loop={"poll_seconds": 60}))
+    loop = make_loop(fake, tmp_path, config=paper_config(loop={"poll_seconds": 300}))
     loop.run(until=until(fake, 4))
     assert {o["status"] for o in fake.order_list()} == {"expired"}
     assert all(float(o["filled_qty"]) > 0 for o in fake.order_list())
@@ -168,7 +168,7 @@ def test_a_partial_fill_that_expires_at_the_close_is_booked_as_far_as_it_filled(
 def test_a_partial_fill_still_open_is_canceled_by_the_next_decision(fake, tmp_path):
     fake.expire_day_orders = False  # as a good-till-canceled order would stay
     fake.fill_modes["AAPL"] = FillMode("partial", fraction=0.5, complete_after=None)
-    loop = make_loop(fake, tmp_path, config=paper_config(loop={"poll_seconds": 60}))
+    loop = make_loop(fake, tmp_path, config=paper_config(loop={"poll_seconds": 300}))
     loop.run(until=until(fake, 4))
     statuses = [o["status"] for o in fake.order_list()]
     assert "canceled" in statuses and statuses.count("partially_filled") <= 1

@@ -73,6 +73,12 @@ def test_limits_cut_targets_per_symbol_and_in_total():
     assert tight["A"][0] == pytest.approx(0.25) and "gross" in tight["A"][1]  # (1.5 - 1.0) / 2 sleeves
 
 
+def test_fully_invested_sleeves_are_not_cut_by_rounding_noise():
+    equity = {s: 100_000.0 + 0.1 * k / 3 for k, s in enumerate("ABCD")}
+    held = {"B": 1.0, "C": 0.9999999999999998, "D": 1.0000000000000002}
+    assert limit_targets({"A": 1.0}, equity, held, RiskConfig())["A"] == (1.0, None)
+
+
 def test_bad_limits_and_unknown_keys_are_refused_by_name():
     with pytest.raises(ValueError, match="max_daily_loss"):
         RiskConfig(max_daily_loss=0)
