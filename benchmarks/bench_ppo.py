@@ -15,6 +15,11 @@ steps), so only the vectorisation and the PPO settings differ:
 * ``ours``: ``AgentConfig()`` (n_steps 256, batch 1024, n_epochs 4, gamma 0.9) built by
   ``agents.training.make_train_env``/``build_model`` on one native ``TradingVecEnv`` + ``VecMonitor``.
 
+* ``ours, pretrained lstm ...``: ``AgentConfig(pretrained=<an LSTM bundle>)`` (the weights do not matter for
+  speed): frozen (each window's embedding computed once and cached by ``agents.extractor``; the cache fills
+  during the run, so the row includes its cold start), frozen without the cache (the plain path), and
+  fine-tuned. ``--only-encoders`` runs just the reference, ``ours`` (16 envs) and these rows.
+
 Warm-up is excluded: each row runs one untimed PPO iteration (rollout + update) first, then times
 whole iterations (rollout + update), enough of them to cover ``--timesteps``. ``collect`` is the share
 of the timed wall time spent in rollouts (env steps + policy forward), the rest is the gradient update.
