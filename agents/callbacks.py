@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +11,71 @@ from stable_baselines3.common.callbacks import BaseCallback
 from features.market_data import MarketData
 from sim.engine import Costs
 
-from .evaluation import evaluate_policy
+from .evaluation import buy_and_hold_bar_returns, evaluate_policy
 from .saved_agent import AgentPolicy, save_agent
+
+
+@dataclass(frozen=True)
+class CheckpointRule:
+    """Which validation checkpoints may be kept, and how the kept one is chosen.
+
+    A checkpoint qualifies when its per-bar validation returns beat cash with a t statistic of at least
+    ``min_tstat``, and (rule ``"cash_and_buy_and_hold"``) its per-bar excess over buy-and-hold has a t
+    statistic of at least ``min_excess_tstat``: a long-biased policy that rides a bull window without beating
+    simply holding does not qualify. Its score is the validation log return less ``turnover_penalty`` per
+    order; it must beat ``min_improvement`` (cash scores 0) and every earlier kept checkpoint.
+
+    :param rule: ``"cash"`` or ``"cash_and_buy_and_hold"``.
+    :param min_improvement: score a checkpoint must beat.
+    :param min_tstat: t statistic against cash.
+    :param min_excess_tstat: t statistic of the excess over buy-and-hold (rule ``cash_and_buy_and_hold``).
+    :param turnover_penalty: log return charged per validation order.
+    """
+
+    rule: str = "cash"
+    min_improvement: float = 0.0
+    min_tstat: float = 1.5
+    min_excess_tstat: float = 0.0
+    turnover_penalty: float = 0.0
+
+    @classmethod
+    def of(cls, config: Any) -> "CheckpointRule":
+        """The rule of an :class:`agents.config.AgentConfig`."""
+        excess = config.min_excess_tstat
+        if excess is None:
+            excess = min(0.0, config.min_tstat)
+        return cls(config.selection_rule, config.min_improvement, config.min_tstat, float(excess),
+                   config.turnover_penalty)
+
+    @property
+    def needs_buy_and_hold(self) -> bool:
+        return self.rule == "cash_and_buy_and_hold"
+
+    def describe(self) -> str:
+        """One line for summaries, agent.json and reports."""
+        parts = [f"t vs cash >= {self.min_tstat:g}"]
+        if self.needs_buy_and_hold:
+            parts.append(f"t of excess over buy-and-hold >= {self.min_excess_tstat:g}")
+        score = "validation log return" + (f" - {self.turnover_penalty:g} x orders" if self.turnover_penalty else "")
+        return f"{self.rule}: {' and '.join(parts)}; best {score} above {self.min_improvement:g}"
+
+    def score(self, metrics: dict[str, Any]) -> float:
+        return float(metrics["log_return"]) - self.turnover_penalty * float(metrics["n_orders"])
+
+    def qualifies(self, metrics: dict[str, Any]) -> bool:
+        if metrics["tstat"] < self.min_tstat:
+            return False
+        return not self.needs_buy_and_hold or metrics["excess_tstat"] >= self.min_excess_tstat
 
 
 class TradingEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps, backtest the deterministic policy on the validation split.
 
     Logs ``eval/log_return``, ``eval/total_return``, ``eval/sharpe``, ``eval/max_drawdown``,
-    ``eval/n_trades``, ``eval/n_orders``, ``eval/turnover``, ``eval/costs_paid``, ``eval/exposure`` and
-    ``eval/tstat`` and ``eval/best_log_return``. A checkpoint is kept only if its mean validation log
-    return beats the cash baseline (0) by more than ``min_improvement`` and every earlier checkpoint, and
-    its per-bar returns beat cash with a t statistic of at least ``min_tstat`` (a lucky run of a policy
-    with no edge does not count); if none ever does, the saved best agent falls back to cash
+    ``eval/n_trades``, ``eval/n_orders``, ``eval/turnover``, ``eval/costs_paid``, ``eval/exposure``,
+    ``eval/tstat``, ``eval/excess_tstat`` (over buy-and-hold), ``eval/score`` and ``eval/best_score``. A
+    checkpoint is kept when ``rule`` says it qualifies and its score beats every earlier one (see
+    :class:`CheckpointRule`); if none ever does, the saved best agent falls back to cash
     (``fallback="cash"``): doing nothing is the safe outcome.
 
     :param data: the dataset.
@@ -32,12 +85,15 @@ class TradingEvalCallback(BaseCallback):
     :param eval_freq: env steps between evaluations.
     :param best_dir: where the best agent is written.
     :param save_kwargs: passed to :func:`agents.saved_agent.save_agent`.
-    :param min_improvement: margin over the cash baseline's log return (0).
-    :param min_tstat: t statistic of validation returns a checkpoint needs.
+    :param min_improvement: margin over the cash baseline's log return (0); used when ``rule`` is None.
+    :param min_tstat: t statistic of validation returns a checkpoint needs; used when ``rule`` is None.
+    :param rule: the checkpoint rule; None: the ``"cash"`` rule with ``min_improvement`` and ``min_tstat``.
+    :param wrap_policy: turns the model into the backtester policy (e.g. adding observation normalisation).
     """
 
     def __init__(self, data: MarketData, split: str, costs: Costs, env_settings: dict[str, Any], eval_freq: int,
-                 best_dir: Path, save_kwargs: dict[str, Any], min_improvement: float = 0.0, min_tstat: float = 1.5, verbose: int = 0) -> None:
+                 best_dir: Path, save_kwargs: dict[str, Any], min_improvement: float = 0.0, min_tstat: float = 1.5,
+                 verbose: int = 0, *, rule: CheckpointRule | None = None, wrap_policy: Any = None) -> None:
         super().__init__(verbose)
         self.data = data
         self.split = split
@@ -46,11 +102,15 @@ class TradingEvalCallback(BaseCallback):
         self.eval_freq = eval_freq
         self.best_dir = Path(best_dir)
         self.save_kwargs = save_kwargs
-        self.best_score = min_improvement  # the cash baseline's log return is 0
-        self.min_tstat = min_tstat
+        self.rule = rule or CheckpointRule("cash", min_improvement, min_tstat)
+        self.best_score = self.rule.min_improvement  # the cash baseline scores 0
+        self.min_tstat = self.rule.min_tstat
+        self.wrap_policy = wrap_policy
         self.best_metrics: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self._next_eval = eval_freq
+        self._benchmark = (buy_and_hold_bar_returns(data, split, costs, env_settings)
+                           if self.rule.needs_buy_and_hold else None)
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next_eval:
@@ -59,22 +119,27 @@ class TradingEvalCallback(BaseCallback):
         return True
 
     def evaluate(self) -> dict[str, Any]:
-        policy = AgentPolicy(self.model, self.env_settings)
-        metrics = evaluate_policy(policy, self.data, self.split, self.costs, self.env_settings)
+        policy = self.wrap_policy(self.model) if self.wrap_policy else AgentPolicy(self.model, self.env_settings)
+        metrics = evaluate_policy(policy, self.data, self.split, self.costs, self.env_settings,
+                                  benchmark_returns=self._benchmark)
         metrics["timesteps"] = int(self.num_timesteps)
+        metrics["score"] = self.rule.score(metrics)
         self.history.append(metrics)
-        for key in ("tstat", "log_return", "total_return", "sharpe", "max_drawdown", "n_trades", "n_orders", "turnover",
-                    "costs_paid", "exposure"):
-            self.logger.record(f"eval/{key}", metrics[key])
-        if metrics["log_return"] > self.best_score and metrics["tstat"] >= self.min_tstat:
-            self.best_score = metrics["log_return"]
+        for key in ("tstat", "excess_tstat", "score", "log_return", "total_return", "sharpe", "max_drawdown",
+                    "n_trades", "n_orders", "turnover", "costs_paid", "exposure"):
+            if key in metrics:
+                self.logger.record(f"eval/{key}", metrics[key])
+        if metrics["score"] > self.best_score and self.rule.qualifies(metrics):
+            self.best_score = metrics["score"]
             self.best_metrics = metrics
-            save_agent(self.best_dir, self.model, validation=metrics, **self.save_kwargs)
-        self.logger.record("eval/best_log_return", self.best_score if self.best_metrics else 0.0)
+            save_agent(self.best_dir, self.model, validation=metrics, selection_rule=self.rule.describe(),
+                       **self.save_kwargs)
+        self.logger.record("eval/best_score", self.best_score if self.best_metrics else 0.0)
         self.logger.dump(self.num_timesteps)
         if self.verbose:
+            excess = f", excess t {metrics['excess_tstat']:+.2f}" if "excess_tstat" in metrics else ""
             print(f"[eval {self.num_timesteps}] validation log return {metrics['log_return']:+.4f}, "
-                  f"t {metrics['tstat']:+.2f}, {metrics['n_orders']} orders, best {self.best_score:+.4f}")
+                  f"t {metrics['tstat']:+.2f}{excess}, {metrics['n_orders']} orders, best {self.best_score:+.4f}")
         return metrics
 
     def finish(self) -> None:
@@ -82,8 +147,7 @@ class TradingEvalCallback(BaseCallback):
         if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
             self.evaluate()
         if self.best_metrics is None:
-            save_agent(self.best_dir, self.model, fallback="cash",
-                       validation={"log_return": 0.0, "note": "no checkpoint beat the cash baseline on validation",
+            save_agent(self.best_dir, self.model, fallback="cash", selection_rule=self.rule.describe(),
+                       validation={"log_return": 0.0, "note": "no checkpoint met the selection rule on validation",
                                    "checkpoints": [float(h["log_return"]) for h in self.history]},
                        **self.save_kwargs)
-

@@ -11,6 +11,7 @@ from envs.core import EnvConfig
 
 ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
 EXTRACTORS: tuple[str, ...] = ("flat", "mlp", "lstm", "gru", "cnn_lstm")
+SELECTION_RULES: tuple[str, ...] = ("cash", "cash_and_buy_and_hold")
 
 
 @dataclass
@@ -65,6 +66,13 @@ class AgentConfig:
     :param eval_split: split used to choose the checkpoint (never test).
     :param min_improvement: validation log return a checkpoint must beat the cash baseline (0) by.
     :param min_tstat: t statistic of validation per-bar returns against cash a checkpoint needs.
+    :param selection_rule: ``"cash_and_buy_and_hold"`` (a checkpoint must also match buy-and-hold: the t
+        statistic of its per-bar excess log return over buy-and-hold on validation >= ``min_excess_tstat``)
+        or ``"cash"`` (against cash only).
+    :param min_excess_tstat: threshold of the excess-over-buy-and-hold t statistic; None: 0, or
+        ``min_tstat`` where that is lower (so disabling the cash test disables this one too).
+    :param turnover_penalty: log return charged per validation order when scoring a checkpoint (0.0015 = each
+        order's costs counted twice), both against ``min_improvement`` and between checkpoints.
     :param env: TradingEnv settings for training (split is forced to train).
     :param ppo: PPO settings.
     :param dqn: DQN settings.
@@ -84,7 +92,10 @@ class AgentConfig:
     eval_freq: int = 20_000
     eval_split: str = "validation"
     min_improvement: float = 0.0
-    min_tstat: float = 1.5
+    min_tstat: float = 1.0
+    selection_rule: str = "cash_and_buy_and_hold"
+    min_excess_tstat: float | None = None
+    turnover_penalty: float = 0.0015
     env: EnvConfig = field(default_factory=lambda: EnvConfig(episode_length=256))
     ppo: PPOSettings = field(default_factory=PPOSettings)
     dqn: DQNSettings = field(default_factory=DQNSettings)
@@ -101,6 +112,11 @@ class AgentConfig:
             raise ValueError("init_from_classifier needs env.action_mode='discrete'")
         if self.init_from_classifier and not self.pretrained:
             raise ValueError("init_from_classifier needs a pretrained supervised bundle (pretrained=...)")
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(f"selection_rule={self.selection_rule!r} is not known; expected one of "
+                             f"{list(SELECTION_RULES)}")
+        if self.turnover_penalty < 0:
+            raise ValueError(f"turnover_penalty={self.turnover_penalty} must be >= 0 (log return per order)")
         if self.eval_split == "test":
             raise ValueError("eval_split='test' is not allowed: checkpoints are chosen on validation, never on test")
         for name in ("total_timesteps", "n_envs", "eval_freq", "torch_threads"):

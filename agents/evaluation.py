@@ -11,8 +11,28 @@ from features.market_data import MarketData
 from sim.engine import Costs
 
 
+def _tstat(values: np.ndarray) -> float:
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return float(values.mean() / spread * np.sqrt(len(values))) if spread > 1e-15 else 0.0
+
+
+def buy_and_hold_bar_returns(data: MarketData, split: str, costs: Costs, env_settings: dict[str, Any],
+                             symbols: list[str] | None = None) -> np.ndarray:
+    """Per-bar log returns of buy-and-hold over ``split``, pooled over symbols in the order
+    :func:`evaluate_policy` pools a policy's (the benchmark of ``excess_tstat``)."""
+    from .baselines import BuyAndHoldPolicy
+
+    settings = {**env_settings, "action_mode": "discrete"}
+    policy = BuyAndHoldPolicy(allow_short=bool(env_settings.get("allow_short", False)))
+    parts = []
+    for symbol in symbols or data.symbols:
+        result = backtest(policy, data, split, costs, symbol=symbol, **settings)
+        parts.append(np.diff(np.log(np.maximum(result.equity, 1e-12))))
+    return np.concatenate(parts)
+
+
 def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env_settings: dict[str, Any],
-                    symbols: list[str] | None = None) -> dict[str, Any]:
+                    symbols: list[str] | None = None, benchmark_returns: np.ndarray | None = None) -> dict[str, Any]:
     """Backtest ``policy`` on each symbol of ``split`` and summarise.
 
     :param policy: backtester policy.
@@ -21,10 +41,13 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
     :param costs: cost models.
     :param env_settings: env settings of the policy (action_mode, allow_short, window, fill_at).
     :param symbols: symbols to run; None takes all.
+    :param benchmark_returns: per-bar log returns of a benchmark pooled the same way (see
+        :func:`buy_and_hold_bar_returns`); adds ``excess_tstat`` and ``excess_log_return``.
     :return: ``tstat`` (t statistic of the pooled per-bar log returns against 0, the cash baseline),
         ``log_return`` (mean over symbols of log final/initial equity), ``total_return``, ``sharpe``,
-        ``max_drawdown`` (worst), ``n_trades``, ``n_orders``, ``turnover``, ``costs_paid`` (sums), and
-        ``per_symbol``.
+        ``max_drawdown`` (worst), ``n_trades``, ``n_orders``, ``turnover``, ``costs_paid`` (sums), ``n_bars``,
+        ``per_symbol``, and with a benchmark ``excess_tstat`` (t statistic of per-bar log return minus the
+        benchmark's) and ``excess_log_return`` (mean over symbols of the log return minus the benchmark's).
     """
     per_symbol = {}
     bar_returns = []
@@ -45,10 +68,8 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
         }
     rows = list(per_symbol.values())
     pooled = np.concatenate(bar_returns)
-    spread = pooled.std(ddof=1) if len(pooled) > 1 else 0.0
-    tstat = float(pooled.mean() / spread * np.sqrt(len(pooled))) if spread > 1e-15 else 0.0
-    return {
-        "tstat": tstat,
+    metrics = {
+        "tstat": _tstat(pooled),
         "log_return": float(np.mean([r["log_return"] for r in rows])),
         "total_return": float(np.mean([r["total_return"] for r in rows])),
         "sharpe": float(np.mean([r["sharpe"] for r in rows])),
@@ -58,5 +79,13 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
         "turnover": float(np.mean([r["turnover"] for r in rows])),
         "costs_paid": float(sum(r["costs_paid"] for r in rows)),
         "exposure": float(np.mean([r["exposure"] for r in rows])),
+        "n_bars": int(len(pooled)),
         "per_symbol": per_symbol,
     }
+    if benchmark_returns is not None:
+        if len(benchmark_returns) != len(pooled):
+            raise ValueError(f"benchmark has {len(benchmark_returns)} bar returns; the policy has {len(pooled)}")
+        excess = pooled - benchmark_returns
+        metrics["excess_tstat"] = _tstat(excess)
+        metrics["excess_log_return"] = float(excess.sum() / len(rows))
+    return metrics

@@ -88,7 +88,8 @@ def agent_env_settings(env_config: Any, window: int) -> dict[str, Any]:
 
 
 def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[str, Any], data: MarketData,
-               config: dict[str, Any], fallback: str | None = None, validation: dict[str, Any] | None = None) -> Path:
+               config: dict[str, Any], fallback: str | None = None, validation: dict[str, Any] | None = None,
+               selection_rule: str | None = None) -> Path:
     """Write ``agent.zip`` and ``agent.json`` (dataset manifest it expects, env settings, scores) atomically.
 
     :param path: directory to write.
@@ -99,6 +100,7 @@ def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[st
     :param config: the agent config as a dict.
     :param fallback: ``"cash"`` when no checkpoint beat cash on validation.
     :param validation: validation metrics of this checkpoint.
+    :param selection_rule: the checkpoint rule that picked this agent (recorded as ``selection_rule``).
     """
     preprocessing = Preprocessing.of(data)
     if int(env_settings.get("window") or data.window) != data.window:
@@ -108,6 +110,7 @@ def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[st
         "algo": algo,
         "env_settings": env_settings,
         "fallback": fallback,
+        "selection_rule": selection_rule,
         "preprocessing": preprocessing.to_dict(),
         "dataset": {"symbols": data.symbols, "hashes": data.hashes, "config": data.config},
         "config": config,

@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 from envs.vec_env import TradingVecEnv
 from features.market_data import MarketData
 
-from .callbacks import TradingEvalCallback
+from .callbacks import CheckpointRule, TradingEvalCallback
 from .config import AgentConfig
 from .extractor import EncoderExtractor
 from .saved_agent import agent_env_settings, save_agent
@@ -101,7 +101,8 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
     :param run_dir: output directory.
     :param progress: show a progress bar.
     :param verbose: print each evaluation.
-    :return: summary with the best validation metrics and the training speed.
+    :return: summary with the best validation metrics, the rule that chose them (``selection_rule``) and the
+        training speed.
     """
     run_dir = Path(run_dir)
     torch.set_num_threads(config.torch_threads)
@@ -119,9 +120,10 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         from .behaviour_cloning import clone_supervised_policy
 
         agreement = clone_supervised_policy(model, config, data)
+    rule = CheckpointRule.of(config)
     evaluator = TradingEvalCallback(data, config.eval_split, config.env.costs(), env_settings,
                                     min(config.eval_freq, config.total_timesteps), run_dir / "best", save_kwargs,
-                                    config.min_improvement, config.min_tstat, verbose=verbose)
+                                    verbose=verbose, rule=rule)
     callbacks = [evaluator] + ([ProgressBarCallback()] if progress else [])
     started = time.perf_counter()
     model.learn(total_timesteps=config.total_timesteps, callback=CallbackList(callbacks), tb_log_name=config.algo)
@@ -136,6 +138,7 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         "steps_per_second": model.num_timesteps / elapsed if elapsed > 0 else float("nan"),
         "best_dir": str(run_dir / "best"),
         "fallback": None if best is not None else "cash",
+        "selection_rule": rule.describe(),
         "init_agreement": agreement,
         "best_validation": _strip(best) if best else None,
         "validation_history": [_strip(h) for h in evaluator.history],
