@@ -18,6 +18,7 @@ import argparse
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--broker sim: the split replayed (default: the config's sim.split, test)")
     parser.add_argument("--clear-halt", action="store_true", help="resume a run halted by risk.max_daily_loss")
     parser.add_argument("--seed", type=int, default=0, help="seed of torch and numpy (policies act deterministically)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar of a --broker sim replay")
     return parser
 
 
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> str:
     config = PaperConfig.from_yaml(existing_file(args.config, "--config") if args.config is not None else None)
     kind = args.broker or config.broker.kind
     seed_everything(args.seed)
+    if not Path(args.policy).exists():
+        raise UsageError(f"--policy {args.policy} does not exist",
+                         "pass a saved agent runs/<rl>/best, a supervised bundle runs/<sup>/model, or the run folder "
+                         "holding either (baselines carry no preprocessing of their own to trade live with)")
     spec = resolve_policy_path(args.policy)
     policy = load_live_policy(spec)
     if args.timeframe is not None:
@@ -85,10 +91,12 @@ def main(argv: list[str] | None = None) -> str:
     broker = _broker(kind, config, policy, symbols, data)  # missing keys end here, before anything is written
     name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, spec, kind)
     run_dir = args.runs_dir / name
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)
     journal = server = None
     log_path, handlers = _logging(run_dir, args.debug)
+    started = False
     try:
         journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
         resumed = journal.meta("identity") is not None
@@ -100,7 +108,16 @@ def main(argv: list[str] | None = None) -> str:
             print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
         print(f"run {run_dir} ({'resumed' if resumed else 'new'}; resume it with --run-name {name}); "
               f"policy {policy.name} on {', '.join(symbols)} via {kind}; log {log_path}")
-        reason = loop.run(once=args.once, max_cycles=args.max_cycles)
+        progress = None
+        if kind == "sim" and not args.no_progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=2 * len(broker.ticks) - 1, unit="step", desc="replay", leave=False)
+        started = True
+        reason = loop.run(once=args.once, max_cycles=args.max_cycles,
+                          on_cycle=(lambda report: progress.update(1)) if progress is not None else None)
+        if progress is not None:
+            progress.close()
     finally:
         if server is not None:
             server.shutdown()
@@ -110,6 +127,8 @@ def main(argv: list[str] | None = None) -> str:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        if created and not started:  # a mistake found before the run began leaves no folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
     print(f"stopped: {reason}; journal {run_dir / 'journal.sqlite'}, page {run_dir / 'monitor.html'}")
     if kind == "sim":
         _print_replay(run_dir)
@@ -143,6 +162,11 @@ def _broker(kind: str, config: PaperConfig, policy: Any, symbols: list[str], dat
                          min_rebalance=config.loop.min_rebalance)
     from live.alpaca_broker import AlpacaBroker
 
+    missing = [name for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY") if not os.environ.get(name)]
+    if missing:
+        raise UsageError(f"Alpaca paper keys missing: set {' and '.join(missing)} in the environment",
+                         "create paper keys at https://app.alpaca.markets (Paper account, API keys), or replay history "
+                         "without keys with --broker sim")
     return AlpacaBroker(trading_url=settings.trading_url, data_url=settings.data_url, feed=settings.feed,
                         fractional=settings.fractional, qty_decimals=settings.qty_decimals,
                         connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,

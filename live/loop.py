@@ -194,13 +194,15 @@ class LiveLoop:
                 logger.warning("%s: decisions without observations; a stateful policy restarts its state", symbol)
                 continue
             for row in rows:
-                actor.act(np.frombuffer(row["observation"], dtype=np.float32)[None])
+                actor.act(np.frombuffer(row["observation"], dtype=np.float32).copy()[None])
 
     # ----- run ----------------------------------------------------------------------------------
-    def run(self, once: bool = False, max_cycles: int | None = None, until: pd.Timestamp | None = None) -> str:
+    def run(self, once: bool = False, max_cycles: int | None = None, until: pd.Timestamp | None = None,
+            on_cycle: Callable[[CycleReport], Any] | None = None) -> str:
         """Cycle until the kill switch, a halt, the end of a replay, ``once``, ``max_cycles`` or the market
         clock passing ``until``.
 
+        :param on_cycle: called with each cycle's report (a progress bar).
         :return: why it ended.
         """
         self.start()
@@ -210,6 +212,8 @@ class LiveLoop:
             while True:
                 report = self.cycle()
                 cycles += 1
+                if on_cycle is not None:
+                    on_cycle(report)
                 if self.stopped:
                     return self.stopped
                 if getattr(self.broker, "finished", False):

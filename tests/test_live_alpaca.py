@@ -285,28 +285,45 @@ def test_keys_never_reach_the_journal_the_logs_or_the_page(fake, tmp_path, caplo
         assert API_KEY not in text and SECRET_KEY not in text, where
 
 
-def test_the_entry_point_trades_one_cycle_with_keys_from_the_environment(fake, tmp_path, monkeypatch, capsys):
+def test_the_entry_point_trades_a_saved_bundle_with_keys_from_the_environment(fake, tmp_path, monkeypatch, capsys):
+    import torch
     import yaml
 
     from experiments import paper_trade
     from experiments.common import run_cli
+    from features import DatasetConfig, LabelConfig, build_market_data
+    from features.preprocessing import Preprocessing
+    from supervised.bundle import save_bundle
+    from supervised.models import ModelConfig
+    from supervised.trainer import TrainConfig, train_classifier
 
-    # a saved agent is heavy to train here; the entry point's own path is the same for any saved policy
     bars, _ = market(("AAPL",))
+    data = build_market_data({"AAPL": bars["AAPL"].iloc[:250]},
+                             DatasetConfig(window=8, labels=LabelConfig(profit=0.02, stop=0.02, horizon=4)))
+    torch.manual_seed(0)
+    result = train_classifier(data, ModelConfig(kind="mlp", hidden_size=8, dropout=0.0),
+                              TrainConfig(epochs=1, batch_size=128, num_threads=1), progress=False)
+    bundle = tmp_path / "sup" / "model"
+    save_bundle(bundle, result.classifier, result.model_config, preprocessing=Preprocessing.of(data), label=data.label,
+                threshold=0.0, dataset_hashes=data.hashes)  # threshold 0: always long, so it orders
     config = tmp_path / "paper.yaml"
     config.write_text(yaml.safe_dump({"broker": {"trading_url": fake.url, "data_url": fake.url, "read_timeout": 2},
                                       "loop": {"history_bars": 200}}))
-    monkeypatch.setattr(paper_trade, "load_live_policy", lambda spec: __import__("live_helpers").live_policy(bars))
-    monkeypatch.setattr(paper_trade, "resolve_policy_path", lambda spec: spec)
-    argv = ["--policy", "runs/x/best", "--symbols", "AAPL", "--config", str(config), "--once",
+    argv = ["--policy", str(tmp_path / "sup"), "--symbols", "AAPL", "--config", str(config), "--once",
             "--runs-dir", str(tmp_path / "runs"), "--run-name", "paper_cli"]
     assert run_cli(paper_trade.main, argv) == 2  # no keys in the environment
     assert "APCA_API_KEY_ID" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing written
     monkeypatch.setenv("APCA_API_KEY_ID", API_KEY)
     monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET_KEY)
-    assert run_cli(paper_trade.main, argv) == 0
+    assert run_cli(paper_trade.main, argv) == 0  # after the close: decides, orders nothing
+    fake.set_now(broker_for(fake).clock().next_open + pd.Timedelta(seconds=5))
+    assert run_cli(paper_trade.main, argv) == 0  # resumed at the open: sends the decided order
     out = capsys.readouterr()
-    assert "stopped: one cycle" in out.out and SECRET_KEY not in out.out + out.err
+    assert out.out.count("stopped: one cycle") == 2 and "resumed" in out.out
+    assert SECRET_KEY not in out.out + out.err and API_KEY not in out.out + out.err
     run = tmp_path / "runs" / "paper_cli"
-    assert (run / "journal.sqlite").exists() and (run / "monitor.html").exists()
-    assert Journal(run / "journal.sqlite").decisions()[0]["symbol"] == "AAPL"
+    journal = Journal(run / "journal.sqlite")
+    assert [d["target"] for d in journal.decisions()] == [1.0]
+    assert [o["client_order_id"] for o in fake.order_list()] == [o["client_order_id"] for o in journal.orders()]
+    assert (run / "monitor.html").exists() and (run / "cycles.jsonl").read_text().count("\n") == 2

@@ -76,7 +76,7 @@ def bundle_path(tmp_path_factory, data):
 def replay(tmp_path, policy_path, dataset_path, symbols, config=LOOSE_RISK, name="replay"):
     config_path = tmp_path / "paper.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    paper_trade.main(["--policy", str(policy_path), "--broker", "sim", "--dataset", str(dataset_path),
+    paper_trade.main(["--policy", str(policy_path), "--broker", "sim", "--dataset", str(dataset_path), "--no-progress",
                       "--symbols", *symbols, "--config", str(config_path), "--runs-dir", str(tmp_path / "runs"),
                       "--run-name", name])
     return Journal(tmp_path / "runs" / name / "journal.sqlite", durable=False)
@@ -175,3 +175,27 @@ def test_orders_are_sized_by_the_simulators_rule(target, last, cash, units):
     fills = sim.fill_log()
     assert plan.units == (fills["units"][0] if len(fills["units"]) else 0.0)
     assert plan.last_target == sim.target[0]
+
+
+def test_a_restart_restores_a_stateful_policy_by_replaying_its_observations(tmp_path, data, bundle_path):
+    """The threshold policy counts the bars it has held; a restarted loop replays the journalled observations
+    into a fresh policy and gets the same count back (so it exits when the backtest would)."""
+    from live import LiveLoop, PaperConfig, SimBroker
+
+    policy = load_live_policy(bundle_path)
+    broker = SimBroker(data[0], ["SYN"], "test", Costs(), min_bars=policy.preprocessing.min_bars)
+    config = PaperConfig.from_dict(LOOSE_RISK)
+    first = LiveLoop(policy, broker, Journal(tmp_path / "journal.sqlite", durable=False), ["SYN"], config,
+                     run_name="restart", run_dir=tmp_path, write_monitor=False)
+    first.start()
+    for _ in range(200):
+        first.cycle()
+        if first.actors["SYN"].bars_held[0] >= 2:
+            break
+        broker.sleep(1.0)
+    held = int(first.actors["SYN"].bars_held[0])
+    assert held >= 2
+    again = LiveLoop(load_live_policy(bundle_path), broker, Journal(tmp_path / "journal.sqlite", durable=False),
+                     ["SYN"], config, run_name="restart", run_dir=tmp_path, write_monitor=False)
+    again.start()
+    assert int(again.actors["SYN"].bars_held[0]) == held
