@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> str:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)
     journal = server = None
-    log_path, handlers = _logging(run_dir, args.debug)
+    log_path, handlers = _logging(run_dir, args.debug, quiet=kind == "sim")
     started = False
     try:
         journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
@@ -199,17 +199,21 @@ def _lock(run_dir: Path) -> Any:
     return handle
 
 
-def _logging(run_dir: Path, debug: bool) -> tuple[Path, list[logging.Handler]]:
-    """Log lines to runs/<name>/paper_trade.log and stderr (the keys never reach a log line)."""
+def _logging(run_dir: Path, debug: bool, quiet: bool = False) -> tuple[Path, list[logging.Handler]]:
+    """Log lines to runs/<name>/paper_trade.log and stderr (the keys never reach a log line); ``quiet`` (a
+    replay, with its progress bar) shows only warnings and alerts on stderr."""
     path = run_dir / "paper_trade.log"
     form = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    level = logging.DEBUG if debug else logging.INFO
+    root.setLevel(level)
     handlers: list[logging.Handler] = [logging.FileHandler(path), logging.StreamHandler(sys.stderr)]
     for handler in handlers:
         handler.setFormatter(form)
-        handler.setLevel(logging.DEBUG if debug else logging.INFO)
+        handler.setLevel(level)
         root.addHandler(handler)
+    if quiet and not debug:
+        handlers[1].setLevel(logging.WARNING)
     for noisy in ("urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path, handlers

@@ -165,7 +165,7 @@ th,td{{border-bottom:1px solid #e6e8ee;padding:4px 8px;text-align:left}} th{{bac
 <h1>{esc(title)}</h1>
 <div class="sub">policy <b>{esc(f['policy'])}</b> on {esc(', '.join(f['symbols']))} ({esc(f['timeframe'])} bars),
 broker <b>{esc(f['broker'])}</b>, status <b data-figure="status">{esc(str(f['status']))}</b>;
-trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id="updated" data-at="{esc(f['updated'])}">{esc(f['updated'])}</span>
+trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id="updated" data-at="{esc(f['updated'])}">{esc(_when(f['updated']))}</span>
 <span id="age"></span></div>
 {banner}
 <div class="cards">{cards}</div>
@@ -305,6 +305,14 @@ def _money(value: float, signed: bool = False) -> str:
     if value is None or not np.isfinite(value):
         return "-"
     return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+
+
+def _when(text: str) -> str:
+    """An ISO time as the page shows it: to the second, UTC."""
+    try:
+        return pd.Timestamp(text).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, TypeError):
+        return text
 
 
 def _price(value: float | None) -> str:
