@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for the tests: ``initdb`` + ``pg_ctl`` on a temporary data directory.
 
 The server listens on 127.0.0.1 at a free port with trust authentication, fsync off, and is removed
-at the end of the session. PostgreSQL refuses to run as root: as root (CI) the server runs as the
+at the end of the session (or, if the test process is killed, by a watchdog that outlives it). PostgreSQL refuses to run as root: as root (CI) the server runs as the
 ``postgres`` user through ``runuser``. Binaries are looked up in ``$POSTGRES_BIN``, on ``PATH`` and in
 the Debian layout ``/usr/lib/postgresql/<version>/bin``; without them the tests are skipped, unless
 ``TRADING_RL_REQUIRE_POSTGRES=1`` (then they fail). A missing driver is a failure, not a skip:
@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -61,6 +62,7 @@ class PostgresServer:
         self.log = self.root / "server.log"
         self.port = 0
         self._as_user: list[str] = []
+        self._watchdog: subprocess.Popen | None = None
         if os.geteuid() == 0:  # the server refuses root: run it as the postgres user
             try:
                 user = pwd.getpwnam(SERVER_USER)
@@ -86,9 +88,20 @@ class PostgresServer:
             done = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log), "-w", "-t", "60", "-o", options,
                              "start")
             if done.returncode == 0:
+                self._watch()
                 return
         log = self.log.read_text()[-2000:] if self.log.exists() else ""
         raise RuntimeError(f"pg_ctl start failed ({done.returncode}): {done.stderr.strip()} {log}")
+
+    def _watch(self) -> None:
+        """A watchdog in its own session: if this test process is killed (no teardown), it stops the server
+        and deletes its directory, so no orphan server outlives the run."""
+        stop = " ".join(shlex.quote(part) for part in [*self._as_user, str(self.bin_dir / "pg_ctl"), "-D",
+                                                        str(self.data_dir), "-m", "immediate", "stop"])
+        script = (f"while [ -d /proc/{os.getpid()} ]; do sleep 2; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}")
+        self._watchdog = subprocess.Popen(["sh", "-c", script], cwd="/", start_new_session=True,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def url(self, database: str) -> str:
         """The SQLAlchemy/Optuna URL of ``database`` (psycopg 3 driver)."""
@@ -108,6 +121,9 @@ class PostgresServer:
         if self.data_dir.exists():
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
 
 
 @pytest.fixture(scope="session")
