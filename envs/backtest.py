@@ -74,8 +74,14 @@ class BacktestResult:
     def table(self) -> str:
         return format_metrics_table(self.metrics, title=f"{self.policy} on {self.symbol} ({self.split}); costs: {self.costs}")
 
-    def save(self, directory: str | Path, plot: bool = True) -> dict[str, Path]:
-        """Write ``trades.csv``, ``equity.csv``, ``metrics.json`` and ``equity.png`` under ``directory``."""
+    def save(self, directory: str | Path, plot: bool = True,
+             benchmark: "BacktestResult | None" = None) -> dict[str, Path]:
+        """Write ``trades.csv``, ``equity.csv``, ``metrics.json`` and ``equity.png`` under ``directory``.
+
+        :param directory: the output folder.
+        :param plot: write ``equity.png``.
+        :param benchmark: a buy-and-hold backtest of the same bars and costs, drawn on the plot.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = {"trades": directory / "trades.csv", "equity": directory / "equity.csv",
@@ -87,7 +93,7 @@ class BacktestResult:
         paths["metrics"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
         if plot:
             paths["plot"] = directory / "equity.png"
-            _plot_equity(self, paths["plot"])
+            _plot_equity(self, paths["plot"], benchmark)
         return paths
 
 
@@ -343,7 +349,7 @@ def _result(env: TradingEnv, policy: Policy, split: str, costs: Costs, equity: n
     )
 
 
-def _plot_equity(result: BacktestResult, path: Path) -> None:
+def _plot_equity(result: BacktestResult, path: Path, benchmark: BacktestResult | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,7 +357,11 @@ def _plot_equity(result: BacktestResult, path: Path) -> None:
 
     frame = result.equity_frame()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
-    top.plot(frame.index, frame["equity"], lw=1.2)
+    top.plot(frame.index, frame["equity"], lw=1.2, label=result.policy)
+    if benchmark is not None:
+        reference = benchmark.equity_frame()
+        top.plot(reference.index, reference["equity"], lw=1.6, color="black", alpha=0.7, label="buy and hold")
+        top.legend(fontsize=8, loc="upper left")
     top.set_title(f"{result.policy} on {result.symbol} ({result.split}) - costs: {result.costs}", fontsize=9)
     top.set_ylabel("equity")
     bottom.fill_between(frame.index, frame["drawdown"] * 100, 0, color="tab:red", alpha=0.4)

@@ -5,7 +5,8 @@
     python -m experiments.backtest --policy runs/sup_lstm/model         # a supervised threshold policy
     python -m experiments.backtest --policy runs/ppo_default            # a run folder: its best/ (or model/)
 
-Outputs under runs/<name>/<symbol>/: trades.csv, equity.csv, metrics.json, equity.png, and
+Outputs under runs/<name>/<symbol>/: trades.csv, equity.csv, metrics.json, equity.png (buy-and-hold drawn
+on the same bars and costs), and
 runs/<name>/summary.json. The default name is backtest_<policy>_<split>_<YYYYmmdd-HHMMSS>, the policy
 named by its run and folder (runs/ppo_x/best -> ppo_x-best), so no backtest replaces another.
 """
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
                          f"pass one of {', '.join(data.symbols)} (or no --symbol for all)")
     costs = Costs(commission=args.commission, fixed_fee=args.fixed_fee, slippage=args.slippage_bps)
     policy = load_policy(spec, data, seed=args.seed)
+    buy_and_hold = load_policy("buy_and_hold", data)
     prefix = f"backtest_{policy_label(spec)}_{args.split}"
     results = {}
     with staged_run_directory(args.runs_dir, args.run_name, args.overwrite, prefix=prefix) as run:
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
             if args.fill_at is not None:
                 settings["fill_at"] = args.fill_at
             result = backtest(policy, data, args.split, costs, symbol=symbol, **settings)
-            result.save(run.path / symbol, plot=not args.no_plot)
+            reference = None if args.no_plot else backtest(buy_and_hold, data, args.split, costs, symbol=symbol,
+                                                           fill_at=settings.get("fill_at", "next_open"))
+            result.save(run.path / symbol, plot=not args.no_plot, benchmark=reference)
             print(result.table())
             print()
             results[symbol] = metrics_to_json(result.metrics)

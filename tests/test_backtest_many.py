@@ -68,3 +68,18 @@ def test_a_saved_agent_scores_the_same_in_lockstep(data, tmp_path) -> None:
     train_agent(config, data, tmp_path / "run", progress=False)
     agent = load_agent(tmp_path / "run" / "best")
     check_same(agent, data, **agent.env_settings)
+
+
+def test_the_backtest_plot_draws_buy_and_hold_on_the_same_bars(data, tmp_path, monkeypatch) -> None:
+    import envs.backtest as module
+    from experiments import backtest as cli
+
+    drawn = []
+    monkeypatch.setattr(module, "_plot_equity", lambda result, path, benchmark=None: drawn.append((result, benchmark)))
+    data.save(tmp_path / "ds")
+    cli.main(["--policy", "sma_crossover", "--dataset", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs"),
+              "--run-name", "bt"])
+    assert [r.symbol for r, _ in drawn] == data.symbols
+    for result, benchmark in drawn:
+        assert benchmark is not None and benchmark.policy == "buy_and_hold"
+        np.testing.assert_array_equal(benchmark.timestamps, result.timestamps)
