@@ -71,8 +71,11 @@ def test_a_saved_agent_scores_the_same_in_lockstep(data, tmp_path) -> None:
 
 
 def test_the_backtest_plot_draws_buy_and_hold_on_the_same_bars(data, tmp_path, monkeypatch) -> None:
-    import envs.backtest as module
+    import importlib
+
     from experiments import backtest as cli
+
+    module = importlib.import_module("envs.backtest")  # the module: `envs.backtest` the attribute is the function
 
     drawn = []
     monkeypatch.setattr(module, "_plot_equity", lambda result, path, benchmark=None: drawn.append((result, benchmark)))
