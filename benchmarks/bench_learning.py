@@ -1,131 +1,96 @@
-"""How much of a planted edge PPO learns, and how it fares without one: the long versions of the learning tests.
+"""How much of a planted edge PPO and DQN learn with the package defaults, and how they fare without one.
 
-Run ``python -m benchmarks.bench_learning`` (``--steps`` PPO steps per run, default 50000 200000;
-``--seeds`` PPO seeds, default 0 1; ``--quick`` for 20000 steps, seed 0). Not a test: it prints one table.
+Run ``python -m benchmarks.bench_learning`` (every structure x edge x seed x algorithm, two runs at a
+time; ``--algos``, ``--structures``, ``--edges``, ``--seeds`` narrow it, ``--set key=value`` overrides
+an ``AgentConfig`` key for an experiment, e.g. ``--set dqn.train_freq=1``). Not a test: it prints a table.
 
-Markets: ``synthetic_bars(4500, phi=phi, sigma=0.02, seed=--market-seed)`` for phi = -0.3 (planted
-edge), -0.1 (weak edge) and 0.0 (no edge), built with ``DatasetConfig(window=8)`` (70/15/15 split with
-the purge gap). Every run trains with ``AgentConfig`` defaults (PPO, 16 envs, torch threads 1) except
-``total_timesteps``, ``seed``, ``eval_freq = steps // 5`` and env ``episode_length`` 256, as
-``tests/test_agent_learning.py`` does, into a temporary directory. Two policies of each run are scored:
+Markets (:func:`sim.synthetic.generate_ohlcv`, 4,500 business-day bars, ``DatasetConfig(window=8)``,
+70/15/15 split with the purge gap; seed ``s`` draws market ``s`` and trains agent seed ``s``):
 
-* ``PPO + val selection``: ``run/best``, the checkpoint chosen on validation against cash (log return
-  above 0 and t statistic >= ``min_tstat``), or the cash fallback when none qualified;
-* ``plain PPO (final)``: ``run/final``, the last checkpoint, with no validation selection.
+* ``ar1``: AR(1) returns, sigma 2%, phi -0.3 (strong) / -0.15 (weak) / 0 (zero);
+* ``regime``: two drift regimes +-mu (mean stay 50 bars), sigma 1%, mu 0.25% / 0.12% / 0;
+* ``volume``: the next return loads on today's volume surprise (``signal_carrier="volume"``), sigma 2%,
+  loading 0.3 / 0.15 / 0 sigma per unit of volume z;
+* ``calendar`` (not in the default set): Monday drift, sigma 2%, 1% / 0.5% / 0.
 
-Everything is reported on the TEST split with costs on (0.10% commission + 5 bps slippage per side)
-through :func:`agents.evaluation.evaluate_policy`, next to cash (0), buy-and-hold, a random policy
-(seed 0) and an oracle on the same bars.
+Each agent trains with ``AgentConfig`` defaults for its algorithm (``configs/ppo.yaml`` or
+``configs/dqn.yaml`` agent section, the same values) and is scored through ``run/best`` (the checkpoint
+chosen on validation by the config's ``selection_rule``, or the cash fallback).
 
-The oracle is the best long/flat log return with perfect foresight, found by dynamic programming with
-the backtester's timing and cost accounting. The backtest starts flat at the close of the split's first
-usable bar ``r0``; at each step it observes bar ``r`` (close) and the chosen position is filled at
-``open[r+1]``, so a position chosen at bar ``r`` earns ``open[r+2] / open[r+1]``, except at the last
-decision bar ``r = end-2``, whose position earns ``close[end-1] / open[end-1]``: the backtest marks the
-last bar at its close and does not liquidate, so no exit cost is charged at the end (for any policy).
-Costs are charged exactly as the simulator charges them (commission 0.001 and slippage 0.0005 per side
-on the traded notional, paid from cash), which makes each long stretch a wealth multiplier of its own
-(see :func:`oracle_path`); the simpler convention of a ``log(1 - 0.0015)`` cost per switch differs by a
-few 1e-5 per round trip (the entry cost, paid from cash, does not grow with the position), about 0.15%
-of the oracle's log return on the planted-edge market. The DP's action path is replayed through the real
-backtester, which must reproduce the DP's value to 1e-6; the table shows that replay. ``% oracle`` is a
-policy's test log return divided by the oracle's.
-
-``val t`` and ``val log`` are the policy's validation t statistic and log return as the training run
-measured them (0 for the cash fallback); ``ckpt`` is the step of the checkpoint scored.
+The oracle knows the planted rule but not the noise: at each close it knows ``E[r_{t+1}]`` (the regime
+included) and, flat, goes long when the expected return over the signal's horizon (one bar; for
+regimes the mean stay) beats a round trip of costs; long, it exits when the expected next return turns
+negative. Fills at the next open; costs 0.10% commission + 5 bps slippage per side, charged by the
+real backtester (the oracle is a replayed policy). ``% oracle`` is test log return / oracle's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+import pandas as pd
 
-from agents.baselines import BuyAndHoldPolicy, CashPolicy, RandomPolicy
+from agents.baselines import BuyAndHoldPolicy
 from agents.config import AgentConfig
 from agents.evaluation import evaluate_policy
 from agents.saved_agent import load_agent
-from agents.training import train_agent
 from envs.core import EnvConfig, TradingCore
-from features import DatasetConfig, build_market_data, synthetic_bars
+from features import DatasetConfig, build_market_data
 from features.market_data import MarketData
 from sim.engine import Costs
+from sim.synthetic import generate_ohlcv
 
 COSTS = Costs()  # 0.10% commission + 5 bps slippage per side
-SLIPPAGE = 5.0 * 1e-4  # the default fixed 5 bps per side
-MARKETS = ((-0.3, "planted edge"), (-0.1, "weak edge"), (0.0, "no edge"))
-SPLIT = "test"
+ROUND_TRIP = 2 * (0.001 + 5e-4)
+N_BARS = 4500
 ENV_SETTINGS = {"action_mode": "discrete", "allow_short": False, "fill_at": "next_open"}
+EDGES = ("strong", "weak", "zero")
 
 
-def make_market(phi: float, seed: int) -> MarketData:
-    bars = synthetic_bars(4500, phi=phi, sigma=0.02, seed=seed)
-    return build_market_data({"SYN": bars}, DatasetConfig(window=8))
+@dataclass(frozen=True)
+class Structure:
+    """A planted-market family: generator settings per edge strength, and the horizon of its signal."""
+
+    name: str
+    settings: dict[str, dict[str, Any]]
+    horizon: float = 1.0
 
 
-def decision_prices(data: MarketData, split: str) -> tuple[np.ndarray, float]:
-    """Fill price (next open) of each backtest step's order, and the close the backtest ends on."""
-    core = TradingCore(data, EnvConfig(split=split, random_start=False, episode_length=None))
-    start, end = int(core.sym_start[0]), int(core.sym_end[0])  # decisions at rows start .. end-2
-    return data.open[start + 1:end].astype(np.float64), float(data.close[end - 1])
+STRUCTURES: dict[str, Structure] = {s.name: s for s in (
+    Structure("ar1", {"strong": {"phi": -0.3}, "weak": {"phi": -0.15}, "zero": {"phi": 0.0}}),
+    Structure("regime", {e: {"regime_drift": mu, "regime_persistence": 0.98, "sigma": 0.01}
+                         for e, mu in (("strong", 0.0025), ("weak", 0.0012), ("zero", 0.0))}, horizon=50.0),
+    Structure("volume", {e: {"signal": b, "signal_carrier": "volume"}
+                         for e, b in (("strong", 0.3), ("weak", 0.15), ("zero", 0.0))}),
+    Structure("calendar", {e: {"period_drift": (m, 0.0, 0.0, 0.0, 0.0)}
+                           for e, m in (("strong", 0.01), ("weak", 0.005), ("zero", 0.0))}),
+)}
+DEFAULT_STRUCTURES = ("ar1", "regime", "volume")
 
 
-def oracle_path(fills: np.ndarray, last_close: float, commission: float = COSTS.commission,
-                slippage: float = SLIPPAGE) -> tuple[float, np.ndarray]:
-    """Best long/flat log return with perfect foresight (start flat, no exit at the end) and its actions.
-
-    A long stretch entered by the order of step ``k`` (filled at ``fills[k]``) and left by the order of
-    step ``j`` multiplies wealth by ``fills[j]/fills[k] * (1-s)(1-c) + 1 - (1+s)(1+c)``: the simulator
-    buys ``equity / open`` units and pays slippage ``s`` and commission ``c`` from cash, and sells them
-    back net of both. Held to the end it multiplies by ``last_close/fills[k] + 1 - (1+s)(1+c)``. Flat
-    steps earn nothing. ``G[j]`` is the best log wealth flat before step ``j``; O(n^2), exact.
-
-    :param fills: fill price of the order of each step (``open[r+1]`` for the decision at bar ``r``).
-    :param last_close: close of the last bar (where the backtest marks a position still held).
-    :param commission: commission fraction per fill.
-    :param slippage: slippage fraction per fill.
-    """
-    n = len(fills)
-    keep_out = (1 - slippage) * (1 - commission)
-    entry_debt = 1 - (1 + slippage) * (1 + commission)  # negative: cash left after buying with all equity
-    best = np.full(n + 1, -np.inf)  # best[j]: flat before step j
-    best[0] = best[1] = 0.0  # step 0 can only be flat or an entry
-    entered = np.full(n + 1, -1, dtype=np.int64)  # entry step of the stretch that ended at j-1 (-1: flat step)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for j in range(1, n):
-            best[j + 1] = best[j]  # flat at step j
-            stretch = best[:j] + np.log(fills[j] / fills[:j] * keep_out + entry_debt)
-            k = int(np.argmax(stretch))
-            if stretch[k] > best[j + 1]:
-                best[j + 1], entered[j + 1] = stretch[k], k
-        held = best[:n] + np.log(last_close / fills + entry_debt)
-    k_end = int(np.argmax(held))
-    actions = np.zeros(n, dtype=np.int64)
-    if held[k_end] > best[n]:
-        value, j = float(held[k_end]), k_end
-        actions[k_end:] = 1
-    else:
-        value, j = float(best[n]), n
-    while j > 0:  # walk back: j is a "flat before step j" state
-        if entered[j] >= 0:
-            actions[entered[j]:j - 1] = 1
-            j = int(entered[j])
-        else:
-            j -= 1
-    return value, actions
+def make_market(structure: str, edge: str, seed: int) -> tuple[MarketData, np.ndarray]:
+    """The market's dataset and the planted ``E[r_{t+1}]`` at each bar's close."""
+    settings = {"sigma": 0.02, **STRUCTURES[structure].settings[edge]}
+    arrays = generate_ohlcv(N_BARS, seed=seed, **settings)
+    index = pd.date_range("2010-01-04", periods=N_BARS, freq="B", tz="UTC", name="timestamp")
+    bars = pd.DataFrame({k: arrays[k] for k in ("open", "high", "low", "close", "volume")}, index=index)
+    return build_market_data({"SYN": bars}, DatasetConfig(window=8)), arrays["expected_return"]
 
 
-class ReplayPolicy:
-    """Plays a fixed sequence of discrete actions, one per backtest step."""
+class RulePolicy:
+    """The rule-knowing oracle: replays long/flat decisions taken from the planted expected returns."""
 
-    name = "oracle"
+    name = "oracle (knows the rule)"
 
     def __init__(self, actions: np.ndarray) -> None:
         self.actions = actions
@@ -140,130 +105,145 @@ class ReplayPolicy:
         return action
 
 
-@dataclass
-class Row:
-    market: str
-    steps: str
-    seed: str
-    policy: str
-    log_return: float
-    orders: int
-    fallback: str = "-"
-    ckpt: str = "-"
-    val_t: float | None = None
-    val_log: float | None = None
-    oracle: float = float("nan")
+def oracle_actions(data: MarketData, expected: np.ndarray, split: str, horizon: float) -> np.ndarray:
+    """Long/flat decisions at each backtest step of ``split`` (decided at the close of bar r, filled next open)."""
+    core = TradingCore(data, EnvConfig(split=split, random_start=False, episode_length=None))
+    start, end = int(core.sym_start[0]), int(core.sym_end[0])
+    actions = np.zeros(end - start, dtype=np.int64)
+    long = False
+    for k, r in enumerate(range(start, end)):
+        e = expected[r]
+        long = e > -0.0 if long else e * horizon > ROUND_TRIP
+        actions[k] = int(long)
+    return actions
 
 
-def baseline_rows(label: str, data: MarketData) -> tuple[list[Row], float]:
-    dp_value, path = oracle_path(*decision_prices(data, SPLIT))
-    oracle = evaluate_policy(ReplayPolicy(path), data, SPLIT, COSTS, ENV_SETTINGS)
-    if abs(oracle["log_return"] - dp_value) > 1e-6:
-        raise AssertionError(f"oracle DP {dp_value:.6f} and its simulated replay {oracle['log_return']:.6f} disagree")
-    rows = [Row(label, "-", "-", "oracle (perfect foresight)", oracle["log_return"], oracle["n_orders"])]
-    for policy in (BuyAndHoldPolicy(), RandomPolicy(seed=0), CashPolicy()):
-        result = evaluate_policy(policy, data, SPLIT, COSTS, ENV_SETTINGS)
-        rows.append(Row(label, "-", "-", policy.name, result["log_return"], result["n_orders"]))
-    for row in rows:
-        row.oracle = oracle["log_return"]
-    return rows, oracle["log_return"]
+def baselines(structure: str, edge: str, seed: int) -> dict[str, dict[str, float]]:
+    data, expected = make_market(structure, edge, seed)
+    out = {}
+    for split in ("validation", "test"):
+        rule = RulePolicy(oracle_actions(data, expected, split, STRUCTURES[structure].horizon))
+        for name, policy in (("oracle", rule), ("buy_and_hold", BuyAndHoldPolicy())):
+            m = evaluate_policy(policy, data, split, COSTS, ENV_SETTINGS)
+            out[f"{name}_{split}"] = {"log_return": m["log_return"], "orders": m["n_orders"]}
+    return out
 
 
-def agent_rows(label: str, data: MarketData, steps: int, seed: int, root: Path) -> tuple[list[Row], dict[str, Any]]:
-    config = AgentConfig.from_dict({"total_timesteps": steps, "eval_freq": max(1, steps // 5), "seed": seed,
-                                    "torch_threads": 1, "env": {"episode_length": 256}})
-    run_dir = root / f"{label.replace(' ', '_')}-{steps}-s{seed}"
-    summary = train_agent(config, data, run_dir, progress=False)
-    best, final = load_agent(run_dir / "best", data), load_agent(run_dir / "final", data)
-    best_test = evaluate_policy(best, data, SPLIT, COSTS, best.env_settings)
-    final_test = evaluate_policy(final, data, SPLIT, COSTS, final.env_settings)
-    chosen = summary["best_validation"]
-    last = summary["validation_history"][-1]
-    fell_back = summary["fallback"] is not None
-    selected = Row(label, f"{steps:,}", str(seed), "PPO + val selection", best_test["log_return"],
-                   best_test["n_orders"], "cash" if fell_back else "no",
-                   "-" if fell_back else f"{chosen['timesteps']:,}",
-                   0.0 if fell_back else chosen["tstat"], 0.0 if fell_back else chosen["log_return"])
-    plain = Row(label, f"{steps:,}", str(seed), "plain PPO (final)", final_test["log_return"], final_test["n_orders"],
-                "-", f"{last['timesteps']:,}", last["tstat"], last["log_return"])
-    return [selected, plain], summary
+def run_agent(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one agent on one market and score ``run/best`` on validation and test (a worker process)."""
+    import torch
+
+    from agents.training import train_agent
+
+    torch.set_num_threads(1)
+    data, _ = make_market(job["structure"], job["edge"], job["seed"])
+    config = AgentConfig.from_yaml(Path(__file__).resolve().parent.parent / "configs" / f"{job['algo']}.yaml")
+    merged = config.to_dict()
+    merged["seed"] = job["seed"]
+    for key, value in job["overrides"].items():
+        node = merged
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    config = AgentConfig.from_dict(merged)
+    with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
+        started = time.perf_counter()
+        summary = train_agent(config, data, Path(tmp) / "run", progress=False)
+        seconds = time.perf_counter() - started
+        agent = load_agent(Path(tmp) / "run" / "best", data)
+        scores = {split: evaluate_policy(agent, data, split, COSTS, agent.env_settings)
+                  for split in ("validation", "test")}
+    return {**job, "seconds": seconds, "timesteps": summary["timesteps"], "fallback": summary["fallback"],
+            "selection_rule": summary.get("selection_rule", "-"),
+            "ckpt": (summary["best_validation"] or {}).get("timesteps"),
+            "history": [{k: h.get(k) for k in ("timesteps", "log_return", "tstat", "excess_tstat", "n_orders", "score")}
+                        for h in summary["validation_history"]],
+            **{f"{split}_log": s["log_return"] for split, s in scores.items()},
+            **{f"{split}_orders": s["n_orders"] for split, s in scores.items()}}
 
 
-def fmt_opt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("market", "steps", "seed", "policy", "test log", "% oracle", "orders", "fallback", "ckpt",
-              "val t", "val log")
-    lines = []
-    for r in rows:
-        share = f"{100 * r.log_return / r.oracle:.0f}%" if r.oracle > 0 else "-"
-        lines.append((r.market, r.steps, r.seed, r.policy, f"{r.log_return:+.3f}", share, str(r.orders), r.fallback,
-                      r.ckpt, fmt_opt(r.val_t, "+.2f"), fmt_opt(r.val_log, "+.3f")))
-    widths = [max(len(line[i]) for line in lines + [header]) for i in range(len(header))]
-    left = {0, 3, 7}
-    fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    print(fmt(header))
-    print("  ".join("-" * w for w in widths))
-    previous = None
-    for r, line in zip(rows, lines):
-        if previous is not None and r.market != previous:
-            print()
-        previous = r.market
-        print(fmt(line))
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[50_000, 200_000],
-                        help="PPO training steps per run (default 50000 200000)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="PPO seeds (default 0 1)")
-    parser.add_argument("--phis", type=float, nargs="+", default=[phi for phi, _ in MARKETS],
-                        help="AR(1) coefficients of the markets (default -0.3 -0.1 0.0)")
-    parser.add_argument("--market-seed", type=int, default=1,
-                        help="seed of the synthetic bars (default 1, as tests/test_agent_learning.py)")
-    parser.add_argument("--quick", action="store_true", help="20000 steps and seed 0 unless --steps/--seeds are given")
+    parser.add_argument("--algos", nargs="+", default=["ppo", "dqn"], choices=["ppo", "dqn"])
+    parser.add_argument("--structures", nargs="+", default=list(DEFAULT_STRUCTURES), choices=list(STRUCTURES))
+    parser.add_argument("--edges", nargs="+", default=list(EDGES), choices=list(EDGES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="AgentConfig overrides (dotted keys, JSON values), e.g. dqn.train_freq=1")
+    parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
-    steps, seeds = args.steps, args.seeds
-    if args.quick:
-        steps = [20_000] if steps == parser.get_default("steps") else steps
-        seeds = [0] if seeds == parser.get_default("seeds") else seeds
-    torch.set_num_threads(1)
-    names = dict(MARKETS)
+    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
 
     started = time.perf_counter()
-    rows: list[Row] = []
-    train_seconds = 0.0
-    trained_steps = 0
-    shape = ""
-    with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
-        for phi in args.phis:
-            label = f"phi {phi:+.1f} ({names.get(phi, 'custom')})"
-            data = make_market(phi, args.market_seed)
-            bars = {s: int(np.diff(data.split_ranges[s][0])[0]) for s in ("train", "validation", "test")}
-            shape = ", ".join(f"{s} {n}" for s, n in bars.items())
-            market_rows, oracle = baseline_rows(label, data)
-            rows += market_rows
-            for n_steps in steps:
-                for seed in seeds:
-                    new, summary = agent_rows(label, data, n_steps, seed, Path(tmp))
-                    for row in new:
-                        row.oracle = oracle
-                    rows += new
-                    train_seconds += summary["train_seconds"]
-                    trained_steps += summary["timesteps"]
+    markets = [(s, e, seed) for s in args.structures for e in args.edges for seed in args.seeds]
+    jobs = [{"structure": s, "edge": e, "seed": seed, "algo": a, "overrides": overrides}
+            for a in args.algos for s, e, seed in markets]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        base = dict(zip(markets, pool.map(baselines, *zip(*markets))))
+        futures = [pool.submit(run_agent, job) for job in jobs]
+        for done, future in enumerate(as_completed(futures), 1):
+            r = future.result()
+            print(f"[{done}/{len(jobs)}] {r['algo']} {r['structure']} {r['edge']} seed {r['seed']}: test log "
+                  f"{r['test_log']:+.3f}, {r['test_orders']} orders ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        results = [f.result() for f in futures]
     total = time.perf_counter() - started
-    print(f"PPO learning on synthetic AR(1) markets (4,500 bars, sigma 2%, market seed {args.market_seed}, window 8; "
-          f"bars per split: {shape}). Scored on the TEST split, costs {COSTS.describe()}.")
-    print_table(rows)
-    print(f"test log: log(final/initial equity) on test. % oracle: test log / oracle's (shown when the oracle > 0). "
-          f"fallback: cash = no checkpoint beat cash on validation (t >= {AgentConfig().min_tstat}). ckpt: step of "
-          f"the scored checkpoint. val t / val log: its validation t statistic and log return.")
-    rate = trained_steps / train_seconds if train_seconds > 0 else float("nan")
-    print(f"trained {trained_steps:,} steps at {rate:,.0f} steps/s (incl. validation); torch threads "
-          f"{torch.get_num_threads()}; {os.cpu_count()} CPUs; load1 {os.getloadavg()[0]:.1f}; total {total:.0f} s")
+
+    print(f"Planted markets ({N_BARS:,} bars, window 8, test 675 bars), seeds {args.seeds}; costs "
+          f"{COSTS.describe()}; overrides {overrides or 'none'}. Scored on TEST unless marked val.")
+    header = ("algo", "market", "edge", "seed", "oracle", "B&H", "test log", "% oracle", "orders", "val log",
+              "val ord", "picked", "secs")
+    rows = []
+    for r in results:
+        b = base[(r["structure"], r["edge"], r["seed"])]
+        oracle = b["oracle_test"]["log_return"]
+        share = f"{100 * r['test_log'] / oracle:.0f}%" if oracle > 0.05 else "-"
+        picked = "cash" if r["fallback"] else f"{r['ckpt']:,}"
+        rows.append((r["algo"], r["structure"], r["edge"], str(r["seed"]), f"{oracle:+.3f}",
+                     f"{b['buy_and_hold_test']['log_return']:+.3f}", f"{r['test_log']:+.3f}", share,
+                     str(r["test_orders"]), f"{r['validation_log']:+.3f}", str(r["validation_orders"]), picked,
+                     f"{r['seconds']:.0f}"))
+    widths = [max(len(x[i]) for x in rows + [header]) for i in range(len(header))]
+    line = lambda cells: "  ".join(c.rjust(w) if i >= 3 else c.ljust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+
+    print("\nMedian over seeds (goals: strong >= 70% of oracle, weak >= 40% where the oracle > 0.3; "
+          "zero edge <= 10 orders and > -5% on validation and test):")
+    for algo in args.algos:
+        for s in args.structures:
+            for e in args.edges:
+                group = [r for r in results if (r["algo"], r["structure"], r["edge"]) == (algo, s, e)]
+                if not group:
+                    continue
+                oracles = [base[(s, e, r["seed"])]["oracle_test"]["log_return"] for r in group]
+                shares = [r["test_log"] / o for r, o in zip(group, oracles) if o > 0.05]
+                text = (f"  {algo} {s:8s} {e:6s} oracle {np.median(oracles):+.3f}  test {np.median([r['test_log'] for r in group]):+.3f}"
+                        f"  % oracle {100 * np.median(shares):.0f}%" if shares else
+                        f"  {algo} {s:8s} {e:6s} oracle {np.median(oracles):+.3f}  test {np.median([r['test_log'] for r in group]):+.3f}")
+                if e == "zero":
+                    worst = min(min(np.expm1(r["test_log"]), np.expm1(r["validation_log"])) for r in group)
+                    most = max(max(r["test_orders"], r["validation_orders"]) for r in group)
+                    text += f"  max orders {most}  worst return {100 * worst:+.1f}%"
+                print(text)
+    rule = results[0]["selection_rule"] if results else "-"
+    print(f"\nselection rule: {rule}")
+    print(f"{len(results)} runs, median {np.median([r['seconds'] for r in results]):.0f} s each "
+          f"({args.workers} at a time); {os.cpu_count()} CPUs; load1 {os.getloadavg()[0]:.1f}; total {total:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"baselines": {"/".join(map(str, k)): v for k, v in base.items()},
+                                               "runs": results}, indent=1, default=str))
 
 
 if __name__ == "__main__":
