@@ -1,8 +1,15 @@
-"""Evidence that the agents learn: a planted edge is found, and no edge means (almost) no trading."""
+"""Evidence that the agents learn: a planted edge is found, and no edge means (almost) no trading.
+
+PPO and DQN alike, each with its package defaults (``configs/ppo.yaml``, ``configs/dqn.yaml``) and a
+short budget; seeded, so the runs are deterministic.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from agents.baselines import CashPolicy, RandomPolicy
 from agents.config import AgentConfig
@@ -13,6 +20,8 @@ from features import DatasetConfig, build_market_data, synthetic_bars
 from sim.engine import Costs
 
 COSTS = Costs()  # 0.10% commission + 5 bps slippage per side: always on
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+STEPS = {"ppo": 60_000, "dqn": 100_000}  # DQN: its package default budget
 
 
 def _market(phi: float) -> object:
@@ -20,18 +29,24 @@ def _market(phi: float) -> object:
     return build_market_data({"SYN": bars}, DatasetConfig(window=8))
 
 
-def _train(tmp_path, data, steps: int) -> tuple[dict, object]:
-    config = AgentConfig.from_dict({
-        "total_timesteps": steps, "n_envs": 16, "eval_freq": steps // 3, "seed": 0,
-        "env": {"episode_length": 256},
-    })
-    summary = train_agent(config, data, tmp_path / "run", progress=False)
+def _train(tmp_path, data, algo: str) -> tuple[dict, object]:
+    settings = AgentConfig.from_yaml(CONFIGS / f"{algo}.yaml").to_dict()
+    steps = STEPS[algo]
+    settings.update({"total_timesteps": steps, "eval_freq": steps // 3, "seed": 0})
+    summary = train_agent(AgentConfig.from_dict(settings), data, tmp_path / "run", progress=False)
     return summary, load_agent(tmp_path / "run" / "best", data)
 
 
-def test_ppo_finds_a_planted_edge_well_above_costs(tmp_path):
+DQN_MISSES_THE_EDGE = pytest.mark.xfail(
+    strict=True, reason="measured gap (issue 11): DQN's best checkpoint earns > 0.2 on validation here but with "
+    "t 1.04 < 1.5; tried gamma 0.5, gradient_steps 4, both, faster exploration with target updates every 500 "
+    "steps, train_freq 1 with lr 3e-4: none reaches t 1.5. Strict: remove this mark when DQN passes.")
+
+
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("dqn", marks=DQN_MISSES_THE_EDGE)])
+def test_finds_a_planted_edge_well_above_costs(tmp_path, algo):
     data = _market(phi=-0.3)
-    summary, agent = _train(tmp_path, data, 60_000)
+    summary, agent = _train(tmp_path, data, algo)
     assert summary["fallback"] is None, summary["validation_history"]
     validation = evaluate_policy(agent, data, "validation", COSTS, agent.env_settings)
     random = evaluate_policy(RandomPolicy(seed=0), data, "validation", COSTS, {})
@@ -44,9 +59,10 @@ def test_ppo_finds_a_planted_edge_well_above_costs(tmp_path):
     assert held_out["log_return"] > 0.0
 
 
-def test_ppo_without_edge_trades_rarely_and_loses_little(tmp_path):
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_without_edge_trades_rarely_and_loses_little(tmp_path, algo):
     data = _market(phi=0.0)
-    summary, agent = _train(tmp_path, data, 60_000)
+    summary, agent = _train(tmp_path, data, algo)
     for split in ("validation", "test"):
         result = evaluate_policy(agent, data, split, COSTS, agent.env_settings)
         n_bars = int(np.diff(data.split_ranges[split][0])[0])
