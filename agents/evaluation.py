@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.backtest import backtest
+from envs.backtest import backtest_many
 from features.market_data import MarketData
 from sim.engine import Costs
 
@@ -24,11 +24,8 @@ def buy_and_hold_bar_returns(data: MarketData, split: str, costs: Costs, env_set
 
     settings = {**env_settings, "action_mode": "discrete"}
     policy = BuyAndHoldPolicy(allow_short=bool(env_settings.get("allow_short", False)))
-    parts = []
-    for symbol in symbols or data.symbols:
-        result = backtest(policy, data, split, costs, symbol=symbol, **settings)
-        parts.append(np.diff(np.log(np.maximum(result.equity, 1e-12))))
-    return np.concatenate(parts)
+    results = backtest_many(policy, data, split, [costs], list(symbols or data.symbols), **settings)
+    return np.concatenate([np.diff(np.log(np.maximum(result.equity, 1e-12))) for result in results])
 
 
 def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env_settings: dict[str, Any],
@@ -51,8 +48,9 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
     """
     per_symbol = {}
     bar_returns = []
-    for symbol in symbols or data.symbols:
-        result = backtest(policy, data, split, costs, symbol=symbol, **env_settings)
+    names = list(symbols or data.symbols)
+    # every symbol in lockstep: one batched policy call per bar instead of one per symbol
+    for symbol, result in zip(names, backtest_many(policy, data, split, [costs], names, **env_settings)):
         m = result.metrics
         bar_returns.append(np.diff(np.log(np.maximum(result.equity, 1e-12))))
         per_symbol[symbol] = {

@@ -151,9 +151,10 @@ def _train_agent(job: Job, data: MarketData, tmp: Path):
     summary = train_agent(config, data, tmp / "run", progress=False)
     agent = load_agent(tmp / "run" / "best")
     best = summary.get("best_validation") or {}
-    rule = (f"checkpoint with the best validation log return beating cash (t >= {config.min_tstat:g})"
-            if summary["fallback"] is None else "cash fallback: no checkpoint beat cash on validation")
-    meta = {"selection": rule, "fallback": summary["fallback"], "timesteps": summary["timesteps"],
+    rule = summary.get("selection_rule") or f"validation against cash (t >= {config.min_tstat:g})"
+    if summary["fallback"] is not None:
+        rule = f"cash fallback: no checkpoint passed {rule}"
+    meta = {"selection": rule, "selection_rule": summary.get("selection_rule"), "fallback": summary["fallback"], "timesteps": summary["timesteps"],
             "validation_log_return": best.get("log_return"), "validation_tstat": best.get("tstat"),
             "init_agreement": summary.get("init_agreement")}
     return agent, dict(agent.env_settings), meta, tmp / "run" / "best"

@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, policy in policies.items():
             rows[name] = evaluate_policy(policy, data, "test", costs, getattr(policy, "env_settings", {}))
         table = format_benchmark(rows)
+        table += f"\nppo checkpoint chosen by: {summary.get('selection_rule', 'validation against cash')}"
+        if summary.get("fallback"):
+            table += " (none passed: cash fallback)"
         print(table)
         result = {"test": metrics_to_json(rows), "ppo_training": metrics_to_json(summary),
                   "seconds": time.perf_counter() - started}
