@@ -156,20 +156,12 @@ def fetch_alpaca_bars(
     span = f"{_utc(start, 'start')} to {_utc(end, 'end') if end is not None else 'now'}"
     where = url_override or "Alpaca's data API"
 
-    def redact(text: str) -> str:
-        return _redact(text, (api_key, secret_key))
-
     client = StockHistoricalDataClient(api_key, secret_key, raw_data=True, url_override=url_override)
-    session = _retrying_session_class()(
-        symbol=symbol,
-        timeout=(float(connect_timeout), float(read_timeout)),
-        max_retries=max_retries,
-        backoff_base=float(backoff_base),
-        backoff_max=float(backoff_max),
-        sleep=sleep if sleep is not None else time.sleep,
-        redact=redact,
+    session, redact = install_retrying_session(
+        client, symbol=symbol, keys=(api_key, secret_key), connect_timeout=connect_timeout,
+        read_timeout=read_timeout, max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
+        sleep=sleep, what="bars",
     )
-    _install_session(client, session)
 
     error: AlpacaDataError | None = None
     cause: BaseException | None = None
@@ -289,9 +281,11 @@ def _retrying_session_class() -> type:
             backoff_max: float,
             sleep: Callable[[float], Any],
             redact: Callable[[str], str],
+            what: str = "bars",
         ) -> None:
             super().__init__()
             self.symbol = symbol
+            self.what = what
             self.timeout = timeout
             self.max_retries = max_retries
             self.backoff_base = backoff_base
@@ -326,7 +320,7 @@ def _retrying_session_class() -> type:
                 logger.warning(
                     "%s",
                     self.redact(
-                        f"{self.symbol}: bars request failed ({what}); retrying in {wait:g} s "
+                        f"{self.symbol}: {self.what} request failed ({what}); retrying in {wait:g} s "
                         f"(attempt {self.attempts + 1} of {self.max_retries + 1})"
                     ),
                 )
@@ -337,6 +331,46 @@ def _retrying_session_class() -> type:
             return min(self.backoff_max, self.backoff_base * 2 ** (self.attempts - 1))
 
     return RetryingSession
+
+
+def install_retrying_session(
+    client: Any,
+    *,
+    symbol: str,
+    keys: tuple[str | None, str | None],
+    connect_timeout: float,
+    read_timeout: float,
+    max_retries: int,
+    backoff_base: float,
+    backoff_max: float,
+    sleep: Callable[[float], Any] | None,
+    what: str = "bars",
+) -> tuple[Any, Callable[[str], str]]:
+    """Give an alpaca-py client our session (timeouts, retries with backoff, keys masked in its log lines).
+
+    :param client: an alpaca-py REST client (bars, news, trading).
+    :param symbol: the symbol, for log lines.
+    :param keys: the API key and secret, masked in every message.
+    :param what: what is requested (``"bars"``, ``"news"``), for log lines.
+    :return: ``(session, redact)``: the session (its ``attempts`` tell how many the last request took) and
+        the function that masks the keys in a text.
+    """
+
+    def redact(text: str) -> str:
+        return _redact(text, keys)
+
+    session = _retrying_session_class()(
+        symbol=symbol,
+        timeout=(float(connect_timeout), float(read_timeout)),
+        max_retries=max_retries,
+        backoff_base=float(backoff_base),
+        backoff_max=float(backoff_max),
+        sleep=sleep if sleep is not None else time.sleep,
+        redact=redact,
+        what=what,
+    )
+    _install_session(client, session)
+    return session, redact
 
 
 def _install_session(client: Any, session: Any) -> None:

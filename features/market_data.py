@@ -11,13 +11,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .atomic_io import write_directory_atomic
 from .scaling import FeatureScaler
 from .splits import SPLITS
+
+if TYPE_CHECKING:  # labels imports nothing from here, but keep the import graph one-way at run time
+    from .labels import LabelConfig
 
 FORMAT_VERSION = 2
 _ARRAYS = ("timestamps", "prices", "vwap", "raw_features", "features", "labels", "row_asset_ids", "offsets")

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -48,12 +47,10 @@ from ..alpaca_source import (
     _attempts_text,
     _check_network_options,
     _describe_network_error,
-    _install_session,
     _is_retryable_status,
-    _redact,
     _resolve_keys,
-    _retrying_session_class,
     _server_message,
+    install_retrying_session,
     _utc,
 )
 from ..parquet_cache import _check_symbol
@@ -210,21 +207,12 @@ def fetch_alpaca_news(
     span = f"{start_ts} to {end_ts}"
     where = url_override or "Alpaca's news API"
 
-    def redact(text: str) -> str:
-        # The shared session logs "bars request failed"; here the request is for news.
-        return _redact(text, (api_key, secret_key)).replace(": bars request failed", ": news request failed")
-
     client = NewsClient(api_key, secret_key, raw_data=True, url_override=url_override)
-    session = _retrying_session_class()(
-        symbol=symbol,
-        timeout=(float(connect_timeout), float(read_timeout)),
-        max_retries=max_retries,
-        backoff_base=float(backoff_base),
-        backoff_max=float(backoff_max),
-        sleep=sleep if sleep is not None else time.sleep,
-        redact=redact,
+    session, redact = install_retrying_session(
+        client, symbol=symbol, keys=(api_key, secret_key), connect_timeout=connect_timeout,
+        read_timeout=read_timeout, max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
+        sleep=sleep, what="news",
     )
-    _install_session(client, session)
     request = NewsRequest(
         symbols=symbol, start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), sort="asc",
         include_content=False, exclude_contentless=False,
