@@ -19,15 +19,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from features.atomic_io import write_text_atomic
+from features.atomic_io import write_bytes_atomic, write_text_atomic
 
 TRAINED_KINDS = ("supervised", "ppo", "dqn")
 NA = "n/a"
@@ -55,7 +53,7 @@ def write_report(report: dict, run_dir: Path) -> dict[str, Path]:
         for kind, draw in (("equity", _plot_equity), ("sharpe", _plot_sharpe), ("costs", _plot_costs),
                            ("trades", _plot_trades)):
             name = f"{kind}_{stem}.png"
-            _write_bytes_atomic(run_dir / name, draw(report, market_name, market))
+            write_bytes_atomic(run_dir / name, draw(report, market_name, market))
             written[name] = run_dir / name
             charts[market_name][kind] = name
     write_text_atomic(run_dir / "report.md", render_markdown(report, charts))
@@ -714,19 +712,6 @@ def _plot_trades(report: Mapping[str, Any], name: str, market: Mapping[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------- I/O
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["format_break_even", "render_markdown", "report_json", "write_report"]
