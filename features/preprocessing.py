@@ -333,29 +333,5 @@ class Preprocessing:
         return table.to_numpy(np.float64)
 
 
-def describe_difference(ours: Preprocessing, theirs: Preprocessing) -> list[str]:
-    """Human-readable differences between two preprocessings (empty when identical).
-
-    :param ours: the model's.
-    :param theirs: the data's.
-    """
-    out = []
-    if ours.timeframe != theirs.timeframe:
-        out.append(f"timeframe {theirs.timeframe} != the model's {ours.timeframe}")
-    if ours.window != theirs.window:
-        out.append(f"window {theirs.window} != the model's {ours.window}")
-    changed = sorted(k for k in ours.feature_config if ours.feature_config.get(k) != theirs.feature_config.get(k))
-    if changed:
-        out.append(f"feature settings differ in {changed}")
-    if not ours.scaler.equals(theirs.scaler):
-        out.append(f"scaler differs ({theirs.scaler.kind} fit on other rows vs the model's {ours.scaler.kind})")
-    moved = sorted(s for s in theirs.asset_map if s in ours.asset_map and ours.asset_map[s] != theirs.asset_map[s])
-    if moved:
-        out.append(f"asset ids differ for {moved}")
-    if news_identity(ours.news) != news_identity(theirs.news):
-        out.append(f"news settings {news_identity(theirs.news)} != the model's {news_identity(ours.news)}")
-    return out
-
-
-__all__ = ["Preprocessing", "PreprocessingMismatch", "describe_difference"]
+__all__ = ["Preprocessing", "PreprocessingMismatch"]
 
