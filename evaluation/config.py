@@ -321,7 +321,7 @@ class BenchmarkConfig:
         if "seeds" in quick:
             changes["seeds"] = int(quick["seeds"])
         if "budgets" in quick:
-            changes["budgets"] = Budgets(**{k: _merged(getattr(self.budgets, k), quick["budgets"].get(k, {}))
+            changes["budgets"] = Budgets(**{k: merged(getattr(self.budgets, k), quick["budgets"].get(k, {}))
                                             for k in ("supervised", "ppo", "dqn")})
         if "statistics" in quick:
             changes["statistics"] = dataclasses.replace(self.statistics, **quick["statistics"])
@@ -350,11 +350,11 @@ class BenchmarkConfig:
         raise KeyError(f"policy {name!r} is not in this benchmark; it has {[p.name for p in self.policies]}")
 
 
-def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``override`` on top, nested mappings merged."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        out[key] = merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
     return out
 
 

@@ -21,6 +21,7 @@ from features.loading import load_bars
 from features.market_data import MarketData
 from sim.engine import Costs
 
+from .config import merged
 from .folds import Fold, fold_market_data
 from .jobs import Job, JobResult, pack_directory, unpack_directory
 
@@ -139,7 +140,7 @@ def _train_agent(job: Job, data: MarketData, tmp: Path):
 
     spec = job.spec
     policy_spec = spec["policy"]
-    settings = _merged(spec["budget"], policy_spec.get("agent", {}))
+    settings = merged(spec["budget"], policy_spec.get("agent", {}))
     settings.update(algo=policy_spec["kind"], seed=job.seed, torch_threads=1)
     if policy_spec.get("pretrained"):
         if job.inputs is None:
@@ -184,13 +185,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 __all__ = ["level_name", "run_job", "job_data"]
