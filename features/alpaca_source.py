@@ -146,9 +146,7 @@ def fetch_alpaca_bars(
     :raises AlpacaDataError: an error response from Alpaca (with symbol, HTTP status and message), or no
         answer, after the retries described in the module docstring.
     """
-    from alpaca.common.exceptions import APIError
     from alpaca.data.historical import StockHistoricalDataClient
-    from requests.exceptions import RequestException
 
     api_key, secret_key = _resolve_keys(api_key, secret_key)
     _check_network_options(connect_timeout, read_timeout, max_retries, backoff_base, backoff_max, sleep)
@@ -163,43 +161,9 @@ def fetch_alpaca_bars(
         sleep=sleep, what="bars",
     )
 
-    error: AlpacaDataError | None = None
-    cause: BaseException | None = None
-    try:
-        raw = client.get_stock_bars(request)
-    except APIError as exc:
-        # Masked before and after decoding: a key echoed back must not survive truncation or escaping.
-        status, message = exc.status_code, redact(_server_message(redact(str(exc))))
-        attempts = session.attempts
-        if _is_retryable_status(status):
-            hint = _STATUS_HINTS.get(status, _SERVER_ERROR_HINT)
-            text = (
-                f"{symbol}: {where} answered the {timeframe} bars request ({span}) with HTTP {status} "
-                f"on {_attempts_text(attempts)}: {message!r}; {hint}"
-            )
-        else:
-            hint = _STATUS_HINTS.get(status, "")
-            text = (
-                f"{symbol}: Alpaca refused the {timeframe} bars request ({span}) with HTTP {status}: "
-                f"{message!r}" + (f"; {hint}" if hint else "")
-            )
-        error = AlpacaDataError(redact(text), symbol, status, message, attempts)
-        cause = exc if redact(str(exc)) == str(exc) else None
-    except RequestException as exc:
-        attempts = session.attempts
-        what, advice = _describe_network_error(exc, where, connect_timeout, read_timeout)
-        text = (
-            f"{symbol}: {what} for {timeframe} bars ({span}), on {_attempts_text(attempts)}; {advice}"
-        )
-        error = AlpacaDataError(redact(text), symbol, None, redact(str(exc)), attempts)
-        cause = exc if redact(str(exc)) == str(exc) else None
-    finally:
-        session.close()
-    if error is not None:
-        # Raised outside the except blocks, so that a cause whose text held a key is not even kept
-        # as the implicit context.
-        raise error from cause
-
+    raw = call_alpaca(lambda: client.get_stock_bars(request), session=session, redact=redact, symbol=symbol,
+                      where=where, span=span, request_name=f"{timeframe} bars", hints=_STATUS_HINTS,
+                      connect_timeout=connect_timeout, read_timeout=read_timeout)
     raw = raw or {}
     # Alpaca keys the response by its own spelling of the symbol (upper case).
     rows = raw.get(symbol) or next((v for k, v in raw.items() if k.upper() == symbol.upper()), [])
@@ -331,6 +295,70 @@ def _retrying_session_class() -> type:
             return min(self.backoff_max, self.backoff_base * 2 ** (self.attempts - 1))
 
     return RetryingSession
+
+
+def call_alpaca(
+    call: Callable[[], Any],
+    *,
+    session: Any,
+    redact: Callable[[str], str],
+    symbol: str,
+    where: str,
+    span: str,
+    request_name: str,
+    hints: dict[int, str],
+    connect_timeout: float,
+    read_timeout: float,
+) -> Any:
+    """Run one alpaca-py request through ``session`` and turn its failures into :class:`AlpacaDataError`.
+
+    :param call: the alpaca-py call (its client holds ``session``, see :func:`install_retrying_session`).
+    :param session: the retrying session (closed here); its ``attempts`` go into the message.
+    :param redact: masks the keys in every text.
+    :param symbol: the symbol, first in every message.
+    :param where: the server, for messages (``url_override`` or a name).
+    :param span: the requested time range, for messages.
+    :param request_name: what was requested (``"1Day bars"``, ``"news"``).
+    :param hints: what to do, per HTTP status.
+    :param connect_timeout: for the message of a connect timeout.
+    :param read_timeout: for the message of a read timeout.
+    """
+    from alpaca.common.exceptions import APIError
+    from requests.exceptions import RequestException
+
+    error: AlpacaDataError | None = None
+    cause: BaseException | None = None
+    try:
+        return call()
+    except APIError as exc:
+        # Masked before and after decoding: a key echoed back must not survive truncation or escaping.
+        status, message = exc.status_code, redact(_server_message(redact(str(exc))))
+        attempts = session.attempts
+        if _is_retryable_status(status):
+            hint = hints.get(status, _SERVER_ERROR_HINT)
+            text = (
+                f"{symbol}: {where} answered the {request_name} request ({span}) with HTTP {status} "
+                f"on {_attempts_text(attempts)}: {message!r}; {hint}"
+            )
+        else:
+            hint = hints.get(status, "")
+            text = (
+                f"{symbol}: Alpaca refused the {request_name} request ({span}) with HTTP {status}: "
+                f"{message!r}" + (f"; {hint}" if hint else "")
+            )
+        error = AlpacaDataError(redact(text), symbol, status, message, attempts)
+        cause = exc if redact(str(exc)) == str(exc) else None
+    except RequestException as exc:
+        attempts = session.attempts
+        what, advice = _describe_network_error(exc, where, connect_timeout, read_timeout)
+        text = f"{symbol}: {what} for {request_name} ({span}), on {_attempts_text(attempts)}; {advice}"
+        error = AlpacaDataError(redact(text), symbol, None, redact(str(exc)), attempts)
+        cause = exc if redact(str(exc)) == str(exc) else None
+    finally:
+        session.close()
+    # Raised outside the except blocks, so that a cause whose text held a key is not even kept as the
+    # implicit context.
+    raise error from cause
 
 
 def install_retrying_session(

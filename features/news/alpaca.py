@@ -37,19 +37,14 @@ import pandas as pd
 
 from ..alpaca_source import (
     _STATUS_HINTS,
-    _SERVER_ERROR_HINT,
     DEFAULT_BACKOFF_BASE_S,
     DEFAULT_BACKOFF_MAX_S,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT_S,
-    AlpacaDataError,
-    _attempts_text,
     _check_network_options,
-    _describe_network_error,
-    _is_retryable_status,
     _resolve_keys,
-    _server_message,
+    call_alpaca,
     install_retrying_session,
     _utc,
 )
@@ -192,10 +187,8 @@ def fetch_alpaca_news(
     :raises ValueError: missing keys or a bad argument.
     :raises AlpacaDataError: an error answer, or none, after the retries.
     """
-    from alpaca.common.exceptions import APIError
     from alpaca.data.historical.news import NewsClient
     from alpaca.data.requests import NewsRequest
-    from requests.exceptions import RequestException
 
     _check_symbol(symbol)
     api_key, secret_key = _resolve_keys(api_key, secret_key)
@@ -217,36 +210,9 @@ def fetch_alpaca_news(
         symbols=symbol, start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), sort="asc",
         include_content=False, exclude_contentless=False,
     )
-    error: AlpacaDataError | None = None
-    cause: BaseException | None = None
-    try:
-        raw = client.get_news(request)
-    except APIError as exc:
-        status, message = exc.status_code, redact(_server_message(redact(str(exc))))
-        attempts = session.attempts
-        if _is_retryable_status(status):
-            hint = _NEWS_HINTS.get(status, _SERVER_ERROR_HINT)
-            text = (
-                f"{symbol}: {where} answered the news request ({span}) with HTTP {status} on "
-                f"{_attempts_text(attempts)}: {message!r}; {hint}"
-            )
-        else:
-            hint = _NEWS_HINTS.get(status, "")
-            text = f"{symbol}: Alpaca refused the news request ({span}) with HTTP {status}: {message!r}" + (
-                f"; {hint}" if hint else ""
-            )
-        error = AlpacaDataError(redact(text), symbol, status, message, attempts)
-        cause = exc if redact(str(exc)) == str(exc) else None
-    except RequestException as exc:
-        attempts = session.attempts
-        what, advice = _describe_network_error(exc, where, connect_timeout, read_timeout)
-        text = f"{symbol}: {what} for news ({span}), on {_attempts_text(attempts)}; {advice}"
-        error = AlpacaDataError(redact(text), symbol, None, redact(str(exc)), attempts)
-        cause = exc if redact(str(exc)) == str(exc) else None
-    finally:
-        session.close()
-    if error is not None:
-        raise error from cause  # outside the except blocks: a cause that held a key is not kept
+    raw = call_alpaca(lambda: client.get_news(request), session=session, redact=redact, symbol=symbol,
+                      where=where, span=span, request_name="news", hints=_NEWS_HINTS,
+                      connect_timeout=connect_timeout, read_timeout=read_timeout)
     return select_symbols(wire_articles((raw or {}).get("news") or [], symbol), [symbol])
 
 
