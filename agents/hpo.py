@@ -31,12 +31,10 @@ from features.market_data import MarketData
 from supervised.hpo import (
     HAND_BACK_FILE,
     check_study_settings,
-    fail_dead_trials,
     hand_back_record,
     open_study,
-    remove_failed_trial_leftovers,
+    prepare_trial_root,
     storage_label,
-    unknown_trial_dirs,
     worker_label,
 )
 
@@ -284,16 +282,7 @@ def run_agent_study(
         study.set_user_attr(ALGO_ATTR, base.algo)
     if known_hashes is None:
         study.set_user_attr(DATASET_ATTR, hashes)
-    trial_root = Path(runs_dir) / "hpo" / study_name
-    foreign = unknown_trial_dirs(study, trial_root)
-    if foreign and not overwrite:
-        raise FileExistsError(
-            f"{trial_root} holds trial folder(s) {foreign} that study {study_name!r} in {storage_label(storage)} does "
-            f"not know (from a deleted study of that name?) — pass --overwrite to replace each as its new trial "
-            f"ends, or choose another --study-name"
-        )
-    fail_dead_trials(study)
-    remove_failed_trial_leftovers(study, trial_root)
+    trial_root = prepare_trial_root(study, study_name, storage, runs_dir, overwrite)
     worker = worker_label()
 
     def objective(trial: optuna.Trial) -> float:

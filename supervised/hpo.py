@@ -324,6 +324,31 @@ def suggest_configs(trial: Any, base_model: ModelConfig, base_train: TrainConfig
     return dataclasses.replace(base_model, **model_changes), dataclasses.replace(base_train, **train_changes)
 
 
+def prepare_trial_root(study: Any, study_name: str, storage: str, runs_dir: str | Path, overwrite: bool) -> Path:
+    """The study's trial folder root, checked and tidied before a worker runs trials.
+
+    Trial folders the study does not know are refused unless ``overwrite``; trials of a dead worker are
+    marked failed and their half-written folders removed.
+
+    :param study: the Optuna study.
+    :param study_name: its name.
+    :param storage: its storage URL (shown with the password masked).
+    :param runs_dir: root of run outputs.
+    :param overwrite: replace unknown trial folders as their new trials end.
+    """
+    trial_root = Path(runs_dir) / "hpo" / study_name
+    foreign = unknown_trial_dirs(study, trial_root)
+    if foreign and not overwrite:
+        raise FileExistsError(
+            f"{trial_root} holds trial folder(s) {foreign} that study {study_name!r} in {storage_label(storage)} does "
+            f"not know (from a deleted study of that name?) — pass --overwrite to replace each as its new trial "
+            f"ends, or choose another --study-name"
+        )
+    fail_dead_trials(study)
+    remove_failed_trial_leftovers(study, trial_root)
+    return trial_root
+
+
 def run_study(
     data: MarketData,
     base_model: ModelConfig,
@@ -374,16 +399,7 @@ def run_study(
         )
     if recorded is None:
         study.set_user_attr(MODEL_KIND_ATTR, kind)
-    trial_root = Path(runs_dir) / "hpo" / study_name
-    foreign = unknown_trial_dirs(study, trial_root)
-    if foreign and not overwrite:
-        raise FileExistsError(
-            f"{trial_root} holds trial folder(s) {foreign} that study {study_name!r} in {storage_label(storage)} does "
-            f"not know (from a deleted study of that name?) — pass --overwrite to replace each as its new trial "
-            f"ends, or choose another --study-name"
-        )
-    fail_dead_trials(study)
-    remove_failed_trial_leftovers(study, trial_root)
+    trial_root = prepare_trial_root(study, study_name, storage, runs_dir, overwrite)
     worker = worker_label()
 
     def objective(trial: optuna.Trial) -> float:
