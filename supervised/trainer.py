@@ -26,7 +26,7 @@ from features.market_data import MarketData
 from .evaluation import DEFAULT_THRESHOLDS, choose_threshold, pr_auc, threshold_sweep
 from .losses import LOSSES, binary_focal_loss, pos_weight_from_labels, weighted_bce_loss
 from .models import Classifier, ModelConfig, build_model
-from .samples import SplitSamples, split_samples
+from .samples import SplitRows, iter_batches, split_rows
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -138,7 +138,8 @@ def train_classifier(
 ) -> TrainResult:
     """Train ``model_config`` on ``data``'s train split, selecting epochs on its validation split.
 
-    :param data: the dataset (windows are materialised once per split in memory).
+    :param data: the dataset (windows are gathered per batch from its feature matrix, never for a
+        whole split at once).
     :param model_config: the architecture; window/n_features/n_assets are filled from ``data``.
     :param train_config: optimisation settings (defaults if None).
     :param run_dir: TensorBoard event files go here; None: no logging.
@@ -148,8 +149,8 @@ def train_classifier(
     """
     config = train_config or TrainConfig()
     model_config = model_config.fit_to(data.window, data.n_features, data.n_assets)
-    train = split_samples(data, "train", min_samples=2)
-    validation = split_samples(data, "validation")
+    train = split_rows(data, "train", min_samples=2)
+    validation = split_rows(data, "validation")
     for samples in (train, validation):
         check_positive_rate(samples.labels, samples.split, data.label, config.min_positive_rate, data.timeframe)
     writer = _summary_writer(run_dir, model_config, config)
@@ -162,8 +163,8 @@ def train_classifier(
 
 
 def _fit(
-    train: SplitSamples,
-    validation: SplitSamples,
+    train: SplitRows,
+    validation: SplitRows,
     model_config: ModelConfig,
     config: TrainConfig,
     writer: Any,
@@ -178,10 +179,6 @@ def _fit(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
     )
     loss_fn = make_loss(config, train.labels)
-    x, ids, y = (torch.from_numpy(a) for a in (train.windows, train.asset_ids, train.labels))
-    w = torch.from_numpy(train.weights) if config.use_sample_weights else None
-    val_tensors = tuple(torch.from_numpy(a) for a in (validation.windows, validation.asset_ids, validation.labels))
-    val_w = torch.from_numpy(validation.weights) if config.use_sample_weights else None
 
     best_f1, best_epoch, best_threshold, best_state = -1.0, 0, 0.5, None
     history: list[dict[str, float]] = []
@@ -190,8 +187,8 @@ def _fit(
     epochs = tqdm(range(1, config.epochs + 1), desc=f"{model_config.kind} epochs", disable=not progress, unit="epoch")
     for epoch in epochs:
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, loss_fn, x, ids, y, w, rng, config, progress)
-        scores = _validate(model, loss_fn, *val_tensors, val_w, config.eval_batch_size)
+        train_loss = _train_epoch(model, optimizer, loss_fn, train, rng, config, progress)
+        scores = _validate(model, loss_fn, validation, config.use_sample_weights, config.eval_batch_size)
         scheduler.step(scores["f1"])
         row = {"epoch": epoch, "train/loss": train_loss, **{f"val/{k}": v for k, v in scores.items()}}
         row["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
@@ -232,42 +229,44 @@ def _train_epoch(
     model: Classifier,
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    x: torch.Tensor,
-    ids: torch.Tensor,
-    y: torch.Tensor,
-    w: torch.Tensor | None,
+    train: SplitRows,
     rng: np.random.Generator,
     config: TrainConfig,
     progress: bool,
 ) -> float:
     model.train()
-    order = torch.from_numpy(rng.permutation(len(y)))
-    batches = range(0, len(y), config.batch_size)
+    ids, y = torch.from_numpy(train.asset_ids), torch.from_numpy(train.labels)
+    w = torch.from_numpy(train.weights) if config.use_sample_weights else None
+    order = rng.permutation(len(train))
+    batches = iter_batches(train, config.batch_size, order)
+    n_batches = -(-len(train) // config.batch_size)
     total = 0.0
-    for i in tqdm(batches, desc="batches", leave=False, disable=not progress, unit="batch"):
-        idx = order[i : i + config.batch_size]
-        loss = loss_fn(model(x[idx], ids[idx]), y[idx], None if w is None else w[idx])
+    for positions, windows in tqdm(batches, desc="batches", total=n_batches, leave=False, disable=not progress,
+                                   unit="batch"):
+        idx = torch.from_numpy(positions)
+        loss = loss_fn(model(torch.from_numpy(windows), ids[idx]), y[idx], None if w is None else w[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         total += float(loss.detach()) * len(idx)
-    return total / len(y)
+    return total / len(train)
 
 
 @torch.no_grad()
 def _validate(
     model: Classifier,
     loss_fn: LossFn,
-    x: torch.Tensor,
-    ids: torch.Tensor,
-    y: torch.Tensor,
-    w: torch.Tensor | None,
+    validation: SplitRows,
+    use_sample_weights: bool,
     batch_size: int,
 ) -> dict[str, float]:
     model.eval()
-    logits = torch.cat([model(x[i : i + batch_size], ids[i : i + batch_size]) for i in range(0, len(y), batch_size)])
+    ids, y = torch.from_numpy(validation.asset_ids), torch.from_numpy(validation.labels)
+    w = torch.from_numpy(validation.weights) if use_sample_weights else None
+    logits = torch.cat([model(torch.from_numpy(windows), ids[torch.from_numpy(positions)])
+                        for positions, windows in iter_batches(validation, batch_size)])
     labels, probabilities = y.numpy(), torch.sigmoid(logits).double().numpy()
     best = choose_threshold(threshold_sweep(labels, probabilities, DEFAULT_THRESHOLDS))
     area = pr_auc(labels, probabilities)
