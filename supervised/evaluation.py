@@ -1,6 +1,9 @@
 """Classification metrics, the threshold sweep (chosen on validation only), permutation importance.
 
-Everything returned is JSON-safe: plain floats/ints/lists, NaN as None.
+Everything returned is JSON-safe: plain floats/ints/lists, NaN as None. Splits are scored in batches of
+windows gathered from the feature matrix (:mod:`supervised.samples`), so memory does not grow with a
+split's windows; permutation importance runs on a seeded subsample of validation rows (recorded in the
+report) and is skipped with ``importance_repeats=0``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from features.market_data import MarketData
 
-from .samples import SplitSamples, split_samples
+from .samples import Samples, iter_batches, predict_samples, split_rows
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``predict(windows (n, W, F) float32, asset_ids (n,) int64) -> P(label = 1) (n,)``."""
@@ -73,12 +76,20 @@ def threshold_sweep(
     :param thresholds: thresholds to try.
     """
     y, p = _check_pair(labels, probabilities)
+    # sort once: the samples with p >= t are a suffix of the sorted order, found by binary search
+    scored = ~np.isnan(p)  # p >= t is False for NaN, as in a direct comparison
+    order = np.argsort(p[scored], kind="stable")
+    sorted_p, sorted_y = p[scored][order], y[scored][order]
+    positives_from = np.concatenate([np.cumsum(sorted_y[::-1], dtype=np.int64)[::-1], [0]])
+    cuts = np.searchsorted(sorted_p, np.asarray(thresholds, dtype=np.float64), side="left")
+    n_positive = int(y.sum())
     rows = []
-    for threshold in thresholds:
-        predicted = p >= threshold
-        tp, fp, fn = int(np.sum(predicted & y)), int(np.sum(predicted & ~y)), int(np.sum(~predicted & y))
+    for threshold, cut in zip(thresholds, cuts):
+        n_predicted = len(sorted_p) - int(cut)
+        tp = int(positives_from[cut])
+        fp, fn = n_predicted - tp, n_positive - tp
         precision, recall, f1 = _prf(tp, fp, fn)
-        rate = float(predicted.mean()) if len(y) else 0.0
+        rate = n_predicted / len(y) if len(y) else 0.0
         rows.append(
             {
                 "threshold": float(threshold),
@@ -105,52 +116,73 @@ def choose_threshold(sweep: list[dict[str, float]]) -> dict[str, float]:
 
 def permutation_importance(
     predict: Predictor,
-    samples: SplitSamples,
+    samples: Samples,
     feature_names: Sequence[str],
     *,
     metric: str = "pr_auc",
     threshold: float = 0.5,
     n_repeats: int = 1,
     seed: int = 0,
+    batch_size: int = 4096,
 ) -> list[dict[str, Any]]:
     """Drop in ``metric`` when one feature's column (all its time steps) is shuffled across samples.
 
-    Sorted by importance, largest first. Use the validation split, never test.
+    Sorted by importance, largest first. Use the validation split (or a subsample of it, see
+    :func:`importance_subsample`), never test. Each shuffled pass is predicted batch by batch: a batch's
+    windows are gathered, then feature ``f`` of every window is replaced by feature ``f`` of the window
+    of its permuted partner, so no shuffled copy of the split is ever held.
 
     :param predict: probability function of windows and asset ids.
-    :param samples: the split to score.
-    :param feature_names: names of the last axis of ``samples.windows``.
+    :param samples: the split to score (:class:`SplitRows` or :class:`SplitSamples`).
+    :param feature_names: names of the windows' last axis.
     :param metric: ``"pr_auc"`` or ``"f1"`` (positive class at ``threshold``).
     :param threshold: decision threshold for ``"f1"``.
     :param n_repeats: shuffles per feature (the drop is averaged).
     :param seed: seed of the shuffles.
+    :param batch_size: samples per call of ``predict``.
     """
     if metric not in IMPORTANCE_METRICS:
         raise ValueError(f"importance metric={metric!r} is not known; expected one of {list(IMPORTANCE_METRICS)}")
-    if len(feature_names) != samples.windows.shape[-1]:
-        raise ValueError(f"{len(feature_names)} feature names for {samples.windows.shape[-1]} feature columns")
+    if len(feature_names) != samples.n_features:
+        raise ValueError(f"{len(feature_names)} feature names for {samples.n_features} feature columns")
     if n_repeats < 1:
         raise ValueError(f"n_repeats={n_repeats} must be >= 1")
 
-    def score(windows: np.ndarray) -> float:
-        p = predict(windows, samples.asset_ids)
+    def score(p: np.ndarray) -> float:
         if metric == "pr_auc":
             return pr_auc(samples.labels, p)
         return threshold_sweep(samples.labels, p, [threshold])[0]["f1"]
 
+    def shuffled_predictions(feature: int, partner: np.ndarray) -> np.ndarray:
+        p = np.empty(len(samples), dtype=np.float64)
+        for positions, windows in iter_batches(samples, batch_size):
+            windows[:, :, feature] = samples.feature_series(partner[positions], feature)
+            p[positions] = np.asarray(predict(windows, samples.asset_ids[positions]), dtype=np.float64).ravel()
+        return p
+
     rng = np.random.default_rng(seed)
-    baseline = score(samples.windows)
-    shuffled = samples.windows.copy()
+    baseline = score(predict_samples(predict, samples, batch_size))
     rows = []
     for f, name in enumerate(feature_names):
-        drops = []
-        for _ in range(n_repeats):
-            shuffled[:, :, f] = samples.windows[rng.permutation(len(samples)), :, f]
-            drops.append(baseline - score(shuffled))
-        shuffled[:, :, f] = samples.windows[:, :, f]
+        drops = [baseline - score(shuffled_predictions(f, rng.permutation(len(samples)))) for _ in range(n_repeats)]
         rows.append({"feature": name, "importance": float(np.mean(drops)), "std": float(np.std(drops))})
     rows.sort(key=lambda row: -row["importance"] if math.isfinite(row["importance"]) else math.inf)
     return json_safe(rows)
+
+
+def importance_subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of the samples permutation importance scores: all ``n`` when ``max_samples`` is
+    None or at least ``n``, else ``max_samples`` drawn without replacement by ``default_rng(seed)``.
+
+    :param n: samples in the split.
+    :param max_samples: the cap (None: no cap).
+    :param seed: seed of the draw.
+    """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples={max_samples} must be >= 1 (or None for all samples)")
+    if max_samples is None or max_samples >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False)).astype(np.int64)
 
 
 def evaluation_report(
@@ -160,44 +192,59 @@ def evaluation_report(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     importance_metric: str = "pr_auc",
     importance_repeats: int = 1,
+    importance_max_samples: int | None = None,
     seed: int = 0,
+    batch_size: int = 4096,
 ) -> dict[str, Any]:
     """Validation sweep -> chosen threshold -> validation and test metrics at it, plus importance.
 
-    The test split is scored once, at the threshold chosen on validation.
+    Validation and test are each predicted once, in batches of ``batch_size`` windows; the test split
+    is scored once, at the threshold chosen on validation. Permutation importance scores
+    ``importance_max_samples`` validation samples drawn with ``seed`` (all of them when None), and the
+    report records how many (``n_samples`` of ``split_samples``) and the seed.
 
     :param predict: probability function of windows and asset ids.
     :param data: the dataset.
     :param thresholds: candidate thresholds.
     :param importance_metric: ``"pr_auc"`` or ``"f1"``; see :func:`permutation_importance`.
     :param importance_repeats: shuffles per feature; 0 skips permutation importance.
-    :param seed: seed of the shuffles.
+    :param importance_max_samples: cap on the validation samples importance scores (None: all).
+    :param seed: seed of the subsample and of the shuffles.
+    :param batch_size: samples per call of ``predict``.
     """
-    validation = split_samples(data, "validation")
-    p_validation = predict(validation.windows, validation.asset_ids)
+    validation = split_rows(data, "validation")
+    p_validation = predict_samples(predict, validation, batch_size)
     sweep = threshold_sweep(validation.labels, p_validation, thresholds)
     chosen = choose_threshold(sweep)
     threshold = chosen["threshold"]
-    test = split_samples(data, "test")
+    test = split_rows(data, "test")
     report: dict[str, Any] = {
         "threshold": {"chosen": threshold, "chosen_on": "validation", "criterion": "f1", "validation_f1": chosen["f1"]},
         "validation_sweep": sweep,
         "validation": classification_metrics(validation.labels, p_validation, threshold),
-        "test": classification_metrics(test.labels, predict(test.windows, test.asset_ids), threshold),
+        "test": classification_metrics(test.labels, predict_samples(predict, test, batch_size), threshold),
     }
     if importance_repeats > 0:
+        positions = importance_subsample(len(validation), importance_max_samples, seed)
+        subsampled = len(positions) < len(validation)
         report["permutation_importance"] = {
             "split": "validation",
             "metric": importance_metric,
             "n_repeats": importance_repeats,
+            "n_samples": len(positions),
+            "split_samples": len(validation),
+            "max_samples": importance_max_samples,
+            "subsampled": subsampled,
+            "seed": seed,
             "features": permutation_importance(
                 predict,
-                validation,
+                validation.subset(positions) if subsampled else validation,
                 data.feature_names,
                 metric=importance_metric,
                 threshold=threshold,
                 n_repeats=importance_repeats,
                 seed=seed,
+                batch_size=batch_size,
             ),
         }
     return json_safe(report)
@@ -230,7 +277,10 @@ def format_metrics_table(
         lines.append(f"threshold {t['chosen']:.2f} chosen on {t['chosen_on']} ({best})")
     importance = report.get("permutation_importance")
     if importance and top_features:
-        lines.append(f"permutation importance ({importance['metric']} drop on {importance['split']}):")
+        on = importance["split"]
+        if importance.get("subsampled"):
+            on += f", {importance['n_samples']} of {importance['split_samples']} samples (seed {importance['seed']})"
+        lines.append(f"permutation importance ({importance['metric']} drop on {on}):")
         for row in importance["features"][:top_features]:
             lines.append(f"  {row['feature']:<22}{_fmt(row['importance']):>10}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ the bundle and ``metrics.json`` under the run directory. Also the YAML config of
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,15 @@ class EvaluationConfig:
 
     :param importance_metric: ``"pr_auc"`` or ``"f1"``: the score whose drop measures importance.
     :param importance_repeats: shuffles per feature (0 skips permutation importance).
+    :param importance_max_samples: validation samples permutation importance scores, drawn with the
+        train seed when the split is larger (None: all of them). Its cost is about
+        ``n_features * importance_repeats * importance_max_samples`` forward passes, so the cap keeps it
+        below one training epoch on large data; ``metrics.json`` records the count and the seed.
     """
 
     importance_metric: str = "pr_auc"
     importance_repeats: int = 2
+    importance_max_samples: int | None = 20_000
 
     def __post_init__(self) -> None:
         if self.importance_metric not in IMPORTANCE_METRICS:
@@ -47,6 +53,10 @@ class EvaluationConfig:
             )
         if self.importance_repeats < 0:
             raise ValueError(f"importance_repeats={self.importance_repeats} must be >= 0")
+        if self.importance_max_samples is not None and self.importance_max_samples < 1:
+            raise ValueError(
+                f"importance_max_samples={self.importance_max_samples} must be >= 1 (or null for all samples)"
+            )
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,9 @@ def run_supervised(
 
     Writes TensorBoard events in ``run_dir``, the bundle in ``run_dir/model/`` and ``metrics.json``
     (training summary, validation sweep, chosen threshold, validation and test metrics at it,
-    permutation importance on validation, configs, dataset hashes). ``run_dir`` should be new and
+    permutation importance on (a seeded subsample of) validation, configs, dataset hashes, and the
+    seconds spent training, evaluating and saving). Validation and test are predicted once each, in
+    batches of ``train_config.eval_batch_size``. ``run_dir`` should be new and
     empty: ``experiments.train_supervised`` hands it a temporary folder that becomes ``runs/<name>``
     only when this returns (``experiments.common.staged_run_directory``), so TensorBoard never shows
     two runs in one folder.
@@ -134,15 +146,20 @@ def run_supervised(
     """
     evaluation = evaluation or EvaluationConfig()
     run_dir = Path(run_dir)
+    start = time.perf_counter()
     result = train_classifier(data, model_config, train_config, run_dir, progress=progress)
+    trained = time.perf_counter()
     with torch_settings(train_config.num_threads, train_config.deterministic):
         report = evaluation_report(
             result.classifier.predict_proba,
             data,
             importance_metric=evaluation.importance_metric,
             importance_repeats=evaluation.importance_repeats,
+            importance_max_samples=evaluation.importance_max_samples,
             seed=train_config.seed,
+            batch_size=train_config.eval_batch_size,
         )
+    evaluated = time.perf_counter()
     threshold = report["threshold"]["chosen"]
     metrics = {
         "model": result.model_config.kind,
@@ -162,6 +179,7 @@ def run_supervised(
         "evaluation_config": {
             "importance_metric": evaluation.importance_metric,
             "importance_repeats": evaluation.importance_repeats,
+            "importance_max_samples": evaluation.importance_max_samples,
         },
         "dataset": {"hashes": data.hashes, "symbols": data.symbols, "window": data.window, "label": data.label},
     }
@@ -175,6 +193,11 @@ def run_supervised(
         dataset_hashes=data.hashes,
         metrics={"validation": report["validation"], "test": report["test"], "threshold": report["threshold"]},
     )
+    metrics["timings"] = {
+        "train_seconds": trained - start,
+        "evaluation_seconds": evaluated - trained,
+        "save_seconds": time.perf_counter() - evaluated,
+    }
     metrics = json_safe(metrics)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
