@@ -16,6 +16,11 @@ rows are timed in interleaved rounds and each keeps its best round, so a busy ma
   computed inside ``Strategy.init``).
 - ``vectorbt``: ``Portfolio.from_signals`` on the close with fees and slippage (warm: numba compiled by an
   untimed first call), plus total return, Sharpe and max drawdown.
+
+A second table times the supervised threshold policy (an LSTM classifier of the default size, untrained:
+the weights do not change the cost; entry at the median probability so it trades) on the same bars:
+``act_path`` (every window's probability in batched forward passes, then the entry/exit rule, then the
+simulator only where the target changes) against the event path (one forward pass per bar).
 """
 
 from __future__ import annotations
@@ -36,12 +41,11 @@ from sim import Costs
 
 
 class EventPath:
-    """The SMA crossover without ``act_windows``: the backtester asks it bar by bar."""
-
-    name = "sma_crossover"
+    """A policy without its fast-path method (``act_windows``, ``act_path``): the backtester asks it bar by bar."""
 
     def __init__(self, policy) -> None:
         self.policy = policy
+        self.name = getattr(policy, "name", type(policy).__name__)
 
     def reset(self) -> None:
         self.policy.reset()
@@ -164,6 +168,50 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name.ljust(width)}  {calls * bars:>11,.0f}  {1000 / calls:>7.2f}  {ratio}")
     for name in missing:
         print(f"{name.ljust(width)}  {'not installed':>11}")
+    print()
+    threshold_table(data, symbol, args.split, costs, args.rounds, args.seconds)
+
+
+def threshold_table(data, symbol: str, split: str, costs: Costs, rounds: int, seconds: float) -> None:
+    """The supervised threshold policy: fast path (``act_path``) against the event path, same bars."""
+    import tempfile
+
+    import torch
+
+    from agents.supervised_policy import SupervisedThresholdPolicy
+    from features.preprocessing import Preprocessing
+    from supervised.bundle import load_model, save_bundle
+    from supervised.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    config = ModelConfig(kind="lstm", window=data.window, n_features=data.n_features, n_assets=data.n_assets)
+    with tempfile.TemporaryDirectory() as folder:
+        save_bundle(f"{folder}/m", build_model(config), config, preprocessing=Preprocessing.of(data),
+                    label=data.label, threshold=0.5, dataset_hashes={})
+        model = load_model(f"{folder}/m")
+    lo, hi = data.split_range(split, symbol)
+    rows = np.arange(lo + data.window, hi)
+    median = float(np.median(model.predict_proba(data.windows(rows), data.row_asset_ids[rows])))
+    policy = SupervisedThresholdPolicy(model, entry_threshold=median, exit_threshold=median - 0.01)
+    fast = backtest(policy, data, split, costs, symbol=symbol)
+    event = backtest(EventPath(policy), data, split, costs, symbol=symbol)
+    same = np.array_equal(fast.equity, event.equity)
+    contenders = {
+        "threshold policy, fast path (act_path)": lambda: backtest(policy, data, split, costs, symbol=symbol),
+        "threshold policy, event path (act per bar)": lambda: backtest(EventPath(policy), data, split, costs,
+                                                                        symbol=symbol),
+    }
+    rates = interleaved(contenders, rounds, seconds)
+    bars = len(fast.equity) - 1
+    reference = rates["threshold policy, event path (act per bar)"]
+    print(f"supervised threshold policy (LSTM, {sum(p.numel() for p in model.classifier.parameters()):,} "
+          f"parameters, 1 torch thread), {symbol} {split}: {bars} bars; fast path equity == event path: {same} "
+          f"({fast.metrics['n_orders']} orders)")
+    width = max(len(name) for name in contenders)
+    print(f"{'contender'.ljust(width)}  {'bars/s':>11}  {'ms/run':>7}  vs event path")
+    for name, calls in rates.items():
+        print(f"{name.ljust(width)}  {calls * bars:>11,.0f}  {1000 / calls:>7.2f}  {calls / reference:.2f}x")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,10 @@ def backtest_many(
     (not the account's position, nor its own history) may say so by offering
     ``act_windows(windows (T, window, n_features), asset_ids (T,)) -> actions (T,)``: then every action of
     the split is computed in one call and the simulator only steps the bars where the target changes
-    (the same numbers, tested; requires the ``log_return`` reward, else the event path runs).
+    (the same numbers, tested; requires the ``log_return`` reward, else the event path runs). A policy
+    whose only state is its own past actions (the supervised threshold policy) may offer ``act_path(windows,
+    asset_ids) -> actions``, computed taking the position to follow its actions: the same fast path, checked
+    against the account afterwards (the event path runs where an order did not fill as assumed).
     Results are in the order ``[(s, c) for s in symbols for c in costs]``.
 
     :param policy: the policy (see :func:`backtest`).
@@ -159,9 +162,21 @@ def backtest_many(
                    slippage=cost.slippage, borrow_rate=cost.borrow_rate, **env_settings)
         for symbol, cost in pairs
     ]
+    if all(env.core._plain_log_reward for env in envs):
+        if callable(getattr(policy, "act_windows", None)):
+            return _backtest_state_free(policy, envs, pairs, split)
+        if callable(getattr(policy, "act_path", None)):
+            results = _backtest_state_free(policy, envs, pairs, split, own_path=True)
+            if all(result is not None for result in results):
+                return results  # else an order did not fill as the policy assumed: the event path decides
+    return _backtest_events(policy, envs, pairs, split)
+
+
+def _backtest_events(policy: Policy, envs: list[TradingEnv], pairs: list[tuple[str, Costs]],
+                     split: str) -> list[BacktestResult]:
+    """The event path of :func:`backtest_many`: every pair stepped bar by bar, the policy asked for all
+    pairs' actions at each bar (``batch_actor``, else a copy per pair)."""
     n = len(envs)
-    if callable(getattr(policy, "act_windows", None)) and all(env.core._plain_log_reward for env in envs):
-        return _backtest_state_free(policy, envs, pairs, split)
     actor = _batch_actor(policy, n)
     lengths = [int(env.core.sym_end[0] - env.core.sym_start[0] - 1) for env in envs]
     equity = [np.empty(k + 1) for k in lengths]
@@ -195,23 +210,35 @@ def backtest_many(
 
 
 def _backtest_state_free(policy: Policy, envs: list[TradingEnv], pairs: list[tuple[str, Costs]],
-                         split: str) -> list[BacktestResult]:
+                         split: str, own_path: bool = False) -> list[BacktestResult | None]:
     """The fast path of :func:`backtest_many` for a policy whose actions depend only on the feature window
     and asset id (``act_windows``): every action of the split in one call per symbol, then the simulator
     steps only the bars where the target changes (or borrow is due) and marks to market in between
-    (:meth:`sim.Simulator.hold_one`): the event path's numbers, bit for bit (tested)."""
+    (:meth:`sim.Simulator.hold_one`): the event path's numbers, bit for bit (tested).
+
+    ``own_path=True`` serves a policy whose state is its own past actions (``act_path``, e.g. the supervised
+    threshold policy: long or flat, bars held): it computes the whole path taking the account's position to
+    follow its actions, and a pair where the account did not (an order not filled) comes back None."""
     actions_of: dict[str, np.ndarray] = {}
-    results = []
+    results: list[BacktestResult | None] = []
     for env, (symbol, cost) in zip(envs, pairs):
         core = env.core
         env.reset(seed=0)
         first, last = int(core.sim.row[0]), core._episode_end_one
         if symbol not in actions_of:
             windows, asset_ids = _windows(core, first, last - first)
-            actions_of[symbol] = np.asarray(policy.act_windows(windows, asset_ids))
-        equity, units, n_steps = _run_targets(env, _targets(core, actions_of[symbol], last - first))
+            act = policy.act_path if own_path else policy.act_windows
+            actions_of[symbol] = np.asarray(act(windows, asset_ids))
+        targets = _targets(core, actions_of[symbol], last - first)
+        equity, units, n_steps = _run_targets(env, targets)
         rows = np.arange(first, first + n_steps + 1)
         equity, units = equity[: n_steps + 1], units[: n_steps + 1]
+        if own_path:
+            # the position each later observation shows must be the one the policy assumed
+            held = np.sign(units[1:]) * (equity[1:] > 0)
+            if not np.array_equal(held, np.sign(targets[:n_steps])):
+                results.append(None)
+                continue
         value = units * core.sim.close[rows]
         position = np.divide(value, equity, out=np.zeros(len(rows)), where=equity > 0)
         rewards = np.log(np.maximum(equity[1:], 1e-12) / equity[:-1])

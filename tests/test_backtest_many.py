@@ -44,7 +44,7 @@ def test_baselines_score_the_same_in_lockstep(data, name) -> None:
     assert check_same(make_baseline(name, data, seed=3), data) > 0
 
 
-def test_supervised_threshold_policy_scores_the_same_in_lockstep(data, tmp_path) -> None:
+def threshold_policy(data, tmp_path) -> SupervisedThresholdPolicy:
     torch.manual_seed(0)
     config = ModelConfig(kind="lstm", window=8, n_features=data.n_features, n_assets=2, hidden_size=8)
     model = build_model(config)
@@ -53,8 +53,53 @@ def test_supervised_threshold_policy_scores_the_same_in_lockstep(data, tmp_path)
     loaded = load_model(tmp_path / "m")
     rows = data.sample_indices("test")
     median = float(np.median(loaded.predict_proba(data.windows(rows), data.row_asset_ids[rows])))
-    policy = SupervisedThresholdPolicy(loaded, entry_threshold=median, exit_threshold=median - 0.01)
-    assert check_same(policy, data) > 20
+    return SupervisedThresholdPolicy(loaded, entry_threshold=median, exit_threshold=median - 0.01, max_holding=5)
+
+
+def test_supervised_threshold_policy_scores_the_same_in_lockstep(data, tmp_path) -> None:
+    assert check_same(threshold_policy(data, tmp_path), data) > 20
+
+
+class EventPathOnly:
+    """The same policy without ``act_path``: the backtester must step it bar by bar."""
+
+    def __init__(self, policy) -> None:
+        self.policy, self.preprocessing = policy, policy.preprocessing
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, observation):
+        return self.policy.act(observation)
+
+    def batch_actor(self, n):
+        return self.policy.batch_actor(n)
+
+
+@pytest.mark.parametrize("costs", [COSTS, [Costs(0.001, fixed_fee=150_000.0)]], ids=["costs", "buys-never-fill"])
+def test_the_threshold_policy_fast_path_equals_the_event_path(data, tmp_path, monkeypatch, costs) -> None:
+    """The whole split's probabilities in one forward pass per symbol, then the simulator only where the
+    target changes: the event path's equity and fills. Where a buy cannot fill (a fee above equity), the
+    policy's assumed position is wrong and the backtester falls back to the event path."""
+    policy = threshold_policy(data, tmp_path)
+    calls = []
+    predict = policy.model.predict_proba
+    monkeypatch.setattr(policy.model, "predict_proba", lambda w, a: calls.append(len(w)) or predict(w, a))
+    fast = backtest_many(policy, data, "test", costs, data.symbols)
+    n_bars = sum(len(r.equity) - 1 for r in fast[:: len(costs)])
+    event = backtest_many(EventPathOnly(policy), data, "test", costs, data.symbols)
+    orders = 0
+    for a, b in zip(fast, event):
+        np.testing.assert_allclose(a.equity, b.equity, rtol=1e-12)
+        np.testing.assert_array_equal(a.fills["row"], b.fills["row"])
+        np.testing.assert_array_equal(a.fills["fill_price"], b.fills["fill_price"])
+        assert a.metrics["n_orders"] == b.metrics["n_orders"]
+        orders += a.metrics["n_orders"]
+    if len(costs) > 1:
+        assert orders > 20
+        assert calls[: len(data.symbols)] == [len(r.equity) - 1 for r in fast[:: len(costs)]]  # one pass per symbol
+    else:
+        assert orders == 0 and sum(calls) > n_bars  # the fast path ran, failed its check, the event path decided
 
 
 def test_a_saved_agent_scores_the_same_in_lockstep(data, tmp_path) -> None:
