@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ class TradingEvalCallback(BaseCallback):
         self.wrap_policy = wrap_policy
         self.best_metrics: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        self.eval_seconds = 0.0  # time spent scoring checkpoints (and saving the best), for the summary
         self._next_eval = eval_freq
         self._benchmark = (buy_and_hold_bar_returns(data, split, costs, env_settings)
                            if self.rule.needs_buy_and_hold else None)
@@ -119,6 +121,13 @@ class TradingEvalCallback(BaseCallback):
         return True
 
     def evaluate(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return self._evaluate()
+        finally:
+            self.eval_seconds += time.perf_counter() - started
+
+    def _evaluate(self) -> dict[str, Any]:
         policy = self.wrap_policy(self.model) if self.wrap_policy else AgentPolicy(self.model, self.env_settings)
         metrics = evaluate_policy(policy, self.data, self.split, self.costs, self.env_settings,
                                   benchmark_returns=self._benchmark)

@@ -32,7 +32,9 @@ class PPOSettings:
 
 @dataclass
 class DQNSettings:
-    """stable-baselines3 DQN hyperparameters."""
+    """stable-baselines3 DQN hyperparameters; ``n_steps`` > 1 learns from n-step returns (SB3's n-step
+    replay buffer), ``tau`` < 1 updates the target network softly, ``double_q`` picks the next action with
+    the online network and values it with the target network (double DQN, van Hasselt et al. 2016)."""
 
     learning_rate: float = 1e-3
     buffer_size: int = 100_000
@@ -44,6 +46,9 @@ class DQNSettings:
     target_update_interval: int = 2_000
     exploration_fraction: float = 0.3
     exploration_final_eps: float = 0.02
+    n_steps: int = 1
+    tau: float = 1.0
+    double_q: bool = False
 
 
 @dataclass
@@ -73,6 +78,9 @@ class AgentConfig:
         ``min_tstat`` where that is lower (so disabling the cash test disables this one too).
     :param turnover_penalty: log return charged per validation order when scoring a checkpoint (0.0015 = each
         order's costs counted twice), both against ``min_improvement`` and between checkpoints.
+    :param reward_scale: training rewards (log returns, ~0.01 a bar) are multiplied by this before the
+        learner sees them, so value targets are of order one; evaluation and checkpoint choice use the
+        env's own rewards. Recorded with the agent; the saved policy does not depend on it.
     :param env: TradingEnv settings for training (split is forced to train).
     :param ppo: PPO settings.
     :param dqn: DQN settings.
@@ -96,6 +104,7 @@ class AgentConfig:
     selection_rule: str = "cash_and_buy_and_hold"
     min_excess_tstat: float | None = None
     turnover_penalty: float = 0.0015
+    reward_scale: float = 1.0
     env: EnvConfig = field(default_factory=lambda: EnvConfig(episode_length=256))
     ppo: PPOSettings = field(default_factory=PPOSettings)
     dqn: DQNSettings = field(default_factory=DQNSettings)
@@ -117,6 +126,12 @@ class AgentConfig:
                              f"{list(SELECTION_RULES)}")
         if self.turnover_penalty < 0:
             raise ValueError(f"turnover_penalty={self.turnover_penalty} must be >= 0 (log return per order)")
+        if not (self.reward_scale > 0 and self.reward_scale < float("inf")):
+            raise ValueError(f"reward_scale={self.reward_scale} must be a positive finite number")
+        if self.dqn.n_steps < 1:
+            raise ValueError(f"dqn.n_steps={self.dqn.n_steps} must be >= 1")
+        if not 0 < self.dqn.tau <= 1:
+            raise ValueError(f"dqn.tau={self.dqn.tau} must be in (0, 1]")
         if self.eval_split == "test":
             raise ValueError("eval_split='test' is not allowed: checkpoints are chosen on validation, never on test")
         for name in ("total_timesteps", "n_envs", "eval_freq", "torch_threads"):

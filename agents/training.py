@@ -11,22 +11,41 @@ from typing import Any
 import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
-from stable_baselines3.common.vec_env import VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 from envs.vec_env import TradingVecEnv
 from features.market_data import MarketData
 
 from .callbacks import CheckpointRule, TradingEvalCallback
 from .config import AgentConfig
+from .dqn import DoubleDQN
 from .extractor import EncoderExtractor
 from .saved_agent import agent_env_settings, save_agent
 
 
-def make_train_env(config: AgentConfig, data: MarketData) -> VecMonitor:
-    """The batched training env (split forced to train), with episode statistics for SB3's logger."""
+class ScaledReward(VecEnvWrapper):
+    """Multiplies rewards by ``scale`` (the learner's view only: it sits outside ``VecMonitor``, so the
+    logged episode returns stay log returns)."""
+
+    def __init__(self, venv: VecEnv, scale: float) -> None:
+        super().__init__(venv)
+        self.scale = float(scale)
+
+    def reset(self) -> Any:
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        observations, rewards, dones, infos = self.venv.step_wait()
+        return observations, rewards * self.scale, dones, infos
+
+
+def make_train_env(config: AgentConfig, data: MarketData) -> VecEnv:
+    """The batched training env (split forced to train), with episode statistics for SB3's logger and
+    rewards scaled by ``config.reward_scale``."""
     settings = dataclasses.asdict(config.env)
     settings["split"] = "train"
-    return VecMonitor(TradingVecEnv(config.n_envs, data, seed=config.seed, **settings))
+    env = VecMonitor(TradingVecEnv(config.n_envs, data, seed=config.seed, **settings))
+    return env if config.reward_scale == 1.0 else ScaledReward(env, config.reward_scale)
 
 
 def policy_kwargs(config: AgentConfig, data: MarketData) -> dict[str, Any]:
@@ -76,11 +95,13 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
                     ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
     else:
         s = config.dqn
-        model = DQN("MlpPolicy", env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
-                    learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma,
-                    train_freq=s.train_freq, gradient_steps=s.gradient_steps,
-                    target_update_interval=s.target_update_interval, exploration_fraction=s.exploration_fraction,
-                    exploration_final_eps=s.exploration_final_eps, **common)
+        algorithm = DoubleDQN if s.double_q else DQN
+        model = algorithm("MlpPolicy", env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
+                          learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma,
+                          train_freq=s.train_freq, gradient_steps=s.gradient_steps, n_steps=s.n_steps, tau=s.tau,
+                          target_update_interval=s.target_update_interval,
+                          exploration_fraction=s.exploration_fraction,
+                          exploration_final_eps=s.exploration_final_eps, **common)
     if pretrained_state is not None:
         for module in model.policy.modules():
             if isinstance(module, EncoderExtractor):
@@ -128,6 +149,7 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
     started = time.perf_counter()
     model.learn(total_timesteps=config.total_timesteps, callback=CallbackList(callbacks), tb_log_name=config.algo)
     elapsed = time.perf_counter() - started
+    eval_seconds = evaluator.eval_seconds  # inside learn(); finish() evaluates once more, outside it
     evaluator.finish()
     save_agent(run_dir / "final", model, validation=evaluator.history[-1], **save_kwargs)
     best = evaluator.best_metrics
@@ -136,6 +158,8 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         "timesteps": int(model.num_timesteps),
         "train_seconds": elapsed,
         "steps_per_second": model.num_timesteps / elapsed if elapsed > 0 else float("nan"),
+        "eval_seconds": eval_seconds,  # validation scoring during training, and its share of the training time
+        "eval_share": eval_seconds / elapsed if elapsed > 0 else float("nan"),
         "best_dir": str(run_dir / "best"),
         "fallback": None if best is not None else "cash",
         "selection_rule": rule.describe(),

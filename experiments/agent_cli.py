@@ -99,6 +99,7 @@ def main(algo: str, argv: list[str] | None = None) -> dict:
         (run.path / "summary.json").write_text(json.dumps(metrics_to_json(summary), indent=2) + "\n")
     state = "cash fallback (no checkpoint beat cash on validation)" if summary["fallback"] else "trained checkpoint"
     print(f"best agent: {run.final / 'best'} [{state}]; validation log return {validation['log_return']:+.4f}, "
-          f"{validation['n_orders']} orders; {summary['steps_per_second']:.0f} env steps/s")
+          f"{validation['n_orders']} orders; {summary['steps_per_second']:.0f} env steps/s, "
+          f"{summary['eval_share']:.0%} of the training time in validation")
     print(f"backtest it on test: python -m experiments.backtest --policy {run.final / 'best'}")
     return summary

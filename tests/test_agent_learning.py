@@ -37,13 +37,7 @@ def _train(tmp_path, data, algo: str) -> tuple[dict, object]:
     return summary, load_agent(tmp_path / "run" / "best", data)
 
 
-DQN_MISSES_THE_EDGE = pytest.mark.xfail(
-    strict=True, reason="measured gap (issue 11): DQN's best checkpoint earns > 0.2 on validation here but with "
-    "t 1.04 < 1.5; tried gamma 0.5, gradient_steps 4, both, faster exploration with target updates every 500 "
-    "steps, train_freq 1 with lr 3e-4: none reaches t 1.5. Strict: remove this mark when DQN passes.")
-
-
-@pytest.mark.parametrize("algo", ["ppo", pytest.param("dqn", marks=DQN_MISSES_THE_EDGE)])
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
 def test_finds_a_planted_edge_well_above_costs(tmp_path, algo):
     data = _market(phi=-0.3)
     summary, agent = _train(tmp_path, data, algo)

@@ -162,7 +162,7 @@ def stub_ppo(monkeypatch):
             (run_dir / "final" / "only_in_the_first_run.txt").write_text("")
         if calls["fail"]:
             raise calls["fail"]()
-        return {"fallback": "cash", "steps_per_second": 1.0, "best_dir": str(run_dir / "best")}
+        return {"fallback": "cash", "steps_per_second": 1.0, "eval_share": 0.1, "best_dir": str(run_dir / "best")}
 
     monkeypatch.setattr(agent_cli, "train_agent", train_agent)
     monkeypatch.setattr(agent_cli, "dataset_from_args", lambda args, sections=None: FakeData())
