@@ -157,9 +157,13 @@ def source_timeframe(config: DatasetConfig) -> str:
     return "1Day"
 
 
-def load_dataset(path: str | Path) -> MarketData:
-    """Load a dataset directory written by :func:`build_dataset` (nothing is recomputed)."""
-    return MarketData.load(path)
+def load_dataset(path: str | Path, *, mmap: bool = False) -> MarketData:
+    """Load a dataset directory written by :func:`build_dataset` (nothing is recomputed).
+
+    :param path: the dataset directory.
+    :param mmap: map the arrays read-only instead of reading them (see :meth:`MarketData.load`).
+    """
+    return MarketData.load(path, mmap=mmap)
 
 
 def build_market_data(

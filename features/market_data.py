@@ -243,12 +243,18 @@ class MarketData:
         return write_directory_atomic(path, fill)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MarketData":
+    def load(cls, path: str | Path, *, mmap: bool = False) -> "MarketData":
         """Read a directory written by :meth:`save` without recomputing anything.
 
         Every array is checked against the manifest (file hash, dtype, shape) and the parts against
         each other (offsets, feature count, scaler length, split ranges, asset ids): a damaged directory
         gives a :class:`DatasetIntegrityError` naming the file, never a bare ``KeyError`` or ``IndexError``.
+
+        :param path: the dataset directory.
+        :param mmap: map the arrays read-only (``np.load(mmap_mode="r")``) instead of reading them: only
+            the pages a caller touches become resident, so a process that uses the scaled features and
+            labels but never the raw features or prices (training a classifier) holds about half the
+            dataset in memory. The files must not change while the dataset is in use.
         """
         path = Path(path)
         manifest_path = path / "manifest.json"
@@ -273,7 +279,7 @@ class MarketData:
         missing = [key for key in required if key not in manifest]
         if missing:
             raise DatasetIntegrityError(f"{manifest_path} lacks {missing}; rebuild the dataset")
-        arrays = {name: _load_checked_array(path, manifest_path, manifest["arrays"], name) for name in _ARRAYS}
+        arrays = {name: _load_checked_array(path, manifest_path, manifest["arrays"], name, mmap) for name in _ARRAYS}
         try:
             split_ranges = {k: np.asarray(v, dtype=np.int64) for k, v in manifest["split_ranges"].items()}
             data = cls(
@@ -341,7 +347,7 @@ def _file_sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_checked_array(path: Path, manifest_path: Path, entries: Any, name: str) -> np.ndarray:
+def _load_checked_array(path: Path, manifest_path: Path, entries: Any, name: str, mmap: bool = False) -> np.ndarray:
     """Load ``name``.npy and check it against its manifest entry (hash, dtype, number of dimensions)."""
     entry = entries.get(name) if isinstance(entries, dict) else None
     if not isinstance(entry, dict) or not {"file", "sha256", "dtype", "shape"} <= set(entry):
@@ -355,7 +361,7 @@ def _load_checked_array(path: Path, manifest_path: Path, entries: Any, name: str
             f"was saved); rebuild the dataset"
         )
     try:
-        array = np.load(file, allow_pickle=False)
+        array = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
         raise DatasetIntegrityError(f"{file} cannot be read ({exc}); rebuild the dataset") from None
     dtype, ndim = _ARRAY_KINDS[name]

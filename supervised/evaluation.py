@@ -123,7 +123,7 @@ def permutation_importance(
     threshold: float = 0.5,
     n_repeats: int = 1,
     seed: int = 0,
-    batch_size: int = 4096,
+    batch_size: int = 1024,
 ) -> list[dict[str, Any]]:
     """Drop in ``metric`` when one feature's column (all its time steps) is shuffled across samples.
 
@@ -194,7 +194,7 @@ def evaluation_report(
     importance_repeats: int = 1,
     importance_max_samples: int | None = None,
     seed: int = 0,
-    batch_size: int = 4096,
+    batch_size: int = 1024,
 ) -> dict[str, Any]:
     """Validation sweep -> chosen threshold -> validation and test metrics at it, plus importance.
 

@@ -109,11 +109,14 @@ def load_supervised_config(path: str | Path | None) -> SupervisedConfig:
 def prepare_data(config: SupervisedConfig, dataset_path: str | Path | None = None) -> MarketData:
     """The saved dataset at ``dataset_path``, or the one ``config.dataset`` builds.
 
+    A saved dataset is memory-mapped read-only: training touches the scaled features and labels only,
+    so the raw features and prices (about half the files) never become resident.
+
     :param config: the supervised config.
     :param dataset_path: a dataset directory written by ``MarketData.save``; None builds one.
     """
     if dataset_path is not None:
-        return load_dataset(dataset_path)
+        return load_dataset(dataset_path, mmap=True)
     return build_dataset(config.dataset)
 
 

@@ -121,7 +121,7 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def predict_proba(
-        self, windows: torch.Tensor | np.ndarray, asset_ids: torch.Tensor | np.ndarray, batch_size: int = 4096
+        self, windows: torch.Tensor | np.ndarray, asset_ids: torch.Tensor | np.ndarray, batch_size: int = 1024
     ) -> np.ndarray:
         """P(label = 1) as float64 numpy (n,), in eval mode and batches of ``batch_size``.
 

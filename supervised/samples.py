@@ -165,7 +165,7 @@ def iter_batches(
 
 
 def predict_samples(
-    predict: Callable[[np.ndarray, np.ndarray], np.ndarray], samples: Samples, batch_size: int = 4096
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray], samples: Samples, batch_size: int = 1024
 ) -> np.ndarray:
     """``predict(windows, asset_ids)`` over a split in batches of ``batch_size``: float64 (n,).
 
