@@ -23,13 +23,15 @@ class CheckpointRule:
     A checkpoint qualifies when its per-bar validation returns beat cash with a t statistic of at least
     ``min_tstat``, and (rule ``"cash_and_buy_and_hold"``) its per-bar excess over buy-and-hold has a t
     statistic of at least ``min_excess_tstat``: a long-biased policy that rides a bull window without beating
-    simply holding does not qualify. Its score is the validation log return less ``turnover_penalty`` per
+    simply holding does not qualify; rule ``"cash_and_alpha"`` asks the same of its Jensen's alpha (the intercept of
+    its per-bar returns regressed on buy-and-hold's): market exposure earns nothing there, timing does. Its score is the validation log return less ``turnover_penalty`` per
     order; it must beat ``min_improvement`` (cash scores 0) and every earlier kept checkpoint.
 
-    :param rule: ``"cash"`` or ``"cash_and_buy_and_hold"``.
+    :param rule: ``"cash"``, ``"cash_and_buy_and_hold"`` or ``"cash_and_alpha"``.
     :param min_improvement: score a checkpoint must beat.
     :param min_tstat: t statistic against cash.
-    :param min_excess_tstat: t statistic of the excess over buy-and-hold (rule ``cash_and_buy_and_hold``).
+    :param min_excess_tstat: t statistic of the excess over buy-and-hold (rule ``cash_and_buy_and_hold``) or of
+        the alpha (rule ``cash_and_alpha``).
     :param turnover_penalty: log return charged per validation order.
     """
 
@@ -50,13 +52,15 @@ class CheckpointRule:
 
     @property
     def needs_buy_and_hold(self) -> bool:
-        return self.rule == "cash_and_buy_and_hold"
+        return self.rule in ("cash_and_buy_and_hold", "cash_and_alpha")
 
     def describe(self) -> str:
         """One line for summaries, agent.json and reports."""
         parts = [f"t vs cash >= {self.min_tstat:g}"]
-        if self.needs_buy_and_hold:
+        if self.rule == "cash_and_buy_and_hold":
             parts.append(f"t of excess over buy-and-hold >= {self.min_excess_tstat:g}")
+        elif self.rule == "cash_and_alpha":
+            parts.append(f"t of alpha over buy-and-hold >= {self.min_excess_tstat:g}")
         score = "validation log return" + (f" - {self.turnover_penalty:g} x orders" if self.turnover_penalty else "")
         return f"{self.rule}: {' and '.join(parts)}; best {score} above {self.min_improvement:g}"
 
@@ -66,6 +70,8 @@ class CheckpointRule:
     def qualifies(self, metrics: dict[str, Any]) -> bool:
         if metrics["tstat"] < self.min_tstat:
             return False
+        if self.rule == "cash_and_alpha":
+            return metrics["alpha_tstat"] >= self.min_excess_tstat
         return not self.needs_buy_and_hold or metrics["excess_tstat"] >= self.min_excess_tstat
 
 
@@ -134,7 +140,7 @@ class TradingEvalCallback(BaseCallback):
         metrics["timesteps"] = int(self.num_timesteps)
         metrics["score"] = self.rule.score(metrics)
         self.history.append(metrics)
-        for key in ("tstat", "excess_tstat", "score", "log_return", "total_return", "sharpe", "max_drawdown",
+        for key in ("tstat", "excess_tstat", "alpha_tstat", "beta", "score", "log_return", "total_return", "sharpe", "max_drawdown",
                     "n_trades", "n_orders", "turnover", "costs_paid", "exposure"):
             if key in metrics:
                 self.logger.record(f"eval/{key}", metrics[key])

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from configs.loader import config_to_dict, dataclass_from_dict, load_yaml_config
+from configs.loader import CONFIG_DIR, config_to_dict, dataclass_from_dict, load_yaml_config
 from envs.core import EnvConfig
 
 ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
 EXTRACTORS: tuple[str, ...] = ("flat", "mlp", "lstm", "gru", "cnn_lstm")
-SELECTION_RULES: tuple[str, ...] = ("cash", "cash_and_buy_and_hold")
+SELECTION_RULES: tuple[str, ...] = ("cash", "cash_and_buy_and_hold", "cash_and_alpha")
 
 
 @dataclass
@@ -73,8 +73,10 @@ class AgentConfig:
     :param min_tstat: t statistic of validation per-bar returns against cash a checkpoint needs.
     :param selection_rule: ``"cash_and_buy_and_hold"`` (a checkpoint must also match buy-and-hold: the t
         statistic of its per-bar excess log return over buy-and-hold on validation >= ``min_excess_tstat``)
-        or ``"cash"`` (against cash only).
-    :param min_excess_tstat: threshold of the excess-over-buy-and-hold t statistic; None: 0, or
+        or ``"cash_and_alpha"`` (its Jensen's alpha over buy-and-hold - the intercept of its per-bar returns
+        regressed on buy-and-hold's - has a t statistic >= ``min_excess_tstat``: timing skill, not market
+        exposure, whether or not it beats holding through a bull window), or ``"cash"`` (against cash only).
+    :param min_excess_tstat: threshold of the excess-over-buy-and-hold (or alpha) t statistic; None: 0, or
         ``min_tstat`` where that is lower (so disabling the cash test disables this one too).
     :param turnover_penalty: log return charged per validation order when scoring a checkpoint (0.0015 = each
         order's costs counted twice), both against ``min_improvement`` and between checkpoints.
@@ -148,3 +150,14 @@ class AgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+
+def package_defaults(algo: str) -> AgentConfig:
+    """The package's default settings for ``algo``: the ``agent:`` section of ``configs/<algo>.yaml``, which
+    ``train_ppo``/``train_dqn``, the benchmark and ``benchmarks/bench_learning.py`` all start from.
+
+    :param algo: ``"ppo"`` or ``"dqn"``.
+    """
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algo={algo!r} is not known; expected one of {list(ALGORITHMS)}")
+    return AgentConfig.from_yaml(CONFIG_DIR / f"{algo}.yaml")

@@ -16,6 +16,27 @@ def _tstat(values: np.ndarray) -> float:
     return float(values.mean() / spread * np.sqrt(len(values))) if spread > 1e-15 else 0.0
 
 
+def alpha_tstat(returns: np.ndarray, benchmark: np.ndarray) -> tuple[float, float, float]:
+    """Jensen's alpha: OLS of per-bar ``returns`` on ``benchmark`` returns with an intercept.
+
+    :return: ``(alpha per bar, its t statistic, beta)``; t is 0 when the fit is degenerate (a policy in cash
+        has no variance; a constant benchmark leaves beta undetermined).
+    """
+    n = len(returns)
+    if n < 3 or len(benchmark) != n:
+        return 0.0, 0.0, 0.0
+    x = benchmark - benchmark.mean()
+    sxx = float(x @ x)
+    if sxx <= 1e-30:
+        return 0.0, 0.0, 0.0
+    beta = float(x @ (returns - returns.mean())) / sxx
+    alpha = float(returns.mean() - beta * benchmark.mean())
+    residuals = returns - alpha - beta * benchmark
+    variance = float(residuals @ residuals) / (n - 2)
+    se = np.sqrt(variance * (1.0 / n + benchmark.mean() ** 2 / sxx))
+    return alpha, (alpha / se if se > 1e-15 else 0.0), beta
+
+
 def buy_and_hold_bar_returns(data: MarketData, split: str, costs: Costs, env_settings: dict[str, Any],
                              symbols: list[str] | None = None) -> np.ndarray:
     """Per-bar log returns of buy-and-hold over ``split``, pooled over symbols in the order
@@ -39,7 +60,8 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
     :param env_settings: env settings of the policy (action_mode, allow_short, window, fill_at).
     :param symbols: symbols to run; None takes all.
     :param benchmark_returns: per-bar log returns of a benchmark pooled the same way (see
-        :func:`buy_and_hold_bar_returns`); adds ``excess_tstat`` and ``excess_log_return``.
+        :func:`buy_and_hold_bar_returns`); adds ``excess_tstat``, ``excess_log_return`` and Jensen's ``alpha``
+        (per bar), ``alpha_tstat`` and ``beta`` of the per-bar returns on the benchmark's (:func:`alpha_tstat`).
     :return: ``tstat`` (t statistic of the pooled per-bar log returns against 0, the cash baseline),
         ``log_return`` (mean over symbols of log final/initial equity), ``total_return``, ``sharpe``,
         ``max_drawdown`` (worst), ``n_trades``, ``n_orders``, ``turnover``, ``costs_paid`` (sums), ``n_bars``,
@@ -86,4 +108,6 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
         excess = pooled - benchmark_returns
         metrics["excess_tstat"] = _tstat(excess)
         metrics["excess_log_return"] = float(excess.sum() / len(rows))
+        alpha, t, beta = alpha_tstat(pooled, np.asarray(benchmark_returns, dtype=np.float64))
+        metrics.update(alpha=alpha, alpha_tstat=float(t), beta=beta)
     return metrics

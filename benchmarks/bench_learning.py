@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from agents.baselines import BuyAndHoldPolicy
-from agents.config import AgentConfig
+from agents.config import AgentConfig, package_defaults
 from agents.evaluation import evaluate_policy
 from agents.saved_agent import load_agent
 from envs.core import EnvConfig, TradingCore
@@ -137,7 +137,7 @@ def run_agent(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     data, _ = make_market(job["structure"], job["edge"], job["seed"])
-    config = AgentConfig.from_yaml(Path(__file__).resolve().parent.parent / "configs" / f"{job['algo']}.yaml")
+    config = package_defaults(job["algo"])
     merged = config.to_dict()
     merged["seed"] = job["seed"]
     for key, value in job["overrides"].items():

@@ -21,7 +21,7 @@ from typing import Any
 from features.atomic_io import write_text_atomic
 from features.feature_builder import warmup_bars
 
-from .config import BenchmarkConfig, PolicySpec
+from .config import BenchmarkConfig, PolicySpec, merged
 from .folds import Fold, walk_forward_folds
 from .jobs import Job, JobCache, JobResult, job_key
 from .runner import _market_bars, run_job
@@ -132,7 +132,14 @@ def _budget(config: BenchmarkConfig, policy: PolicySpec) -> dict[str, Any]:
     if policy.kind == "supervised":
         return dict(config.budgets.supervised)
     if policy.kind in ("ppo", "dqn"):
-        return dict(getattr(config.budgets, policy.kind))
+        from agents.config import package_defaults
+
+        # the package defaults (configs/<kind>.yaml) under the budget: part of the job's key, so a change of
+        # the defaults retrains
+        defaults = package_defaults(policy.kind).to_dict()
+        for key in ("algo", "seed"):
+            defaults.pop(key)
+        return merged(defaults, dict(getattr(config.budgets, policy.kind)))
     return {}
 
 

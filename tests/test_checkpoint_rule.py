@@ -51,6 +51,48 @@ def test_a_long_biased_churner_beats_cash_but_not_buy_and_hold_and_is_refused():
     assert not CheckpointRule("cash_and_buy_and_hold", min_tstat=1.5, min_excess_tstat=0.0).qualifies(metrics)
 
 
+def test_the_alpha_rule_refuses_the_churner_too():
+    data = _bull_market()
+    benchmark = buy_and_hold_bar_returns(data, "validation", COSTS, SETTINGS)
+    policy = _MostlyLong()
+    policy.reset()
+    metrics = evaluate_policy(policy, data, "validation", COSTS, SETTINGS, benchmark_returns=benchmark)
+    assert 0.7 < metrics["beta"] < 1.0 and metrics["alpha"] < 0 and metrics["alpha_tstat"] < 0  # exposure, no skill
+    assert not CheckpointRule("cash_and_alpha", min_tstat=1.5, min_excess_tstat=0.0).qualifies(metrics)
+
+
+def test_alpha_credits_timing_that_loses_to_holding_through_a_bull_window():
+    """In the market one bar in three when it is about to rise (a stand-in for timing skill), paying a round
+    trip each time: less than holding through a strong bull window, but plain positive alpha."""
+    from agents.evaluation import alpha_tstat
+
+    rng = np.random.default_rng(1)
+    market = rng.normal(0.003, 0.01, 600)
+    timed = np.where((market > 0) & (np.arange(600) % 3 == 0), market - 0.003, 0.0)
+    excess = timed - market
+    alpha, t, beta = alpha_tstat(timed, market)
+    metrics = {"tstat": timed.mean() / timed.std(ddof=1) * np.sqrt(600), "alpha_tstat": t,
+               "excess_tstat": excess.mean() / excess.std(ddof=1) * np.sqrt(600)}
+    assert metrics["tstat"] > 1.0 and metrics["excess_tstat"] < -2 and t > 2 and alpha > 0
+    assert CheckpointRule("cash_and_alpha", min_tstat=1.0).qualifies(metrics)
+    assert not CheckpointRule("cash_and_buy_and_hold", min_tstat=1.0).qualifies(metrics)
+
+
+def test_alpha_tstat_is_the_ols_intercept_t_statistic():
+    from agents.evaluation import alpha_tstat
+
+    rng = np.random.default_rng(0)
+    market = rng.normal(0.001, 0.01, 500)
+    returns = 0.0005 + 0.6 * market + rng.normal(0, 0.004, 500)
+    alpha, t, beta = alpha_tstat(returns, market)
+    x = np.column_stack([np.ones(500), market])
+    coef, ssr, *_ = np.linalg.lstsq(x, returns, rcond=None)
+    se = np.sqrt(ssr[0] / 498 * np.linalg.inv(x.T @ x)[0, 0])
+    assert (alpha, beta) == pytest.approx(tuple(coef), rel=1e-9) and t == pytest.approx(coef[0] / se, rel=1e-9)
+    assert alpha_tstat(np.zeros(500), market) == (0.0, 0.0, 0.0)  # cash: nothing to test
+    assert alpha_tstat(returns, np.full(500, 0.001)) == (0.0, 0.0, 0.0)  # a constant benchmark: beta undetermined
+
+
 def test_buy_and_hold_has_no_excess_over_itself():
     data = _bull_market()
     benchmark = buy_and_hold_bar_returns(data, "validation", COSTS, SETTINGS)
