@@ -162,7 +162,10 @@ def load_agent(path: str | Path, data: MarketData | None = None) -> AgentPolicy:
     algo = {"ppo": PPO, "dqn": DQN}.get(meta["algo"])
     if algo is None:
         raise ValueError(f"{meta_path}: algo {meta['algo']!r} is not known (expected ppo or dqn)")
-    model = algo.load(zip_path, device="cpu")
+    # DQN: SB3 would rebuild the training replay buffer (and warn that an n-step buffer class it saved
+    # itself is "custom"); a policy for inference needs neither
+    custom = {"replay_buffer_class": None, "buffer_size": 1} if algo is DQN else None
+    model = algo.load(zip_path, device="cpu", custom_objects=custom)
     run = path.parent.name if path.name in ("best", "final") else ""
     name = f"{meta['algo']}:{run + '/' if run else ''}{path.name}"
     return AgentPolicy(model, meta["env_settings"], meta.get("fallback"), name=name, preprocessing=preprocessing)
