@@ -36,7 +36,7 @@ class DQNSettings:
     replay buffer), ``tau`` < 1 updates the target network softly, ``double_q`` picks the next action with
     the online network and values it with the target network (double DQN, van Hasselt et al. 2016)."""
 
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     buffer_size: int = 100_000
     learning_starts: int = 2_000
     batch_size: int = 256
@@ -46,7 +46,7 @@ class DQNSettings:
     target_update_interval: int = 2_000
     exploration_fraction: float = 0.3
     exploration_final_eps: float = 0.02
-    n_steps: int = 1
+    n_steps: int = 3
     tau: float = 1.0
     double_q: bool = False
 
@@ -106,7 +106,7 @@ class AgentConfig:
     selection_rule: str = "cash_and_buy_and_hold"
     min_excess_tstat: float | None = None
     turnover_penalty: float = 0.0015
-    reward_scale: float = 1.0
+    reward_scale: float = 100.0
     env: EnvConfig = field(default_factory=lambda: EnvConfig(episode_length=256))
     ppo: PPOSettings = field(default_factory=PPOSettings)
     dqn: DQNSettings = field(default_factory=DQNSettings)

@@ -36,8 +36,8 @@ def _config(**overrides) -> AgentConfig:
 
 
 def test_scaled_reward_scales_what_the_learner_sees_but_not_the_logged_episodes(data):
-    plain = make_train_env(_config(), data)
-    scaled = make_train_env(_config(reward_scale=100.0), data)
+    plain = make_train_env(_config(reward_scale=1.0), data)
+    scaled = make_train_env(_config(), data)  # the default scale, 100
     assert not isinstance(plain, ScaledReward) and isinstance(scaled, ScaledReward)
     plain.reset(), scaled.reset()
     actions = np.random.default_rng(0).integers(0, 2, size=(80, 4))
@@ -52,7 +52,8 @@ def test_scaled_reward_scales_what_the_learner_sees_but_not_the_logged_episodes(
 
 
 def test_double_dqn_values_the_online_networks_choice_with_the_target_network(data):
-    model = build_model(_config(dqn={"double_q": True, "gamma": 0.9}), make_train_env(_config(), data), data, None)
+    model = build_model(_config(dqn={"double_q": True, "gamma": 0.9, "n_steps": 1}),
+                        make_train_env(_config(), data), data, None)
     assert isinstance(model, DoubleDQN)
     model.learn(300)  # fills the buffer and sets up the logger
     torch.manual_seed(1)
