@@ -45,6 +45,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def proc_status_mb() -> dict[str, float]:
+    """VmHWM (peak), RssAnon and RssFile (mapped dataset pages) of this process now, in MB (Linux)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "RssAnon", "RssFile") if key in fields}
+
+
 def directory_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -91,7 +101,7 @@ def child_train(dataset: Path, runs: Path, model: str, epochs: int, seed: int, c
     metrics = train_supervised.main(argv)
     total = time.perf_counter() - start
     return {**times, "total_s": total, "post_s": times["run_s"] - times["train_s"],
-            "epoch_s": metrics["history"][-1]["charts/epoch_seconds"], "peak_mb": peak_rss_mb(),
+            "epoch_s": metrics["history"][-1]["charts/epoch_seconds"], "peak_mb": peak_rss_mb(), **proc_status_mb(),
             "importance": metrics.get("permutation_importance", {}).get("n_samples")}
 
 

@@ -7,6 +7,7 @@ Public API::
     build_model(ModelConfig(kind="lstm", window=24, n_features=31, n_assets=4)) -> Classifier
     train_classifier(data, model_config, train_config, run_dir) -> TrainResult
     evaluation_report(predict, data) -> dict          # threshold chosen on validation, test scored once
+    split_rows(data, split) -> SplitRows              # a split's samples; windows gathered per batch
     save_bundle(path, classifier, model_config, ...); load_model(path) -> LoadedModel
     run_supervised(data, model_config, train_config, run_dir) -> metrics dict
     run_study(data, model_config, storage="sqlite:///runs/hpo.db") -> optuna.Study
@@ -19,6 +20,7 @@ from .evaluation import (
     classification_metrics,
     evaluation_report,
     format_metrics_table,
+    importance_subsample,
     permutation_importance,
     threshold_sweep,
 )
@@ -26,7 +28,7 @@ from .experiment import EvaluationConfig, SupervisedConfig, load_supervised_conf
 from .hpo import HPOConfig, describe_best, run_study, suggest_configs
 from .losses import binary_focal_loss, pos_weight_from_labels, weighted_bce_loss
 from .models import MODEL_KINDS, Classifier, ModelConfig, build_encoder, build_model
-from .samples import SplitSamples, split_samples
+from .samples import SplitRows, SplitSamples, iter_batches, predict_samples, split_rows, split_samples
 from .trainer import TrainConfig, TrainResult, train_classifier
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "HPOConfig",
     "LoadedModel",
     "ModelConfig",
+    "SplitRows",
     "SplitSamples",
     "SupervisedConfig",
     "TrainConfig",
@@ -50,13 +53,17 @@ __all__ = [
     "describe_best",
     "evaluation_report",
     "format_metrics_table",
+    "importance_subsample",
+    "iter_batches",
     "load_model",
     "load_supervised_config",
     "permutation_importance",
     "pos_weight_from_labels",
+    "predict_samples",
     "run_study",
     "run_supervised",
     "save_bundle",
+    "split_rows",
     "split_samples",
     "suggest_configs",
     "threshold_sweep",
