@@ -110,7 +110,7 @@ def _train_supervised(job: Job, data: MarketData, tmp: Path):
     from supervised.bundle import load_model, save_bundle
     from supervised.evaluation import choose_threshold, threshold_sweep
     from supervised.models import ModelConfig
-    from supervised.samples import split_samples
+    from supervised.samples import predict_samples, split_rows
     from supervised.trainer import TrainConfig, train_classifier
 
     spec = job.spec
@@ -119,8 +119,8 @@ def _train_supervised(job: Job, data: MarketData, tmp: Path):
                                          f"policies.{job.policy}")
     train_config = TrainConfig(**{**spec["budget"], "seed": job.seed, "num_threads": 1})
     result = train_classifier(data, model_config, train_config, None, progress=False)
-    validation = split_samples(data, "validation")
-    probabilities = result.classifier.predict_proba(validation.windows, validation.asset_ids)
+    validation = split_rows(data, "validation")  # windows gathered per batch, never the whole split at once
+    probabilities = predict_samples(result.classifier.predict_proba, validation)
     chosen = choose_threshold(threshold_sweep(validation.labels, probabilities))
     bundle = tmp / "model"
     save_bundle(bundle, result.classifier, result.model_config, preprocessing=Preprocessing.of(data),
