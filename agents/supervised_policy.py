@@ -98,18 +98,10 @@ class SupervisedThresholdPolicy:
             for i in range(0, len(windows), PATH_BATCH)
         ] or [np.zeros(0)])
         actions = np.zeros(len(probabilities), dtype=np.int64)
-        entry, exit_, max_holding = self.entry_threshold, self.exit_threshold, self.max_holding
-        in_position, bars_held = False, 0
+        action, bars_held = FLAT, 0
         for t, probability in enumerate(probabilities.tolist()):
-            if not in_position:
-                in_position = probability >= entry
-            else:
-                bars_held += 1
-                if probability < exit_ or bars_held >= max_holding:
-                    in_position = False
-            if not in_position:
-                bars_held = 0
-            actions[t] = LONG if in_position else FLAT
+            action, bars_held = self.decide(action == LONG, bars_held, probability)
+            actions[t] = action
         self.last_probability = float(probabilities[-1]) if len(probabilities) else float("nan")
         return actions
 
@@ -131,14 +123,22 @@ class SupervisedThresholdPolicy:
         probability = float(self.model.predict_proba(windows, asset_id)[0])
         self.last_probability = probability
         in_position = float(self.layout.state(observation)[0]) > 0.0
+        action, self.bars_held = self.decide(in_position, self.bars_held, probability)
+        return action
+
+    def decide(self, in_position: bool, bars_held: int, probability: float) -> tuple[int, int]:
+        """The rule, one bar: the action and the new count of bars held.
+
+        :param in_position: whether the account holds the asset (as the observation shows).
+        :param bars_held: bars counted in the position before this one.
+        :param probability: P(label = 1) of this bar's window.
+        """
         if not in_position:
-            self.bars_held = 0
-            return LONG if probability >= self.entry_threshold else FLAT
-        self.bars_held += 1
-        if probability < self.exit_threshold or self.bars_held >= self.max_holding:
-            self.bars_held = 0
-            return FLAT
-        return LONG
+            return (LONG if probability >= self.entry_threshold else FLAT), 0
+        bars_held += 1
+        if probability < self.exit_threshold or bars_held >= self.max_holding:
+            return FLAT, 0
+        return LONG, bars_held
 
 
 class _ThresholdBatch:
@@ -162,15 +162,7 @@ class _ThresholdBatch:
         probabilities = np.asarray(policy.model.predict_proba(windows, asset_ids), dtype=np.float64)
         in_position = observations[:, layout.state_slice.start] > 0.0
         actions = []
-        for i, probability in enumerate(probabilities):
-            if not in_position[i]:
-                self.bars_held[i] = 0
-                actions.append(LONG if probability >= policy.entry_threshold else FLAT)
-                continue
-            self.bars_held[i] += 1
-            if probability < policy.exit_threshold or self.bars_held[i] >= policy.max_holding:
-                self.bars_held[i] = 0
-                actions.append(FLAT)
-            else:
-                actions.append(LONG)
+        for i, probability in enumerate(probabilities.tolist()):
+            action, self.bars_held[i] = policy.decide(bool(in_position[i]), int(self.bars_held[i]), probability)
+            actions.append(action)
         return actions
