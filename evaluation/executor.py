@@ -156,6 +156,9 @@ class SerialExecutor(_ExecutorBase):
         pass
 
 
+WAKE_SECONDS = 0.5  # longest the coordinator sleeps between checks for finished jobs and Ctrl-C
+
+
 class ProcessExecutor(_ExecutorBase):
     """Runs the jobs in ``workers`` local worker processes (``spawn``ed, one thread each).
 
@@ -187,7 +190,9 @@ class ProcessExecutor(_ExecutorBase):
                     while next_index < len(jobs) and len(in_flight) < self.workers:
                         in_flight[pool.submit(fn, jobs[next_index])] = next_index
                         next_index += 1
-                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                    # a bounded wait: the main thread wakes at least every WAKE_SECONDS, so a Ctrl-C that the
+                    # kernel delivered to one of the pool's threads still raises KeyboardInterrupt here
+                    done, _ = cf.wait(in_flight, timeout=WAKE_SECONDS, return_when=cf.FIRST_COMPLETED)
                     for future in sorted(done, key=in_flight.__getitem__):
                         index = in_flight.pop(future)
                         try:

@@ -310,7 +310,12 @@ def test_interrupt_in_coordinator_cancels_dask_jobs(dask_executor, tmp_path):
 
 
 CTRL_C_SCRIPT = textwrap.dedent("""
+    import signal
     import sys
+    # as a program started from a terminal: SIGINT unblocked and handled by Python, whatever mask or
+    # disposition the test process (after many other tests) would pass down
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, "tests")
     from test_benchmark_executor import Toy, square
     from evaluation.executor import make_executor
