@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 import yaml
 from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 
@@ -38,10 +37,9 @@ from supervised.hpo import (
     worker_label,
 )
 
-from .callbacks import TradingEvalCallback
+from .callbacks import CheckpointRule, TradingEvalCallback
 from .config import AgentConfig
-from .saved_agent import agent_env_settings
-from .training import build_model, make_train_env, train_agent
+from .training import prepare_training, train_agent
 
 ALGO_ATTR = "algo"
 DATASET_ATTR = "dataset_hashes"
@@ -166,20 +164,6 @@ class _PruningEvalCallback(TradingEvalCallback):
         return self.pruned_at is None  # False stops model.learn
 
 
-def _checkpoint_rule(config: AgentConfig) -> dict[str, Any]:
-    """The checkpoint-rule arguments of :class:`TradingEvalCallback` exactly as ``train_agent`` passes them.
-
-    ``agents.callbacks`` may carry a ``CheckpointRule`` built from the config (its ``selection_rule``);
-    otherwise the rule is the config's ``min_improvement`` and ``min_tstat`` against cash.
-    """
-    from . import callbacks
-
-    rule = getattr(callbacks, "CheckpointRule", None)
-    if rule is not None and hasattr(rule, "of"):
-        return {"rule": rule.of(config)}
-    return {"min_improvement": config.min_improvement, "min_tstat": config.min_tstat}
-
-
 def train_trial(config: AgentConfig, data: MarketData, run_dir: str | Path, trial: Any, *, warmup_evals: int = 2,
                 progress: bool = False) -> dict[str, Any]:
     """Train like :func:`agents.training.train_agent`, reporting each validation evaluation to ``trial``.
@@ -200,22 +184,11 @@ def train_trial(config: AgentConfig, data: MarketData, run_dir: str | Path, tria
     import optuna
 
     run_dir = Path(run_dir)
-    torch.set_num_threads(config.torch_threads)
-    if config.pretrained:
-        from supervised.bundle import load_model
-
-        data = load_model(config.pretrained).prepare(data)
-    env = make_train_env(config, data)
-    model = build_model(config, env, data, str(run_dir / "tb"))
-    env_settings = agent_env_settings(config.env, config.env.window or data.window)
-    save_kwargs = {"algo": config.algo, "env_settings": env_settings, "data": data, "config": config.to_dict()}
-    if config.init_from_classifier:
-        from .behaviour_cloning import clone_supervised_policy
-
-        clone_supervised_policy(model, config, data)
-    evaluator = _PruningEvalCallback(trial, warmup_evals, data, config.eval_split, config.env.costs(), env_settings,
-                                     min(config.eval_freq, config.total_timesteps), run_dir / "best", save_kwargs,
-                                     **_checkpoint_rule(config))
+    setup = prepare_training(config, data, run_dir)
+    env, model = setup.env, setup.model
+    evaluator = _PruningEvalCallback(trial, warmup_evals, setup.data, config.eval_split, config.env.costs(),
+                                     setup.env_settings, min(config.eval_freq, config.total_timesteps),
+                                     run_dir / "best", setup.save_kwargs, rule=CheckpointRule.of(config))
     callbacks = [evaluator] + ([ProgressBarCallback()] if progress else [])
     try:
         model.learn(total_timesteps=config.total_timesteps, callback=CallbackList(callbacks), tb_log_name=config.algo)

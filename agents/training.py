@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,42 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
     return model
 
 
+@dataclass
+class TrainingSetup:
+    """What a training run starts from (:func:`prepare_training`): the data as the agent sees it, the env,
+    the fresh model, the agent's env settings, the keyword arguments of its saves, and the
+    behaviour-cloning agreement (``init_from_classifier``; None otherwise)."""
+
+    data: MarketData
+    env: VecEnv
+    model: PPO | DQN
+    env_settings: dict[str, Any]
+    save_kwargs: dict[str, Any]
+    agreement: Any = None
+
+
+def prepare_training(config: AgentConfig, data: MarketData, run_dir: Path) -> TrainingSetup:
+    """The set-up shared by :func:`train_agent` and the agent HPO trials: torch threads; with a pretrained
+    bundle, the data rebuilt with its preprocessing (the encoder sees inputs as it was trained to: the
+    bundle's features, scaler, asset ids, window); the training env; the model (TensorBoard under
+    ``run_dir/tb``); and, with ``init_from_classifier``, the classifier cloned into it."""
+    torch.set_num_threads(config.torch_threads)
+    if config.pretrained:
+        from supervised.bundle import load_model
+
+        data = load_model(config.pretrained).prepare(data)
+    env = make_train_env(config, data)
+    model = build_model(config, env, data, str(run_dir / "tb"))
+    env_settings = agent_env_settings(config.env, config.env.window or data.window)
+    save_kwargs = {"algo": config.algo, "env_settings": env_settings, "data": data, "config": config.to_dict()}
+    agreement = None
+    if config.init_from_classifier:
+        from .behaviour_cloning import clone_supervised_policy
+
+        agreement = clone_supervised_policy(model, config, data)
+    return TrainingSetup(data, env, model, env_settings, save_kwargs, agreement)
+
+
 def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, progress: bool = True,
                 verbose: int = 0) -> dict[str, Any]:
     """Train, evaluate on validation every ``eval_freq`` steps, and save the best and final agents.
@@ -126,21 +163,8 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         training speed.
     """
     run_dir = Path(run_dir)
-    torch.set_num_threads(config.torch_threads)
-    if config.pretrained:
-        from supervised.bundle import load_model
-
-        # the encoder sees inputs as it was trained to: the bundle's features, scaler, asset ids, window
-        data = load_model(config.pretrained).prepare(data)
-    env = make_train_env(config, data)
-    model = build_model(config, env, data, str(run_dir / "tb"))
-    env_settings = agent_env_settings(config.env, config.env.window or data.window)
-    save_kwargs = {"algo": config.algo, "env_settings": env_settings, "data": data, "config": config.to_dict()}
-    agreement = None
-    if config.init_from_classifier:
-        from .behaviour_cloning import clone_supervised_policy
-
-        agreement = clone_supervised_policy(model, config, data)
+    setup = prepare_training(config, data, run_dir)
+    data, model, env_settings, save_kwargs = setup.data, setup.model, setup.env_settings, setup.save_kwargs
     rule = CheckpointRule.of(config)
     evaluator = TradingEvalCallback(data, config.eval_split, config.env.costs(), env_settings,
                                     min(config.eval_freq, config.total_timesteps), run_dir / "best", save_kwargs,
@@ -163,7 +187,7 @@ def train_agent(config: AgentConfig, data: MarketData, run_dir: str | Path, *, p
         "best_dir": str(run_dir / "best"),
         "fallback": None if best is not None else "cash",
         "selection_rule": rule.describe(),
-        "init_agreement": agreement,
+        "init_agreement": setup.agreement,
         "best_validation": _strip(best) if best else None,
         "validation_history": [_strip(h) for h in evaluator.history],
     }
@@ -173,4 +197,4 @@ def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "per_symbol"}
 
 
-__all__ = ["build_model", "make_train_env", "policy_kwargs", "train_agent"]
+__all__ = ["TrainingSetup", "build_model", "make_train_env", "policy_kwargs", "prepare_training", "train_agent"]
