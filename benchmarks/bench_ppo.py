@@ -134,13 +134,19 @@ def run_sb3_defaults(vec_env: str, n_envs: int, timesteps: int, seed: int) -> Ro
 def run_ours(n_envs: int, timesteps: int, seed: int, extractor: str = "flat") -> Row:
     """AgentConfig() defaults on TradingVecEnv, built the way agents.training builds them."""
     config = replace(AgentConfig(), n_envs=n_envs, seed=seed, extractor=extractor)
+    return timed_config(config, "ours" if extractor == "flat" else f"ours, {extractor} extractor", timesteps)
+
+
+def timed_config(config: AgentConfig, label: str, timesteps: int, embedding_cache: bool = True) -> Row:
+    """``config``'s PPO on the default data, built as agents.training builds it, timed by :func:`timed_learn`."""
     data = default_market_data()
     env = make_train_env(config, data)
     model = build_model(config, env, data, None)
-    label = "ours" if extractor == "flat" else f"ours, {extractor} extractor"
-    row = Row(label, "TradingVecEnv", n_envs, model.n_steps, model.batch_size, model.n_epochs)
+    if not embedding_cache:
+        model.policy.features_extractor.cache_embeddings = False
+    row = Row(label, "TradingVecEnv", config.n_envs, model.n_steps, model.batch_size, model.n_epochs)
     try:
-        row.timed_steps, row.seconds, row.collect_share = timed_learn(model, model.n_steps * n_envs, timesteps)
+        row.timed_steps, row.seconds, row.collect_share = timed_learn(model, model.n_steps * config.n_envs, timesteps)
     finally:
         env.close()
     return row
@@ -165,19 +171,9 @@ def run_pretrained(bundle: str, n_envs: int, timesteps: int, seed: int, freeze: 
     """AgentConfig(pretrained=bundle): the supervised LSTM encoder as extractor, frozen (with or without the
     embedding cache) or fine-tuned."""
     config = replace(AgentConfig(), n_envs=n_envs, seed=seed, pretrained=bundle, freeze_encoder=freeze)
-    data = default_market_data()
-    env = make_train_env(config, data)
-    model = build_model(config, env, data, None)
-    if not cache:
-        model.policy.features_extractor.cache_embeddings = False
     label = ("ours, pretrained lstm frozen" + ("" if cache else ", no embedding cache")) if freeze else \
         "ours, pretrained lstm fine-tuned"
-    row = Row(label, "TradingVecEnv", n_envs, model.n_steps, model.batch_size, model.n_epochs)
-    try:
-        row.timed_steps, row.seconds, row.collect_share = timed_learn(model, model.n_steps * n_envs, timesteps)
-    finally:
-        env.close()
-    return row
+    return timed_config(config, label, timesteps, embedding_cache=cache)
 
 
 def print_table(rows: list[Row], reference: float | None) -> None:
