@@ -300,7 +300,6 @@ def _run_targets(env: TradingEnv, targets: np.ndarray) -> tuple[np.ndarray, np.n
             marked = sim.hold_one(hold, floor=core._min_equity_cash)
             equity[k + 1 : k + 1 + len(marked)] = marked
             units[k + 1 : k + 1 + len(marked)] = held
-            core._v_steps[0] += len(marked)
             k += len(marked)
             if len(marked) == hold:
                 continue

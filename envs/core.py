@@ -22,6 +22,7 @@ from features.market_data import MarketData
 from features.splits import SPLITS
 from sim.engine import FILL_AT, Costs, Simulator
 
+from . import kernel
 from .layout import BARS_HELD_SCALE, ObservationLayout
 from .rewards import REWARDS, Reward, make_reward
 
@@ -162,18 +163,16 @@ class TradingCore:
             data.open, data.high, data.low, data.close, data.volume, config.costs(),
             n_accounts=n, initial_cash=config.initial_cash, fill_at=config.fill_at,
             allow_short=config.allow_short, min_rebalance=config.min_rebalance, record_trades=config.record_trades,
+            extra_floats=len(kernel.SCALARS) if n == 1 else 0,
         )
         self.reward_fn = make_reward(config.reward, n, drawdown_penalty=config.drawdown_penalty,
                                      dsr_eta=config.dsr_eta)
         self.account_symbol = np.zeros(n, dtype=np.int64)
         self.episode_end = np.zeros(n, dtype=np.int64)  # last row an episode may reach
-        self.steps = np.zeros(n, dtype=np.int64)  # steps taken in the current episode
+        self.episode_start = np.zeros(n, dtype=np.int64)  # the row each account's episode started at
         self._offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
         self.state = np.zeros((n, 4))  # position state of the last observation, bars held scaled as observed
-        self.state_one = (0.0, 0.0, 0.0, 1.0)  # n == 1: the last observation's state, as Python floats
         self._episode_end_one = 0
-        self._asset_one = 0.0
-        self._v_steps = memoryview(self.steps)
         self._v_row = memoryview(self.sim.row) if n == 1 else None  # n > 1 rebinds sim.row each step
         self._plain_log_reward = type(self.reward_fn) is Reward
         self._min_equity_cash = config.min_equity * config.initial_cash
@@ -193,6 +192,41 @@ class TradingCore:
             self.levels = np.asarray(levels)
         else:
             self.levels = None
+        if n == 1:
+            self._single_account_scalars()
+
+    def _single_account_scalars(self) -> None:
+        """The single account's settings, episode and last observed state in the simulator's extra slots
+        (:data:`envs.kernel.SCALARS`), and the compiled step when it applies: numba installed, the plain
+        log-return reward, a constant slippage fraction and no trade log."""
+        sim = self.sim
+        self.scalars = scalars = sim.extra
+        scalars[kernel.NEXT_OPEN], scalars[kernel.ALLOW_SHORT] = sim.next_open, sim.allow_short
+        scalars[kernel.MIN_REBALANCE], scalars[kernel.COMMISSION] = sim.min_rebalance, sim.costs.commission
+        scalars[kernel.FIXED_FEE], scalars[kernel.BORROW_RATE] = sim.costs.fixed_fee, sim.costs.borrow_rate
+        scalars[kernel.SLIPPAGE] = np.nan if sim._slip_fraction is None else sim._slip_fraction
+        scalars[kernel.MIN_EQUITY_CASH] = self._min_equity_cash
+        scalars[kernel.WINDOW], scalars[kernel.N_FEATURES] = self.window, self._n_features
+        scalars[kernel.BARS_HELD_SCALE] = BARS_HELD_SCALE
+        scalars[kernel.CASH_FRACTION] = 1.0
+        self._v_scalars = memoryview(scalars)
+        self._observed_tail = scalars[kernel.POSITION :]  # the observation's last five values
+        use_kernel = (kernel.env_step_kernel is not None and self._plain_log_reward
+                      and sim._slip_fraction is not None and sim.logs is None)
+        self._env_kernel = kernel.env_step_kernel if use_kernel else None
+        if use_kernel:
+            self.step_observe_one = self._compiled_step_observe_one()
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Steps taken in each account's current episode (each step advances one bar)."""
+        return self.sim.row - self.episode_start
+
+    @property
+    def state_one(self) -> tuple[float, float, float, float]:
+        """The single account's last observed position state (exposure, unrealised return, bars held / 100,
+        cash fraction) as Python floats."""
+        return tuple(self.scalars[kernel.POSITION : kernel.CASH_FRACTION + 1].tolist())
 
     # ----- episodes -----------------------------------------------------------------------
     def start(self, accounts: np.ndarray, rng: np.random.Generator, symbol_index: int | None = None,
@@ -222,12 +256,13 @@ class TradingCore:
             rows[k] = row
             self.account_symbol[a] = s
             self.episode_end[a] = hi - 1 if length is None else min(hi - 1, row + length)
-        self.steps[accounts] = 0
+        self.episode_start[accounts] = rows
         self.sim.reset(rows, accounts)
         self.reward_fn.reset(accounts)
         if self.n == 1:
             self._episode_end_one = int(self.episode_end[0])
-            self._asset_one = float(self.sym_asset[int(self.account_symbol[0])])
+            self.scalars[kernel.EPISODE_END] = self._episode_end_one
+            self.scalars[kernel.ASSET] = self.sym_asset[int(self.account_symbol[0])]
 
     # ----- actions ------------------------------------------------------------------------
     def targets_from_discrete(self, actions: np.ndarray) -> np.ndarray:
@@ -248,7 +283,6 @@ class TradingCore:
                 self._non_finite(reward, result.equity)
         elif not (np.isfinite(reward).all() and np.isfinite(result.equity).all()):
             self._non_finite(reward, result.equity)
-        self.steps += 1
         terminated = result.equity <= self.config.min_equity * sim.initial_cash
         truncated = (sim.row >= self.episode_end) & ~terminated
         return reward, terminated, truncated
@@ -270,14 +304,42 @@ class TradingCore:
             reward = float(self.reward_fn(sim.result.prev_equity, sim.equity, sim.drawdown())[0])
         if not (math.isfinite(reward) and math.isfinite(equity)):
             self._non_finite(np.array([reward]), np.array([equity]))
-        self._v_steps[0] += 1
         terminated = equity <= self._min_equity_cash
         truncated = not terminated and self._v_row[0] >= self._episode_end_one
         return reward, terminated, truncated
 
+    def step_observe_one(self, target: float) -> tuple[np.ndarray, float, bool, bool]:
+        """:meth:`step_one` then :meth:`observation_one`, in one compiled call where :mod:`envs.kernel`
+        applies (the same numbers, tested).
+
+        :param target: the target exposure (a Python float).
+        :return: ``(observation, reward, terminated, truncated)``.
+        """
+        reward, terminated, truncated = self.step_one(target)
+        return self.observation_one(), reward, terminated, truncated
+
+    def _compiled_step_observe_one(self):
+        """:meth:`step_observe_one` through :func:`envs.kernel.env_step_kernel`, as a closure: its arguments
+        are local names, not attribute look-ups, on the env's hottest path."""
+        step, log, empty, float32 = self._env_kernel, np.log, np.empty, np.float32
+        state, open_, close, features = self.sim.state_buffer, self.sim.open, self.sim.close, self._flat_features
+        size = self._obs_size
+
+        def step_observe_one(target: float) -> tuple[np.ndarray, float, bool, bool]:
+            obs = empty(size, dtype=float32)
+            ratio, status = step(target, state, open_, close, features, obs)
+            reward = float(log(ratio))  # numpy's log, as the other paths (see step_one)
+            if status:  # the episode ended, or a wrong number
+                if status == kernel.NOT_FINITE:
+                    self._non_finite(np.array([reward]), self.sim.equity.copy())
+                return obs, reward, status == kernel.TERMINATED, status == kernel.TRUNCATED
+            return obs, reward, False, False
+
+        return step_observe_one
+
     def observation_one(self) -> np.ndarray:
         """The fresh float32 observation of the single account (``n == 1``), shape ``(layout.size,)``;
-        equal to ``observations()[0]``. Also sets ``state_one``."""
+        equal to ``observations()[0]``. Also sets :attr:`state_one`."""
         start = self._v_row[0] - self._window_less_one
         if start < len(self._observation_rows):
             out = self._observation_rows[start].copy()
@@ -286,8 +348,10 @@ class TradingCore:
             first = start * self._n_features
             out[: self._n_window_values] = self._flat_features[first : first + self._n_window_values]
         position, unrealised, bars_held, cash_fraction = self.sim.position_state_one()
-        state = self.state_one = (position, unrealised, bars_held / BARS_HELD_SCALE, cash_fraction)
-        out[self._n_window_values :] = (*state, self._asset_one)
+        v = self._v_scalars
+        v[kernel.POSITION], v[kernel.UNREALISED] = position, unrealised
+        v[kernel.BARS_HELD], v[kernel.CASH_FRACTION] = bars_held / BARS_HELD_SCALE, cash_fraction
+        out[self._n_window_values :] = self._observed_tail
         return out
 
     def _non_finite(self, reward: np.ndarray, equity: np.ndarray) -> None:

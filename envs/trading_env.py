@@ -11,6 +11,7 @@ import pandas as pd
 from gymnasium import spaces
 
 from .core import EnvConfig, TradingCore
+from .kernel import POSITION
 
 
 class TradingEnv(gym.Env):
@@ -90,7 +91,10 @@ class TradingEnv(gym.Env):
         # reads Python ints (the cache key of utc_timestamp) without copying the array
         self._stamps = memoryview(np.ascontiguousarray(self.core.data.timestamps, dtype=np.int64))
         self._sim_views = self.core.sim._v
+        self._v_scalars = self.core._v_scalars
         self._levels = None if self.core.levels is None else self.core.levels.tolist()
+        self._n_levels = 0 if self._levels is None else len(self._levels)
+        self._step_observe = self.core.step_observe_one
         self._symbol = self.core.symbols[0]
         self._episode_over: str | None = "call reset() before the first step()"
 
@@ -126,20 +130,19 @@ class TradingEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._episode_over is not None:
             raise RuntimeError(f"TradingEnv.step(): {self._episode_over}")
-        levels = self._levels
-        if levels is not None and (type(action) is int or isinstance(action, np.integer)) and 0 <= action < len(levels):
-            target = levels[action]  # the common case: an integer action, no conversions
+        if (type(action) is int or isinstance(action, np.integer)) and 0 <= action < self._n_levels:
+            target = self._levels[action]  # the common case: an integer action, no conversions
         else:
             target = self._action_to_target(action)
-        core = self.core
-        reward, terminated, truncated = core.step_one(target)
+        obs, reward, terminated, truncated = self._step_observe(target)
         if terminated or truncated:
+            core = self.core
             why = "terminated (equity fell to min_equity)" if terminated else "truncated (end of split or episode_length)"
             self._episode_over = (
                 f"the episode is over ({why} at row {int(core.sim.row[0])} of "
                 f"{core.symbols[int(core.account_symbol[0])]}); call reset() before stepping again"
             )
-        return core.observation_one(), reward, terminated, truncated, self._info(filled=True)
+        return obs, reward, terminated, truncated, self._info(filled=True)
 
     def _action_to_target(self, action: Any) -> float:
         levels = self.core.levels
@@ -171,7 +174,7 @@ class TradingEnv(gym.Env):
             "timestamp": utc_timestamp(self._stamps[row]),
             "fill_price": v[12][0] if filled else None,
             "equity": equity,
-            "position": self.core.state_one[0],
+            "position": self._v_scalars[POSITION],
             "units": v[2][0],
             "cost": v[13][0] if filled else 0.0,
             "trade_count": v[8][0],

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from .costs import SlippageModel, make_slippage
-from .kernel import step_kernel
+from .kernel import FILL_DELTA, FILL_ROW, state_views, step_kernel
 from .trade_log import TradeLog
 
 FILL_AT: tuple[str, ...] = ("next_open", "close")
@@ -129,6 +129,9 @@ class Simulator:
     :param allow_short: whether negative targets are allowed; without it they are clipped to 0 (flat).
     :param min_rebalance: skip orders whose target differs from the last target by this much or less.
     :param record_trades: keep a fill and trade log per account (the backtester turns it on).
+    :param extra_floats: float64 slots (``extra``) after the accounts' state in ``state_buffer``, for a caller
+        that steps the simulator in compiled code together with its own numbers (``envs.kernel``): one
+        buffer is one argument to unbox per call.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class Simulator:
         allow_short: bool = False,
         min_rebalance: float = 0.0,
         record_trades: bool = False,
+        extra_floats: int = 0,
     ) -> None:
         if fill_at not in FILL_AT:
             raise ValueError(f"fill_at={fill_at!r} is not known; expected one of {list(FILL_AT)}")
@@ -171,28 +175,23 @@ class Simulator:
         self.allow_short = bool(allow_short)
         self.min_rebalance = float(min_rebalance)
         n = self.n
-        self.row = np.zeros(n, dtype=np.int64)
-        self.cash = np.full(n, self.initial_cash)
-        self.units = np.zeros(n)
-        self.target = np.zeros(n)
-        self.equity = np.full(n, self.initial_cash)
-        self.peak = np.full(n, self.initial_cash)
-        self.entry_row = np.full(n, -1, dtype=np.int64)
-        self.entry_value = np.zeros(n)
-        self.n_orders = np.zeros(n, dtype=np.int64)
-        self.costs_paid = np.zeros(n)
-        self.traded_notional = np.zeros(n)
+        # The accounts' state lives in one byte buffer (sim.kernel.state_layout), so that a compiled step takes
+        # it as one argument; every state attribute is a view of one row of int_state or float_state.
+        self.state_buffer, self.int_state, self.float_state, self.extra, filled = state_views(n, int(extra_floats))
+        self.row, self.entry_row, self.n_orders = self.int_state[:FILL_ROW]
+        (self.cash, self.units, self.target, self.equity, self.peak, self.entry_value, self.costs_paid,
+         self.traded_notional, fill_price, cost, prev_equity) = self.float_state[:FILL_DELTA]
+        self.cash[:] = self.equity[:] = self.peak[:] = prev_equity[:] = self.initial_cash
+        self.entry_row[:] = -1
+        fill_price[:] = np.nan
         self.logs = [TradeLog() for _ in range(n)] if record_trades else None
         self.result = StepResult(
-            filled=np.zeros(n, dtype=bool), fill_price=np.full(n, np.nan), cost=np.zeros(n),
-            prev_equity=np.full(n, self.initial_cash), equity=self.equity,
+            filled=filled, fill_price=fill_price, cost=cost, prev_equity=prev_equity, equity=self.equity,
         )
         if n == 1:
             self._scalar_views()
         # the compiled batched step (sim.kernel) when numba is installed and the slippage fraction is constant
         self._kernel = step_kernel if n > 1 and self._slip_fraction is not None else None
-        if self._kernel is not None:
-            self._scratch = (np.zeros(n, dtype=np.int64),) + tuple(np.zeros(n) for _ in range(5))
 
     def reset(self, rows: np.ndarray | int, accounts: np.ndarray | None = None) -> None:
         """Start accounts flat with ``initial_cash`` at the close of bar ``rows``.
@@ -229,7 +228,7 @@ class Simulator:
         row = self.row
         if not self.allow_short:
             target = np.maximum(target, 0.0)
-        fill_row = row + 1 if self.next_open else row
+        fill_row = row + 1 if self.next_open else row.copy()  # row moves on in place below
         reference = self.open[fill_row] if self.next_open else self.close[row]
         held = self.units * reference
         equity_at_fill = self.cash + held
@@ -276,7 +275,7 @@ class Simulator:
                 slippage = np.where(stuck, 0.0, slippage)
                 commission = np.where(stuck, 0.0, commission)
                 cash = np.where(stuck, self.cash, cash)
-        self.cash = cash
+        self.cash[:] = cash  # in place, as every state field: the views of float_state / int_state stay valid
         was_flat = self.units == 0.0
         self.units += delta
         np.copyto(self.target, target, where=send)
@@ -284,16 +283,16 @@ class Simulator:
         self.traded_notional += notional
         if np.count_nonzero(traded):  # entry row and cost basis change only with a fill
             opened = traded & (was_flat | (np.sign(self.units) != np.sign(self.units - delta)))
-            self.entry_row = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
+            self.entry_row[:] = np.where(self.units == 0.0, -1, np.where(opened, fill_row, self.entry_row))
             # entry_value is the cost basis of the open units: adding pays fill_price, reducing keeps the average
             added = traded & ~opened & (np.sign(delta) == np.sign(self.units))
             kept = np.divide(self.units, self.units - delta, out=np.ones(self.n), where=~opened & (self.units != 0.0))
-            self.entry_value = np.where(
+            self.entry_value[:] = np.where(
                 self.units == 0.0, 0.0,
                 np.where(opened, self.units * fill_price,
                          np.where(added, self.entry_value + delta * fill_price, self.entry_value * kept)))
 
-        self.row = row = row + 1
+        row += 1
         close = self.close[row]
         borrow = 0.0
         if self.costs.borrow_rate > 0.0:
@@ -321,14 +320,12 @@ class Simulator:
     def _step_compiled(self, target: np.ndarray) -> StepResult:
         """:meth:`step` through the compiled kernel of :mod:`sim.kernel` (the same numbers, tested)."""
         res = self.result
-        fill_rows, delta, reference, commission, slippage, borrow = self._scratch
         self._kernel(
-            np.ascontiguousarray(target, dtype=np.float64), self.row, self.cash, self.units, self.target,
-            self.equity, self.peak, self.entry_row, self.entry_value, self.n_orders, self.costs_paid,
-            self.traded_notional, res.filled, res.fill_price, res.cost, res.prev_equity, fill_rows, delta, reference,
-            commission, slippage, borrow, self.open, self.close, self.next_open, self.allow_short,
-            self.min_rebalance, float(self.costs.commission), float(self.costs.fixed_fee), float(self._slip_fraction),
-            float(self.costs.borrow_rate))
+            np.ascontiguousarray(target, dtype=np.float64), self.int_state, self.float_state, res.filled, self.open,
+            self.close, self.next_open, self.allow_short, self.min_rebalance, float(self.costs.commission),
+            float(self.costs.fixed_fee), float(self._slip_fraction), float(self.costs.borrow_rate))
+        fill_rows = self.int_state[FILL_ROW]
+        delta, reference, commission, slippage, borrow = self.float_state[FILL_DELTA:]
         if self.logs is not None:
             for i in np.flatnonzero(res.filled | (borrow > 0)):
                 log = self.logs[i]

@@ -198,6 +198,9 @@ def test_env_check_catches_a_leak_in_the_position_state(two_symbols, monkeypatch
         return position, self.close[min(row + 1, len(self.close) - 1)] / self.close[row] - 1.0, bars_held, cash_fraction
 
     monkeypatch.setattr(sim.engine.Simulator, "position_state_one", peeking_state)
+    import envs.kernel
+
+    monkeypatch.setattr(envs.kernel, "env_step_kernel", None)  # the leak is planted in the Python path
     result = find_env_lookahead(two_symbols, DatasetConfig(window=8), cuts=2, seed=0)
     assert {(f.check, f.column) for f in result.findings} == {("env", "obs:unrealised_return")}
     assert all(f.first_bad_row == f.cut - 1 for f in result.findings)

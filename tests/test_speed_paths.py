@@ -184,3 +184,53 @@ def test_compiled_batched_step_equals_the_numpy_path(costs, fill_at, allow_short
             for key in first:
                 np.testing.assert_array_equal(first[key], second[key], err_msg=f"{log}.{key}")
     assert compiled.n_orders.min() > 20
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"allow_short": True, "action_mode": "continuous", "borrow_rate": 5e-4, "fixed_fee": 40.0, "slippage": 20.0},
+    {"fill_at": "close", "min_rebalance": 0.1, "action_mode": "continuous", "episode_length": 40},
+    {"symbol": "B", "split": "test", "random_start": False},  # the last symbol's test split: the dataset's last row
+    {"min_equity": 0.98, "commission": 0.01},  # episodes end by termination
+], ids=["default", "short_fee_borrow", "close_rebalance", "last_row", "terminates"])
+def test_compiled_single_env_step_equals_the_python_path(data, settings, monkeypatch) -> None:
+    """With numba the single env steps through envs.kernel; without it, through the simulator's Python step:
+    the same observations, rewards, ends and info, bit for bit."""
+    import envs.kernel
+
+    if envs.kernel.env_step_kernel is None:
+        pytest.skip("numba is not installed (the Python path is the only path)")
+    compiled = TradingEnv(data, **settings)
+    monkeypatch.setattr(envs.kernel, "env_step_kernel", None)
+    plain = TradingEnv(data, **settings)
+    assert compiled.core._env_kernel is not None and plain.core._env_kernel is None
+    rng = np.random.default_rng(3)
+    ends = set()
+    for episode in range(6):
+        obs_a, info_a = compiled.reset(seed=episode)
+        obs_b, info_b = plain.reset(seed=episode)
+        np.testing.assert_array_equal(obs_a, obs_b)
+        assert info_a == info_b
+        for _ in range(400):
+            if compiled.action_space.shape:
+                action = np.round(rng.uniform(-1, 1, size=1), 1).astype(np.float32)
+            else:
+                action = int(rng.integers(compiled.action_space.n))
+            obs_a, reward_a, terminated_a, truncated_a, info_a = compiled.step(action)
+            obs_b, reward_b, terminated_b, truncated_b, info_b = plain.step(action)
+            np.testing.assert_array_equal(obs_a, obs_b)
+            assert (reward_a, terminated_a, truncated_a) == (reward_b, terminated_b, truncated_b)
+            assert type(reward_a) is float and info_a == info_b
+            assert compiled.core.state_one == plain.core.state_one
+            if terminated_a or truncated_a:
+                ends.add("terminated" if terminated_a else "truncated")
+                break
+        assert (compiled.core.steps == plain.core.steps).all()
+    for field in ("cash", "units", "target", "equity", "peak", "entry_row", "entry_value", "n_orders", "costs_paid",
+                  "traded_notional"):
+        np.testing.assert_array_equal(getattr(compiled.core.sim, field), getattr(plain.core.sim, field), err_msg=field)
+    assert compiled.core.sim.n_orders[0] > 0
+    if settings.get("min_equity"):
+        assert "terminated" in ends
+    if settings.get("split") == "test":
+        assert "truncated" in ends and compiled.core.sim.row[0] == len(data.timestamps) - 1
