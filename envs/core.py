@@ -172,6 +172,7 @@ class TradingCore:
         self.episode_start = np.zeros(n, dtype=np.int64)  # the row each account's episode started at
         self._offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
         self.state = np.zeros((n, 4))  # position state of the last observation, bars held scaled as observed
+        self._all_accounts = np.arange(n, dtype=np.int64)
         self._episode_end_one = 0
         self._v_row = memoryview(self.sim.row) if n == 1 else None  # n > 1 rebinds sim.row each step
         self._plain_log_reward = type(self.reward_fn) is Reward
@@ -326,7 +327,7 @@ class TradingCore:
         size = self._obs_size
 
         def step_observe_one(target: float) -> tuple[np.ndarray, float, bool, bool]:
-            obs = empty(size, dtype=float32)
+            obs = empty(size, float32)
             ratio, status = step(target, state, open_, close, features, obs)
             reward = float(log(ratio))  # numpy's log, as the other paths (see step_one)
             if status:  # the episode ended, or a wrong number
@@ -372,6 +373,13 @@ class TradingCore:
         if self.n == 1:
             return self.observation_one()[None]
         sim = self.sim
+        if kernel.observe_kernel is not None:
+            accounts = self._all_accounts if accounts is None else np.asarray(accounts, dtype=np.int64)
+            out = np.empty((len(accounts), self._obs_size), dtype=np.float32)
+            kernel.observe_kernel(accounts, sim.int_state, sim.float_state, sim.close, self._flat_features,
+                                  self.window, self._n_features, BARS_HELD_SCALE, self.sym_asset, self.account_symbol,
+                                  self.state, out)
+            return out
         state = sim.position_state(self.state)
         state[:, 2] /= BARS_HELD_SCALE
         nw = self._n_window_values

@@ -1,5 +1,6 @@
-"""The single env's compiled step (numba, optional): one call fills the order, marks the account, writes
-the observation and says whether the episode ended.
+"""The env's compiled paths (numba, optional): the single env's step, in which one call fills the order,
+marks the account, writes the observation and says whether the episode ended; and the batched
+observations of ``TradingVecEnv`` (:data:`observe_kernel`).
 
 :meth:`envs.core.TradingCore.step_observe_one` uses it for the plain log-return reward, a constant slippage
 fraction and no trade log; it runs :data:`sim.kernel.step_kernel` (the simulator's own compiled step, the
@@ -10,7 +11,7 @@ other paths (numpy's vectorised log and the C library's differ in the last bit f
 The arguments are few on purpose: each array costs a numba call ~50-70 ns to unbox, a good part of a step.
 So the account's state and the env's numbers travel in one buffer, the simulator's ``state_buffer``, whose
 extra float64 slots hold the :data:`SCALARS`: the settings and the episode's bounds in, the position state
-out. Without numba ``env_step_kernel`` is None.
+out. Without numba ``env_step_kernel`` and ``observe_kernel`` are None.
 """
 
 from __future__ import annotations
@@ -38,6 +39,38 @@ CONTINUE, TERMINATED, TRUNCATED, NOT_FINITE = range(4)
 FLOATS_AT, SCALARS_AT, FILLED_AT, _ = sim_kernel.state_layout(1, len(SCALARS))
 
 
+def position_state(row, units, equity, entry_value, entry_row, cash, close, bars_held_scale):  # pragma: no cover
+    """The observed position state of one account, :meth:`sim.Simulator.position_state_one`'s expressions:
+    ``(exposure, unrealised return, bars held / bars_held_scale, cash fraction)``; ``close`` is the last
+    close's price."""
+    value = units * close
+    position = value / equity if equity > 0 else 0.0
+    unrealised = (value - entry_value) / abs(entry_value) if entry_value != 0 else 0.0
+    bars_held = (row - entry_row if entry_row >= 0 else 0) / bars_held_scale
+    cash_fraction = cash / equity if equity > 0 else 1.0
+    return position, unrealised, bars_held, cash_fraction
+
+
+def _observe(accounts, ints, floats, close, features, window, n_features, bars_held_scale, sym_asset,
+             account_symbol, state, obs):  # pragma: no cover - compiled
+    """:meth:`envs.core.TradingCore.observations` of ``accounts``, compiled: row ``k`` of ``obs`` (float32) is
+    the window of account ``accounts[k]`` then its position state (also written to ``state[a]``) and
+    asset id."""
+    n_values = window * n_features
+    for k in range(len(accounts)):
+        a = accounts[k]
+        row = ints[ROW, a]
+        source = features[(row + 1) * n_features - n_values :]
+        for j in range(n_values):
+            obs[k, j] = source[j]
+        state[a, 0], state[a, 1], state[a, 2], state[a, 3] = position_state(
+            row, floats[UNITS, a], floats[EQUITY, a], floats[ENTRY_VALUE, a], ints[ENTRY_ROW, a], floats[CASH, a],
+            close[row], bars_held_scale)
+        for j in range(4):
+            obs[k, n_values + j] = state[a, j]
+        obs[k, n_values + 4] = sym_asset[account_symbol[a]]
+
+
 def _env_step(target, state, open_, close, features, obs):  # pragma: no cover - compiled
     """Step the single account of ``state`` (a Simulator's ``state_buffer`` with the :data:`SCALARS` as its
     extra slots) to ``target`` and write its observation into ``obs`` (float32, the layout's size).
@@ -63,15 +96,9 @@ def _env_step(target, state, open_, close, features, obs):  # pragma: no cover -
     window = features[(row + 1) * n_features - n_values :]  # a view: indexing it with j >= 0 needs no wraparound
     for j in range(n_values):
         obs[j] = window[j]
-    # sim.Simulator.position_state_one's expressions
-    units, entry_value, entry_row = floats[UNITS, 0], floats[ENTRY_VALUE, 0], ints[ENTRY_ROW, 0]
-    value = units * close[row]
-    position = value / equity if equity > 0 else 0.0
-    unrealised = (value - entry_value) / abs(entry_value) if entry_value != 0 else 0.0
-    bars_held = (row - entry_row if entry_row >= 0 else 0) / scalars[BARS_HELD_SCALE]
-    cash_fraction = floats[CASH, 0] / equity if equity > 0 else 1.0
-    scalars[POSITION], scalars[UNREALISED], scalars[BARS_HELD], scalars[CASH_FRACTION] = (
-        position, unrealised, bars_held, cash_fraction)
+    scalars[POSITION], scalars[UNREALISED], scalars[BARS_HELD], scalars[CASH_FRACTION] = position_state(
+        row, floats[UNITS, 0], equity, floats[ENTRY_VALUE, 0], ints[ENTRY_ROW, 0], floats[CASH, 0], close[row],
+        scalars[BARS_HELD_SCALE])
     for j in range(5):
         obs[n_values + j] = scalars[POSITION + j]
     if not (np.isfinite(ratio) and ratio > 0.0 and np.isfinite(equity)):
@@ -83,8 +110,11 @@ def _env_step(target, state, open_, close, features, obs):  # pragma: no cover -
     return ratio, CONTINUE
 
 
-env_step_kernel = None
+env_step_kernel = observe_kernel = None
 if sim_kernel.step_kernel is not None:  # numba is installed and not turned off
     import numba
 
-    env_step_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_env_step)
+    jit = numba.njit(cache=True, error_model="numpy", nogil=True)
+    position_state = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")(position_state)
+    env_step_kernel = jit(_env_step)
+    observe_kernel = jit(_observe)

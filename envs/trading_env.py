@@ -142,7 +142,7 @@ class TradingEnv(gym.Env):
                 f"the episode is over ({why} at row {int(core.sim.row[0])} of "
                 f"{core.symbols[int(core.account_symbol[0])]}); call reset() before stepping again"
             )
-        return obs, reward, terminated, truncated, self._info(filled=True)
+        return obs, reward, terminated, truncated, self._info(True)
 
     def _action_to_target(self, action: Any) -> float:
         levels = self.core.levels

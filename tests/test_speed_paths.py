@@ -234,3 +234,45 @@ def test_compiled_single_env_step_equals_the_python_path(data, settings, monkeyp
         assert "terminated" in ends
     if settings.get("split") == "test":
         assert "truncated" in ends and compiled.core.sim.row[0] == len(data.timestamps) - 1
+
+
+@pytest.mark.parametrize("settings", [{}, {"allow_short": True, "action_mode": "continuous", "borrow_rate": 5e-4},
+                                      {"slippage": {"model": "volume", "impact": 0.5}, "split": "test"}],
+                         ids=["default", "short_borrow", "volume_test_split"])
+def test_compiled_batched_observations_equal_the_numpy_path(data, settings, monkeypatch) -> None:
+    """TradingVecEnv's observations (and the position state) through envs.kernel.observe_kernel equal numpy's,
+    bit for bit, over steps, auto-resets and the dataset's last row."""
+    import envs.kernel
+
+    if envs.kernel.observe_kernel is None:
+        pytest.skip("numba is not installed (the numpy path is the only path)")
+    compiled = TradingVecEnv(6, data, seed=2, **settings)
+    plain = TradingVecEnv(6, data, seed=2, **settings)
+    np.testing.assert_array_equal(compiled.reset(), plain.reset())
+    rng = np.random.default_rng(4)
+    resets = last_rows = 0
+    for _ in range(300):
+        if settings.get("action_mode") == "continuous":
+            actions = np.round(rng.uniform(-1, 1, size=(6, 1)), 1)
+        else:
+            actions = rng.integers(0, 2, size=6)
+        obs_a, reward_a, done_a, infos_a = compiled.step(actions)
+        with monkeypatch.context() as patch:
+            patch.setattr(envs.kernel, "observe_kernel", None)
+            obs_b, reward_b, done_b, infos_b = plain.step(actions)
+            np.testing.assert_array_equal(plain.core.observations(np.array([4, 1])), obs_b[[4, 1]])
+        np.testing.assert_array_equal(obs_a, obs_b)
+        np.testing.assert_array_equal(reward_a, reward_b)
+        np.testing.assert_array_equal(done_a, done_b)
+        np.testing.assert_array_equal(compiled.core.state, plain.core.state)
+        np.testing.assert_array_equal(compiled.core.observations(np.array([4, 1])), obs_a[[4, 1]])
+        for info_a, info_b in zip(infos_a, infos_b):
+            np.testing.assert_array_equal(info_a.get("terminal_observation"), info_b.get("terminal_observation"))
+            last_rows += info_a.get("terminal_observation") is not None and bool(
+                np.all(info_a["terminal_observation"][: compiled.core.layout.n_window_values]
+                       == data.features[-compiled.core.window :].reshape(-1)))
+        resets += int(done_a.sum())
+    assert resets > 0
+    if settings.get("split") == "test":
+        assert last_rows > 0  # an episode ended on the dataset's last row
+    assert (compiled.core.sim.n_orders > 0).all() or resets > 6
