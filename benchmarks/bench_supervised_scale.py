@@ -20,6 +20,11 @@ dataset (``--dataset``, the repository's ``configs/supervised.yaml`` unless ``--
   peak < 2x the dataset on disk). Ratios come from one process each, so they stay meaningful when the
   machine is busy; absolute seconds do not.
 
+``--repeat N`` trains N times on each size's dataset (one fresh child per run, one row each: the peak
+varies between runs with the allocator's history); ``--datasets DIR`` keeps each size's dataset in
+``DIR/<symbols>`` and reuses it when a later run asks for the same size (the build columns then come from
+``DIR/<symbols>_bench_build.json``, written when it was built).
+
 Not a test: it prints a table (and ``--json`` writes the rows).
 """
 
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,6 +119,22 @@ def run_child(args: list[str]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def reuse_or_build(symbols: int, dataset: Path, common: list[str], keep: bool) -> dict[str, Any]:
+    """Build ``symbols``' dataset at ``dataset`` in a fresh child, or reuse the one a kept earlier run built
+    with the same arguments (recorded in ``bench_build.json`` beside it)."""
+    record = dataset.with_name(dataset.name + "_bench_build.json")
+    data_args = common[:4]  # --bars and --seed: all the build reads
+    if keep and record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("args") == data_args and dataset.is_dir():
+            return saved["build"]
+    shutil.rmtree(dataset, ignore_errors=True)
+    build = run_child(["--child-build", str(symbols), str(dataset), *common])
+    if keep:
+        record.write_text(json.dumps({"args": data_args, "build": build}) + "\n")
+    return build
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, nargs="+", default=[1, 10, 100], help="symbol counts to run")
@@ -121,6 +143,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--epochs", type=int, default=1, help="training epochs")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument("--config", default=None, help="supervised YAML config (default: configs/supervised.yaml)")
+    parser.add_argument("--repeat", type=int, default=1, help="training runs per symbol count")
+    parser.add_argument("--datasets", default=None,
+                        help="keep the built datasets in DIR/<symbols> and reuse them (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--child-build", nargs=2, metavar=("SYMBOLS", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--child-train", nargs=2, metavar=("DATASET", "RUNS"), help=argparse.SUPPRESS)
@@ -145,15 +170,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for n in args.symbols:
         with tempfile.TemporaryDirectory(prefix="bench_sup_scale_") as tmp:
-            dataset = Path(tmp) / "dataset"
-            build = run_child(["--child-build", str(n), str(dataset), *common])
-            train = run_child(["--child-train", str(dataset), str(Path(tmp) / "runs"), *common])
-        row = {"symbols": n, **build, **train}
-        rows.append(row)
-        print(f"{n:>7} {row['rows']:>9} {row['disk_mb']:>8.1f} {row['build_s']:>8.1f} {row['build_mb']:>8.0f} "
-              f"{row['load_s']:>7.1f} {row['train_s']:>8.1f} {row['epoch_s']:>8.1f} {row['post_s']:>7.1f} "
-              f"{row['total_s']:>8.1f} {row['peak_mb']:>8.0f} {row['post_s'] / row['train_s']:>10.2f} "
-              f"{row['post_s'] / row['epoch_s']:>10.2f} {row['peak_mb'] / row['disk_mb']:>9.2f}", flush=True)
+            dataset = (Path(args.datasets) if args.datasets else Path(tmp)) / (str(n) if args.datasets else "dataset")
+            build = reuse_or_build(n, dataset, common, keep=bool(args.datasets))
+            for _ in range(args.repeat):
+                train = run_child(["--child-train", str(dataset), str(Path(tmp) / "runs"), *common])
+                shutil.rmtree(Path(tmp) / "runs", ignore_errors=True)
+                row = {"symbols": n, **build, **train}
+                rows.append(row)
+                print(f"{n:>7} {row['rows']:>9} {row['disk_mb']:>8.1f} {row['build_s']:>8.1f} {row['build_mb']:>8.0f} "
+                      f"{row['load_s']:>7.1f} {row['train_s']:>8.1f} {row['epoch_s']:>8.1f} {row['post_s']:>7.1f} "
+                      f"{row['total_s']:>8.1f} {row['peak_mb']:>8.0f} {row['post_s'] / row['train_s']:>10.2f} "
+                      f"{row['post_s'] / row['epoch_s']:>10.2f} {row['peak_mb'] / row['disk_mb']:>9.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return rows

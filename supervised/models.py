@@ -135,14 +135,17 @@ class Classifier(nn.Module):
             asset_ids = asset_ids.long()
         was_training = self.training
         self.eval()
+        # filled batch by batch (not a list of per-batch outputs joined at the end): small outputs kept
+        # alive between batches fragment glibc's heap around each batch's freed activations
+        out = np.empty(len(windows), dtype=np.float64)
         try:
-            out = [
-                torch.sigmoid(self(windows[i : i + batch_size], asset_ids[i : i + batch_size]))
-                for i in range(0, len(windows), batch_size)
-            ]
+            for i in range(0, len(windows), batch_size):
+                batch = self(windows[i : i + batch_size], asset_ids[i : i + batch_size])
+                out[i : i + batch_size] = torch.sigmoid(batch).double().numpy()
+                del batch  # freed before the next batch's forward pass
         finally:
             self.train(was_training)
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+        return out
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:

@@ -268,8 +268,14 @@ def _validate(
     model.eval()
     ids, y = torch.from_numpy(validation.asset_ids), torch.from_numpy(validation.labels)
     w = torch.from_numpy(validation.weights) if use_sample_weights else None
-    logits = torch.cat([model(torch.from_numpy(windows), ids[torch.from_numpy(positions)])
-                        for positions, windows in iter_batches(validation, batch_size)])
+    # One preallocated output, filled batch by batch. Keeping every batch's small logits tensor alive for a
+    # final torch.cat pinned pieces of the heap between the batches' freed windows and activations, so
+    # glibc's heap grew by ~4 MB a batch whenever those came from the heap rather than mmap (which depends
+    # on its dynamic mmap threshold, hence only some runs): +450-800 MB over validation at 100 symbols.
+    logits = torch.empty(len(validation), dtype=torch.float32)
+    for positions, windows in iter_batches(validation, batch_size):
+        idx = torch.from_numpy(positions)
+        logits[idx] = model(torch.from_numpy(windows), ids[idx])
     labels, probabilities = y.numpy(), torch.sigmoid(logits).double().numpy()
     best = choose_threshold(threshold_sweep(labels, probabilities, DEFAULT_THRESHOLDS))
     area = pr_auc(labels, probabilities)
