@@ -174,7 +174,7 @@ class TradingCore:
         self.state = np.zeros((n, 4))  # position state of the last observation, bars held scaled as observed
         self._all_accounts = np.arange(n, dtype=np.int64)
         self._episode_end_one = 0
-        self._v_row = memoryview(self.sim.row) if n == 1 else None  # n > 1 rebinds sim.row each step
+        self._v_row = memoryview(self.sim.row) if n == 1 else None  # the single account's row as a Python int
         self._plain_log_reward = type(self.reward_fn) is Reward
         self._min_equity_cash = config.min_equity * config.initial_cash
         # The window of feature row r is features.ravel()[(r - window + 1) * F : (r + 1) * F], contiguous.

@@ -11,7 +11,8 @@ other paths (numpy's vectorised log and the C library's differ in the last bit f
 The arguments are few on purpose: each array costs a numba call ~50-70 ns to unbox, a good part of a step.
 So the account's state and the env's numbers travel in one buffer, the simulator's ``state_buffer``, whose
 extra float64 slots hold the :data:`SCALARS`: the settings and the episode's bounds in, the position state
-out. Without numba ``env_step_kernel`` and ``observe_kernel`` are None.
+out. Without numba ``env_step_kernel`` and ``observe_kernel`` are None. numba compiles them on first use (~2-3 s
+once; the machine code is cached next to this module, or under ``NUMBA_CACHE_DIR``).
 """
 
 from __future__ import annotations
