@@ -40,18 +40,6 @@ CONTINUE, TERMINATED, TRUNCATED, NOT_FINITE = range(4)
 FLOATS_AT, SCALARS_AT, FILLED_AT, _ = sim_kernel.state_layout(1, len(SCALARS))
 
 
-def position_state(row, units, equity, entry_value, entry_row, cash, close, bars_held_scale):  # pragma: no cover
-    """The observed position state of one account, :meth:`sim.Simulator.position_state_one`'s expressions:
-    ``(exposure, unrealised return, bars held / bars_held_scale, cash fraction)``; ``close`` is the last
-    close's price."""
-    value = units * close
-    position = value / equity if equity > 0 else 0.0
-    unrealised = (value - entry_value) / abs(entry_value) if entry_value != 0 else 0.0
-    bars_held = (row - entry_row if entry_row >= 0 else 0) / bars_held_scale
-    cash_fraction = cash / equity if equity > 0 else 1.0
-    return position, unrealised, bars_held, cash_fraction
-
-
 def _observe(accounts, ints, floats, close, features, window, n_features, bars_held_scale, sym_asset,
              account_symbol, state, obs):  # pragma: no cover - compiled
     """:meth:`envs.core.TradingCore.observations` of ``accounts``, compiled: row ``k`` of ``obs`` (float32) is
@@ -64,9 +52,11 @@ def _observe(accounts, ints, floats, close, features, window, n_features, bars_h
         source = features[(row + 1) * n_features - n_values :]
         for j in range(n_values):
             obs[k, j] = source[j]
-        state[a, 0], state[a, 1], state[a, 2], state[a, 3] = position_state(
+        position, unrealised, bars_held, cash_fraction = sim_kernel.position_state_compiled(
             row, floats[UNITS, a], floats[EQUITY, a], floats[ENTRY_VALUE, a], ints[ENTRY_ROW, a], floats[CASH, a],
-            close[row], bars_held_scale)
+            close[row])
+        state[a, 0], state[a, 1], state[a, 2], state[a, 3] = (
+            position, unrealised, bars_held / bars_held_scale, cash_fraction)
         for j in range(4):
             obs[k, n_values + j] = state[a, j]
         obs[k, n_values + 4] = sym_asset[account_symbol[a]]
@@ -97,9 +87,10 @@ def _env_step(target, state, open_, close, features, obs):  # pragma: no cover -
     window = features[(row + 1) * n_features - n_values :]  # a view: indexing it with j >= 0 needs no wraparound
     for j in range(n_values):
         obs[j] = window[j]
-    scalars[POSITION], scalars[UNREALISED], scalars[BARS_HELD], scalars[CASH_FRACTION] = position_state(
-        row, floats[UNITS, 0], equity, floats[ENTRY_VALUE, 0], ints[ENTRY_ROW, 0], floats[CASH, 0], close[row],
-        scalars[BARS_HELD_SCALE])
+    position, unrealised, bars_held, cash_fraction = sim_kernel.position_state_compiled(
+        row, floats[UNITS, 0], equity, floats[ENTRY_VALUE, 0], ints[ENTRY_ROW, 0], floats[CASH, 0], close[row])
+    scalars[POSITION], scalars[UNREALISED], scalars[BARS_HELD], scalars[CASH_FRACTION] = (
+        position, unrealised, bars_held / scalars[BARS_HELD_SCALE], cash_fraction)
     for j in range(5):
         obs[n_values + j] = scalars[POSITION + j]
     if not (np.isfinite(ratio) and ratio > 0.0 and np.isfinite(equity)):
@@ -116,6 +107,5 @@ if sim_kernel.step_kernel is not None:  # numba is installed and not turned off
     import numba
 
     jit = numba.njit(cache=True, error_model="numpy", nogil=True)
-    position_state = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")(position_state)
     env_step_kernel = jit(_env_step)
     observe_kernel = jit(_observe)

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from .costs import SlippageModel, make_slippage
-from .kernel import FILL_DELTA, FILL_ROW, state_views, step_kernel
+from .kernel import FILL_DELTA, FILL_ROW, position_state, state_views, step_kernel
 from .trade_log import TradeLog
 
 FILL_AT: tuple[str, ...] = ("next_open", "close")
@@ -507,14 +507,8 @@ class Simulator:
         """The single account's exposure, unrealised return, bars held and cash fraction as Python
         numbers (the same values as :meth:`position_state`)."""
         v = self._v
-        row, units, equity, entry_value, entry_row = v[0][0], v[2][0], v[4][0], v[7][0], v[6][0]
-        value = units * self._v_close[row]
-        return (
-            value / equity if equity > 0 else 0.0,
-            (value - entry_value) / abs(entry_value) if entry_value != 0 else 0.0,
-            row - entry_row if entry_row >= 0 else 0,
-            v[1][0] / equity if equity > 0 else 1.0,
-        )
+        row = v[0][0]
+        return position_state(row, v[2][0], v[4][0], v[7][0], v[6][0], v[1][0], self._v_close[row])
 
     def position_state(self, out: np.ndarray) -> np.ndarray:
         """Fill ``out`` (n, 4) with exposure, unrealised return, bars held and cash fraction."""

@@ -51,6 +51,20 @@ def state_views(n: int, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
             buffer[extra_at:filled_at].view(np.float64), buffer[filled_at : filled_at + n].view(np.bool_))
 
 
+def position_state(row, units, equity, entry_value, entry_row, cash, close):
+    """One account's position state as the env observes it: ``(exposure, unrealised return, bars held, cash
+    fraction)``, ``close`` being the price of the account's last close (bar ``row``). The one formula of
+    :meth:`sim.Simulator.position_state_one` and of the compiled observations (``envs.kernel``); the batched
+    numpy path is :meth:`sim.Simulator.position_state`."""
+    value = units * close
+    return (
+        value / equity if equity > 0 else 0.0,
+        (value - entry_value) / abs(entry_value) if entry_value != 0 else 0.0,
+        row - entry_row if entry_row >= 0 else 0,
+        cash / equity if equity > 0 else 1.0,
+    )
+
+
 def _step(targets, ints, floats, filled, open_, close, next_open, allow_short, min_rebalance, rate, fee, s,
           borrow_rate):  # pragma: no cover - compiled
     """Step every account (column) of the state matrices ``ints`` and ``floats`` to its target."""
@@ -154,6 +168,7 @@ def _step(targets, ints, floats, filled, open_, close, next_open, allow_short, m
 
 
 step_kernel = None
+position_state_compiled = position_state  # what compiled callers call (compiled below when numba is there)
 if not os.environ.get("TRADING_RL_NO_NUMBA"):
     try:
         import numba
@@ -161,3 +176,5 @@ if not os.environ.get("TRADING_RL_NO_NUMBA"):
         numba = None
     if numba is not None:
         step_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_step)
+        position_state_compiled = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")(
+            position_state)
