@@ -2,7 +2,8 @@
 
 A frozen encoder's embedding of a window never changes, so :class:`EncoderExtractor` computes it once per
 distinct (window, asset id) and serves it from a cache afterwards: PPO's rollouts and its epochs over the
-same samples then cost a hash and a look-up per observation instead of an encoder forward pass. The
+same samples then cost a hash and a look-up per observation instead of an encoder forward pass.
+Training fills the cache before it starts (:meth:`EncoderExtractor.prefill`, once per dataset row). The
 observation, the saved policy and the learning are unchanged; the inputs of the policy are the
 encoder's outputs (computed in another batch: equal up to float rounding of the batch's matmuls).
 """
@@ -10,8 +11,10 @@ encoder's outputs (computed in another batch: equal up to float rounding of the 
 from __future__ import annotations
 
 import copy
+from typing import Iterable
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
@@ -124,6 +127,21 @@ class EncoderExtractor(BaseFeaturesExtractor):
             self._slot_of.update(zip(new, range(self._stored, end)))
             self._stored = end
         return out
+
+    def prefill(self, observations: Iterable[np.ndarray]) -> int:
+        """Compute and store the embeddings of these observations' windows now, in batches, so that training
+        finds every one of them in the cache (a frozen encoder's embedding of a window never changes).
+
+        :param observations: batches of flat observations; only their windows and asset ids are read
+            (``envs.core.TradingCore.window_observations`` gives every window an env can observe).
+        :return: the embeddings stored (0 without the cache).
+        """
+        if not self.cache_embeddings:
+            return 0
+        with torch.no_grad():
+            for batch in observations:
+                self._cached_embedding(torch.as_tensor(batch))
+        return self._stored
 
     def train(self, mode: bool = True) -> "EncoderExtractor":
         super().train(mode)

@@ -107,7 +107,22 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
         for module in model.policy.modules():
             if isinstance(module, EncoderExtractor):
                 module.encoder.load_state_dict(pretrained_state)
+    _prefill_embeddings(model, env, config.total_timesteps)
     return model
+
+
+def _prefill_embeddings(model: PPO | DQN, env: Any, total_timesteps: int) -> None:
+    """Fill a frozen encoder's embedding cache with every window of the training split before training, in
+    batched forward passes: the rollouts then never wait on the encoder. Skipped when the split has more
+    rows than training takes steps (most would never be seen) or the env is not a ``TradingVecEnv``."""
+    extractors = [m for m in model.policy.modules() if isinstance(m, EncoderExtractor) and m.cache_embeddings]
+    core = getattr(getattr(env, "unwrapped", env), "core", None)
+    if not extractors or core is None:
+        return
+    if int((core.sym_end - core.sym_start).sum()) > total_timesteps:
+        return
+    for extractor in extractors:
+        extractor.prefill(core.window_observations())
 
 
 @dataclass

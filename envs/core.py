@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -354,6 +354,23 @@ class TradingCore:
         v[kernel.BARS_HELD], v[kernel.CASH_FRACTION] = bars_held / BARS_HELD_SCALE, cash_fraction
         out[self._n_window_values :] = self._observed_tail
         return out
+
+    def window_observations(self, batch: int = 4096) -> Iterator[np.ndarray]:
+        """Every window this core's episodes can observe (each symbol's rows of the split), as batches of
+        float32 observations whose windows and asset ids are those the env returns (the position state is
+        zero): what a frozen encoder's embedding cache is filled from (``agents.extractor``).
+
+        :param batch: observations per batch.
+        """
+        nw = self._n_window_values
+        for s in range(len(self.symbols)):
+            lo, hi = int(self.sym_start[s]), int(self.sym_end[s])
+            for first in range(lo, hi, batch):
+                rows = np.arange(first, min(first + batch, hi))
+                out = np.zeros((len(rows), self._obs_size), dtype=np.float32)
+                out[:, :nw] = self.data.features[rows[:, None] + self._offsets].reshape(len(rows), nw)
+                out[:, -1] = self.sym_asset[s]
+                yield out
 
     def _non_finite(self, reward: np.ndarray, equity: np.ndarray) -> None:
         """A NaN/inf reward or equity is a wrong number: stop with the account, symbol and bar."""

@@ -276,3 +276,29 @@ def test_compiled_batched_observations_equal_the_numpy_path(data, settings, monk
     if settings.get("split") == "test":
         assert last_rows > 0  # an episode ended on the dataset's last row
     assert (compiled.core.sim.n_orders > 0).all() or resets > 6
+
+
+def test_prefilled_embedding_cache_serves_every_rollout_window_without_the_encoder(data) -> None:
+    """TradingCore.window_observations covers every window an episode can observe: after EncoderExtractor.prefill
+    a rollout (resets included) never runs the encoder, and its embeddings are the encoder's."""
+    from agents.extractor import EncoderExtractor
+    from supervised.models import ModelConfig, build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(ModelConfig(kind="lstm", window=8, n_features=data.n_features, n_assets=2,
+                                        hidden_size=8, dropout=0.0))
+    vec = TradingVecEnv(4, data, seed=0, split="test")
+    cached = EncoderExtractor(vec.observation_space, encoder, 8, data.n_features, freeze=True)
+    plain = EncoderExtractor(vec.observation_space, encoder, 8, data.n_features, freeze=True, cache_embeddings=False)
+    rows = int((vec.core.sym_end - vec.core.sym_start).sum())
+    assert cached.prefill(vec.core.window_observations(batch=16)) == rows
+    calls = []
+    cached.encoder.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
+    batches = [vec.reset()]
+    for actions in np.random.default_rng(0).integers(0, 2, size=(200, 4)):
+        obs, _, dones, infos = vec.step(actions)
+        batches.append(obs)
+        batches += [info["terminal_observation"][None] for info in infos if "terminal_observation" in info]
+    observations = torch.as_tensor(np.concatenate(batches))
+    torch.testing.assert_close(cached(observations), plain(observations), rtol=0, atol=1e-6)
+    assert calls == [] and cached._stored == rows
