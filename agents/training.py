@@ -21,6 +21,7 @@ from .callbacks import CheckpointRule, TradingEvalCallback
 from .config import AgentConfig
 from .dqn import DoubleDQN
 from .extractor import EncoderExtractor
+from .fast_ppo import FastPPO
 from .saved_agent import agent_env_settings, save_agent
 
 
@@ -91,7 +92,7 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
         s = config.ppo
         n_steps = s.n_steps
         batch = min(s.batch_size, n_steps * config.n_envs)
-        model = PPO("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
+        model = FastPPO("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
                     n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
                     ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
     else:
