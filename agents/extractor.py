@@ -22,6 +22,32 @@ from torch import nn
 from envs.layout import STATE_FIELDS, ObservationLayout
 
 
+def _window_hashes(bits, n_window_values, assets, multipliers, first, second):  # pragma: no cover - compiled
+    """:meth:`EncoderExtractor._hashes` in one pass (numba): ``bits`` is the observations' float32 array read
+    as uint32; each pair of window values is the int64 its 8 bytes spell (little-endian, a zero after an odd
+    last value); ``assets`` are the asset ids as stored (float32), rounded half to even as torch rounds."""
+    n_words = (n_window_values + 1) // 2
+    for i in range(bits.shape[0]):
+        a = np.int64(0)
+        b = np.int64(0)
+        for j in range(n_words):
+            low = np.uint64(bits[i, 2 * j])
+            high = np.uint64(bits[i, 2 * j + 1]) if 2 * j + 1 < n_window_values else np.uint64(0)
+            word = np.int64(low | (high << np.uint64(32)))
+            a += word * multipliers[0, j]
+            b += word * multipliers[1, j]
+        asset = np.int64(np.rint(assets[i]))
+        first[i] = a + asset * multipliers[0, n_words]
+        second[i] = b + asset * multipliers[1, n_words]
+
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is optional (the "fast" extra)
+    numba = None
+window_hashes_kernel = None if numba is None else numba.njit(cache=True, nogil=True)(_window_hashes)
+
+
 class EncoderExtractor(BaseFeaturesExtractor):
     """Run a supervised encoder (MLP, LSTM/GRU + attention, CNN-LSTM) on the observation's window.
 
@@ -73,7 +99,20 @@ class EncoderExtractor(BaseFeaturesExtractor):
         return tuple((id(t), t._version) for t in (*self.encoder.parameters(), *self.encoder.buffers()))
 
     def _hashes(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two int64 hashes per observation of its window's float32 bits and its asset id (wrapping sums)."""
+        """Two int64 hashes per observation of its window's float32 bits and its asset id (wrapping sums);
+        one compiled pass with numba (:func:`_window_hashes`, the same numbers), torch operations otherwise."""
+        if window_hashes_kernel is not None and observations.device.type == "cpu" \
+                and observations.dtype == torch.float32 and observations.is_contiguous():
+            first = torch.empty(len(observations), dtype=torch.int64)
+            second = torch.empty(len(observations), dtype=torch.int64)
+            values = observations.numpy()
+            window_hashes_kernel(values.view(np.uint32), self.layout.n_window_values,
+                                 values[:, self.layout.asset_index], self._multipliers.numpy(), first.numpy(),
+                                 second.numpy())
+            return first, second
+        return self._hashes_torch(observations)
+
+    def _hashes_torch(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         nw = self.layout.n_window_values
         window = observations[:, :nw]
         if nw % 2:  # pairs of float32 bits read as one int64
@@ -150,12 +189,12 @@ class EncoderExtractor(BaseFeaturesExtractor):
         return self
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        windows = self.layout.features(observations)
-        asset_ids = self.layout.asset_id(observations).round().long()
         state = self.layout.state(observations)
         if self.cache_embeddings:
-            embedding = self._cached_embedding(observations)
-        elif self.freeze:
+            return torch.cat([self._cached_embedding(observations), state], dim=1)
+        windows = self.layout.features(observations)
+        asset_ids = self.layout.asset_id(observations).round().long()
+        if self.freeze:
             with torch.no_grad():
                 embedding = self.encoder(windows, asset_ids)
         else:

@@ -80,8 +80,10 @@ def policy_kwargs(config: AgentConfig, data: MarketData) -> dict[str, Any]:
     return kwargs
 
 
-def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log: str | None) -> PPO | DQN:
-    """A fresh SB3 model for ``config`` on ``env``."""
+def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log: str | None, *,
+                ppo_class: type[PPO] | None = None) -> PPO | DQN:
+    """A fresh SB3 model for ``config`` on ``env``; PPO agents are ``ppo_class``, by default :class:`FastPPO`
+    (it trains as SB3's ``PPO``, bit for bit, in less time; ``benchmarks/bench_ppo.py`` times both)."""
     kwargs = policy_kwargs(config, data)
     encoder = kwargs.get("features_extractor_kwargs", {}).get("encoder")
     # SB3 re-initialises every module of the policy (orthogonal init), the extractor included:
@@ -92,7 +94,7 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
         s = config.ppo
         n_steps = s.n_steps
         batch = min(s.batch_size, n_steps * config.n_envs)
-        model = FastPPO("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
+        model = (ppo_class or FastPPO)("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
                     n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
                     ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
     else:

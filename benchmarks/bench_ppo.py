@@ -13,12 +13,17 @@ steps), so only the vectorisation and the PPO settings differ:
   on ``DummyVecEnv``/``SubprocVecEnv`` of ``gym.make("TradingEnv-v0")`` + ``VecMonitor``;
   with 1 env this is the reference row.
 * ``ours``: ``AgentConfig()`` (n_steps 256, batch 1024, n_epochs 4, gamma 0.9) built by
-  ``agents.training.make_train_env``/``build_model`` on one native ``TradingVecEnv`` + ``VecMonitor``.
+  ``agents.training.make_train_env``/``build_model`` on one native ``TradingVecEnv`` + ``VecMonitor``,
+  trained by ``agents.fast_ppo.FastPPO``. ``..., SB3 PPO loop`` rows train the same model with SB3's
+  ``PPO`` class: the same weights bit for bit (``tests/test_fast_ppo.py``), SB3's rollout loop and update.
 
 * ``ours, pretrained lstm ...``: ``AgentConfig(pretrained=<an LSTM bundle>)`` (the weights do not matter for
   speed): frozen (each window's embedding computed once and cached by ``agents.extractor``; the cache fills
   during the run, so the row includes its cold start), frozen without the cache (the plain path), and
-  fine-tuned. ``--only-encoders`` runs just the reference, ``ours`` (16 envs) and these rows.
+  fine-tuned. ``--only-encoders`` runs just the reference, ``ours`` (16 envs, both loops) and these rows.
+
+``--rounds N`` runs every row N times, the rows taking turns, and shows each row's fastest round with the
+list of all rounds: on a shared machine a slow spell then hits every row, not one.
 
 Warm-up is excluded: each row runs one untimed PPO iteration (rollout + update) first, then times
 whole iterations (rollout + update), enough of them to cover ``--timesteps``. ``collect`` is the share
@@ -87,6 +92,7 @@ class Row:
     seconds: float = 0.0
     collect_share: float = 0.0
     load: float = 0.0
+    round_rates: tuple[float, ...] = ()  # with --rounds: every round's steps/s (the row is the fastest)
 
     @property
     def rate(self) -> float:
@@ -131,17 +137,21 @@ def run_sb3_defaults(vec_env: str, n_envs: int, timesteps: int, seed: int) -> Ro
     return row
 
 
-def run_ours(n_envs: int, timesteps: int, seed: int, extractor: str = "flat") -> Row:
+def run_ours(n_envs: int, timesteps: int, seed: int, extractor: str = "flat", sb3_loop: bool = False) -> Row:
     """AgentConfig() defaults on TradingVecEnv, built the way agents.training builds them."""
     config = replace(AgentConfig(), n_envs=n_envs, seed=seed, extractor=extractor)
-    return timed_config(config, "ours" if extractor == "flat" else f"ours, {extractor} extractor", timesteps)
+    return timed_config(config, "ours" if extractor == "flat" else f"ours, {extractor} extractor", timesteps,
+                        sb3_loop=sb3_loop)
 
 
-def timed_config(config: AgentConfig, label: str, timesteps: int, embedding_cache: bool = True) -> Row:
-    """``config``'s PPO on the default data, built as agents.training builds it, timed by :func:`timed_learn`."""
+def timed_config(config: AgentConfig, label: str, timesteps: int, embedding_cache: bool = True,
+                 sb3_loop: bool = False) -> Row:
+    """``config``'s PPO on the default data, built as agents.training builds it (``FastPPO``; SB3's ``PPO``
+    with ``sb3_loop``), timed by :func:`timed_learn`."""
     data = default_market_data()
     env = make_train_env(config, data)
-    model = build_model(config, env, data, None)
+    model = build_model(config, env, data, None, ppo_class=PPO if sb3_loop else None)
+    label += ", SB3 PPO loop" if sb3_loop else ""
     if not embedding_cache:
         model.policy.features_extractor.cache_embeddings = False
     row = Row(label, "TradingVecEnv", config.n_envs, model.n_steps, model.batch_size, model.n_epochs)
@@ -167,24 +177,26 @@ def pretrained_bundle(directory: str, seed: int) -> str:
     return path
 
 
-def run_pretrained(bundle: str, n_envs: int, timesteps: int, seed: int, freeze: bool, cache: bool = True) -> Row:
+def run_pretrained(bundle: str, n_envs: int, timesteps: int, seed: int, freeze: bool, cache: bool = True,
+                   sb3_loop: bool = False) -> Row:
     """AgentConfig(pretrained=bundle): the supervised LSTM encoder as extractor, frozen (with or without the
     embedding cache) or fine-tuned."""
     config = replace(AgentConfig(), n_envs=n_envs, seed=seed, pretrained=bundle, freeze_encoder=freeze)
     label = ("ours, pretrained lstm frozen" + ("" if cache else ", no embedding cache")) if freeze else \
         "ours, pretrained lstm fine-tuned"
-    return timed_config(config, label, timesteps, embedding_cache=cache)
+    return timed_config(config, label, timesteps, embedding_cache=cache, sb3_loop=sb3_loop)
 
 
 def print_table(rows: list[Row], reference: float | None) -> None:
     header = ("setting", "vec env", "envs", "n_steps", "batch", "epochs", "timed steps", "steps/s",
-              "vs ref", "collect", "load1")
+              "vs ref", "collect", "load1", "rounds (k steps/s)")
     lines = []
     for r in rows:
         ratio = f"{r.rate / reference:.1f}x" if reference else "-"
+        rounds = " ".join(f"{rate / 1000:.1f}" for rate in r.round_rates) if len(r.round_rates) > 1 else "-"
         lines.append((r.setting, r.vec_env, str(r.n_envs), str(r.n_steps), str(r.batch_size), str(r.n_epochs),
                       f"{r.timed_steps:,}", f"{r.rate:,.0f}", ratio, f"{100 * r.collect_share:.0f}%",
-                      f"{r.load:.1f}"))
+                      f"{r.load:.1f}", rounds))
     widths = [max(len(line[i]) for line in lines + [header]) for i in range(len(header))]
     left = {0, 1}
     fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
@@ -205,9 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the envs and networks (default 0)")
     parser.add_argument("--no-subproc", action="store_true", help="skip the SubprocVecEnv row")
     parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM-extractor rows")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every row this many times, rows taking turns; each row shows its fastest "
+                             "round and lists all of them (default 1)")
     parser.add_argument("--only-encoders", action="store_true",
                         help="only the reference, ours (16 envs) and the LSTM-extractor rows")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     timesteps = 8_192 if args.quick and args.timesteps == parser.get_default("timesteps") else args.timesteps
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -216,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
 
     jobs: list[Callable[[], Row]] = [lambda: run_sb3_defaults("DummyVecEnv", 1, timesteps, args.seed)]
     jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in ((16,) if args.only_encoders else (1, 4, 8, 16))]
+    jobs.append(lambda: run_ours(16, timesteps, args.seed, sb3_loop=True))
     if not args.only_encoders:
         jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
     if not (args.quick or args.no_subproc or args.only_encoders):
@@ -225,16 +243,23 @@ def main(argv: list[str] | None = None) -> None:
         bundle = pretrained_bundle(tmp.name, args.seed)
         jobs.append(lambda: run_ours(16, timesteps, args.seed, extractor="lstm"))
         jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, sb3_loop=True))
         jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, cache=False))
         jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=False))
 
     started = time.perf_counter()
+    rounds: list[list[Row]] = [[] for _ in jobs]
+    for _ in range(args.rounds):  # rows take turns, so a slow spell of a shared machine hits every row
+        for job, done in zip(jobs, rounds):
+            load_before = os.getloadavg()[0]
+            row = job()
+            row.load = (load_before + os.getloadavg()[0]) / 2
+            done.append(row)
     rows = []
-    for job in jobs:
-        load_before = os.getloadavg()[0]
-        row = job()
-        row.load = (load_before + os.getloadavg()[0]) / 2
-        rows.append(row)
+    for done in rounds:
+        best = max(done, key=lambda r: r.rate)
+        best.round_rates = tuple(r.rate for r in done)
+        rows.append(best)
     print(f"PPO training speed, default embedded dataset ({data.window} x {data.n_features} features, "
           f"observation {size} floats), CPU, torch threads {torch.get_num_threads()}, seed {args.seed}; "
           f"{os.cpu_count()} CPUs")

@@ -302,3 +302,38 @@ def test_prefilled_embedding_cache_serves_every_rollout_window_without_the_encod
     observations = torch.as_tensor(np.concatenate(batches))
     torch.testing.assert_close(cached(observations), plain(observations), rtol=0, atol=1e-6)
     assert calls == [] and cached._stored == rows
+
+
+@pytest.mark.parametrize("window,n_features", [(8, 5), (3, 3), (24, 31)], ids=["even", "odd", "default"])
+def test_compiled_window_hashes_equal_the_torch_hashes(window, n_features) -> None:
+    """The embedding cache's keys: numba's one-pass hash gives torch's numbers (odd windows padded with a zero),
+    equal windows and asset ids get equal keys, and a one-bit change of a window or another asset id does not."""
+    import gymnasium as gym
+
+    from agents import extractor as extractor_module
+    from agents.extractor import EncoderExtractor
+    from supervised.models import ModelConfig, build_encoder
+
+    if extractor_module.window_hashes_kernel is None:
+        pytest.skip("numba is not installed")
+    size = window * n_features + 5
+    encoder = build_encoder(ModelConfig(kind="mlp", window=window, n_features=n_features, n_assets=4, dropout=0.0))
+    space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+    cached = EncoderExtractor(space, encoder, window, n_features, freeze=True)
+    generator = torch.Generator().manual_seed(0)
+    observations = torch.randn(40, size, generator=generator)
+    observations[:, -1] = torch.randint(0, 4, (40,), generator=generator).float()
+    observations[1] = observations[0]
+    observations[2] = observations[0]
+    observations[2, window * n_features] += 1.0  # the position state is not part of the key
+    observations[3] = observations[0]
+    observations[3, -1] = (observations[0, -1] + 1) % 4  # another asset
+    observations[4] = observations[0]
+    observations[4, window * n_features - 1] = torch.nextafter(observations[0, window * n_features - 1],
+                                                              torch.tensor(np.inf))  # one bit of the last value
+    compiled, plain = cached._hashes(observations), cached._hashes_torch(observations)
+    assert torch.equal(compiled[0], plain[0]) and torch.equal(compiled[1], plain[1])
+    first = compiled[0].tolist()
+    assert first[1] == first[0] and first[2] == first[0]
+    assert first[3] != first[0] and first[4] != first[0]
+    assert len(set(first[4:])) == len(first) - 4
