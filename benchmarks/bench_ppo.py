@@ -22,6 +22,9 @@ steps), so only the vectorisation and the PPO settings differ:
   during the run, so the row includes its cold start), frozen without the cache (the plain path), and
   fine-tuned. ``--only-encoders`` runs just the reference, ``ours`` (16 envs, both loops) and these rows.
 
+``--against REV`` adds the ``ours`` row of an older git revision, timed by that revision's own code in a
+worktree (e.g. ``--against 7d5375c``, the code at which issue 12 measured the default PPO at 19.9k steps/s).
+
 ``--rounds N`` runs every row N times, the rows taking turns, and shows each row's fastest round with the
 list of all rounds: on a shared machine a slow spell then hits every row, not one.
 
@@ -33,10 +36,14 @@ of the timed wall time spent in rollouts (env steps + policy forward), the rest 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
@@ -187,6 +194,41 @@ def run_pretrained(bundle: str, n_envs: int, timesteps: int, seed: int, freeze: 
     return timed_config(config, label, timesteps, embedding_cache=cache, sb3_loop=sb3_loop)
 
 
+REVISION_ROW = """
+import json, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from benchmarks.bench_ppo import run_ours
+row = run_ours(16, int(sys.argv[2]), int(sys.argv[3]))
+print(json.dumps({k: getattr(row, k) for k in ("n_steps", "batch_size", "n_epochs", "timed_steps", "seconds",
+                                                "collect_share")}))
+"""
+
+
+def checkout_revision(revision: str, directory: str) -> str:
+    """A detached git worktree of ``revision`` of this repository under ``directory`` (for ``--against``)."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.path.join(directory, "revision")
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", path, revision], check=True,
+                   capture_output=True, text=True)
+    return path
+
+
+def remove_revision(path: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", path], check=False, capture_output=True)
+
+
+def run_revision(path: str, label: str, timesteps: int, seed: int, threads: int) -> Row:
+    """The ``ours`` row (16 envs) of that revision's own ``bench_ppo``, run by its code in a child process
+    (same interpreter and packages; its working tree first on ``sys.path``)."""
+    done = subprocess.run([sys.executable, "-c", REVISION_ROW, str(threads), str(timesteps), str(seed)], cwd=path,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the ours row of {label} failed:\n{done.stderr[-2000:]}")
+    fields = json.loads(done.stdout.strip().splitlines()[-1])
+    return Row(f"ours @ {label}", "TradingVecEnv", 16, **fields)
+
+
 def print_table(rows: list[Row], reference: float | None) -> None:
     header = ("setting", "vec env", "envs", "n_steps", "batch", "epochs", "timed steps", "steps/s",
               "vs ref", "collect", "load1", "rounds (k steps/s)")
@@ -220,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every row this many times, rows taking turns; each row shows its fastest "
                              "round and lists all of them (default 1)")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="also time the ours row (16 envs) of git revision REV with its own code, in a "
+                             "worktree (e.g. 7d5375c, the code issue 12 measured at 19.9k steps/s)")
     parser.add_argument("--only-encoders", action="store_true",
                         help="only the reference, ours (16 envs) and the LSTM-extractor rows")
     args = parser.parse_args(argv)
@@ -234,11 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     jobs: list[Callable[[], Row]] = [lambda: run_sb3_defaults("DummyVecEnv", 1, timesteps, args.seed)]
     jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in ((16,) if args.only_encoders else (1, 4, 8, 16))]
     jobs.append(lambda: run_ours(16, timesteps, args.seed, sb3_loop=True))
+    tmp = tempfile.TemporaryDirectory()
+    revision = checkout_revision(args.against, tmp.name) if args.against else None
+    if revision:
+        jobs.append(lambda: run_revision(revision, args.against, timesteps, args.seed, torch.get_num_threads()))
     if not args.only_encoders:
         jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
     if not (args.quick or args.no_subproc or args.only_encoders):
         jobs.append(lambda: run_sb3_defaults("SubprocVecEnv", 4, timesteps, args.seed))
-    tmp = tempfile.TemporaryDirectory()
     if not args.no_lstm:
         bundle = pretrained_bundle(tmp.name, args.seed)
         jobs.append(lambda: run_ours(16, timesteps, args.seed, extractor="lstm"))
@@ -249,12 +297,16 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     rounds: list[list[Row]] = [[] for _ in jobs]
-    for _ in range(args.rounds):  # rows take turns, so a slow spell of a shared machine hits every row
-        for job, done in zip(jobs, rounds):
-            load_before = os.getloadavg()[0]
-            row = job()
-            row.load = (load_before + os.getloadavg()[0]) / 2
-            done.append(row)
+    try:
+        for _ in range(args.rounds):  # rows take turns, so a slow spell of a shared machine hits every row
+            for job, done in zip(jobs, rounds):
+                load_before = os.getloadavg()[0]
+                row = job()
+                row.load = (load_before + os.getloadavg()[0]) / 2
+                done.append(row)
+    finally:
+        if revision:
+            remove_revision(revision)
     rows = []
     for done in rounds:
         best = max(done, key=lambda r: r.rate)
