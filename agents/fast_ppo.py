@@ -120,7 +120,7 @@ class FastPPO(PPO):
         while n_steps < n_rollout_steps:
             with th.no_grad():
                 obs_tensor = th.as_tensor(self._last_obs, device=self.device)
-                features = extract(obs_tensor)
+                features = extract(obs_tensor.float())  # preprocess_obs of a Box (no copy for float32)
                 # ActorCriticPolicy.forward: values first, then the distribution, one draw, its log-prob
                 latent_pi, latent_vf = actor(features), critic(features)
                 values = value_net(latent_vf)
@@ -198,9 +198,9 @@ class FastPPO(PPO):
                 buffer.generator_ready = True
             return {name: th.as_tensor(buffer.__dict__[name], device=self.device) for name in _BUFFER_FIELDS}
 
-        extractor = policy.features_extractor
-        precompute = policy.share_features_extractor and _precomputable(extractor) or \
-            not policy.share_features_extractor  # _lean_ok: two flattens
+        # the rollout's features once per update when they depend on neither the minibatch nor trainable
+        # weights (not shared: _lean_ok allows two flattens only)
+        precompute = _precomputable(policy.features_extractor) if policy.share_features_extractor else True
         data: dict[str, th.Tensor] | None = None
         features_all: th.Tensor | None = None
         actor = _chain(policy.mlp_extractor.policy_net)
@@ -213,6 +213,7 @@ class FastPPO(PPO):
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             indices = np.random.permutation(n)  # RolloutBuffer.get draws first, then flattens
+            order = th.from_numpy(indices).to(self.device)
             if data is None:
                 data = flattened()
                 if precompute:
@@ -220,7 +221,7 @@ class FastPPO(PPO):
                         features_all = self._features(data["observations"])
                     features_buffer = features_all.new_empty((min(batch_size, n), *features_all.shape[1:]))
             for start in range(0, n, batch_size):
-                batch = th.from_numpy(indices[start : start + batch_size])
+                batch = order[start : start + batch_size]
                 if features_all is not None:
                     # one reused buffer: a fresh 3 MB tensor each minibatch costs its page faults
                     if len(batch) == len(features_buffer):
