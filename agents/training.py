@@ -94,9 +94,10 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
         s = config.ppo
         n_steps = s.n_steps
         batch = min(s.batch_size, n_steps * config.n_envs)
-        model = (ppo_class or FastPPO)("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
-                    n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
-                    ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
+        ppo_algorithm = ppo_class or FastPPO
+        model = ppo_algorithm("MlpPolicy", env, learning_rate=s.learning_rate, n_steps=n_steps, batch_size=batch,
+                              n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
+                              ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
     else:
         s = config.dqn
         algorithm = DoubleDQN if s.double_q else DQN

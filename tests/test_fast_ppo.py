@@ -139,10 +139,11 @@ def test_fast_ppo_stops_where_a_callback_stops_it(data, tmp_path, monkeypatch) -
 
 @pytest.mark.parametrize("options", [
     {"policy_kwargs": {"share_features_extractor": False, "net_arch": [16, 16]}},
-    {"clip_range_vf": 0.05, "target_kl": 1e-4, "normalize_advantage": False, "learning_rate": 3e-3, "policy_kwargs": {"net_arch": [16]}},
+    {"clip_range_vf": 0.05, "target_kl": 1e-4, "normalize_advantage": False, "learning_rate": 3e-3,
+     "policy_kwargs": {"net_arch": [16]}},
     {"learning_rate": 0.01, "clip_range": 0.05, "n_epochs": 8, "ent_coef": 0.1},
 ], ids=["unshared_extractors", "value_clipping_kl_stop", "ratios_clipped"])
-def test_fast_ppo_options_equal_sb3(options, data, tmp_path, monkeypatch) -> None:
+def test_fast_ppo_options_equal_sb3(options, data) -> None:
     from envs import TradingVecEnv
 
     models, records = [], []
