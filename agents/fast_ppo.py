@@ -147,9 +147,9 @@ class FastPPO(PPO):
             for idx in np.flatnonzero(dones):
                 if infos[idx].get("terminal_observation") is not None and infos[idx].get("TimeLimit.truncated",
                                                                                          False):
-                    terminal_obs = policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    with th.no_grad():
-                        terminal_value = policy.predict_values(terminal_obs)[0]
+                    terminal_obs = th.as_tensor(infos[idx]["terminal_observation"], device=self.device)
+                    with th.no_grad():  # policy.predict_values, through the same layers
+                        terminal_value = value_net(critic(extract(terminal_obs.reshape(1, -1).float())))[0]
                     rewards[idx] += self.gamma * terminal_value
 
             pos = buffer.pos
