@@ -43,8 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -208,8 +208,10 @@ def checkout_revision(revision: str, directory: str) -> str:
     """A detached git worktree of ``revision`` of this repository under ``directory`` (for ``--against``)."""
     root = Path(__file__).resolve().parents[1]
     path = os.path.join(directory, "revision")
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", path, revision], check=True,
-                   capture_output=True, text=True)
+    done = subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", path, revision],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"--against {revision}: git could not check it out ({done.stderr.strip()})")
     return path
 
 
@@ -249,6 +251,47 @@ def print_table(rows: list[Row], reference: float | None) -> None:
         print(fmt(line))
 
 
+def jobs_for(args: argparse.Namespace, timesteps: int, directory: str,
+             revision: str | None) -> list[Callable[[], Row]]:
+    """The rows the options ask for, as calls that each build, train and time one model."""
+    jobs: list[Callable[[], Row]] = [lambda: run_sb3_defaults("DummyVecEnv", 1, timesteps, args.seed)]
+    jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in ((16,) if args.only_encoders else (1, 4, 8, 16))]
+    jobs.append(lambda: run_ours(16, timesteps, args.seed, sb3_loop=True))
+    if revision:
+        jobs.append(lambda: run_revision(revision, args.against, timesteps, args.seed, torch.get_num_threads()))
+    if not args.only_encoders:
+        jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
+    if not (args.quick or args.no_subproc or args.only_encoders):
+        jobs.append(lambda: run_sb3_defaults("SubprocVecEnv", 4, timesteps, args.seed))
+    if not args.no_lstm:
+        bundle = pretrained_bundle(directory, args.seed)
+        jobs.append(lambda: run_ours(16, timesteps, args.seed, extractor="lstm"))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, sb3_loop=True))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, cache=False))
+        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=False))
+    return jobs
+
+
+def run_rows(jobs: list[Callable[[], Row]], n_rounds: int) -> tuple[list[Row], float]:
+    """Every job ``n_rounds`` times, the jobs taking turns (a slow spell of a shared machine hits every row);
+    each row is its fastest round, with every round's rate. Also returns when the timing started."""
+    started = time.perf_counter()
+    rounds: list[list[Row]] = [[] for _ in jobs]
+    for _ in range(n_rounds):
+        for job, done in zip(jobs, rounds):
+            load_before = os.getloadavg()[0]
+            row = job()
+            row.load = (load_before + os.getloadavg()[0]) / 2
+            done.append(row)
+    rows = []
+    for done in rounds:
+        best = max(done, key=lambda r: r.rate)
+        best.round_rates = tuple(r.rate for r in done)
+        rows.append(best)
+    return rows, started
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, default=32_768,
@@ -276,47 +319,18 @@ def main(argv: list[str] | None = None) -> None:
     data = default_market_data()  # built once, before any timing
     size = envs.TradingEnv(data).observation_space.shape[0]
 
-    jobs: list[Callable[[], Row]] = [lambda: run_sb3_defaults("DummyVecEnv", 1, timesteps, args.seed)]
-    jobs += [lambda n=n: run_ours(n, timesteps, args.seed) for n in ((16,) if args.only_encoders else (1, 4, 8, 16))]
-    jobs.append(lambda: run_ours(16, timesteps, args.seed, sb3_loop=True))
     tmp = tempfile.TemporaryDirectory()
     revision = checkout_revision(args.against, tmp.name) if args.against else None
-    if revision:
-        jobs.append(lambda: run_revision(revision, args.against, timesteps, args.seed, torch.get_num_threads()))
-    if not args.only_encoders:
-        jobs += [lambda n=n: run_sb3_defaults("DummyVecEnv", n, timesteps, args.seed) for n in (4, 8)]
-    if not (args.quick or args.no_subproc or args.only_encoders):
-        jobs.append(lambda: run_sb3_defaults("SubprocVecEnv", 4, timesteps, args.seed))
-    if not args.no_lstm:
-        bundle = pretrained_bundle(tmp.name, args.seed)
-        jobs.append(lambda: run_ours(16, timesteps, args.seed, extractor="lstm"))
-        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True))
-        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, sb3_loop=True))
-        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=True, cache=False))
-        jobs.append(lambda: run_pretrained(bundle, 16, timesteps, args.seed, freeze=False))
-
-    started = time.perf_counter()
-    rounds: list[list[Row]] = [[] for _ in jobs]
     try:
-        for _ in range(args.rounds):  # rows take turns, so a slow spell of a shared machine hits every row
-            for job, done in zip(jobs, rounds):
-                load_before = os.getloadavg()[0]
-                row = job()
-                row.load = (load_before + os.getloadavg()[0]) / 2
-                done.append(row)
+        rows, started = run_rows(jobs_for(args, timesteps, tmp.name, revision), args.rounds)
     finally:
         if revision:
             remove_revision(revision)
-    rows = []
-    for done in rounds:
-        best = max(done, key=lambda r: r.rate)
-        best.round_rates = tuple(r.rate for r in done)
-        rows.append(best)
+        tmp.cleanup()
     print(f"PPO training speed, default embedded dataset ({data.window} x {data.n_features} features, "
           f"observation {size} floats), CPU, torch threads {torch.get_num_threads()}, seed {args.seed}; "
           f"{os.cpu_count()} CPUs")
     print_table(rows, rows[0].rate)
-    tmp.cleanup()
     print(f"vs ref: against the first row (SB3 defaults, 1 env). collect: share of timed wall time in rollouts. "
           f"load1: 1-min load average around the row. total {time.perf_counter() - started:.0f} s")
 
