@@ -11,10 +11,12 @@ the same features each time.
 
 * rollouts: the actor and critic layers are called directly (no module hooks), the categorical
   distribution is its four tensor operations (normalised logits, softmax, one ``torch.multinomial``
-  draw, a gather), and the buffer is written in place;
+  draw, a gather), a time limit's bootstrap value goes through the same layers, and the buffer is
+  written in place;
 * update: the features of the whole rollout are computed once per update when the extractor has no
   trainable weights (SB3's ``FlattenExtractor``, or :class:`agents.extractor.EncoderExtractor` with a
-  frozen, cached encoder), and each minibatch is one ``index_select`` of them; the loss is SB3's.
+  frozen, cached encoder), and each minibatch is one ``index_select`` of them into a reused buffer; the
+  loss is SB3's.
 
 It draws the same random numbers in the same order (``np.random.permutation`` per epoch, one
 ``torch.multinomial`` per step) and runs the same floating-point operations on the same values, so a
@@ -45,6 +47,9 @@ from torch.nn import functional as F
 from .extractor import EncoderExtractor
 
 _BUFFER_FIELDS = ("observations", "actions", "values", "log_probs", "advantages", "returns")
+# what the lean paths compute in SB3's stead: a policy class that overrides any of them runs SB3's code
+_POLICY_METHODS = ("forward", "evaluate_actions", "predict_values", "extract_features",
+                   "_get_action_dist_from_latent", "obs_to_tensor")
 
 
 def _chain(modules: Any) -> Callable[[th.Tensor], th.Tensor]:
@@ -81,7 +86,8 @@ class FastPPO(PPO):
         """Whether the lean rollout and update reproduce SB3's: a categorical action distribution, SB3's
         actor-critic policy with its MLP extractor, no gSDE, no hooks, one shared extractor (or two flattens)."""
         policy = self.policy
-        if type(policy).forward is not ActorCriticPolicy.forward or self.use_sde:
+        if self.use_sde or any(getattr(type(policy), name) is not getattr(ActorCriticPolicy, name)
+                               for name in _POLICY_METHODS):
             return False
         if not isinstance(policy.action_dist, CategoricalDistribution) or not isinstance(self.action_space,
                                                                                           spaces.Discrete):

@@ -174,3 +174,22 @@ def test_saved_fast_ppo_loads_as_sb3_ppo(data, tmp_path) -> None:
     observations = env.reset()
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0],
                                   model.predict(observations, deterministic=True)[0])
+
+
+def test_a_policy_that_overrides_what_the_lean_paths_replace_runs_sb3s_code(data) -> None:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    from envs import TradingVecEnv
+
+    calls = []
+
+    class CountingPolicy(ActorCriticPolicy):
+        def evaluate_actions(self, obs, actions):
+            calls.append(len(obs))
+            return super().evaluate_actions(obs, actions)
+
+    model = FastPPO(CountingPolicy, TradingVecEnv(2, data, seed=0), n_steps=16, batch_size=16, n_epochs=1, seed=0,
+                    device="cpu")
+    assert not model._lean_ok()
+    model.learn(32)
+    assert calls == [16, 16]
