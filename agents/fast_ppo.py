@@ -209,6 +209,7 @@ class FastPPO(PPO):
         precompute = _precomputable(policy.features_extractor) if policy.share_features_extractor else True
         data: dict[str, th.Tensor] | None = None
         features_all: th.Tensor | None = None
+        features_buffer: th.Tensor | None = None  # one reused minibatch of features_all
         actor = _chain(policy.mlp_extractor.policy_net)
         critic = _chain(policy.mlp_extractor.value_net)
 
@@ -223,12 +224,14 @@ class FastPPO(PPO):
             if data is None:
                 data = flattened()
                 if precompute:
-                    with th.no_grad():
-                        features_all = self._features(data["observations"])
+                    with th.no_grad():  # a flatten, or a frozen encoder's cached embeddings + position state
+                        features_all = policy.extract_features(data["observations"])
+                    if isinstance(features_all, tuple):  # two flattens: the same features twice
+                        features_all = features_all[0]
                     features_buffer = features_all.new_empty((min(batch_size, n), *features_all.shape[1:]))
             for start in range(0, n, batch_size):
                 batch = order[start : start + batch_size]
-                if features_all is not None:
+                if features_all is not None and features_buffer is not None:
                     # one reused buffer: a fresh 3 MB tensor each minibatch costs its page faults
                     if len(batch) == len(features_buffer):
                         features = th.index_select(features_all, 0, batch, out=features_buffer)
@@ -300,13 +303,6 @@ class FastPPO(PPO):
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
-
-    def _features(self, observations: th.Tensor) -> th.Tensor:
-        """The shared extractor's features of every observation of the rollout (a flatten, or a frozen
-        encoder's cached embeddings with the position state), in one call."""
-        policy = self.policy
-        extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
-        return extractor(observations.float())
 
 
 __all__ = ["FastPPO"]
