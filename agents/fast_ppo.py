@@ -82,10 +82,13 @@ class FastPPO(PPO):
     SB3's MLP actor-critic policy, a flatten or :class:`~agents.extractor.EncoderExtractor` extractor) and
     give the same results bit for bit. See the module docstring."""
 
-    def _lean_ok(self) -> bool:
+    def _lean_ok(self, buffer: Any = None) -> bool:
         """Whether the lean rollout and update reproduce SB3's: a categorical action distribution, SB3's
-        actor-critic policy with its MLP extractor, no gSDE, no hooks, one shared extractor (or two flattens)."""
+        actor-critic policy with its MLP extractor, SB3's plain rollout buffer (``buffer``, by default the
+        model's), no gSDE, no hooks, one shared extractor (or two flattens)."""
         policy = self.policy
+        if type(self.rollout_buffer if buffer is None else buffer) is not RolloutBuffer:
+            return False
         if self.use_sde or any(getattr(type(policy), name) is not getattr(ActorCriticPolicy, name)
                                for name in _POLICY_METHODS):
             return False
@@ -106,7 +109,7 @@ class FastPPO(PPO):
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer,
                          n_rollout_steps: int) -> bool:
-        if not self._lean_ok() or type(rollout_buffer) is not RolloutBuffer:
+        if not self._lean_ok(rollout_buffer):
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert self._last_obs is not None, "No previous observation was provided"
         policy = self.policy
@@ -181,7 +184,7 @@ class FastPPO(PPO):
     # ------------------------------------------------------------------ update
 
     def train(self) -> None:
-        if not self._lean_ok() or type(self.rollout_buffer) is not RolloutBuffer:
+        if not self._lean_ok():
             return super().train()
         policy = self.policy
         policy.set_training_mode(True)
@@ -196,20 +199,23 @@ class FastPPO(PPO):
         n = buffer.buffer_size * buffer.n_envs
         batch_size = n if self.batch_size is None else self.batch_size
 
-        def flattened() -> dict[str, th.Tensor]:
-            # RolloutBuffer.get's swap_and_flatten, once; then the whole rollout as tensors (no copy)
-            if not buffer.generator_ready:
-                for name in _BUFFER_FIELDS:
-                    buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
-                buffer.generator_ready = True
-            return {name: th.as_tensor(buffer.__dict__[name], device=self.device) for name in _BUFFER_FIELDS}
+        # RolloutBuffer.get's swap_and_flatten (it draws no random number, so it can come before the
+        # permutations), then the whole rollout as tensors without a copy
+        if not buffer.generator_ready:
+            for name in _BUFFER_FIELDS:
+                buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
+            buffer.generator_ready = True
+        data = {name: th.as_tensor(buffer.__dict__[name], device=self.device) for name in _BUFFER_FIELDS}
 
         # the rollout's features once per update when they depend on neither the minibatch nor trainable
-        # weights (not shared: _lean_ok allows two flattens only)
-        precompute = _precomputable(policy.features_extractor) if policy.share_features_extractor else True
-        data: dict[str, th.Tensor] | None = None
+        # weights (not shared: _lean_ok allows two flattens only), gathered into one reused minibatch buffer
         features_all: th.Tensor | None = None
-        features_buffer: th.Tensor | None = None  # one reused minibatch of features_all
+        if _precomputable(policy.features_extractor) if policy.share_features_extractor else True:
+            with th.no_grad():  # a flatten, or a frozen encoder's cached embeddings + position state
+                features_all = policy.extract_features(data["observations"])
+            if isinstance(features_all, tuple):  # two flattens: the same features twice
+                features_all = features_all[0]
+            features_buffer = features_all.new_empty((min(batch_size, n), *features_all.shape[1:]))
         actor = _chain(policy.mlp_extractor.policy_net)
         critic = _chain(policy.mlp_extractor.value_net)
 
@@ -219,19 +225,10 @@ class FastPPO(PPO):
         loss = th.zeros(())
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
-            indices = np.random.permutation(n)  # RolloutBuffer.get draws first, then flattens
-            order = th.from_numpy(indices).to(self.device)
-            if data is None:
-                data = flattened()
-                if precompute:
-                    with th.no_grad():  # a flatten, or a frozen encoder's cached embeddings + position state
-                        features_all = policy.extract_features(data["observations"])
-                    if isinstance(features_all, tuple):  # two flattens: the same features twice
-                        features_all = features_all[0]
-                    features_buffer = features_all.new_empty((min(batch_size, n), *features_all.shape[1:]))
+            order = th.from_numpy(np.random.permutation(n)).to(self.device)  # RolloutBuffer.get's draw
             for start in range(0, n, batch_size):
                 batch = order[start : start + batch_size]
-                if features_all is not None and features_buffer is not None:
+                if features_all is not None:
                     # one reused buffer: a fresh 3 MB tensor each minibatch costs its page faults
                     if len(batch) == len(features_buffer):
                         features = th.index_select(features_all, 0, batch, out=features_buffer)
