@@ -19,7 +19,7 @@ from .embedded import DEFAULT_SYMBOLS
 from .feature_builder import FeatureConfig, build_features, warmup_bars
 from .labels import LabelConfig
 from .loading import load_bars
-from .market_data import MarketData
+from .market_data import MarketData, source_sha256
 from .news.config import NewsConfig
 from .scaling import FeatureScaler
 from .splits import SPLITS, SplitConfig, split_boundaries, split_rows
@@ -217,7 +217,6 @@ def build_market_data(
 
     blocks: list[dict[str, np.ndarray]] = []
     feature_names: list[str] | None = None
-    source_digest = hashlib.sha256()
     for symbol in symbols:
         frame = frames[symbol]
         if len(frame) <= first_usable + 1:
@@ -234,9 +233,6 @@ def build_market_data(
             raise ValueError(f"{symbol}: feature columns differ from {symbols[0]}'s (mixed intraday/daily bars?)")
         prices = frame[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)
         stamps = frame.index.asi8.astype(np.int64)
-        source_digest.update(symbol.encode())
-        source_digest.update(stamps.tobytes())
-        source_digest.update(np.ascontiguousarray(prices).tobytes())
         vwap = frame["vwap"].to_numpy(np.float64) if "vwap" in frame.columns else np.full(len(frame), np.nan)
         blocks.append(
             {
@@ -291,6 +287,7 @@ def build_market_data(
         scaler=scaler,
         label=label.to_dict(),
         config=config.to_dict(),
-        hashes={"config": config.hash(), "source": source_digest.hexdigest(),
+        hashes={"config": config.hash(),
+                "source": source_sha256((s, b["timestamps"], b["prices"]) for s, b in zip(symbols, blocks)),
                 **({"news": news_digest} if news_digest is not None else {})},
     )

@@ -2,7 +2,9 @@
 
 All symbols are stacked row-wise; ``offsets[i]:offsets[i+1]`` are symbol i's rows in time order.
 Saved as a directory of ``.npy`` files plus ``manifest.json`` (versioned, with the config, feature
-names, scaler, asset map, split ranges and hashes of the config and the source bars).
+names, scaler, asset map, split ranges and hashes of the config and the source bars). The manifest
+holds the sha256 of each array file and of each of its own fields (``field_sha256``), so an edit to
+any part of the directory is refused on load; the fields are also checked against the arrays.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -20,9 +22,15 @@ from .scaling import FeatureScaler
 from .splits import SPLITS
 
 if TYPE_CHECKING:  # labels imports nothing from here, but keep the import graph one-way at run time
+    from .dataset import DatasetConfig
     from .labels import LabelConfig
 
-FORMAT_VERSION = 2
+# 3: the manifest carries field_sha256 (a digest of each of its fields); 2 had digests of the arrays only
+FORMAT_VERSION = 3
+_FIELD_DIGESTS = "field_sha256"
+_REQUIRED_FIELDS = ("symbols", "asset_ids", "feature_names", "window", "timeframe", "label", "scaler",
+                    "split_ranges", "config", "hashes", "arrays", _FIELD_DIGESTS)
+_REBUILD = "rebuild the dataset with python -m experiments.build_dataset"
 _ARRAYS = ("timestamps", "prices", "vwap", "raw_features", "features", "labels", "row_asset_ids", "offsets")
 # dtype and number of dimensions of each array (shapes are checked against each other on load)
 _ARRAY_KINDS: dict[str, tuple[str, int]] = {
@@ -229,8 +237,9 @@ class MarketData:
     def save(self, path: str | Path) -> Path:
         """Write the dataset directory atomically (built in a temp dir, then renamed into place).
 
-        The manifest records each array's dtype, shape and the sha256 of its ``.npy`` file, so a
-        damaged or edited file is found on load.
+        The manifest records each array's dtype, shape and the sha256 of its ``.npy`` file, and the
+        sha256 of each of its own fields (:func:`field_digests`), so a damaged or edited file or field is
+        found on load.
         """
         def fill(directory: Path) -> None:
             manifest = self.manifest()
@@ -238,6 +247,8 @@ class MarketData:
                 file = directory / f"{name}.npy"
                 np.save(file, getattr(self, name), allow_pickle=False)
                 manifest["arrays"][name]["sha256"] = _file_sha256(file)
+            manifest = json.loads(json.dumps(manifest))  # the digests are of the fields as they read back
+            manifest[_FIELD_DIGESTS] = field_digests(manifest)
             (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
         return write_directory_atomic(path, fill)
@@ -246,9 +257,11 @@ class MarketData:
     def load(cls, path: str | Path, *, mmap: bool = False) -> "MarketData":
         """Read a directory written by :meth:`save` without recomputing anything.
 
-        Every array is checked against the manifest (file hash, dtype, shape) and the parts against
-        each other (offsets, feature count, scaler length, split ranges, asset ids): a damaged directory
-        gives a :class:`DatasetIntegrityError` naming the file, never a bare ``KeyError`` or ``IndexError``.
+        Every manifest field is checked against the digest recorded at save (``field_sha256``), every
+        array against the manifest (file hash, dtype, shape), and the parts against each other
+        (:meth:`check_consistent`): a damaged or edited directory gives a :class:`DatasetIntegrityError`
+        naming the file and the field, never a bare ``KeyError`` or ``IndexError``. A dataset saved in an
+        older format (no field digests) is refused with a message to rebuild it.
 
         :param path: the dataset directory.
         :param mmap: map the arrays read-only (``np.load(mmap_mode="r")``) instead of reading them: only
@@ -268,43 +281,44 @@ class MarketData:
             raise DatasetIntegrityError(f"{manifest_path} is not valid JSON ({exc}); rebuild the dataset") from None
         if not isinstance(manifest, dict):
             raise DatasetIntegrityError(f"{manifest_path} must hold a JSON object; rebuild the dataset")
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise DatasetIntegrityError(
-                f"{manifest_path}: format_version {version} is not supported (expected {FORMAT_VERSION}); "
-                f"rebuild the dataset with python -m experiments.build_dataset"
-            )
-        required = ("symbols", "asset_ids", "feature_names", "window", "timeframe", "label", "scaler",
-                    "split_ranges", "config", "hashes", "arrays")
-        missing = [key for key in required if key not in manifest]
-        if missing:
-            raise DatasetIntegrityError(f"{manifest_path} lacks {missing}; rebuild the dataset")
+        _check_manifest_fields(manifest, manifest_path)
         arrays = {name: _load_checked_array(path, manifest_path, manifest["arrays"], name, mmap) for name in _ARRAYS}
-        try:
-            split_ranges = {k: np.asarray(v, dtype=np.int64) for k, v in manifest["split_ranges"].items()}
-            data = cls(
-                symbols=[str(v) for v in manifest["symbols"]],
-                asset_ids=[int(v) for v in manifest["asset_ids"]],
-                feature_names=[str(v) for v in manifest["feature_names"]],
-                window=int(manifest["window"]),
-                timeframe=str(manifest["timeframe"]),
-                split_ranges=split_ranges,
-                scaler=FeatureScaler.from_dict(manifest["scaler"], f"{manifest_path}: scaler"),
-                label=dict(manifest["label"]),
-                config=dict(manifest["config"]),
-                hashes=dict(manifest["hashes"]),
-                **arrays,
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise DatasetIntegrityError(f"{manifest_path} is malformed ({exc}); rebuild the dataset") from None
+        data = cls(
+            symbols=_typed_list(manifest, "symbols", str, manifest_path),
+            asset_ids=_typed_list(manifest, "asset_ids", int, manifest_path),
+            feature_names=_typed_list(manifest, "feature_names", str, manifest_path),
+            window=_typed_value(manifest, "window", int, manifest_path),
+            timeframe=_typed_value(manifest, "timeframe", str, manifest_path),
+            split_ranges=_split_ranges(manifest, manifest_path),
+            scaler=_scaler(manifest, manifest_path),
+            label=_typed_value(manifest, "label", dict, manifest_path),
+            config=_typed_value(manifest, "config", dict, manifest_path),
+            hashes=_typed_value(manifest, "hashes", dict, manifest_path),
+            **arrays,
+        )
         data.check_consistent(str(manifest_path))
+        _check_config_hash(data, manifest_path)
         return data
 
     def check_consistent(self, where: str = "dataset") -> None:
         """Raise :class:`DatasetIntegrityError` when the parts do not fit together.
 
+        Shapes first (offsets, arrays, scaler length, asset ids, split ranges inside each symbol's rows);
+        when those hold, the fields are checked against the arrays and the dataset config: splits ordered
+        in time with the purge gap between them, symbols against the source-bars hash and the row asset
+        ids, feature names against the feature config, scaler against the scaled features, window,
+        timeframe and label against the config, the timestamps and the labels. Each problem names its field.
+
         :param where: the file or name shown in messages.
         """
+        problems = self._shape_problems()
+        if not problems:
+            problems = self._field_problems()
+        if problems:
+            raise DatasetIntegrityError(f"{where}: " + "; ".join(problems) + "; rebuild the dataset")
+
+    def _shape_problems(self) -> list[str]:
+        """Shapes of the arrays and fields against each other."""
         n, n_symbols = len(self.timestamps), len(self.symbols)
         problems = []
         offsets = self.offsets
@@ -335,8 +349,299 @@ class MarketData:
                         f"split '{split}' of {self.symbols[i]} is rows {ranges[i].tolist()}, out of bounds "
                         f"for its {int(lengths[i])} rows"
                     )
+        return problems
+
+    def _field_problems(self) -> list[str]:
+        """The fields against the arrays and the dataset config (the shapes already fit)."""
+        from .dataset import DatasetConfig  # dataset imports this module; import late
+
+        try:
+            config = DatasetConfig.from_dict(self.config)
+        except (TypeError, ValueError) as exc:
+            return [f"config is not a dataset config ({exc})"]
+        checks = (_symbol_problems, _timeframe_problems, _window_problems, _label_problems, _split_problems,
+                  _feature_problems, _scaler_problems)
+        return [problem for check in checks for problem in check(self, config)]
+
+def field_digests(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The sha256 of each field of a manifest (of its canonical JSON), except ``field_sha256`` itself.
+
+    :param manifest: the manifest as it reads back from JSON.
+    """
+    return {key: _json_sha256(value) for key, value in manifest.items() if key != _FIELD_DIGESTS}
+
+
+def source_sha256(blocks: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> str:
+    """``hashes.source``: the digest of each symbol's name, timestamps and prices, in block order.
+
+    :param blocks: ``(symbol, int64 timestamps, float64 (n, 5) prices)`` of each symbol.
+    """
+    digest = hashlib.sha256()
+    for symbol, stamps, prices in blocks:
+        digest.update(symbol.encode())
+        digest.update(np.ascontiguousarray(stamps, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(prices, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _json_sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_manifest_fields(manifest: dict[str, Any], manifest_path: Path) -> None:
+    """The format version, the required fields and each field against its digest in ``field_sha256``."""
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        older = isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION
+        why = (" (it was saved before manifests carried field_sha256, so its fields cannot be checked)"
+               if older else "")
+        raise DatasetIntegrityError(
+            f"{manifest_path}: format_version {version} is not supported (expected {FORMAT_VERSION}){why}; {_REBUILD}"
+        )
+    missing = [key for key in _REQUIRED_FIELDS if key not in manifest]
+    if missing:
+        raise DatasetIntegrityError(f"{manifest_path} lacks {missing}; rebuild the dataset")
+    recorded = manifest[_FIELD_DIGESTS]
+    if not isinstance(recorded, dict):
+        raise DatasetIntegrityError(f"{manifest_path}: {_FIELD_DIGESTS} must map each field to its sha256; {_REBUILD}")
+    actual = field_digests(manifest)
+    for key in sorted(set(actual) | set(recorded)):
+        if key not in recorded:
+            change = "was added after the dataset was saved (it has no digest in field_sha256)"
+        elif key not in actual:
+            change = "was removed after the dataset was saved (field_sha256 has a digest for it)"
+        elif recorded[key] != actual[key]:
+            change = f"was changed after the dataset was saved (its sha256 does not match {_FIELD_DIGESTS}.{key})"
+        else:
+            continue
+        raise DatasetIntegrityError(f"{manifest_path}: field '{key}' {change}; {_REBUILD}")
+
+
+def _check_config_hash(data: MarketData, manifest_path: Path) -> None:
+    """``hashes.config`` is the hash of the saved ``config`` (checked on load only: a dataset adapted in
+    memory by :meth:`features.Preprocessing.apply` changes its config but keeps the hash it was built with)."""
+    from .dataset import DatasetConfig  # dataset imports this module; import late
+
+    if data.hashes.get("config") != DatasetConfig.from_dict(data.config).hash():
+        raise DatasetIntegrityError(
+            f"{manifest_path}: hashes.config is not the hash of field 'config' (one of them was edited); {_REBUILD}"
+        )
+
+
+def _typed_value(manifest: dict[str, Any], key: str, kind: type, manifest_path: Path) -> Any:
+    """``manifest[key]`` when it is a ``kind`` (a bool is no int), else an error naming the field."""
+    value = manifest[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise DatasetIntegrityError(
+            f"{manifest_path}: field '{key}' must be a JSON {_JSON_KINDS[kind]}, not {type(value).__name__} "
+            f"{str(value)[:60]}; rebuild the dataset"
+        )
+    return dict(value) if kind is dict else value
+
+
+def _typed_list(manifest: dict[str, Any], key: str, kind: type, manifest_path: Path) -> list[Any]:
+    """``manifest[key]`` when it is a list of ``kind``, else an error naming the field."""
+    values = manifest[key]
+    if not isinstance(values, list) or not all(
+        isinstance(v, kind) and not (kind is int and isinstance(v, bool)) for v in values
+    ):
+        raise DatasetIntegrityError(
+            f"{manifest_path}: field '{key}' must be a list of JSON {_JSON_KINDS[kind]}s, not {str(values)[:60]}; "
+            f"rebuild the dataset"
+        )
+    return list(values)
+
+
+def _split_ranges(manifest: dict[str, Any], manifest_path: Path) -> dict[str, np.ndarray]:
+    """``split_ranges`` as int64 arrays; anything but integer rows is an error naming the field."""
+    ranges = _typed_value(manifest, "split_ranges", dict, manifest_path)
+    out = {}
+    for split, rows in ranges.items():
+        array = np.asarray(rows) if isinstance(rows, list) else np.zeros(0, dtype=object)
+        if array.dtype.kind not in "iu" or array.dtype == bool:
+            raise DatasetIntegrityError(
+                f"{manifest_path}: field 'split_ranges' entry '{split}' must be [start, end] row pairs of "
+                f"integers, not {str(rows)[:60]}; rebuild the dataset"
+            )
+        out[str(split)] = array.astype(np.int64)
+    return out
+
+
+def _scaler(manifest: dict[str, Any], manifest_path: Path) -> FeatureScaler:
+    try:
+        return FeatureScaler.from_dict(_typed_value(manifest, "scaler", dict, manifest_path),
+                                       f"{manifest_path}: field 'scaler'")
+    except ValueError as exc:
+        if isinstance(exc, DatasetIntegrityError):
+            raise
+        raise DatasetIntegrityError(f"{exc}; rebuild the dataset") from None
+
+
+_JSON_KINDS = {int: "integer", str: "string", dict: "object"}
+# rows at the end of each symbol whose labels are recomputed on load (besides the horizon and volatility history)
+_LABEL_CHECK_ROWS = 64
+
+
+def _blocks(data: MarketData) -> Iterator[tuple[int, str, slice]]:
+    """``(index, symbol, rows)`` of each symbol's block."""
+    for i, symbol in enumerate(data.symbols):
+        yield i, symbol, slice(int(data.offsets[i]), int(data.offsets[i + 1]))
+
+
+def _symbol_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """Symbols and asset ids against ``hashes.source`` and ``row_asset_ids``."""
+    problems = []
+    if len(set(data.symbols)) != len(data.symbols):
+        problems.append(f"symbols {data.symbols} name a symbol twice")
+    if len(set(data.asset_ids)) != len(data.asset_ids) or min(data.asset_ids, default=0) < 0:
+        problems.append(f"asset_ids {data.asset_ids} must be distinct ids >= 0")
+    for i, symbol, rows in _blocks(data):
+        held = np.unique(np.asarray(data.row_asset_ids[rows]))
+        if held.tolist() != [data.asset_ids[i]]:
+            problems.append(f"asset_ids gives {symbol} id {data.asset_ids[i]} but row_asset_ids.npy holds "
+                            f"{held.tolist()[:4]} for its rows")
+            break
+    source = source_sha256((s, data.timestamps[rows], data.prices[rows]) for _, s, rows in _blocks(data))
+    if data.hashes.get("source") != source:
+        problems.append(f"symbols {data.symbols[:8]} with timestamps.npy and prices.npy do not match hashes.source "
+                        f"(the digest of each symbol's bars at build time): names reordered or renamed?")
+    return problems
+
+
+def _timeframe_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """``timeframe`` against the config and each symbol's timestamps."""
+    import pandas as pd
+
+    from .bars import BarsValidationError, Timeframe, infer_timeframe
+
+    try:
+        declared = Timeframe.parse(data.timeframe)
+    except ValueError as exc:
+        return [f"timeframe: {exc}"]
+    if config.timeframe is not None and Timeframe.parse(config.timeframe) != declared:
+        return [f"timeframe {data.timeframe!r} differs from config.timeframe {config.timeframe!r}"]
+    for _, symbol, rows in _blocks(data):
+        stamps = np.asarray(data.timestamps[rows])
+        if np.any(np.diff(stamps) <= 0):
+            return [f"timestamps.npy of {symbol} are not strictly increasing"]
+        try:
+            inferred = infer_timeframe(pd.to_datetime(stamps, utc=True), symbol)
+        except BarsValidationError as exc:
+            return [f"timestamps.npy of {symbol}: {exc}"]
+        if inferred is not None and inferred.seconds != declared.seconds and not (
+            declared.unit == inferred.unit == "Month"
+        ):
+            return [f"timeframe {data.timeframe!r} contradicts timestamps.npy of {symbol}, whose median spacing "
+                    f"is {inferred}"]
+    return []
+
+
+def _window_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    if data.window != config.window:
+        return [f"window {data.window} differs from config.window {config.window}"]
+    return []
+
+
+def _label_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """``label`` against the config and the last labels of each symbol (recomputed from its prices)."""
+    from .labels import LabelConfig
+
+    try:
+        label = LabelConfig(**data.label)
+    except (TypeError, ValueError) as exc:
+        return [f"label {data.label} is not a label definition ({exc})"]
+    if label != config.labels:
+        return [f"label {data.label} differs from config.labels {config.labels.to_dict()}"]
+    history = label.volatility_window if label.barrier == "volatility" else 0
+    for _, symbol, rows in _blocks(data):
+        first = max(rows.start, rows.stop - (label.horizon + history + _LABEL_CHECK_ROWS))
+        prices = np.asarray(data.prices[first:rows.stop])
+        expected = label.labels(prices[:, 3], prices[:, 1], prices[:, 2]).astype(np.float32)[history:]
+        if not np.array_equal(expected, np.asarray(data.labels[first + history:rows.stop]), equal_nan=True):
+            return [f"labels.npy of {symbol} are not those of label {data.label} on its last bars"]
+    return []
+
+
+def _split_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """Split ranges: past the warm-up and window, in time order, the purge gap apart."""
+    from .feature_builder import warmup_bars
+
+    horizon = config.labels.horizon
+    gap = max(horizon, config.split.purge_gap if config.split.purge_gap is not None else horizon)
+    first_usable = warmup_bars(config.features) + data.window - 1
+    pairs = (("train", "validation"), ("train", "test"), ("validation", "test"))
+    problems = []
+    for i, symbol, rows in _blocks(data):
+        spans = {split: (int(data.split_ranges[split][i, 0]), int(data.split_ranges[split][i, 1])) for split in SPLITS}
+        for split, (start, end) in spans.items():
+            if end > start and start < first_usable:
+                problems.append(f"split_ranges['{split}'] of {symbol} starts at row {start}, before row "
+                                f"{first_usable} where the features' warm-up and the window are complete")
+        for earlier, later in pairs:
+            (_, earlier_end), (later_start, later_end) = spans[earlier], spans[later]
+            if spans[earlier][1] > spans[earlier][0] and later_end > later_start and later_start - earlier_end < gap:
+                problems.append(
+                    f"split_ranges['{later}'] of {symbol} starts at row {later_start}, {later_start - earlier_end} "
+                    f"row(s) after '{earlier}' ends at row {earlier_end}: the splits overlap or are closer than "
+                    f"the purge gap of {gap} bars (label horizon {horizon})"
+                )
         if problems:
-            raise DatasetIntegrityError(f"{where}: " + "; ".join(problems) + "; rebuild the dataset")
+            return problems
+    return _split_time_problems(data, pairs)
+
+
+def _split_time_problems(data: MarketData, pairs: tuple[tuple[str, str], ...]) -> list[str]:
+    """Every split's rows, over all symbols, lie after every earlier split's rows in time."""
+    spans = {}
+    for split in SPLITS:
+        stamps = [data.timestamps[rows.start + int(data.split_ranges[split][i, 0]):
+                                  rows.start + int(data.split_ranges[split][i, 1])] for i, _, rows in _blocks(data)]
+        stamps = [s for s in stamps if len(s)]
+        if stamps:
+            spans[split] = (min(int(s[0]) for s in stamps), max(int(s[-1]) for s in stamps))
+    for earlier, later in pairs:
+        if earlier in spans and later in spans and spans[later][0] <= spans[earlier][1]:
+            return [f"split_ranges['{later}'] starts at {_instant(spans[later][0])}, before '{earlier}' ends at "
+                    f"{_instant(spans[earlier][1])} (the splits of all symbols share their boundaries in time)"]
+    return []
+
+
+def _instant(ns: int) -> str:
+    return str(np.datetime64(ns, "ns"))
+
+
+def _feature_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """``feature_names`` against the columns the feature (and news) config builds."""
+    from .bars import Timeframe
+    from .feature_builder import feature_names
+    from .news.config import NEWS_FEATURES
+
+    try:
+        intraday = Timeframe.parse(data.timeframe).is_intraday
+    except ValueError:
+        return []  # reported by _timeframe_problems
+    expected = feature_names(config.features, intraday) + (list(NEWS_FEATURES) if config.news is not None else [])
+    if data.feature_names == expected:
+        return []
+    where = "config.features and config.news" if config.news is not None else "config.features"
+    if len(data.feature_names) != len(expected):
+        return [f"feature_names lists {len(data.feature_names)} columns; {where} build {len(expected)}"]
+    k = next(k for k, (a, b) in enumerate(zip(data.feature_names, expected)) if a != b)
+    return [f"feature_names[{k}] is {data.feature_names[k]!r}; {where} build {expected[k]!r} in that column"]
+
+
+def _scaler_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """The scaler reproduces the scaled features from the raw ones (first and last full row of each symbol)."""
+    from .feature_builder import warmup_bars
+
+    warmup = warmup_bars(config.features)
+    for _, symbol, rows in _blocks(data):
+        picked = np.array([min(rows.start + warmup, rows.stop - 1), rows.stop - 1], dtype=np.int64)
+        expected = data.scaler.transform(np.asarray(data.raw_features[picked]))
+        if not np.array_equal(expected, np.asarray(data.features[picked]), equal_nan=True):
+            return [f"scaler does not turn raw_features.npy into features.npy for {symbol} (row {int(picked[-1])}): "
+                    f"its center/scale/clip are not the ones the features were scaled with"]
+    return []
 
 
 def _file_sha256(file: Path) -> str:
