@@ -2,21 +2,100 @@
 
 Keys come from the environment only (``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY``); the config has no
 place for them.
+
+Every section is checked when it is built (each dataclass's ``__post_init__``; the costs by building
+:class:`sim.engine.Costs`, the one validator of commission, slippage and fees), so a bad value fails when
+the config is loaded, before anything runs. :meth:`PaperConfig.from_yaml` / :meth:`PaperConfig.from_dict`
+turn such an error into one :class:`configs.loader.ConfigError` line naming the file and the key
+(``configs/paper.yaml: costs.commission=5 must be ...``).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from configs.loader import dataclass_from_dict, read_yaml_mapping
+from configs.loader import ConfigError, dataclass_from_dict, read_yaml_mapping
+from features.bars import Timeframe
 from sim.engine import Costs
 
 from .alerts import AlertConfig
 from .risk import RiskConfig
 
 BROKERS = ("alpaca", "sim")
+SPLITS = ("train", "validation", "test")
+MAX_PORT = 65535
+MAX_QTY_DECIMALS = 9  # Alpaca accepts quantities to 9 decimals
+
+
+# ----- checks of one setting (each raises ValueError naming ``key`` and the value) ------------------------
+def check_number(key: str, value: Any, low: float, *, low_open: bool = False, high: float | None = None) -> float:
+    """``value`` as a finite float >= ``low`` (> ``low`` when ``low_open``) and < ``high`` (None: no bound).
+
+    :param key: the setting as the user writes it (``loop.poll_seconds``), shown in the error.
+    :param value: the value.
+    :param low: the lower bound.
+    :param low_open: exclude ``low`` itself.
+    :param high: the (excluded) upper bound; None: none.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{key}={value!r} must be a finite number")
+    number = float(value)
+    if (number <= low if low_open else number < low) or (high is not None and number >= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {'inf' if high is None else f'{high:g}'})"
+        raise ValueError(f"{key}={value!r} must be in {interval}")
+    return number
+
+
+def check_whole(key: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [``low``, ``high``] (None: no upper bound); ``2.5`` and ``True`` are refused.
+
+    :param key: the setting as the user writes it, shown in the error.
+    :param value: the value.
+    :param low: the smallest valid value.
+    :param high: the largest valid value; None: none.
+    """
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{key}={value!r} must be a whole number {bound}")
+    return int(value)
+
+
+def check_port(key: str, value: Any) -> int:
+    """A TCP port in [0, 65535] (0: any free port), else ValueError naming ``key``.
+
+    :param key: where the port came from (``--serve``, ``monitor.serve_port``).
+    :param value: the port.
+    """
+    try:
+        return check_whole(key, value, 0, MAX_PORT)
+    except ValueError:
+        raise ValueError(f"{key}={value!r} is not a TCP port: it must be a whole number in [0, {MAX_PORT}] "
+                         f"(0: any free port)") from None
+
+
+def check_url(key: str, value: Any) -> str | None:
+    """None, or an ``http(s)://host[:port][/path]`` URL, else ValueError naming ``key``.
+
+    :param key: the setting, shown in the error.
+    :param value: the URL.
+    """
+    if value is None:
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        port_ok = parts is not None and (parts.port is None or 0 < parts.port <= MAX_PORT)
+    except ValueError:  # urlsplit's port out of range or not a number
+        port_ok = False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError(f"{key}={value!r} must be an http(s):// URL with a host (e.g. https://paper-api.alpaca.markets), "
+                         f"or null for Alpaca's own")
+    return value
 
 
 @dataclass
@@ -51,6 +130,16 @@ class BrokerConfig:
     def __post_init__(self) -> None:
         if self.kind not in BROKERS:
             raise ValueError(f"broker.kind={self.kind!r} is not known; expected one of {list(BROKERS)}")
+        check_url("broker.trading_url", self.trading_url)
+        check_url("broker.data_url", self.data_url)
+        if self.feed is not None and not (isinstance(self.feed, str) and self.feed.strip()):
+            raise ValueError(f"broker.feed={self.feed!r} must be a feed name (iex, sip) or null")
+        check_whole("broker.qty_decimals", self.qty_decimals, 0, MAX_QTY_DECIMALS)
+        check_number("broker.connect_timeout", self.connect_timeout, 0.0, low_open=True)
+        check_number("broker.read_timeout", self.read_timeout, 0.0, low_open=True)
+        check_whole("broker.max_retries", self.max_retries, 0)
+        check_number("broker.backoff_base", self.backoff_base, 0.0)
+        check_number("broker.backoff_max", self.backoff_max, 0.0)
 
 
 @dataclass
@@ -76,6 +165,20 @@ class LoopConfig:
     min_rebalance: float = 0.0
     record_observations: bool = True
 
+    def __post_init__(self) -> None:
+        if self.timeframe is not None:
+            try:
+                Timeframe.parse(self.timeframe)
+            except ValueError as error:
+                raise ValueError(f"loop.{error}") from None
+        if self.history_bars is not None:
+            check_whole("loop.history_bars", self.history_bars, 1)
+        if self.capital is not None:
+            check_number("loop.capital", self.capital, 0.0, low_open=True)
+        check_number("loop.poll_seconds", self.poll_seconds, 0.0, low_open=True)
+        check_number("loop.bar_delay_seconds", self.bar_delay_seconds, 0.0)
+        check_number("loop.min_rebalance", self.min_rebalance, 0.0, high=1.0)
+
 
 @dataclass
 class CostConfig:
@@ -90,7 +193,16 @@ class CostConfig:
     slippage: Any = 5.0
     fixed_fee: float = 0.0
 
+    def __post_init__(self) -> None:
+        try:
+            self.costs()  # sim.engine.Costs is the one validator of the cost settings
+        except ValueError as error:
+            text = str(error)
+            named = any(text.startswith(name) for name in ("commission", "fixed_fee", "slippage"))
+            raise ValueError(f"costs.{text}" if named else f"costs: {text}") from None
+
     def costs(self) -> Costs:
+        """The simulator's :class:`sim.engine.Costs` of these settings."""
         return Costs(commission=self.commission, fixed_fee=self.fixed_fee, slippage=self.slippage)
 
 
@@ -107,6 +219,12 @@ class MonitorConfig:
     chart_bars: int = 500
     refresh_seconds: int = 30
 
+    def __post_init__(self) -> None:
+        if self.serve_port is not None:
+            check_port("monitor.serve_port", self.serve_port)
+        check_whole("monitor.chart_bars", self.chart_bars, 1)
+        check_whole("monitor.refresh_seconds", self.refresh_seconds, 0)
+
 
 @dataclass
 class SimConfig:
@@ -118,6 +236,10 @@ class SimConfig:
 
     dataset: str | None = None
     split: str = "test"
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"sim.split={self.split!r} is not a split; expected one of {list(SPLITS)}")
 
 
 @dataclass
@@ -132,15 +254,57 @@ class PaperConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sim: SimConfig = field(default_factory=SimConfig)
 
+    def __post_init__(self) -> None:
+        _check_alerts(self.alerts)
+        _check_risk(self.risk)
+
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "PaperConfig":
-        """Read ``path`` (None: the defaults); unknown sections and keys are errors naming them."""
+        """Read ``path`` (None: the defaults); unknown sections and keys, and bad values, are one-line
+        :class:`ConfigError` s naming the file and the key.
+
+        :param path: the YAML file.
+        """
         if path is None:
             return cls()
         sections = [name for name in cls.__dataclass_fields__]
         data = read_yaml_mapping(path, sections)
-        return dataclass_from_dict(cls, {k: (v if v is not None else {}) for k, v in data.items()}, str(path))
+        return _build(cls, {k: (v if v is not None else {}) for k, v in data.items()}, str(path))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "PaperConfig":
-        return dataclass_from_dict(cls, data or {}, "paper config")
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "paper config") -> "PaperConfig":
+        """Build from a mapping of sections, checked as :meth:`from_yaml` checks a file.
+
+        :param data: ``{"loop": {...}, "costs": {...}, ...}``; None: the defaults.
+        :param where: the name errors start with.
+        """
+        return _build(cls, data or {}, where)
+
+
+def _build(cls: type[PaperConfig], data: dict[str, Any], where: str) -> PaperConfig:
+    """``cls`` from ``data``; a value a section refuses becomes ``ConfigError("<where>: <section.key>=...")``."""
+    try:
+        return dataclass_from_dict(cls, data, where)
+    except ConfigError:
+        raise  # already names where and the key
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _check_alerts(alerts: AlertConfig) -> None:
+    """The alert thresholds (``live.alerts`` leaves them unchecked)."""
+    check_url("alerts.webhook_url", alerts.webhook_url)
+    check_number("alerts.webhook_timeout", alerts.webhook_timeout, 0.0, low_open=True)
+    check_whole("alerts.max_trades_per_day", alerts.max_trades_per_day, 0)
+    check_number("alerts.daily_loss", alerts.daily_loss, 0.0, low_open=True)
+    check_whole("alerts.broker_errors", alerts.broker_errors, 1)
+
+
+def _check_risk(risk: RiskConfig) -> None:
+    """What :class:`live.risk.RiskConfig` leaves open: finite limits and whole counts."""
+    for name in ("max_position", "max_gross_exposure", "max_daily_loss"):
+        check_number(f"risk.{name}", getattr(risk, name), 0.0, low_open=True)
+    if risk.max_position_value is not None:
+        check_number("risk.max_position_value", risk.max_position_value, 0.0, low_open=True)
+    check_whole("risk.max_orders_per_day", risk.max_orders_per_day, 0)
+    check_whole("risk.stale_bars", risk.stale_bars, 1)
