@@ -12,19 +12,23 @@ and a finished one rebuilds its report in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from features.atomic_io import write_text_atomic
 from features.feature_builder import warmup_bars
 
+from .code_version import code_version, describe
 from .config import BenchmarkConfig, PolicySpec, merged
 from .folds import Fold, walk_forward_folds
-from .jobs import Job, JobCache, JobResult, job_key
-from .runner import _market_bars, run_job
+from .jobs import META_FILE, DamagedJobError, Job, JobCache, JobResult, job_key
+from .runner import _market_bars, check_job_settings, check_labels, run_job
 
 CONFIG_FILE = "benchmark_config.json"
 
@@ -67,6 +71,19 @@ def plan(config: BenchmarkConfig) -> tuple[dict[str, list[Fold]], list[Job]]:
     return folds, jobs
 
 
+class StaleJobsError(ValueError):
+    """The run folder holds finished jobs of other code (another source digest); reusing them needs
+    ``reuse_stale`` (``--reuse-stale-jobs``)."""
+
+
+class JobInputError(ValueError):
+    """A job refused its input (a ``ValueError`` inside the job): one line naming the job and the reason."""
+
+
+class DamagedJobWarning(UserWarning):
+    """A cached job's file is damaged: the job is run again."""
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     run_dir: str | Path,
@@ -75,53 +92,192 @@ def run_benchmark(
     scheduler: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    reuse_stale: bool = False,
     executor: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) the benchmark into ``run_dir`` and write its report; returns the report data.
 
+    Everything that can be checked before a job runs is checked first, and nothing is written until it
+    has passed: every policy's settings, the folds, the run folder's config, the cached jobs (a damaged
+    one is run again with a :class:`DamagedJobWarning`; one of other code is a :class:`StaleJobsError`
+    unless ``reuse_stale``), the label positives of every supervised job to run, and the executor (a
+    scheduler that does not answer). A start that fails leaves no run folder that was not there before.
+
     :param config: the benchmark config (apply ``with_quick()`` first for ``--quick``).
-    :param run_dir: the run folder; its ``jobs/`` cache is reused by a rerun of the same config.
+    :param run_dir: the run folder; its ``jobs/`` cache is reused by a rerun of the same config and code.
     :param workers: local worker processes (ignored with ``scheduler``).
     :param scheduler: a Dask scheduler address (``tcp://host:port``): jobs run on that cluster.
     :param progress: show progress bars.
     :param overwrite: allow a run folder that holds another config's report (its job cache is kept).
+    :param reuse_stale: reuse cached jobs that other code computed (the report says how many and of which code).
     :param executor: an executor object to use instead of building one (tests).
     """
+    run_dir = Path(run_dir)
+    created = _missing_folders(run_dir)
+    try:
+        return _run(config, run_dir, workers=workers, scheduler=scheduler, progress=progress, overwrite=overwrite,
+                    reuse_stale=reuse_stale, executor=executor)
+    except BaseException:
+        _remove_if_no_job(created, run_dir)
+        raise
+
+
+def _run(config: BenchmarkConfig, run_dir: Path, *, workers: int, scheduler: str | None, progress: bool,
+         overwrite: bool, reuse_stale: bool, executor: Any) -> dict[str, Any]:
+    """:func:`run_benchmark` without the clean-up of a failed start (same parameters)."""
     from .analysis import analyse
-    from .executor import make_executor
+    from .executor import JobError, make_executor
     from .report import write_report
 
-    run_dir = Path(run_dir)
-    _claim_run_dir(run_dir, config, overwrite)
     started = time.perf_counter()
+    code = code_version()
     folds, jobs = plan(config)
+    check_settings(jobs)
+    _check_run_dir(run_dir, config, overwrite)
     cache = JobCache(run_dir / "jobs")
-    pending_first = [job for job in jobs if job.depends_on is None and not cache.has(job.key)]
-    pending_second = [job for job in jobs if job.depends_on is not None and not cache.has(job.key)]
-    skipped = len(jobs) - len(pending_first) - len(pending_second)
+    cached = _cached_results(cache, jobs)
+    stale = _stale(cached, code)
+    if stale and not reuse_stale:
+        raise StaleJobsError(_stale_message(run_dir, stale, code))
+    pending_first = [job for job in jobs if job.depends_on is None and job.key not in cached]
+    pending_second = [job for job in jobs if job.depends_on is not None and job.key not in cached]
+    check_label_positives(pending_first)
     if progress:
-        print(f"benchmark: {len(jobs)} jobs ({skipped} cached, {len(pending_first) + len(pending_second)} to run) "
-              f"in {run_dir}")
+        print(f"benchmark: {len(jobs)} jobs ({len(cached)} cached, {len(pending_first) + len(pending_second)} "
+              f"to run) in {run_dir}")
     own_executor = executor is None
     executor = executor or make_executor(workers, scheduler)
     try:
+        _write_marker(run_dir, config)
+
         def save(job: Job, result: JobResult) -> None:
+            _check_same_code(job, result, code)
             cache.save(result)
 
-        if pending_first:
-            executor.run(run_job, pending_first, on_result=save, progress=progress, description="jobs")
-        if pending_second:
-            ready = [dataclasses.replace(job, inputs=cache.artifact(job.depends_on)) for job in pending_second]
-            executor.run(run_job, ready, on_result=save, progress=progress, description="pretrained agents")
+        try:
+            if pending_first:
+                executor.run(run_job, pending_first, on_result=save, progress=progress, description="jobs")
+            if pending_second:
+                ready = [dataclasses.replace(job, inputs=cache.artifact(job.depends_on)) for job in pending_second]
+                executor.run(run_job, ready, on_result=save, progress=progress, description="pretrained agents")
+        except JobError as error:
+            if isinstance(error.error, ValueError):  # the job refused its input: one line, not a traceback
+                raise JobInputError(str(error)) from error
+            raise
     finally:
         if own_executor:
             executor.close()
-    results = [cache.load(job.key) for job in jobs]
+    results = [cached[job.key] if job.key in cached else cache.load(job.key) for job in jobs]
     report = analyse(config, folds, jobs, results)
-    report["run"] = {"jobs": len(jobs), "cached": skipped, "ran": len(jobs) - skipped,
-                     "seconds": time.perf_counter() - started, "config_hash": config.hash()}
+    report["run"] = {"jobs": len(jobs), "cached": len(cached), "ran": len(jobs) - len(cached),
+                     "seconds": time.perf_counter() - started, "config_hash": config.hash(),
+                     "code": code, "stale_jobs": _stale_summary(stale)}
     write_report(report, run_dir)
     return report
+
+
+def check_settings(jobs: list[Job]) -> None:
+    """Build every policy's training settings once (from its first job), so a bad one is refused before any
+    job runs.
+
+    :param jobs: the planned jobs.
+    """
+    seen: set[str] = set()
+    for job in jobs:
+        if job.policy not in seen:
+            seen.add(job.policy)
+            check_job_settings(job)
+
+
+def check_label_positives(jobs: list[Job]) -> None:
+    """Refuse, before any job runs, a market and fold whose labels a supervised job cannot train on (too few
+    positives in train or validation); the error names the market, the fold and the split.
+
+    :param jobs: the jobs about to run (one of each market, fold and budget is checked).
+    """
+    seen: set[tuple[str, int, str]] = set()
+    for job in jobs:
+        if job.spec["policy"]["kind"] != "supervised":
+            continue
+        key = (job.market, job.fold, json.dumps(job.spec["budget"], sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            check_labels(job)
+
+
+def _cached_results(cache: JobCache, jobs: list[Job]) -> dict[str, JobResult]:
+    """The planned jobs already finished, each read whole; a damaged one is left out (so it is run again, its
+    folder replaced when it finishes) with a :class:`DamagedJobWarning` naming the file."""
+    found: dict[str, JobResult] = {}
+    for job in jobs:
+        if job.key in found or not cache.has(job.key):
+            continue
+        try:
+            found[job.key] = cache.load(job.key)
+        except DamagedJobError as error:
+            warnings.warn(f"{error}; job {job.name} is run again", DamagedJobWarning, stacklevel=4)
+    return found
+
+
+def _stale(cached: dict[str, JobResult], code: dict[str, Any]) -> dict[tuple[Any, Any], int]:
+    """``{(version, digest): count}`` of cached jobs computed by code other than ``code`` (None: unrecorded)."""
+    stale: dict[tuple[Any, Any], int] = {}
+    for result in cached.values():
+        recorded = result.meta.get("code")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        if recorded.get("digest") != code["digest"]:
+            other = (recorded.get("version"), recorded.get("digest"))
+            stale[other] = stale.get(other, 0) + 1
+    return stale
+
+
+def _check_same_code(job: Job, result: JobResult, code: dict[str, Any]) -> None:
+    """Refuse a result a worker computed with other code than this process runs (a cluster worker with
+    another checkout, or files edited during the run): it is not cached, and the run stops."""
+    recorded = result.meta.get("code") or {}
+    if recorded.get("digest") != code["digest"]:
+        raise StaleJobsError(
+            f"job {job.name} ran on a worker with code {describe(recorded.get('version'), recorded.get('digest'))}, "
+            f"but this process runs {describe(code['version'], code['digest'])} — run every worker on the same "
+            f"code (and do not edit it during a run), then run the benchmark again: finished jobs are kept")
+
+
+def _stale_message(run_dir: Path, stale: dict[tuple[Any, Any], int], code: dict[str, Any]) -> str:
+    count = sum(stale.values())
+    others = ", ".join(f"{n} of {describe(version, digest)}" for (version, digest), n in sorted(
+        stale.items(), key=lambda item: -item[1])[:3]) + (" and more" if len(stale) > 3 else "")
+    return (f"{run_dir} holds {count} finished job(s) computed by other code ({others}); this code is "
+            f"{describe(code['version'], code['digest'])}, whose results may differ — pass --reuse-stale-jobs to "
+            f"reuse them anyway (report.md and report.json will say so), or pick another --run-name to rerun every job")
+
+
+def _stale_summary(stale: dict[tuple[Any, Any], int]) -> dict[str, Any]:
+    """What the report records of the reused stale jobs."""
+    return {"count": sum(stale.values()),
+            "code": [{"version": version, "digest": digest, "jobs": n} for (version, digest), n in stale.items()]}
+
+
+def _missing_folders(run_dir: Path) -> list[Path]:
+    """``run_dir`` and its ancestors that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    path = run_dir.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_no_job(created: list[Path], run_dir: Path) -> None:
+    """After a failed start: remove the folders this run created (``created``, deepest first) unless a job
+    finished into them (a run that stopped midway is kept, to be resumed)."""
+    if not created or not created[0].exists():
+        return
+    if any((run_dir / "jobs").glob(f"*/{META_FILE}")):
+        return
+    shutil.rmtree(created[0], ignore_errors=True)
+    for folder in created[1:]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: another process may have written beside it meanwhile
 
 
 def _dependencies_first(policies: tuple[PolicySpec, ...]) -> list[PolicySpec]:
@@ -143,22 +299,29 @@ def _budget(config: BenchmarkConfig, policy: PolicySpec) -> dict[str, Any]:
     return {}
 
 
-def _claim_run_dir(run_dir: Path, config: BenchmarkConfig, overwrite: bool) -> None:
-    """Record which config a run folder holds; another config's folder needs ``overwrite``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _check_run_dir(run_dir: Path, config: BenchmarkConfig, overwrite: bool) -> None:
+    """Refuse a run folder that holds another config's benchmark (unless ``overwrite``); writes nothing."""
     marker = run_dir / CONFIG_FILE
+    if not marker.exists():
+        return
+    try:
+        previous = json.loads(marker.read_text()).get("hash")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        previous = None
     digest = config.hash()
-    if marker.exists():
-        try:
-            previous = json.loads(marker.read_text()).get("hash")
-        except (json.JSONDecodeError, AttributeError):
-            previous = None
-        if previous != digest and not overwrite:
-            raise FileExistsError(
-                f"{run_dir} holds a benchmark of another config (hash {str(previous)[:12]}, this one {digest[:12]}); "
-                f"pick another --run-name, or pass --overwrite to replace its report (cached jobs are kept)"
-            )
-    write_text_atomic(marker, json.dumps({"hash": digest, "config": config.to_dict()}, indent=1, default=str) + "\n")
+    if previous != digest and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} holds a benchmark of another config (hash {str(previous)[:12]}, this one {digest[:12]}); "
+            f"pick another --run-name, or pass --overwrite to replace its report (cached jobs are kept)"
+        )
 
 
-__all__ = ["plan", "run_benchmark"]
+def _write_marker(run_dir: Path, config: BenchmarkConfig) -> None:
+    """Record which config the run folder holds (creating the folder)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / CONFIG_FILE,
+                      json.dumps({"hash": config.hash(), "config": config.to_dict()}, indent=1, default=str) + "\n")
+
+
+__all__ = ["DamagedJobWarning", "JobInputError", "StaleJobsError", "check_label_positives", "check_settings", "plan",
+           "run_benchmark"]

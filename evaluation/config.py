@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from configs.loader import config_to_dict, dataclass_from_dict
+from configs.loader import ConfigError, config_to_dict, dataclass_from_dict
 from features.dataset import DatasetConfig
+from sim.engine import Costs
 
 POLICY_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover", "supervised", "ppo", "dqn")
 BASELINE_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover")
@@ -146,6 +149,22 @@ class CostGrid:
     slippages_bps: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0)
     break_even_scales: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
+    def __post_init__(self) -> None:
+        for key, commission, slippage in self.labelled_levels():
+            check_cost_level(key, commission, slippage)
+
+    def labelled_levels(self) -> list[tuple[str, Any, Any]]:
+        """Every (config keys, commission, slippage_bps) scored, as configured (before any conversion)."""
+        found: list[tuple[str, Any, Any]] = [("costs.commission/slippage_bps (the base level)", self.commission,
+                                              self.slippage_bps)]
+        for i, c in enumerate(self.commissions):
+            for j, s in enumerate(self.slippages_bps):
+                found.append((f"costs.commissions[{i}] x costs.slippages_bps[{j}]", c, s))
+        for k, scale in enumerate(self.break_even_scales):
+            found.append((f"costs.break_even_scales[{k}]={scale!r} x the base level",
+                          _times(scale, self.commission), _times(scale, self.slippage_bps)))
+        return found
+
     def levels(self) -> list[tuple[float, float]]:
         """Every (commission, slippage_bps) to score: the grid, the break-even path and the base."""
         found: list[tuple[float, float]] = [(self.commission, self.slippage_bps)]
@@ -175,6 +194,48 @@ class StatisticsConfig:
     confidence: float = 0.95
     mean_block: int | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.confidence) or not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"statistics.confidence={self.confidence!r} must lie strictly between 0 and 1 "
+                             f"(0.95 for 95% intervals)")
+        if not _is_int(self.bootstrap_resamples) or self.bootstrap_resamples < 1:
+            raise ValueError(f"statistics.bootstrap_resamples={self.bootstrap_resamples!r} must be an integer >= 1")
+        if self.mean_block is not None and (not _is_int(self.mean_block) or self.mean_block < 1):
+            raise ValueError(f"statistics.mean_block={self.mean_block!r} must be an integer >= 1 (bars) or null "
+                             f"(chosen from the data)")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"statistics.seed={self.seed!r} must be an integer >= 0")
+
+
+def check_cost_level(key: str, commission: Any, slippage_bps: Any) -> None:
+    """Refuse a cost level that :class:`sim.engine.Costs` refuses (its message, prefixed with ``key``), or
+    whose values are not plain numbers (the benchmark's levels are a commission and fixed-bps slippage).
+
+    :param key: the config keys the level comes from, for the message.
+    :param commission: commission, fraction of notional per side.
+    :param slippage_bps: slippage, bps per side.
+    """
+    try:
+        Costs(commission=commission, slippage=slippage_bps)
+    except ValueError as error:
+        raise ValueError(f"{key}: {' '.join(str(error).split())}") from None
+    for name, value in (("commission", commission), ("slippage_bps", slippage_bps)):
+        if not _is_number(value):
+            raise ValueError(f"{key}: {name}={value!r} must be a number (the benchmark scores fixed-bps slippage)")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _times(scale: Any, value: Any) -> Any:
+    """``scale * value`` when both are numbers, else ``scale`` as it is (for the check to name it)."""
+    return float(scale) * float(value) if _is_number(scale) and _is_number(value) else scale
 
 
 def default_policies() -> tuple[PolicySpec, ...]:
@@ -238,7 +299,7 @@ class BenchmarkConfig:
     })
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
+        if not _is_int(self.seeds) or self.seeds < 1:
             raise ValueError(f"seeds={self.seeds} must be >= 1")
         names = [p.name for p in self.policies]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -263,10 +324,26 @@ class BenchmarkConfig:
     # ----- YAML -------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "benchmark config") -> "BenchmarkConfig":
-        """Build from a mapping; unknown sections or keys are errors naming them.
+        """Build from a mapping; unknown sections or keys, and values a section refuses, are one
+        :class:`configs.loader.ConfigError` naming ``where`` and the key.
 
         ``markets`` is ``{name: dataset settings}``; ``policies`` is ``{name: policy settings}``.
+
+        :param data: the sections.
+        :param where: the file (or other source) named in errors.
         """
+        try:
+            config = cls._from_dict(data, where)
+            config.with_quick()  # the quick: section is checked too, with or without --quick
+        except ConfigError:
+            raise
+        except ValueError as error:
+            text = " ".join(str(error).split())
+            raise ConfigError(text if text.startswith(f"{where}:") else f"{where}: {text}") from None
+        return config
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any] | None, where: str) -> "BenchmarkConfig":
         data = dict(data or {})
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
@@ -294,7 +371,12 @@ class BenchmarkConfig:
             if name in data:
                 kwargs[name] = dataclass_from_dict(kind, data[name] or {}, f"{where}: {name}")
         if "seeds" in data:
-            kwargs["seeds"] = int(data["seeds"])
+            seeds = data["seeds"]
+            if isinstance(seeds, float) and seeds.is_integer():
+                seeds = int(seeds)
+            if not _is_int(seeds):
+                raise ConfigError(f"{where}: seeds={seeds!r} must be an integer >= 1")
+            kwargs["seeds"] = int(seeds)
         if "quick" in data:
             kwargs["quick"] = dict(data["quick"] or {})
         return cls(**kwargs)
@@ -310,24 +392,29 @@ class BenchmarkConfig:
         return cls.from_dict(data, str(path))
 
     def with_quick(self) -> "BenchmarkConfig":
-        """This config with the ``quick`` overrides applied (small budgets, same code path)."""
+        """This config with the ``quick`` overrides applied (small budgets, same code path); a key or
+        value the overrides get wrong is a ``ValueError`` naming ``quick.<section>``."""
         quick = self.quick
         unknown = sorted(set(quick) - set(SECTIONS) - {"quick"})
         if unknown:
             raise ValueError(f"quick: unknown section(s) {unknown}")
-        changes: dict[str, Any] = {}
-        if "folds" in quick:
-            changes["folds"] = dataclasses.replace(self.folds, **quick["folds"])
-        if "seeds" in quick:
-            changes["seeds"] = int(quick["seeds"])
-        if "budgets" in quick:
-            changes["budgets"] = Budgets(**{k: merged(getattr(self.budgets, k), quick["budgets"].get(k, {}))
-                                            for k in ("supervised", "ppo", "dqn")})
-        if "statistics" in quick:
-            changes["statistics"] = dataclasses.replace(self.statistics, **quick["statistics"])
-        if "costs" in quick:
-            changes["costs"] = dataclasses.replace(self.costs, **quick["costs"])
-        return dataclasses.replace(self, **changes)
+        try:
+            changes: dict[str, Any] = {}
+            for name in ("folds", "statistics", "costs"):
+                if name in quick:
+                    changes[name] = _replaced(getattr(self, name), quick[name], f"quick.{name}")
+            if "seeds" in quick:
+                changes["seeds"] = quick["seeds"]
+            if "budgets" in quick:
+                budgets = quick["budgets"]
+                if not isinstance(budgets, Mapping) or set(budgets) - {"supervised", "ppo", "dqn"}:
+                    raise ValueError(f"quick.budgets must map supervised/ppo/dqn to settings, got {budgets!r}")
+                changes["budgets"] = Budgets(**{k: merged(getattr(self.budgets, k), budgets.get(k, {}))
+                                                for k in ("supervised", "ppo", "dqn")})
+            return dataclasses.replace(self, **changes)
+        except ValueError as error:
+            text = " ".join(str(error).split())
+            raise ValueError(text if text.startswith("quick") else f"quick: {text}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = config_to_dict(self)
@@ -348,6 +435,23 @@ class BenchmarkConfig:
             if policy.name == name:
                 return policy
         raise KeyError(f"policy {name!r} is not in this benchmark; it has {[p.name for p in self.policies]}")
+
+
+def _replaced(section: Any, changes: Any, where: str) -> Any:
+    """``dataclasses.replace(section, **changes)``; an unknown key or a non-mapping is a ``ValueError``
+    naming ``where``.
+
+    :param section: a config dataclass.
+    :param changes: the overrides.
+    :param where: e.g. ``quick.folds``.
+    """
+    if not isinstance(changes, Mapping):
+        raise ValueError(f"{where} must be a mapping of {type(section).__name__} keys, got {changes!r}")
+    valid = {f.name for f in dataclasses.fields(section)}
+    unknown = sorted(set(changes) - valid, key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+    return dataclasses.replace(section, **changes)
 
 
 def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -108,18 +108,18 @@ class JobCache:
         return write_directory_atomic(self.path(result.key), fill)
 
     def load(self, key: str) -> JobResult:
-        """Read a finished job; a damaged one is a ``ValueError`` naming its directory."""
+        """Read a finished job, every file checked whole (the JSON parsed, every array read, the artifact's
+        archive listed); a damaged one is a :class:`DamagedJobError` naming the file.
+
+        :param key: the job's key.
+        """
         path = self.path(key)
-        try:
-            meta = json.loads((path / META_FILE).read_text())
-            with np.load(path / ARRAYS_FILE, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"cached job {path} is damaged ({type(error).__name__}: {error}); delete that directory to rerun it"
-            ) from None
+        meta = _read(path / META_FILE, lambda file: json.loads(file.read_text()))
+        if not isinstance(meta, dict):
+            raise DamagedJobError(f"cached job file {path / META_FILE} is damaged (not a JSON object)")
+        arrays = _read(path / ARRAYS_FILE, _read_arrays)
         artifact_path = path / ARTIFACT_FILE
-        artifact = artifact_path.read_bytes() if artifact_path.exists() else None
+        artifact = _read(artifact_path, _read_archive) if artifact_path.exists() else None
         return JobResult(key, meta, arrays, artifact)
 
     def artifact(self, key: str) -> bytes:
@@ -127,6 +127,33 @@ class JobCache:
         if not path.exists():
             raise FileNotFoundError(f"cached job {self.path(key)} has no {ARTIFACT_FILE}")
         return path.read_bytes()
+
+
+class DamagedJobError(ValueError):
+    """A cached job's file that cannot be read whole (truncated, corrupted); the message names the file."""
+
+
+def _read(file: Path, reader: Any) -> Any:
+    """``reader(file)``; any failure to read or parse it is a :class:`DamagedJobError` naming ``file``."""
+    try:
+        return reader(file)
+    except Exception as error:  # json, zipfile, gzip, tarfile, numpy: each fails with its own type
+        reason = " ".join(str(error).split()) or "unreadable"
+        raise DamagedJobError(f"cached job file {file} is damaged ({type(error).__name__}: {reason})") from None
+
+
+def _read_arrays(file: Path) -> dict[str, np.ndarray]:
+    with np.load(file, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def _read_archive(file: Path) -> bytes:
+    payload = file.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as archive:
+        for member in archive:  # reads every member's data: a truncated archive fails here
+            if member.isfile():
+                archive.extractfile(member).read()
+    return payload
 
 
 def pack_directory(directory: str | Path) -> bytes:
@@ -156,4 +183,4 @@ def _json(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["Job", "JobCache", "JobResult", "job_key", "pack_directory", "unpack_directory"]
+__all__ = ["DamagedJobError", "Job", "JobCache", "JobResult", "job_key", "pack_directory", "unpack_directory"]

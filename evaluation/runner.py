@@ -21,6 +21,7 @@ from features.loading import load_bars
 from features.market_data import MarketData
 from sim.engine import Costs
 
+from .code_version import code_version
 from .config import merged
 from .folds import Fold, fold_market_data
 from .jobs import Job, JobResult, pack_directory, unpack_directory
@@ -82,6 +83,7 @@ def run_job(job: Job) -> JobResult:
         artifact = pack_directory(artifact_dir) if artifact_dir is not None else None
         scores, arrays = _score(policy, data, env_settings, spec["cost_levels"])
     meta.update(
+        code=code_version(),  # the code that computed this result (a rerun of other code does not reuse it silently)
         key=job.key, name=job.name, market=job.market, fold=job.fold, policy=job.policy, seed=job.seed,
         kind=spec["policy"]["kind"], train_seconds=train_seconds, score_seconds=time.perf_counter() - started - train_seconds,
         symbols=[s for s in data.symbols if f"{s}|timestamps" in arrays], scores=scores,
@@ -109,15 +111,10 @@ def _train_supervised(job: Job, data: MarketData, tmp: Path):
     from features.preprocessing import Preprocessing
     from supervised.bundle import load_model, save_bundle
     from supervised.evaluation import choose_threshold, threshold_sweep
-    from supervised.models import ModelConfig
     from supervised.samples import predict_samples, split_rows
-    from supervised.trainer import TrainConfig, train_classifier
+    from supervised.trainer import train_classifier
 
-    spec = job.spec
-    policy_spec = spec["policy"]
-    model_config = ModelConfig.from_dict({"kind": policy_spec["model"], **policy_spec.get("model_settings", {})},
-                                         f"policies.{job.policy}")
-    train_config = TrainConfig(**{**spec["budget"], "seed": job.seed, "num_threads": 1})
+    model_config, train_config = supervised_configs(job)
     result = train_classifier(data, model_config, train_config, None, progress=False)
     validation = split_rows(data, "validation")  # windows gathered per batch, never the whole split at once
     probabilities = predict_samples(result.classifier.predict_proba, validation)
@@ -134,21 +131,16 @@ def _train_supervised(job: Job, data: MarketData, tmp: Path):
 
 
 def _train_agent(job: Job, data: MarketData, tmp: Path):
-    from agents.config import AgentConfig
     from agents.saved_agent import load_agent
     from agents.training import train_agent
 
-    spec = job.spec
-    policy_spec = spec["policy"]
-    settings = merged(spec["budget"], policy_spec.get("agent", {}))
-    settings.update(algo=policy_spec["kind"], seed=job.seed, torch_threads=1)
+    policy_spec = job.spec["policy"]
+    bundle = None
     if policy_spec.get("pretrained"):
         if job.inputs is None:
             raise ValueError(f"{job.name} needs the bundle of {policy_spec['pretrained']} (job {job.depends_on})")
-        bundle = unpack_directory(job.inputs, tmp / "pretrained")
-        settings["pretrained"] = str(bundle)
-        settings["init_from_classifier"] = bool(policy_spec.get("init_from_classifier"))
-    config = AgentConfig.from_dict(settings, f"policies.{job.policy}")
+        bundle = str(unpack_directory(job.inputs, tmp / "pretrained"))
+    config = agent_config(job, bundle)
     summary = train_agent(config, data, tmp / "run", progress=False)
     agent = load_agent(tmp / "run" / "best")
     best = summary.get("best_validation") or {}
@@ -159,6 +151,74 @@ def _train_agent(job: Job, data: MarketData, tmp: Path):
             "validation_log_return": best.get("log_return"), "validation_tstat": best.get("tstat"),
             "init_agreement": summary.get("init_agreement")}
     return agent, dict(agent.env_settings), meta, tmp / "run" / "best"
+
+
+def supervised_configs(job: Job) -> tuple[Any, Any]:
+    """The :class:`supervised.ModelConfig` and :class:`supervised.TrainConfig` a supervised job trains with
+    (a key or value they refuse is a ``ValueError`` naming the policy or the budget).
+
+    :param job: a job of a ``supervised`` policy.
+    """
+    from configs.loader import dataclass_from_dict
+    from supervised.models import ModelConfig
+    from supervised.trainer import TrainConfig
+
+    policy_spec = job.spec["policy"]
+    model_config = ModelConfig.from_dict({"kind": policy_spec["model"], **policy_spec.get("model_settings", {})},
+                                         f"policies.{job.policy}.model_settings")
+    train_config = dataclass_from_dict(TrainConfig, {**job.spec["budget"], "seed": job.seed, "num_threads": 1},
+                                       "budgets.supervised")
+    return model_config, train_config
+
+
+def agent_config(job: Job, pretrained: str | None) -> Any:
+    """The :class:`agents.AgentConfig` a ppo/dqn job trains with: ``budgets.<kind>`` under the policy's
+    ``agent`` settings (a key or value it refuses is a ``ValueError`` naming the policy).
+
+    :param job: a job of a ``ppo`` or ``dqn`` policy.
+    :param pretrained: the folder of the supervised bundle it starts from (None: none, or not yet known).
+    """
+    from agents.config import AgentConfig
+
+    policy_spec = job.spec["policy"]
+    settings = merged(job.spec["budget"], policy_spec.get("agent", {}))
+    settings.update(algo=policy_spec["kind"], seed=job.seed, torch_threads=1)
+    if policy_spec.get("pretrained"):
+        settings["pretrained"] = pretrained or f"<the bundle of {policy_spec['pretrained']}>"
+        settings["init_from_classifier"] = bool(policy_spec.get("init_from_classifier"))
+    return AgentConfig.from_dict(settings, f"policies.{job.policy} (budgets.{policy_spec['kind']} + agent)")
+
+
+def check_job_settings(job: Job) -> None:
+    """Build the settings ``job`` will train with, so a bad one is refused before any job runs.
+
+    :param job: any job (baselines have no settings to check).
+    """
+    kind = job.spec["policy"]["kind"]
+    if kind == "supervised":
+        supervised_configs(job)
+    elif kind in ("ppo", "dqn"):
+        agent_config(job, None)
+
+
+def check_labels(job: Job) -> None:
+    """Refuse a supervised job whose fold's train or validation split has too few label positives (the
+    trainer's own check, run on the coordinator before any job starts); the error names the market,
+    the fold and the split.
+
+    :param job: a job of a ``supervised`` policy.
+    """
+    from features.labels import check_positive_rate
+    from supervised.samples import split_rows
+
+    data = job_data(job)
+    floor = supervised_configs(job)[1].min_positive_rate
+    try:
+        for split, least in (("train", 2), ("validation", 1)):  # as supervised.trainer.train_classifier
+            check_positive_rate(split_rows(data, split, min_samples=least).labels, split, data.label, floor,
+                                data.timeframe)
+    except ValueError as error:
+        raise ValueError(f"market {job.market!r}, fold {job.fold}: {' '.join(str(error).split())}") from None
 
 
 def _score(policy: Any, data: MarketData, env_settings: dict[str, Any],
@@ -187,4 +247,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["level_name", "run_job", "job_data"]
+__all__ = ["agent_config", "check_job_settings", "check_labels", "job_data", "level_name", "run_job",
+           "supervised_configs"]
