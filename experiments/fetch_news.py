@@ -7,7 +7,8 @@ Downloads from Alpaca (keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY) only the
 (--cache-dir, default data/news) lacks, then scores every article once (scores are cached per article,
 scorer and model) and prints a per-symbol summary. A dataset built with the same cache and
 `news: {source: alpaca, scorer: ...}` then reads both caches without downloading or scoring again.
---source csv/parquet --path FILE scores your own headlines instead.
+--source csv/parquet --path FILE scores your own headlines instead; their times must be ISO 8601
+unless --time-format declares another format (e.g. "%d/%m/%Y %H:%M"; times without %z are UTC).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def build_parser():
     add("--source", choices=["alpaca", "parquet", "csv"], default="alpaca",
         help="alpaca: download into the cache; parquet: the cache (or --path); csv: --path")
     add("--path", type=Path, default=None, help="your own CSV/Parquet file of headlines (with --source csv/parquet)")
+    add("--time-format", default=None,
+        help="strptime format of the times in --path, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601 only)")
     add("--url-override", default=None, help="base URL of Alpaca's data API, e.g. a proxy (default: Alpaca's)")
     add("--cache-dir", type=Path, default=Path("data/news"), help="news and score cache root")
     add("--scorer", choices=["lexicon", "finbert"], default="lexicon", help="sentiment scorer")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     settings = NewsConfig(source=args.source, path=str(args.path) if args.path else None,
                           cache_dir=str(args.cache_dir), scorer=args.scorer, model=args.model, text=args.text,
-                          device=args.device, batch_size=args.batch_size)
+                          device=args.device, batch_size=args.batch_size, time_format=args.time_format)
     started = time.perf_counter()
     if args.source == "alpaca":
         bar = tqdm(args.symbols, desc="fetching news", unit="symbol", disable=args.no_progress)
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             except AlpacaDataError as error:
                 raise UsageError(str(error), "fix that and run again; ranges already fetched stay cached") from None
     news = load_news(args.symbols, args.start, args.end, source="parquet" if args.source == "alpaca" else args.source,
-                     cache_dir=args.cache_dir, path=args.path)
+                     cache_dir=args.cache_dir, path=args.path, time_format=args.time_format)
     fetched = time.perf_counter() - started
     print(f"{len(news)} article rows for {len(args.symbols)} symbol(s) in {fetched:.1f} s "
           f"(cache: {args.cache_dir / 'articles'})")

@@ -193,3 +193,17 @@ def test_a_symbol_without_articles_gets_zero_counts_not_an_error(tmp_path):
     data = build_market_data(BARS, news_config(path))
     news = data.raw_features[:, -len(NEWS_FEATURES):]
     assert (news[:, :3] == 0).all() and (news[:, 3] == 50).all()
+
+
+def test_a_day_first_news_file_needs_its_declared_time_format(tmp_path, news_csv):
+    frame = headlines(n=60)
+    frame["published_at"] = pd.to_datetime(frame["published_at"], utc=True).dt.strftime("%d/%m/%Y %H:%M")
+    path = tmp_path / "day_first.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"day_first\.csv: unparseable publication time at row 0 \(line 2\).*news\.time_format"):
+        build_market_data(BARS, news_config(path))
+    declared = build_market_data(BARS, news_config(path, time_format="%d/%m/%Y %H:%M"))
+    iso = tmp_path / "iso.csv"
+    headlines(n=60).to_csv(iso, index=False)
+    expected = build_market_data(BARS, news_config(iso))
+    np.testing.assert_array_equal(declared.raw_features, expected.raw_features)  # every article in its own bar

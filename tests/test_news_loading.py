@@ -124,3 +124,87 @@ def test_missing_intervals_are_the_uncovered_parts():
     assert missing_intervals(t(4), t(5), [(t(3), t(6))]) == []
     assert missing_intervals(t(2), t(2), []) == [(t(2), t(2))]
     assert missing_intervals(t(1), t(5), [(t(1), t(5))]) == []
+
+
+DAY_FIRST = """date,symbol,headline
+03/04/2020 10:00,AAPL,Apple gains
+13/04/2020 10:00,AAPL,Apple slips
+"""
+
+
+def test_day_first_dates_are_refused_not_guessed_and_ask_for_the_format(tmp_path):
+    path = write(tmp_path, DAY_FIRST)
+    with pytest.raises(NewsValidationError, match=r"news\.csv: unparseable publication time at row 0 \(line 2\), "
+                                                  r"column 'date'.*'03/04/2020 10:00'.*news\.time_format") as error:
+        read_news_file(path)
+    assert "\n" not in str(error.value)
+    with pytest.raises(NewsValidationError, match=r"row 0 \(line 2\).*time_format"):
+        load_news("AAPL", source="csv", path=path)
+
+
+def test_a_declared_time_format_reads_day_first_dates_as_utc(tmp_path):
+    path = write(tmp_path, DAY_FIRST)
+    news = read_news_file(path, time_format="%d/%m/%Y %H:%M")
+    assert news["published_at"].tolist() == [pd.Timestamp("2020-04-03 10:00", tz="UTC"),
+                                             pd.Timestamp("2020-04-13 10:00", tz="UTC")]
+    assert str(news["published_at"].dtype) == "datetime64[ns, UTC]"
+    loaded = load_news("AAPL", source="csv", path=path, time_format="%d/%m/%Y %H:%M")
+    assert loaded["published_at"].tolist() == news["published_at"].tolist()
+    offset = write(tmp_path, "date,symbol,headline\n03/04/2020 10:00 +0200,AAPL,x\n", "offset.csv")
+    assert read_news_file(offset, time_format="%d/%m/%Y %H:%M %z")["published_at"].tolist() == [
+        pd.Timestamp("2020-04-03 08:00", tz="UTC")]
+
+
+def test_a_row_that_does_not_match_the_declared_format_names_file_and_row(tmp_path):
+    path = write(tmp_path, DAY_FIRST + "2020-04-14T10:00:00Z,AAPL,Apple flat\n")
+    with pytest.raises(NewsValidationError, match=r"news\.csv: unparseable publication time at row 2 \(line 4\), "
+                                                  r"column 'date'.*does not match news\.time_format='%d/%m/%Y %H:%M'"):
+        read_news_file(path, time_format="%d/%m/%Y %H:%M")
+
+
+@pytest.mark.parametrize("stamp", ["3000-01-01T00:00:00Z", "2999-12-31", "1969-12-31T23:59:59Z", "1900-01-01"])
+def test_times_absurdly_in_the_future_or_before_1970_name_file_and_row(tmp_path, stamp):
+    path = write(tmp_path, CSV.replace("2024-01-02 10:00:00-05:00", stamp))
+    with pytest.raises(NewsValidationError, match=r"news\.csv: publication time out of range at row 1 \(line 3\)"):
+        read_news_file(path)
+
+
+def test_a_time_far_in_the_future_is_refused_in_a_declared_format_and_in_memory(tmp_path):
+    path = write(tmp_path, DAY_FIRST.replace("13/04/2020", "13/04/2100"))
+    with pytest.raises(NewsValidationError, match=r"out of range at row 1 \(line 3\)"):
+        read_news_file(path, time_format="%d/%m/%Y %H:%M")
+    ahead = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=3)
+    frame = pd.DataFrame({"published_at": [ahead], "id": ["1"], "symbol": ["AAPL"], "headline": ["x"]})
+    with pytest.raises(NewsValidationError, match="articles: publication time out of range at row 0"):
+        validate_news(frame, "articles")
+
+
+def test_time_format_is_checked_and_applies_to_a_file_only(tmp_path):
+    with pytest.raises(ValueError, match=r"news\.time_format='%H:%M' does not give a full date"):
+        NewsConfig(source="csv", path="x.csv", time_format="%H:%M")
+    with pytest.raises(ValueError, match=r"news\.time_format='day/month' must be a strptime format"):
+        NewsConfig(source="csv", path="x.csv", time_format="day/month")
+    with pytest.raises(ValueError, match=r"news\.time_format=.*applies to your own file"):
+        NewsConfig(source="alpaca", time_format="%d/%m/%Y")
+    with pytest.raises(ValueError, match=r"time_format=.*applies to your own file \(path=\)"):
+        load_news("AAPL", "2024-01-01", source="parquet", cache_dir=tmp_path, time_format="%d/%m/%Y")
+    config = NewsConfig(source="csv", path="x.csv", time_format="%d/%m/%Y %H:%M")
+    assert NewsConfig.coerce(config.to_dict()) == config
+
+
+def test_an_unset_time_format_leaves_the_config_and_dataset_hash_as_before():
+    import hashlib
+    import json
+
+    from features import DatasetConfig
+
+    before = ["source", "path", "cache_dir", "scorer", "model", "text", "half_life", "bars_since_cap",
+              "session_close", "session_timezone", "device", "batch_size"]  # NewsConfig's keys before time_format
+    assert list(NewsConfig().to_dict()) == before
+    config = DatasetConfig(window=8, news={"source": "csv", "path": "headlines.csv"})
+    settings = config.to_dict()
+    del settings["output_dir"]
+    assert list(settings["news"]) == before
+    assert config.hash() == hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    declared = DatasetConfig(window=8, news={"source": "csv", "path": "headlines.csv", "time_format": "%d/%m/%Y"})
+    assert declared.hash() != config.hash() and DatasetConfig.from_dict(declared.to_dict()) == declared

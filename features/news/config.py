@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import Field, dataclass
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from configs.loader import config_to_dict, dataclass_from_dict
+
+from .frame import check_time_format
 
 #: The sentiment columns appended after the price features, in this order (see :mod:`features.news.merge`).
 NEWS_FEATURES: tuple[str, ...] = ("news_score", "news_count", "news_score_decayed", "news_bars_since")
@@ -45,6 +47,10 @@ class NewsConfig:
     :param session_timezone: the time zone of ``session_close`` (IANA name).
     :param device: finbert only: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     :param batch_size: finbert only: headlines per forward pass.
+    :param time_format: the strptime format of the times in ``path`` (e.g. ``"%d/%m/%Y %H:%M"``; every row
+        must match it; without ``%z`` the times are UTC). None (the default): ISO 8601 only, and any other
+        spelling is refused rather than guessed (``03/04/2020`` may be 3 April or 4 March). Unset, it is
+        left out of :meth:`to_dict` (so the hashes of configs written before it existed do not change).
     """
 
     source: str = "alpaca"
@@ -59,6 +65,7 @@ class NewsConfig:
     session_timezone: str = "America/New_York"
     device: str = "auto"
     batch_size: int = 32
+    time_format: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in NEWS_SOURCES:
@@ -93,6 +100,12 @@ class NewsConfig:
             ) from None
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ValueError(f"news.batch_size={self.batch_size!r} must be a whole number >= 1")
+        check_time_format(self.time_format)
+        if self.time_format is not None and (self.source == "alpaca" or not self.path):
+            raise ValueError(
+                f"news.time_format={self.time_format!r} applies to your own file of headlines (news.path with "
+                f"source 'csv' or 'parquet'); source={self.source!r} reads times that carry their own format"
+            )
 
     @classmethod
     def coerce(cls, value: "NewsConfig | Mapping[str, Any]") -> "NewsConfig":
@@ -103,6 +116,24 @@ class NewsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+
+class _FieldsUnlessUnset:
+    """``NewsConfig.__dataclass_fields__``: all fields on the class; on an instance, ``time_format`` only
+    when it is set, so ``dataclasses.asdict`` (hence ``to_dict`` and ``DatasetConfig.hash``) of a config
+    that leaves it unset is what it was before the field existed. Equality and hashing still compare it."""
+
+    def __init__(self, fields: dict[str, Field], optional: str) -> None:
+        self.fields = fields
+        self.optional = optional
+
+    def __get__(self, instance: Any, owner: type | None = None) -> dict[str, Field]:
+        if instance is None or getattr(instance, self.optional, None) is not None:
+            return self.fields
+        return {name: f for name, f in self.fields.items() if name != self.optional}
+
+
+NewsConfig.__dataclass_fields__ = _FieldsUnlessUnset(NewsConfig.__dataclass_fields__, "time_format")  # type: ignore[misc]
 
 
 def session_clock(text: str) -> tuple[int, int, int]:

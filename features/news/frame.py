@@ -10,13 +10,20 @@ A news frame has one row per (article, symbol it names), sorted by publication t
 - ``source``: who published it (``"benzinga"``), ``""`` when unknown.
 
 An article that names three symbols is three rows with the same id; each (id, symbol) pair appears once.
+
+Publication times given as text are read as ISO 8601 (``2024-01-02T14:30:00Z``, ``2024-01-02 10:00-05:00``,
+``2024-01-02``) unless their format is declared (``time_format``, a strptime format such as
+``"%d/%m/%Y %H:%M"``); then every row must match it. Any other spelling is refused, never guessed: in
+``03/04/2020`` the day and the month cannot be told apart. A time without an offset (ISO or declared
+format without ``%z``) is UTC. A time before 1970 or more than a day in the future is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,6 +34,11 @@ NEWS_COLUMNS: tuple[str, ...] = ("published_at", "id", "symbol", "headline", "su
 _TIME_ALIASES: tuple[str, ...] = ("published_at", "created_at", "timestamp", "time", "datetime", "date")
 _SYMBOL_ALIASES: tuple[str, ...] = ("symbol", "symbols", "ticker", "tickers")
 _HEADLINE_ALIASES: tuple[str, ...] = ("headline", "title")
+
+#: Publication times outside [EARLIEST_TIME, now + LATEST_AHEAD] are refused (a typo, or a misread format).
+EARLIEST_TIME = pd.Timestamp("1970-01-01", tz="UTC")
+LATEST_AHEAD = pd.Timedelta(days=1)
+_ISO_EXAMPLE = "2024-01-02T14:30:00Z"
 
 
 class NewsValidationError(ValueError):
@@ -40,17 +52,29 @@ def empty_news() -> pd.DataFrame:
     return _typed(frame)
 
 
-def validate_news(news: pd.DataFrame, where: str = "news", *, line_offset: int | None = None) -> pd.DataFrame:
+def validate_news(
+    news: pd.DataFrame,
+    where: str = "news",
+    *,
+    line_offset: int | None = None,
+    time_format: str | None = None,
+    column_names: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Check a news frame and return a clean copy: typed, sorted, one row per (id, symbol).
 
-    Naive times are taken as UTC. Rejected, naming ``where`` and the first bad row: a missing column,
-    a missing or unparseable publication time, an empty headline, a missing id or symbol. Rows that
-    repeat an (id, symbol) pair keep the last one (a re-download of an updated article).
+    Text times are ISO 8601, or all in ``time_format`` when it is given; naive times are UTC (see the
+    module docstring). Rejected, naming ``where``, the column and the first bad row: a missing column, a
+    missing or unparseable publication time, a time before 1970 or more than a day ahead of now, an
+    empty headline, a missing id or symbol. Rows that repeat an (id, symbol) pair keep the last one (a
+    re-download of an updated article).
 
     :param news: frame with the :data:`NEWS_COLUMNS` (``summary`` and ``source`` may be absent).
     :param where: the file or source, for messages.
     :param line_offset: when ``news`` was read from a CSV, the file line of row 0 (2 with a header), so
         messages also give the line; None for other sources.
+    :param time_format: the strptime format of text times (see :func:`check_time_format`); None: ISO 8601.
+    :param column_names: the user's name of a column where it differs (``{"published_at": "date"}``), for
+        messages.
     :return: the validated frame (RangeIndex, sorted by ``published_at``, ``id``, ``symbol``).
     """
     if not isinstance(news, pd.DataFrame):
@@ -68,22 +92,31 @@ def validate_news(news: pd.DataFrame, where: str = "news", *, line_offset: int |
             frame[column] = ""
     frame = frame[list(NEWS_COLUMNS)].reset_index(drop=True)
 
-    def row_name(row: int) -> str:
-        return f"row {row}" + (f" (line {row + line_offset})" if line_offset is not None else "")
+    names = dict(column_names or {})
 
-    def first_bad(bad: np.ndarray, what: str, column: str) -> None:
+    def first_bad(bad: np.ndarray, what: str, column: str, values: pd.Series | None = None, hint: str = "") -> None:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            value = frame[column].iloc[row]
+            value = (frame[column] if values is None else values).iloc[row]
+            line = f" (line {row + line_offset})" if line_offset is not None else ""
             raise NewsValidationError(
-                f"{where}: {what} at {row_name(row)}, column '{column}' (value {value!r}; "
-                f"{int(bad.sum())} bad row(s) in all)"
+                f"{where}: {what} at row {row}{line}, column '{names.get(column, column)}' (value {value!r}; "
+                f"{int(bad.sum())} bad row(s) in all){hint}"
             )
 
     raw_times = frame["published_at"]
     first_bad(_blank(raw_times), "missing publication time", "published_at")
-    times = _parse_times(raw_times)
-    first_bad(times.isna().to_numpy(), "unparseable publication time", "published_at")
+    times = _parse_times(raw_times, time_format)
+    unparsed = times.isna().to_numpy()
+    if unparsed.any():
+        row = int(np.flatnonzero(unparsed)[0])
+        if _out_of_range(raw_times.iloc[row], time_format):
+            first_bad(unparsed, "publication time out of range", "published_at",
+                      hint=f"; expected {EARLIEST_TIME.year} .. a day from now")
+        first_bad(unparsed, "unparseable publication time", "published_at", hint=_format_hint(time_format))
+    earliest, latest = EARLIEST_TIME, pd.Timestamp.now(tz="UTC") + LATEST_AHEAD
+    first_bad(((times < earliest) | (times > latest)).to_numpy(), "publication time out of range", "published_at",
+              times, f"; expected {earliest.date()} .. {latest.floor('s')} (now + {LATEST_AHEAD})")
     frame["published_at"] = times
     for column, what in (("headline", "empty headline"), ("id", "missing article id"), ("symbol", "missing symbol")):
         first_bad(_blank(frame[column]), what, column)
@@ -92,17 +125,21 @@ def validate_news(news: pd.DataFrame, where: str = "news", *, line_offset: int |
     return frame.sort_values(["published_at", "id", "symbol"], kind="stable").reset_index(drop=True)
 
 
-def read_news_file(path: str | Path, symbols: Iterable[str] | None = None) -> pd.DataFrame:
+def read_news_file(
+    path: str | Path, symbols: Iterable[str] | None = None, time_format: str | None = None
+) -> pd.DataFrame:
     """Read a user's CSV or Parquet file of headlines into a validated news frame.
 
     Columns: a time (``published_at``, or ``created_at``/``timestamp``/``time``/``datetime``/``date``;
-    naive times are UTC), a symbol (``symbol``/``ticker``, or ``symbols``/``tickers`` holding several
+    ISO 8601 unless ``time_format`` is given; naive times are UTC), a symbol (``symbol``/``ticker``, or ``symbols``/``tickers`` holding several
     separated by commas, spaces or semicolons, one row each), ``headline`` (or ``title``), and optionally
     ``id``, ``summary``, ``source``. Without an ``id`` column an article's id is a digest of its time and
     headline (stable across reads, so scores stay cached).
 
     :param path: a ``.csv`` (``.csv.gz``) or ``.parquet`` file.
     :param symbols: keep only these symbols (case-insensitive match, stored as given here); None keeps all.
+    :param time_format: the strptime format of the file's times (e.g. ``"%d/%m/%Y %H:%M"``; every row must
+        match it); None: ISO 8601 only. A format without ``%z`` reads UTC times.
     :raises FileNotFoundError: no such file.
     :raises NewsValidationError: a bad row, naming the file, the row and (for CSV) the line.
     """
@@ -138,7 +175,8 @@ def read_news_file(path: str | Path, symbols: Iterable[str] | None = None) -> pd
     frame["id"] = frame["id"].astype(object).map(lambda v: "" if _is_missing(v) else str(v))
     frame["symbol"] = frame[symbol_column]
     # Validated as the file's own rows (so messages give its row and line), then split per symbol.
-    validated = validate_news(frame, where, line_offset=2 if is_csv else None)
+    validated = validate_news(frame, where, line_offset=2 if is_csv else None, time_format=time_format,
+                              column_names={target: found for found, target in renames.items()})
     if symbol_column in ("symbols", "tickers"):
         validated["symbol"] = [_split_symbols(v) for v in validated["symbol"]]
         validated = validate_news(validated.explode("symbol", ignore_index=True).dropna(subset=["symbol"]), where)
@@ -181,17 +219,58 @@ def _blank(values: pd.Series) -> np.ndarray:
     return (pd.isna(text) | text.map(lambda v: isinstance(v, str) and not v.strip())).to_numpy(bool)
 
 
-def _parse_times(values: pd.Series) -> pd.Series:
+def check_time_format(time_format: str | None, name: str = "news.time_format") -> str | None:
+    """``time_format`` itself when it is None or a strptime format that reads a full date; else ``ValueError``.
+
+    :param time_format: e.g. ``"%d/%m/%Y %H:%M"`` or ``"%m/%d/%Y %I:%M %p %z"``.
+    :param name: the setting's name, for the message.
+    """
+    if time_format is None:
+        return None
+    if not isinstance(time_format, str) or "%" not in time_format:
+        raise ValueError(f"{name}={time_format!r} must be a strptime format such as '%d/%m/%Y %H:%M'")
+    moment = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    try:
+        parsed = pd.to_datetime(pd.Series([moment.strftime(time_format)]), format=time_format, utc=True).iloc[0]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}={time_format!r} is not a strptime format pandas can read ({str(exc).splitlines()[0]})") from None
+    if (parsed.year, parsed.month, parsed.day) != (2001, 2, 3):
+        raise ValueError(
+            f"{name}={time_format!r} does not give a full date; it needs the year, month and day "
+            f"(e.g. '%d/%m/%Y %H:%M')"
+        )
+    return time_format
+
+
+def _parse_times(values: pd.Series, time_format: str | None = None) -> pd.Series:
+    """UTC times of ``values`` (NaT where a text does not parse): datetimes as they are (naive = UTC),
+    text as ISO 8601 or, when declared, ``time_format``; never a guessed format."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC")
     text = values.astype(object).map(lambda v: str(v).strip())
-    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")  # fast; Alpaca's form
-    retry = parsed.isna().to_numpy() & (text != "").to_numpy()
-    if retry.any():  # other spellings ("01/02/2024 10:00", "2024-01-02 10:00 -0500"), one by one
-        parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
-    return parsed
+    return pd.to_datetime(text, utc=True, errors="coerce", format=time_format or "ISO8601")
+
+
+def _out_of_range(value: object, time_format: str | None) -> bool:
+    """Whether ``value`` (one that did not parse among the others) is a well-formed time outside the range
+    of nanosecond timestamps, such as the year 3000."""
+    try:
+        stamp = pd.to_datetime(pd.Series([str(value).strip()]), utc=True, format=time_format or "ISO8601").iloc[0]
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return not pd.isna(stamp) and not EARLIEST_TIME <= stamp <= pd.Timestamp.now(tz="UTC") + LATEST_AHEAD
+
+
+def _format_hint(time_format: str | None) -> str:
+    if time_format is not None:
+        return f": it does not match news.time_format={time_format!r}; every row must"
+    return (
+        f": expected ISO 8601 (e.g. {_ISO_EXAMPLE!r}); other spellings are not guessed ('03/04/2020' may be "
+        f"3 April or 4 March), so declare the file's format with news.time_format (time_format= of load_news), "
+        f"e.g. '%d/%m/%Y %H:%M' (times without %z are UTC)"
+    )
 
 
 def _is_missing(value: object) -> bool:
@@ -210,4 +289,4 @@ def _derived_id(time_text: str, headline: str) -> str:
     return "h" + hashlib.sha256(f"{time_text.strip()}\n{headline.strip()}".encode()).hexdigest()[:16]
 
 
-__all__ = ["NEWS_COLUMNS", "NewsValidationError", "empty_news", "read_news_file", "validate_news"]
+__all__ = ["NEWS_COLUMNS", "NewsValidationError", "check_time_format", "empty_news", "read_news_file", "validate_news"]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .alpaca import download_news_to_cache, missing_intervals, read_cached_news
 from .config import DEFAULT_NEWS_CACHE_DIR, NEWS_SOURCES
-from .frame import empty_news, read_news_file, select_symbols, select_time, validate_news
+from .frame import check_time_format, empty_news, read_news_file, select_symbols, select_time, validate_news
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ def load_news(
     source: str = "alpaca",
     cache_dir: str | Path = DEFAULT_NEWS_CACHE_DIR,
     path: str | Path | None = None,
+    time_format: str | None = None,
     **alpaca_options: Any,
 ) -> pd.DataFrame:
     """Load the articles naming ``symbols`` published in ``[start, end]`` as one validated news frame.
@@ -34,6 +35,8 @@ def load_news(
         ``"parquet"`` (``path``, or the cache offline when ``path`` is None) or ``"csv"`` (``path``).
     :param cache_dir: root of the news cache (``{cache_dir}/articles/{SYMBOL}.parquet``).
     :param path: your own CSV/Parquet file of headlines (see :func:`features.news.read_news_file`).
+    :param time_format: the strptime format of the times in ``path`` (e.g. ``"%d/%m/%Y %H:%M"``; times
+        without ``%z`` are UTC); None: ISO 8601 only (any other spelling is refused, never guessed).
     :param alpaca_options: for ``"alpaca"``: passed to :func:`features.news.fetch_alpaca_news`
         (``api_key``, ``secret_key``, ``url_override``, ``connect_timeout``, ``read_timeout``,
         ``max_retries``, ``backoff_base``, ``backoff_max``, ``sleep``).
@@ -50,11 +53,17 @@ def load_news(
         raise ValueError(f"start={start_ts} is after end={end_ts}")
     if alpaca_options and source != "alpaca":
         raise ValueError(f"{sorted(alpaca_options)} apply to source='alpaca' only (source={source!r})")
+    check_time_format(time_format, "time_format")
+    if time_format is not None and path is None:
+        raise ValueError(
+            f"time_format={time_format!r} applies to your own file (path=); source={source!r} without a path "
+            f"reads times that carry their own format"
+        )
 
     if source == "csv" or (source == "parquet" and path is not None):
         if path is None:
             raise ValueError("source='csv' needs path=: the CSV file of your headlines")
-        news = read_news_file(path, symbols)
+        news = read_news_file(path, symbols, time_format)
     elif source == "alpaca":
         if start_ts is None:
             raise ValueError("source='alpaca' needs a start date (start=...)")

@@ -28,8 +28,9 @@ def news_feature_tables(
     :param frames: ``{symbol: validated bars}``.
     :param timeframe: the bars' timeframe.
     :param settings: the news settings (source, scorer, merge parameters).
-    :param articles: a news frame to use instead of loading from ``settings.source`` (validated here;
-        it may hold other symbols, and may already carry a ``score`` column, which is then used as is).
+    :param articles: a news frame to use instead of loading from ``settings.source`` (validated here, text
+        times in ``settings.time_format`` or ISO 8601; it may hold other symbols, and may already carry a
+        ``score`` column, which is then used as is).
     :param progress: passed to :func:`features.news.score_articles`.
     :return: ``({symbol: float64 frame of the news columns on the bars' index}, digest)``.
     """
@@ -40,10 +41,12 @@ def news_feature_tables(
     start = pd.Timestamp(min(int(c[0]) for c in closes.values()) - tf.seconds * 1_000_000_000, tz="UTC")
     end = pd.Timestamp(max(int(c[-1]) for c in closes.values()), tz="UTC")
     if articles is None:
-        news = load_news(symbols, start, end, source=config.source, cache_dir=config.cache_dir, path=config.path)
+        news = load_news(symbols, start, end, source=config.source, cache_dir=config.cache_dir, path=config.path,
+                         time_format=config.time_format)
     else:
         given_scores = "score" in articles.columns
-        news = validate_news(articles.drop(columns=[c for c in articles.columns if c == "score"]), "news=")
+        news = validate_news(articles.drop(columns=[c for c in articles.columns if c == "score"]), "news=",
+                             time_format=config.time_format)
         if given_scores:
             keyed = articles.assign(id=articles["id"].astype(str))
             news = news.merge(keyed[["id", "symbol", "score"]].drop_duplicates(["id", "symbol"], keep="last"),
