@@ -8,10 +8,21 @@ from typing import Any
 
 from configs.loader import CONFIG_DIR, config_to_dict, dataclass_from_dict, load_yaml_config
 from envs.core import EnvConfig
+from sim.settings import check_positive_int, check_range
 
 ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
 EXTRACTORS: tuple[str, ...] = ("flat", "mlp", "lstm", "gru", "cnn_lstm")
 SELECTION_RULES: tuple[str, ...] = ("cash", "cash_and_buy_and_hold", "cash_and_alpha")
+
+
+# (name, low, high, open at low, open at high): the valid interval of each float hyperparameter
+_PPO_RANGES = (("learning_rate", 0.0, None, True, True), ("gamma", 0.0, 1.0, False, False),
+               ("gae_lambda", 0.0, 1.0, False, False), ("clip_range", 0.0, None, True, True),
+               ("ent_coef", 0.0, None, False, True), ("vf_coef", 0.0, None, False, True),
+               ("max_grad_norm", 0.0, None, True, True))
+_DQN_RANGES = (("learning_rate", 0.0, None, True, True), ("gamma", 0.0, 1.0, False, False),
+               ("exploration_fraction", 0.0, 1.0, False, False),
+               ("exploration_final_eps", 0.0, 1.0, False, False), ("tau", 0.0, 1.0, True, False))
 
 
 @dataclass
@@ -28,6 +39,13 @@ class PPOSettings:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("n_steps", "batch_size", "n_epochs"):
+            setattr(self, name, check_positive_int(f"ppo.{name}", getattr(self, name)))
+        for name, low, high, low_open, high_open in _PPO_RANGES:
+            setattr(self, name, check_range(f"ppo.{name}", getattr(self, name), low, high, low_open=low_open,
+                                            high_open=high_open))
 
 
 @dataclass
@@ -49,6 +67,20 @@ class DQNSettings:
     n_steps: int = 3
     tau: float = 1.0
     double_q: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval", "n_steps"):
+            setattr(self, name, check_positive_int(f"dqn.{name}", getattr(self, name)))
+        if self.gradient_steps != -1:  # -1: as many gradient steps as environment steps (SB3)
+            self.gradient_steps = check_positive_int("dqn.gradient_steps (or -1)", self.gradient_steps)
+        self.learning_starts = int(check_range("dqn.learning_starts", self.learning_starts, 0.0))
+        for name, low, high, low_open, high_open in _DQN_RANGES:
+            setattr(self, name, check_range(f"dqn.{name}", getattr(self, name), low, high, low_open=low_open,
+                                            high_open=high_open))
+        if self.buffer_size < self.batch_size:
+            raise ValueError(f"dqn.buffer_size={self.buffer_size} must be >= dqn.batch_size={self.batch_size}")
+        if not isinstance(self.double_q, bool):
+            raise ValueError(f"dqn.double_q={self.double_q!r} must be true or false")
 
 
 @dataclass
@@ -113,6 +145,7 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         self.net_arch = tuple(int(v) for v in self.net_arch)
+        self.env.validate()  # a bad env setting is refused before any training starts
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo={self.algo!r} is not known; expected one of {list(ALGORITHMS)}")
         if self.extractor not in EXTRACTORS:
@@ -130,10 +163,6 @@ class AgentConfig:
             raise ValueError(f"turnover_penalty={self.turnover_penalty} must be >= 0 (log return per order)")
         if not (self.reward_scale > 0 and self.reward_scale < float("inf")):
             raise ValueError(f"reward_scale={self.reward_scale} must be a positive finite number")
-        if self.dqn.n_steps < 1:
-            raise ValueError(f"dqn.n_steps={self.dqn.n_steps} must be >= 1")
-        if not 0 < self.dqn.tau <= 1:
-            raise ValueError(f"dqn.tau={self.dqn.tau} must be in (0, 1]")
         if self.eval_split == "test":
             raise ValueError("eval_split='test' is not allowed: checkpoints are chosen on validation, never on test")
         for name in ("total_timesteps", "n_envs", "eval_freq", "torch_threads"):

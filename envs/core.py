@@ -21,6 +21,7 @@ from features.dataset import DatasetConfig, build_dataset, build_market_data
 from features.market_data import MarketData
 from features.splits import SPLITS
 from sim.engine import FILL_AT, Costs, Simulator
+from sim.settings import check_setting
 
 from . import kernel
 from .layout import BARS_HELD_SCALE, ObservationLayout
@@ -102,17 +103,14 @@ class EnvConfig:
             raise ValueError(f"reward={self.reward!r} is not known; expected one of {list(REWARDS)}")
         if self.fill_at not in FILL_AT:
             raise ValueError(f"fill_at={self.fill_at!r} is not known; expected one of {list(FILL_AT)}")
-        if self.window is not None and (int(self.window) != self.window or self.window < 1):
-            raise ValueError(f"window={self.window} must be a positive integer")
-        if self.episode_length is not None and self.episode_length < 1:
-            raise ValueError(f"episode_length={self.episode_length} must be a positive integer or None")
-        if not 0 <= self.min_equity < 1:
-            raise ValueError(f"min_equity={self.min_equity} must be a fraction of initial equity in [0, 1)")
-        if isinstance(self.commission, (int, float)) and not 0 <= self.commission < 1:
-            raise ValueError(
-                f"commission={self.commission} must be a fraction of traded notional in [0, 1) "
-                f"(0.001 = 0.10%); did you mean {self.commission / 100:g}?"
-            )
+        # one rule per setting, the same as the simulator's, the benchmark's and live's (sim.settings)
+        for name in ("window", "episode_length"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_setting(name, getattr(self, name)))
+        for name in ("allow_short", "random_start", "record_trades", "initial_cash", "min_equity",
+                     "min_rebalance", "drawdown_penalty", "dsr_eta"):
+            setattr(self, name, check_setting(name, getattr(self, name)))
+        self.costs()  # commission, fixed_fee, slippage and borrow_rate by sim.Costs' rules
         if self.timeframe is not None:
             Timeframe.parse(self.timeframe)
 
@@ -266,8 +264,22 @@ class TradingCore:
             self.scalars[kernel.ASSET] = self.sym_asset[int(self.account_symbol[0])]
 
     # ----- actions ------------------------------------------------------------------------
-    def targets_from_discrete(self, actions: np.ndarray) -> np.ndarray:
-        return self.levels[actions]
+    def targets_from_discrete(self, actions: Any) -> np.ndarray:
+        """Target exposures of discrete ``actions`` (one per account): integers, or floats with an integral
+        value, in ``0 .. len(levels) - 1``; anything else (0.7, True, 5, NaN) is a ValueError naming the
+        allowed values, never truncated or wrapped."""
+        value = np.asarray(actions)
+        index = np.full(self.n, -1, dtype=np.int64)
+        if value.size == self.n and value.dtype.kind in "iuf":
+            flat = value.reshape(self.n)
+            integral = np.isfinite(flat) & (flat == np.round(flat)) if value.dtype.kind == "f" else True
+            if np.all(integral):
+                index = flat.astype(np.int64)
+        if (index < 0).any() or (index >= len(self.levels)).any():
+            names = ["short", "flat", "long"] if len(self.levels) == 3 else ["flat", "long"]
+            allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+            raise ValueError(f"action={actions!r} is not valid for action_mode='discrete'; allowed values: {allowed}")
+        return self.levels[index]
 
     def targets_from_continuous(self, actions: np.ndarray) -> np.ndarray:
         """Target exposures; without shorts the simulator treats negative targets as flat."""

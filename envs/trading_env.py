@@ -77,6 +77,10 @@ class TradingEnv(gym.Env):
         unknown = sorted(set(settings) - set(EnvConfig.__dataclass_fields__))
         if unknown:
             raise TypeError(f"TradingEnv got unknown argument(s) {unknown}; valid: {sorted(EnvConfig.__dataclass_fields__)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r} is not supported: TradingEnv draws nothing per step "
+                             f"(render modes: {self.metadata['render_modes']}); plot a run with "
+                             f"envs.backtest(...).save(folder) instead")
         self.config = EnvConfig(**settings)
         self.core = TradingCore(data, self.config, n=1)
         self.layout = self.core.layout
@@ -145,19 +149,8 @@ class TradingEnv(gym.Env):
         return obs, reward, terminated, truncated, self._info(True)
 
     def _action_to_target(self, action: Any) -> float:
-        levels = self.core.levels
-        if levels is not None:
-            value = np.asarray(action)
-            index = -1
-            if value.size == 1 and value.dtype.kind in "iuf" and not isinstance(action, (bool, np.bool_)):
-                scalar = value.reshape(-1)[0]
-                if float(scalar).is_integer():
-                    index = int(scalar)
-            if not 0 <= index < len(levels):
-                names = ["short", "flat", "long"] if len(levels) == 3 else ["flat", "long"]
-                allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
-                raise ValueError(f"action={action!r} is not valid for action_mode='discrete'; allowed values: {allowed}")
-            return float(levels[index])
+        if self.core.levels is not None:
+            return float(self.core.targets_from_discrete(action)[0])
         value = np.asarray(action, dtype=np.float64).reshape(-1)
         if value.size != 1 or not np.isfinite(value[0]) or not -1.0 <= value[0] <= 1.0:
             raise ValueError(

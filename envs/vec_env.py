@@ -59,10 +59,7 @@ class TradingVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions)
         if self.core.levels is not None:
-            index = actions.reshape(self.num_envs).astype(np.int64)
-            if (index < 0).any() or (index >= len(self.core.levels)).any():
-                raise ValueError(f"actions {actions!r} out of range 0..{len(self.core.levels) - 1}")
-            self._actions = self.core.targets_from_discrete(index)
+            self._actions = self.core.targets_from_discrete(actions)
         else:
             values = actions.reshape(self.num_envs).astype(np.float64)
             if not np.isfinite(values).all():

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .settings import check_setting
+
 SLIPPAGE_MODELS: tuple[str, ...] = ("fixed", "spread", "volatility", "volume")
 
 
@@ -67,7 +69,7 @@ class FixedBpsSlippage(SlippageModel):
     name = "fixed"
 
     def __post_init__(self) -> None:
-        _non_negative("slippage bps", self.bps)
+        self.bps = check_setting("slippage bps", self.bps, rule="slippage_bps")
 
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return np.full(len(rows), self.bps * 1e-4)
@@ -90,7 +92,7 @@ class SpreadSlippage(SlippageModel):
     name = "spread"
 
     def __post_init__(self) -> None:
-        _non_negative("spread_bps", self.spread_bps)
+        self.spread_bps = check_setting("spread_bps", self.spread_bps)
 
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return np.full(len(rows), 0.5 * self.spread_bps * 1e-4)
@@ -117,7 +119,8 @@ class VolatilityScaledSlippage(SlippageModel):
 
     def __post_init__(self) -> None:
         _non_negative("volatility slippage k", self.k)
-        _non_negative("volatility slippage base_bps", self.base_bps)
+        self.base_bps = check_setting("volatility slippage base_bps", self.base_bps, rule="slippage_bps")
+        self.window = check_setting("volatility slippage window", self.window, rule="window")
         if self.window < 2:
             raise ValueError(f"volatility slippage window={self.window} must be >= 2")
         self._sigma = np.zeros(0)
@@ -154,9 +157,8 @@ class VolumeScaledSlippage(SlippageModel):
 
     def __post_init__(self) -> None:
         _non_negative("volume slippage impact", self.impact)
-        _non_negative("volume slippage base_bps", self.base_bps)
-        if self.window < 1:
-            raise ValueError(f"volume slippage window={self.window} must be >= 1")
+        self.base_bps = check_setting("volume slippage base_bps", self.base_bps, rule="slippage_bps")
+        self.window = check_setting("volume slippage window", self.window, rule="window")
         self._adv = np.zeros(0)
 
     def prepare(self, open_, high, low, close, volume) -> None:
@@ -190,9 +192,7 @@ def make_slippage(spec: "SlippageModel | float | str | dict | None") -> Slippage
     if isinstance(spec, SlippageModel):
         return spec
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        if not np.isfinite(spec) or spec < 0:
-            raise ValueError(f"slippage={spec} must be a non-negative number of basis points")
-        return FixedBpsSlippage(float(spec))
+        return FixedBpsSlippage(check_setting("slippage", spec, rule="slippage_bps"))
     params: dict = {}
     name = spec
     if isinstance(spec, dict):
@@ -210,5 +210,4 @@ def make_slippage(spec: "SlippageModel | float | str | dict | None") -> Slippage
 
 
 def _non_negative(name: str, value: float) -> None:
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value} must be a non-negative finite number")
+    check_setting(name, value, rule="non_negative")

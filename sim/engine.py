@@ -63,6 +63,7 @@ import numpy as np
 
 from .costs import SlippageModel, make_slippage
 from .kernel import FILL_DELTA, FILL_ROW, position_state, state_views, step_kernel
+from .settings import check_setting
 from .trade_log import TradeLog
 
 FILL_AT: tuple[str, ...] = ("next_open", "close")
@@ -88,9 +89,7 @@ class Costs:
 
     def __post_init__(self) -> None:
         for name in ("commission", "fixed_fee", "borrow_rate"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name}={value!r} must be a non-negative number")
+            setattr(self, name, check_setting(name, getattr(self, name)))
         self.slippage = make_slippage(self.slippage)
 
     @classmethod
@@ -153,10 +152,10 @@ class Simulator:
     ) -> None:
         if fill_at not in FILL_AT:
             raise ValueError(f"fill_at={fill_at!r} is not known; expected one of {list(FILL_AT)}")
-        if not initial_cash > 0:
-            raise ValueError(f"initial_cash={initial_cash} must be > 0")
-        if not 0 <= min_rebalance < 2:
-            raise ValueError(f"min_rebalance={min_rebalance} must be in [0, 2)")
+        initial_cash = check_setting("initial_cash", initial_cash)
+        min_rebalance = check_setting("min_rebalance", min_rebalance)
+        allow_short = check_setting("allow_short", allow_short)
+        record_trades = check_setting("record_trades", record_trades)
         self.open = np.ascontiguousarray(open_, dtype=np.float64)
         self.high = np.ascontiguousarray(high, dtype=np.float64)
         self.low = np.ascontiguousarray(low, dtype=np.float64)
@@ -192,6 +191,13 @@ class Simulator:
             self._scalar_views()
         # the compiled batched step (sim.kernel) when numba is installed and the slippage fraction is constant
         self._kernel = step_kernel if n > 1 and self._slip_fraction is not None else None
+
+    def _slippage_too_large(self, fraction: float, row: int, notional: float) -> None:
+        """Refuse a fill whose slippage is 100% of the price or more (a sell would fill at a price <= 0)."""
+        raise FloatingPointError(
+            f"slippage model '{self.slippage.describe()}' gives a slippage of {fraction:.1%} of the price for an "
+            f"order of notional {notional:,.2f} at bar {row}: a fill at 100% slippage or more has a price <= 0; "
+            f"lower the model's parameters")
 
     def reset(self, rows: np.ndarray | int, accounts: np.ndarray | None = None) -> None:
         """Start accounts flat with ``initial_cash`` at the close of bar ``rows``.
@@ -259,6 +265,10 @@ class Simulator:
         slip_fraction = self._slip_fraction
         if slip_fraction is None:
             slip_fraction = self.slippage.fraction(fill_row, notional)
+            too_large = traded & (slip_fraction >= 1.0)
+            if np.count_nonzero(too_large):
+                first = int(np.flatnonzero(too_large)[0])
+                self._slippage_too_large(float(slip_fraction[first]), int(fill_row[first]), float(notional[first]))
         fill_price = reference * (1.0 + np.sign(delta) * slip_fraction)
         slippage = notional * slip_fraction
         commission = rate * size * fill_price
@@ -395,6 +405,8 @@ class Simulator:
             if delta != 0.0:
                 notional = abs(delta) * reference
                 slip_fraction = constant if constant is not None else self.slippage.fraction_one(fill_row, notional)
+                if slip_fraction >= 1.0:
+                    self._slippage_too_large(slip_fraction, fill_row, notional)
                 fill_price = reference * (1.0 + (1.0 if delta > 0 else -1.0) * slip_fraction)
                 slippage = notional * slip_fraction
                 commission = rate * abs(delta) * fill_price

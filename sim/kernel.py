@@ -1,10 +1,10 @@
-"""The compiled simulator step (numba, optional): :meth:`sim.Simulator.step_one`'s expressions in a loop over
+"""The compiled simulator step (numba): :meth:`sim.Simulator.step_one`'s expressions in a loop over
 accounts, for a :class:`sim.Simulator` whose slippage fraction is constant (the batched step of
 ``TradingVecEnv``, and through :mod:`envs.kernel` the single env's step).
 
 Bit for bit the numpy path's numbers (tested; no fast-math, numpy's error model: x / 0 is inf or nan, as
-in numpy). Without numba (``pip install -e ".[fast]"``) ``step_kernel`` is None and the simulator uses its
-pure-numpy path. ``TRADING_RL_NO_NUMBA=1`` turns the kernel off.
+in numpy). numba is a core dependency; without it, or with ``TRADING_RL_NO_NUMBA=1``, ``step_kernel`` is None
+and the simulator uses its pure-numpy path.
 
 The state of all accounts is two matrices, one row per field (:data:`INT_FIELDS`, :data:`FLOAT_FIELDS`),
 indexed ``[FIELD, account]``: the kernel takes them as two arguments, and a caller's compiled code can call
