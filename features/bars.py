@@ -3,7 +3,8 @@
 A bars frame has a UTC ``DatetimeIndex`` named ``timestamp`` (strictly increasing) and float64
 columns ``open, high, low, close, volume`` plus ``vwap`` where the source knows it.
 Gaps (nights, weekends, holidays) are allowed and reported by :func:`find_gaps`; they are never
-forward-filled into bars that did not trade.
+forward-filled into bars that did not trade. A series has one timeframe: a run of bars closer together
+than a bar (hourly bars inside daily ones) is refused by :func:`check_spacing`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("vwap",)
 
 _TIMEFRAME_RE = re.compile(r"^(\d+)(Min|Hour|Day|Week|Month)$")
 _UNIT_SECONDS = {"Min": 60, "Hour": 3600, "Day": 86400, "Week": 7 * 86400, "Month": 30 * 86400}
+# How much shorter than a bar a step may be (calendar bars are stamped in local time or at a session's
+# close: a daylight-saving change is an hour, an early close three); intraday steps are exact.
+_DAY_SLACK_SECONDS = 6 * 3600
 
 
 class BarsValidationError(ValueError):
@@ -77,6 +81,7 @@ def validate_bars(bars: pd.DataFrame, symbol: str = "?") -> pd.DataFrame:
         raise BarsValidationError(f"{symbol}: no bars (empty frame); check the symbol and the date range")
     frame = bars.copy()
     frame.columns = [str(c).lower() for c in frame.columns]
+    _check_unique_columns(symbol, [str(c) for c in bars.columns])
     missing = [c for c in BAR_COLUMNS if c not in frame.columns]
     if missing:
         raise BarsValidationError(
@@ -125,6 +130,19 @@ def validate_bars(bars: pd.DataFrame, symbol: str = "?") -> pd.DataFrame:
     return frame
 
 
+def _check_unique_columns(symbol: str, columns: list[str]) -> None:
+    """Refuse columns whose names are equal ignoring case (``close`` and ``Close``): which one is the price?"""
+    seen: dict[str, list[str]] = {}
+    for name in columns:
+        seen.setdefault(name.lower(), []).append(name)
+    clashes = [names for names in seen.values() if len(names) > 1]
+    if clashes:
+        raise BarsValidationError(
+            f"{symbol}: columns {clashes[0]} are the same column ignoring case (column names are not "
+            f"case-sensitive); keep one of them and drop or rename the others"
+        )
+
+
 def _first_bad(symbol: str, frame: pd.DataFrame, bad: np.ndarray, what: str, column: str | None = None) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -167,8 +185,9 @@ def resolve_timeframe(index: pd.DatetimeIndex, timeframe: str | Timeframe | None
     :param index: the bars' timestamps.
     :param timeframe: the declared bar length, or None to infer it.
     :param symbol: the symbol, for messages.
-    :raises BarsValidationError: when the declared timeframe contradicts the bars' spacing, or none is
-        declared and too few bars are given to infer one.
+    :raises BarsValidationError: when the declared timeframe contradicts the bars' spacing, the bars
+        hold a run at a shorter spacing (:func:`check_spacing`), or none is declared and too few bars are
+        given to infer one.
     """
     declared = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
     inferred = infer_timeframe(index, symbol)
@@ -177,6 +196,7 @@ def resolve_timeframe(index: pd.DatetimeIndex, timeframe: str | Timeframe | None
             raise BarsValidationError(
                 f"{symbol}: {len(index)} bar(s) are too few to infer the timeframe; pass timeframe= explicitly"
             )
+        check_spacing(index, inferred, symbol)
         return inferred
     if inferred is not None and inferred.seconds != declared.seconds and not (
         declared.unit == "Month" and inferred.unit == "Month"
@@ -185,7 +205,53 @@ def resolve_timeframe(index: pd.DatetimeIndex, timeframe: str | Timeframe | None
             f"{symbol}: timeframe={str(declared)!r} contradicts the bars, whose median spacing is {inferred} "
             f"({inferred.seconds:g} s); pass timeframe={str(inferred)!r} or None to infer it, or resample the bars"
         )
+    check_spacing(index, declared, symbol)
     return declared
+
+
+def check_spacing(index: pd.DatetimeIndex, timeframe: Timeframe, symbol: str = "?") -> None:
+    """Refuse bars at two spacings: a run of two or more consecutive steps shorter than one bar.
+
+    Longer steps are gaps (nights, weekends, holidays, missing bars) and are fine, and so is a lone short
+    step (a session that opens at 09:30 in hourly bars). A step counts as short when it is below the bar
+    length: exactly for intraday bars, by more than 6 hours for daily ones (local-midnight stamps move
+    with daylight saving; early closes), by more than half a bar for weekly and monthly ones.
+
+    :param index: the bars' timestamps (sorted).
+    :param timeframe: the bars' timeframe.
+    :param symbol: the symbol, for the message.
+    :raises BarsValidationError: naming the symbol, the first bar of the run and both spacings.
+    """
+    steps = np.diff(index.as_unit("ns").asi8)
+    short = steps < _shortest_step_ns(timeframe)
+    runs = short[:-1] & short[1:]
+    if not runs.any():
+        return
+    first = int(np.flatnonzero(runs)[0])
+    raise BarsValidationError(
+        f"{symbol}: bars at two spacings: the timeframe is {timeframe} ({_duration(timeframe.seconds)} apart) "
+        f"but from {index[first]} on bars are {_duration(steps[first] / 1e9)} apart ({int(short.sum())} "
+        f"step(s) shorter than a bar in all); one series has one timeframe: load the {_duration(steps[first] / 1e9)} "
+        f"bars separately or resample them to {timeframe}"
+    )
+
+
+def _shortest_step_ns(timeframe: Timeframe) -> int:
+    """The shortest step between bars of ``timeframe`` that is not a second, shorter timeframe."""
+    seconds = timeframe.seconds
+    if timeframe.unit == "Day":
+        seconds -= _DAY_SLACK_SECONDS
+    elif timeframe.unit in ("Week", "Month"):
+        seconds //= 2
+    return seconds * 1_000_000_000
+
+
+def _duration(seconds: float) -> str:
+    """``90`` -> ``"1.5 min"``, ``3600`` -> ``"1 h"``, ``86400`` -> ``"1 day"`` (for messages)."""
+    for size, unit in ((86400, "day"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe | None = "1Day") -> pd.DataFrame:

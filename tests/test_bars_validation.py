@@ -103,6 +103,20 @@ def test_non_numeric_column_is_named_with_its_dtype(column: str) -> None:
         validate_bars(bars, SYMBOL)
 
 
+@pytest.mark.parametrize("extra", ["Close", "CLOSE", "Vwap2"])
+def test_columns_equal_ignoring_case_are_named_not_a_traceback(extra: str) -> None:
+    bars = clean_bars()
+    if extra == "Vwap2":
+        bars["vwap2"], bars["VWAP2"] = 1.0, 2.0
+        clash = r"\['vwap2', 'VWAP2'\]"
+    else:
+        bars[extra] = bars["close"] + 1.0
+        clash = rf"\['close', '{extra}'\]"
+    with pytest.raises(BarsValidationError, match=rf"^{SYMBOL}: columns {clash} are the same column ignoring case") as info:
+        validate_bars(bars, SYMBOL)
+    assert "\n" not in str(info.value)
+
+
 def test_boolean_column_is_not_numeric() -> None:
     bars = clean_bars()
     bars["volume"] = True

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,3 +79,61 @@ def test_annualisation_uses_the_data_s_own_bars_per_year() -> None:
     per_year = bars_per_year(data.timestamps)
     assert 24 * 5 * 50 < per_year < 24 * 7 * 53  # hourly 24/5, not 252
     assert np.isfinite(per_year)
+
+
+def test_daily_bars_that_switch_to_hourly_are_refused_naming_the_first_hourly_bar() -> None:
+    daily = synthetic_bars(300, seed=0, start="2020-01-01")
+    switch = daily.index[-1] + pd.Timedelta(days=1)
+    hourly_part = synthetic_bars(200, freq="h", seed=1, start=str(switch.date()))
+    mixed = pd.concat([daily, hourly_part])
+    with pytest.raises(BarsValidationError, match=r"X: bars at two spacings: the timeframe is 1Day \(1 day apart\) "
+                                                  rf"but from {re.escape(str(hourly_part.index[0]))} on bars are 1 h apart"):
+        resolve_timeframe(mixed.index, None, "X")
+    with pytest.raises(BarsValidationError, match="bars at two spacings"):
+        build_market_data({"X": mixed}, DatasetConfig(window=8))
+    with pytest.raises(BarsValidationError, match="bars at two spacings"):
+        resolve_timeframe(mixed.index, "1Day", "X")
+
+
+def test_five_minute_bars_inside_an_hourly_series_are_refused() -> None:
+    frame = hourly(300)
+    stamp = frame.index[100]
+    extra = pd.DatetimeIndex([stamp + pd.Timedelta(minutes=5 * k) for k in range(1, 4)])
+    index = frame.index.append(extra).sort_values()
+    with pytest.raises(BarsValidationError, match=rf"X: bars at two spacings: the timeframe is 1Hour \(1 h apart\) "
+                                                  rf"but from {re.escape(str(stamp))} on bars are 5 min apart"):
+        resolve_timeframe(index, None, "X")
+
+
+@pytest.mark.parametrize("kind", ["weekdays_and_holidays", "local_midnight_with_dst", "hourly_24_5",
+                                  "hourly_24_7", "stock_sessions_with_half_hour_open", "missing_bars"])
+def test_one_timeframe_with_gaps_and_sessions_is_accepted(kind: str) -> None:
+    if kind == "weekdays_and_holidays":
+        index = pd.bdate_range("2020-01-01", "2021-12-31", tz="UTC").drop(pd.Timestamp("2020-12-25", tz="UTC"))
+    elif kind == "local_midnight_with_dst":  # 23 h and 25 h steps when New York changes clocks
+        index = pd.date_range("2020-01-01", "2021-12-31", freq="D", tz="America/New_York").tz_convert("UTC")
+    elif kind == "hourly_24_5":
+        index = hourly().index
+    elif kind == "hourly_24_7":  # crypto: no gap at all
+        index = pd.date_range("2021-01-01", periods=3000, freq="h", tz="UTC")
+    elif kind == "stock_sessions_with_half_hour_open":  # 09:30, 10:00, ..., 15:00 New York, weekdays
+        days = pd.bdate_range("2021-03-01", periods=60)
+        stamps = [pd.Timestamp(day.date()).tz_localize("America/New_York") + pd.Timedelta(hours=h, minutes=m)
+                  for day in days for h, m in [(9, 30)] + [(h, 0) for h in range(10, 16)]]
+        index = pd.DatetimeIndex(stamps).tz_convert("UTC")
+    else:
+        index = pd.date_range("2021-01-01", periods=2000, freq="h", tz="UTC").delete([5, 6, 7, 100, 1500])
+    expected = "1Day" if kind in ("weekdays_and_holidays", "local_midnight_with_dst") else "1Hour"
+    assert str(resolve_timeframe(index, None, "X")) == expected
+
+
+def test_the_embedded_daily_and_hourly_data_keep_one_timeframe() -> None:
+    from features import load_bars
+
+    for symbol in ("AAPL", "IBM", "MSFT", "GOOG", "SP500"):
+        assert str(resolve_timeframe(load_bars(symbol)[symbol].index, None, symbol)) == "1Day"
+    import importlib.util
+
+    if importlib.util.find_spec("gym_anytrading") is not None:
+        bars = load_bars("EURUSD", "1Hour")["EURUSD"]
+        assert str(resolve_timeframe(bars.index, None, "EURUSD")) == "1Hour"
