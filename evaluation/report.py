@@ -335,6 +335,7 @@ def render_markdown(report: Mapping[str, Any], charts: Mapping[str, Mapping[str,
         lines.append(f"- Jobs: {run.get('jobs', NA)} ({run.get('ran', NA)} ran, {run.get('cached', NA)} cached); "
                      f"wall time {_fmt_seconds(seconds)}"
                      + (f"; config {str(run['config_hash'])[:12]}" if run.get("config_hash") else ""))
+        lines += _code_lines(run)
     else:
         lines.append(f"- Wall time: {NA}")
     lines.append("")
@@ -362,6 +363,25 @@ def render_markdown(report: Mapping[str, Any], charts: Mapping[str, Mapping[str,
     for name, market in markets.items():
         lines += _market_section(name, market, charts.get(name) or {}, costs, confidence, max_bps)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _code_lines(run: Mapping[str, Any]) -> list[str]:
+    """The run facts about the code: which code this run is, and any cached jobs of other code it reused.
+
+    :param run: the report's ``run`` facts (``code``: version and digest; ``stale_jobs``: count and code).
+    """
+    lines: list[str] = []
+    code = run.get("code") or {}
+    if code:
+        lines.append(f"- Code: trading-rl {code.get('version', NA)}, source digest {str(code.get('digest'))[:12]}")
+    stale = run.get("stale_jobs") or {}
+    if stale.get("count"):
+        others = ", ".join(f"{s.get('jobs')} of {s.get('version') or 'an unrecorded version'} (source digest "
+                           f"{str(s.get('digest'))[:12] if s.get('digest') else 'unrecorded'})"
+                           for s in stale.get("code") or [])
+        lines.append(f"- **Stale jobs reused (--reuse-stale-jobs): {stale['count']} cached job(s) were computed by "
+                     f"other code: {others}; their numbers may differ from what this code gives**")
+    return lines
 
 
 def _fmt_seconds(seconds: float | None) -> str:

@@ -7,11 +7,12 @@ call runs in-process, in local worker processes or on a Dask cluster.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -164,10 +165,13 @@ def supervised_configs(job: Job) -> tuple[Any, Any]:
     from supervised.trainer import TrainConfig
 
     policy_spec = job.spec["policy"]
-    model_config = ModelConfig.from_dict({"kind": policy_spec["model"], **policy_spec.get("model_settings", {})},
-                                         f"policies.{job.policy}.model_settings")
-    train_config = dataclass_from_dict(TrainConfig, {**job.spec["budget"], "seed": job.seed, "num_threads": 1},
-                                       "budgets.supervised")
+    where = f"policies.{job.policy}.model_settings"
+    with _named(where):
+        model_config = ModelConfig.from_dict({"kind": policy_spec["model"], **policy_spec.get("model_settings", {})},
+                                             where)
+    with _named("budgets.supervised"):
+        train_config = dataclass_from_dict(TrainConfig, {**job.spec["budget"], "seed": job.seed, "num_threads": 1},
+                                           "budgets.supervised")
     return model_config, train_config
 
 
@@ -186,7 +190,21 @@ def agent_config(job: Job, pretrained: str | None) -> Any:
     if policy_spec.get("pretrained"):
         settings["pretrained"] = pretrained or f"<the bundle of {policy_spec['pretrained']}>"
         settings["init_from_classifier"] = bool(policy_spec.get("init_from_classifier"))
-    return AgentConfig.from_dict(settings, f"policies.{job.policy} (budgets.{policy_spec['kind']} + agent)")
+    where = f"policies.{job.policy} (budgets.{policy_spec['kind']} + agent)"
+    with _named(where):
+        return AgentConfig.from_dict(settings, where)
+
+
+@contextlib.contextmanager
+def _named(where: str) -> Iterator[None]:
+    """Prefix ``where`` to a ``ValueError`` raised inside that does not start with it already."""
+    try:
+        yield
+    except ValueError as error:
+        text = " ".join(str(error).split())
+        if text.startswith(where):
+            raise
+        raise ValueError(f"{where}: {text}") from None
 
 
 def check_job_settings(job: Job) -> None:

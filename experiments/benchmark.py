@@ -7,7 +7,10 @@
 Writes runs/<name>/: report.md, report.json, equity_/sharpe_/costs_/trades_<market>.png, and jobs/ (one
 folder per finished job, keyed by a hash of everything that defines it). Rerunning the same command
 with the same --run-name resumes: finished jobs are skipped, so a killed benchmark continues where it
-stopped and a finished one rebuilds its report in seconds. To benchmark your own bars, change only the
+stopped and a finished one rebuilds its report in seconds. Each job records the code that computed it
+(package version and source digest): a run folder holding jobs of other code is refused, naming both,
+unless --reuse-stale-jobs (the report then says so); a damaged cached job is run again. The whole
+config is checked before the first job, and a start that fails leaves no run folder. To benchmark your own bars, change only the
 `markets:` section of the config (any dataset settings: source parquet or alpaca).
 """
 
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: benchmark[_quick]_<YYYYmmdd-HHMMSS>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="reuse a run folder that holds another config's report (its cached jobs are kept)")
+    parser.add_argument("--reuse-stale-jobs", action="store_true",
+                        help="reuse finished jobs of the run folder that other code computed (another source "
+                             "digest); report.md and report.json say how many")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -50,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     name = check_run_name(args.run_name) if args.run_name else f"benchmark{'_quick' if args.quick else ''}_{timestamp()}"
     run_dir = args.runs_dir / name
     report = run_benchmark(config, run_dir, workers=args.workers, scheduler=args.scheduler,
-                           progress=not args.no_progress, overwrite=args.overwrite)
+                           progress=not args.no_progress, overwrite=args.overwrite,
+                           reuse_stale=args.reuse_stale_jobs)
     print(headline(run_dir / "report.md"))
     run = report["run"]
     print(f"\n{run['jobs']} jobs ({run['cached']} cached) in {run['seconds']:.0f} s; report: {run_dir / 'report.md'}")
