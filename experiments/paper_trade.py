@@ -37,10 +37,50 @@ from experiments.common import (
     timestamp,
 )
 from live import Journal, LiveLoop, load_live_policy
-from live.config import BROKERS, PaperConfig
+from live.broker import BrokerError
+from live.config import BROKERS, PaperConfig, check_port
 from live.monitor import serve
 
 CRASH_ENV = "PAPER_TRADE_CRASH_AT"  # fault injection for the kill tests: "<point>[:<nth pass>]" -> SIGKILL itself
+
+
+class BrokerUnavailable(UsageError):
+    """The broker could not be used (bad keys, a wrong URL, an unreachable host, a server error after the
+    retries): one line with the endpoint, the status and what to check.
+
+    :param error: the broker's error (its message is ``<what> — <what to check>``, keys masked).
+    """
+
+    def __init__(self, error: BrokerError) -> None:
+        what, _, fix = " ".join(str(error).split()).partition(" — ")
+        super().__init__(f"the broker failed: {what}", fix or "check the keys APCA_API_KEY_ID / APCA_API_SECRET_KEY "
+                         "and broker.trading_url in the config, then try again")
+
+
+def _cycles(text: str) -> int:
+    """``--max-cycles``: a whole number >= 1 (0 would still run a cycle that can place orders).
+
+    :param text: the argument.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1 (1: one cycle, as --once)")
+    return value
+
+
+def _port(text: str) -> int:
+    """``--serve``: a TCP port in 0..65535 (0: any free port).
+
+    :param text: the argument.
+    """
+    try:
+        return check_port("--serve", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: pass a whole number in [0, 65535] "
+                                         f"(0: any free port)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="alpaca (paper) or sim (historical replay); default: the config's broker.kind (alpaca)")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (default: the built-in values of configs/paper.yaml)")
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
-    parser.add_argument("--max-cycles", type=int, default=None, help="stop after this many cycles (default: run on)")
+    parser.add_argument("--max-cycles", type=_cycles, default=None, help="stop after this many cycles, >= 1 (default: run on)")
     parser.add_argument("--run-name", default=None,
                         help="run folder under --runs-dir; an existing run is resumed (default: paper_<policy>_<broker>_<time>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs")
-    parser.add_argument("--serve", type=int, default=None, metavar="PORT",
-                        help="also serve the monitor page on http://127.0.0.1:PORT/monitor.html (default: file only)")
+    parser.add_argument("--serve", type=_port, default=None, metavar="PORT",
+                        help="also serve the monitor page on http://127.0.0.1:PORT/monitor.html, PORT in 0..65535 "
+                             "(0: any free port; default: the config's monitor.serve_port, else file only)")
     parser.add_argument("--dataset", type=Path, default=None,
                         help="--broker sim: the dataset replayed (default: the config's sim.dataset, else the embedded data)")
     parser.add_argument("--split", default=None, choices=["train", "validation", "test"],
@@ -89,6 +130,7 @@ def main(argv: list[str] | None = None) -> str:
         raise UsageError("no symbols given", "pass --symbols AAPL MSFT ... (symbols the policy was trained on: "
                          f"{', '.join(sorted(policy.preprocessing.asset_map))})")
     broker = _broker(kind, config, policy, symbols, data)  # missing keys end here, before anything is written
+    _check_broker(broker, kind)  # bad keys, a wrong URL, an unreachable host too
     name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, spec, kind)
     run_dir = args.runs_dir / name
     created = not run_dir.exists()
@@ -102,10 +144,7 @@ def main(argv: list[str] | None = None) -> str:
         resumed = journal.meta("identity") is not None
         loop = LiveLoop(policy, broker, journal, symbols, config, run_name=name, run_dir=run_dir,
                         crash=_crash_from_environment(), clear_halt=args.clear_halt)
-        port = args.serve if args.serve is not None else config.monitor.serve_port
-        if port is not None:
-            server = serve(run_dir, port)
-            print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
+        server = _serve(run_dir, args, config)
         print(f"run {run_dir} ({'resumed' if resumed else 'new'}; resume it with --run-name {name}); "
               f"policy {policy.name} on {', '.join(symbols)} via {kind}; log {log_path}")
         progress = None
@@ -114,8 +153,11 @@ def main(argv: list[str] | None = None) -> str:
 
             progress = tqdm(total=2 * len(broker.ticks) - 1, unit="step", desc="replay", leave=False)
         started = True
-        reason = loop.run(once=args.once, max_cycles=args.max_cycles,
-                          on_cycle=(lambda report: progress.update(1)) if progress is not None else None)
+        try:
+            reason = loop.run(once=args.once, max_cycles=args.max_cycles,
+                              on_cycle=(lambda report: progress.update(1)) if progress is not None else None)
+        except BrokerError as error:  # a failure while the run starts (a cycle's own failures are retried)
+            raise BrokerUnavailable(error) from error
         if progress is not None:
             progress.close()
     finally:
@@ -172,6 +214,41 @@ def _broker(kind: str, config: PaperConfig, policy: Any, symbols: list[str], dat
                         connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
                         max_retries=settings.max_retries, backoff_base=settings.backoff_base,
                         backoff_max=settings.backoff_max)
+
+
+def _check_broker(broker: Any, kind: str) -> None:
+    """Ask Alpaca for its clock and the account before anything is written, so that bad keys, a wrong URL,
+    an unreachable host or a server that keeps failing end here in one line (the sim broker needs no check).
+
+    :param broker: the broker.
+    :param kind: ``"alpaca"`` or ``"sim"``.
+    """
+    if kind == "sim":
+        return
+    try:
+        broker.clock()
+        broker.account()
+    except BrokerError as error:
+        raise BrokerUnavailable(error) from error
+
+
+def _serve(run_dir: Path, args: argparse.Namespace, config: PaperConfig) -> Any:
+    """The monitor's server on ``--serve`` (else ``monitor.serve_port``), or None when neither is set; a port
+    that cannot be listened on is one line naming it and where it came from."""
+    if args.serve is not None:
+        port, source = args.serve, f"--serve {args.serve}"
+    elif config.monitor.serve_port is not None:
+        port = config.monitor.serve_port
+        source = f"{args.config or 'the config'}: monitor.serve_port={port}"
+    else:
+        return None
+    try:
+        server = serve(run_dir, port)
+    except ValueError as error:
+        what, _, fix = str(error).partition(" — ")
+        raise UsageError(f"{source}: {what}", fix or "choose another port") from None
+    print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
+    return server
 
 
 def _default_name(runs_dir: Path, spec: str, kind: str) -> str:

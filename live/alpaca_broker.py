@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from features.alpaca_source import (
+    _STATUS_PAGE,
     AlpacaDataError,
     _check_network_options,
     _describe_network_error,
@@ -108,21 +110,69 @@ class AlpacaBroker:
             _install_session(self._data_client, self._session("market data API"))
         return self._data_client
 
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an alpaca-py call; its errors become :class:`BrokerError` with the keys masked."""
+    def _call(self, what: str, fn: Callable[[], Any], setting: str = "trading_url") -> Any:
+        """Run an alpaca-py call; its errors become one-line :class:`BrokerError` s naming the endpoint, the
+        HTTP status (or what the network did) and what to check, with the keys masked.
+
+        :param what: what was asked (``"clock"``, ``"AAPL latest trade"``), first in the message.
+        :param fn: the call.
+        :param setting: the config key of the API's URL (``trading_url`` or ``data_url``), for the advice.
+        """
         from alpaca.common.exceptions import APIError
-        from requests.exceptions import RequestException
+        from requests.exceptions import JSONDecodeError, RequestException, SSLError
 
         try:
             return fn()
         except APIError as exc:
             status = exc.status_code
             message = self._redact(_server_message(self._redact(str(exc))))
-            error = BrokerError(f"{what}: Alpaca answered HTTP {status}: {message!r}", status)
+            endpoint = _endpoint(exc.request, self._url(setting))
+            retried = status is not None and (status == 429 or 500 <= status <= 599)
+            after = f" after {self.max_retries + 1} attempts" if retried else ""
+            text = f"{what}: {endpoint} answered HTTP {status} ({message!r}){after} — {self._http_advice(status, setting)}"
+            error = BrokerError(self._redact(text), status)
         except RequestException as exc:
-            happened, advice = _describe_network_error(exc, self.trading_url or "Alpaca's trading API", *self.timeouts)
-            error = BrokerError(self._redact(f"{what}: {happened} after {self.max_retries + 1} attempts; {advice}"))
+            endpoint = _endpoint(getattr(exc, "request", None), self._url(setting))
+            once = isinstance(exc, (SSLError, JSONDecodeError))  # the session does not retry these
+            attempts = "" if once else f" after {self.max_retries + 1} attempts"
+            text = (f"{what}: {endpoint} {_network_failure(exc, *self.timeouts)}{attempts} — "
+                    f"{self._network_advice(exc, setting)}")
+            error = BrokerError(self._redact(text))
         raise error from None  # the raw error may carry the keys; it is not chained
+
+    def _url(self, setting: str) -> str:
+        """The API's base URL as configured (``broker.<setting>``), or which of Alpaca's it is."""
+        url = self.trading_url if setting == "trading_url" else self.data_url
+        return url or ("Alpaca's paper trading API" if setting == "trading_url" else "Alpaca's market data API")
+
+    def _http_advice(self, status: int | None, setting: str) -> str:
+        """What to check after an HTTP error status from the API of ``broker.<setting>``."""
+        url = f"broker.{setting} (now {self._url(setting)})"
+        if status in (401, 403):
+            return (f"check APCA_API_KEY_ID and APCA_API_SECRET_KEY: paper-trading keys (https://app.alpaca.markets, "
+                    f"Paper account, API keys), and {url}")
+        if status == 404:
+            return f"check {url}: the API's base URL, e.g. https://paper-api.alpaca.markets, without /v2"
+        if status == 429 or (status is not None and status >= 500):
+            return (f"the error is on the server's side: check {_STATUS_PAGE} and {url}, and try again later "
+                    f"(or raise broker.max_retries / broker.backoff_max)")
+        return f"check {url} and the keys APCA_API_KEY_ID / APCA_API_SECRET_KEY"
+
+    def _network_advice(self, exc: Exception, setting: str) -> str:
+        """What to check when the API of ``broker.<setting>`` gave no usable answer."""
+        from requests.exceptions import ConnectTimeout, JSONDecodeError, ReadTimeout, SSLError
+
+        url = f"broker.{setting} (now {self._url(setting)})"
+        if isinstance(exc, JSONDecodeError):
+            return f"check {url}: it must point at Alpaca's API (or a proxy of it), not a web page"
+        if isinstance(exc, ConnectTimeout):
+            return f"check {url}, the network and any proxy settings, or raise broker.connect_timeout"
+        if isinstance(exc, ReadTimeout) or "read timed out" in str(exc).lower():
+            return (f"Alpaca may be down or overloaded (see {_STATUS_PAGE}): try again later, or raise "
+                    f"broker.read_timeout / broker.max_retries")
+        if isinstance(exc, SSLError):
+            return f"check {url}, the system clock and any proxy that intercepts HTTPS"
+        return f"check the host and port of {url}, the network and any proxy settings"
 
     # ----- time -----------------------------------------------------------------------------------
     def clock(self) -> Clock:
@@ -258,8 +308,8 @@ class AlpacaBroker:
                                       url_override=self.data_url, feed=self.feed, connect_timeout=self.timeouts[0],
                                       read_timeout=self.timeouts[1], max_retries=self.max_retries,
                                       backoff_base=self.backoff_base, backoff_max=self.backoff_max, sleep=self.sleep_fn)
-        except AlpacaDataError as error:
-            raise BrokerError(str(error), error.status_code) from None
+        except AlpacaDataError as error:  # its advice names fetch_alpaca_bars' argument; here it is the config key
+            raise BrokerError(str(error).replace("url_override", "broker.data_url"), error.status_code) from None
         except ValueError as error:
             if "returned no" in str(error):
                 return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
@@ -299,7 +349,7 @@ class AlpacaBroker:
         from alpaca.data.requests import StockLatestTradeRequest
 
         request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=self.feed)
-        raw = self._call(f"{symbol} latest trade", lambda: self._data().get_stock_latest_trade(request))
+        raw = self._call(f"{symbol} latest trade", lambda: self._data().get_stock_latest_trade(request), "data_url")
         trade = (raw or {}).get(symbol)
         price = _number(trade.get("p")) if isinstance(trade, dict) and trade.get("p") is not None else float("nan")
         if not (math.isfinite(price) and price > 0):
@@ -319,6 +369,34 @@ def _order(model: Any) -> Order:
         submitted_at=_utc(model.submitted_at) if model.submitted_at else None,
         filled_at=_utc(model.filled_at) if model.filled_at else None,
     )
+
+
+def _endpoint(request: Any, fallback: str) -> str:
+    """``GET https://host/v2/clock`` of a request (its query left out), or ``fallback`` when it is unknown."""
+    url = getattr(request, "url", None)
+    if not url:
+        return fallback
+    parts = urlsplit(url)
+    return f"{getattr(request, 'method', None) or 'request to'} {parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _network_failure(exc: Exception, connect_timeout: float, read_timeout: float) -> str:
+    """What the network did, in a few words (``refused the connection``, ``did not answer in 30 s``)."""
+    from requests.exceptions import ConnectTimeout, JSONDecodeError, ReadTimeout, SSLError
+
+    text = str(exc)
+    if isinstance(exc, JSONDecodeError):
+        return "answered with something that is not JSON"
+    if isinstance(exc, ConnectTimeout):
+        return f"could not be connected to in {connect_timeout:g} s (connect_timeout)"
+    if isinstance(exc, ReadTimeout) or "read timed out" in text.lower():
+        return f"accepted the connection but did not answer in {read_timeout:g} s (read_timeout)"
+    if isinstance(exc, SSLError):
+        return "failed the TLS handshake"
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if reason:
+        return f"could not be reached ({reason.group(1).strip()})"
+    return f"could not be reached ({type(exc).__name__})"
 
 
 def _number(value: Any) -> float:

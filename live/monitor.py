@@ -12,6 +12,7 @@ exactly what is shown.
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .config import check_port
 from .journal import Journal
 
 CHART_WIDTH, EQUITY_HEIGHT, DRAWDOWN_HEIGHT, PAD = 960, 240, 90, 48
@@ -223,17 +225,28 @@ def write_monitor(journal: Journal, path: str | Path, refresh_seconds: int = 30,
 def serve(run_dir: str | Path, port: int) -> Any:
     """Serve ``run_dir`` (the monitor page at ``/monitor.html``) on 127.0.0.1:``port`` in a daemon thread.
 
+    :param run_dir: the folder served.
+    :param port: the TCP port, 0..65535 (0: any free port; ``server.server_address[1]`` says which).
     :return: the server (``shutdown()`` stops it).
+    :raises ValueError: the port is not a TCP port, or cannot be listened on (in use, not allowed): one line
+        naming it.
     """
     import functools
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    port = check_port("port", port)
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
 
     handler = functools.partial(Quiet, directory=str(run_dir))
-    server = ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as error:
+        reason = "it is already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+        raise ValueError(f"cannot serve the monitor on 127.0.0.1:{port}: {reason} — choose another port "
+                         f"(0: any free one), or stop what listens on {port}") from None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
