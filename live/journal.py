@@ -392,6 +392,16 @@ class Journal:
         self.conn.execute("INSERT INTO cycles (at, is_open, status, detail) VALUES (?, ?, ?, ?)",
                           (iso(at), int(is_open), status, json.dumps(detail or {}, default=str)))
 
+    def last_moment(self) -> pd.Timestamp | None:
+        """The latest broker-clock moment anything was journalled at (a cycle, a decision, an order, a fill, an
+        alert, a reconciliation): where a run stopped, to the instant. None for a new journal."""
+        rows = self._rows(
+            "SELECT MAX(at) AS at FROM (SELECT MAX(at) AS at FROM cycles UNION ALL SELECT MAX(decided_at) FROM decisions "
+            "UNION ALL SELECT MAX(executed_at) FROM decisions UNION ALL SELECT MAX(updated_at) FROM orders "
+            "UNION ALL SELECT MAX(at) FROM order_events UNION ALL SELECT MAX(at) FROM fills "
+            "UNION ALL SELECT MAX(at) FROM alerts UNION ALL SELECT MAX(at) FROM reconciliations)")
+        return stamp(rows[0]["at"]) if rows and rows[0]["at"] is not None else None
+
     def last_cycle(self) -> sqlite3.Row | None:
         rows = self._rows("SELECT * FROM cycles ORDER BY id DESC LIMIT 1")
         return rows[0] if rows else None

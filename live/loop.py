@@ -177,6 +177,9 @@ class LiveLoop:
                 raise ValueError(f"run {self.run_name} was started with another {', '.join(differs)} "
                                  f"({ {k: known.get(k) for k in differs if k in known} }) — resume it with the same "
                                  f"--policy/--symbols/--broker, or start a new --run-name")
+            restore = getattr(self.broker, "restore", None)
+            if restore is not None:  # a replay lives in this process: rebuild it from the journal
+                restore(self.journal)
             logger.info("run %s resumed from %s", self.run_name, self.journal.path)
         if self.clear_halt and self.journal.meta("halted"):
             self.journal.set_meta("halted", None)

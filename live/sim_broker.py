@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,13 @@ from features.market_data import MarketData
 from sim.engine import Costs, Simulator
 
 from .broker import BUY, Account, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position, Session
+from .journal import Journal, stamp
 
 logger = logging.getLogger(__name__)
+
+
+class JournalMismatch(ValueError):
+    """A journal that does not describe a run of this replay (another dataset, split or costs)."""
 
 
 @dataclass
@@ -70,18 +76,31 @@ class SimBroker:
         self.data = data
         self.timeframe = data.timeframe
         self.costs = costs or Costs()
+        self.symbols = list(symbols)
+        self.split = split
+        self.min_bars = int(min_bars)
+        self.capital_per_symbol = float(capital_per_symbol)
+        self.allow_short = bool(allow_short)
+        self.min_rebalance = float(min_rebalance)
+        self.bar_ns = Timeframe.parse(self.timeframe).seconds * 1_000_000_000
+        self._open_books()
+
+    def _open_books(self) -> None:
+        """Every account flat with its starting cash, the replay at the first bar's close, no order: the state
+        of a new replay (built again by :meth:`restore`)."""
+        data = self.data
         self.books: dict[str, _Book] = {}
-        for symbol in symbols:
+        for symbol in self.symbols:
             i = data.symbol_index(symbol)
-            lo, hi = data.split_range(split, symbol)
+            lo, hi = data.split_range(self.split, symbol)
             offset = int(data.offsets[i])
-            start = max(int(lo), offset + int(min_bars) - 1)
+            start = max(int(lo), offset + self.min_bars - 1)
             if hi - start < 2:
-                raise ValueError(f"{symbol}: split '{split}' has {max(hi - start, 0)} bars after the policy's "
-                                 f"{min_bars}-bar warm-up; the replay needs at least 2")
+                raise ValueError(f"{symbol}: split '{self.split}' has {max(hi - start, 0)} bars after the policy's "
+                                 f"{self.min_bars}-bar warm-up; the replay needs at least 2")
             sim = Simulator(data.open, data.high, data.low, data.close, data.volume, self.costs, n_accounts=1,
-                            initial_cash=capital_per_symbol, fill_at="next_open", allow_short=allow_short,
-                            min_rebalance=min_rebalance, record_trades=True)
+                            initial_cash=self.capital_per_symbol, fill_at="next_open", allow_short=self.allow_short,
+                            min_rebalance=self.min_rebalance, record_trades=True)
             sim.reset(start)
             rows = np.arange(start, int(hi), dtype=np.int64)
             self.books[symbol] = _Book(symbol, sim, rows, data.timestamps[rows].astype(np.int64),
@@ -90,7 +109,6 @@ class SimBroker:
         self.ticks = ticks
         self.tick = 0
         self.phase = "close"
-        self.bar_ns = Timeframe.parse(self.timeframe).seconds * 1_000_000_000
         self.orders: dict[str, Order] = {}
         self._order_seq = 0
         self.finished = False
@@ -138,6 +156,84 @@ class SimBroker:
         self.phase = "close"
         if self.tick + 1 >= len(self.ticks):
             self.finished = True
+
+    # ----- resuming a replay ------------------------------------------------------------------
+    def restore(self, journal: Journal) -> None:
+        """Put the replay back where ``journal``'s run left it: the replay's clock at the journal's last moment and
+        every order the journal says reached this broker sent again, at the moment it was sent, to a fresh replay.
+
+        The simulator is deterministic, so this rebuilds the accounts exactly (cash, positions, cost basis,
+        entry bar, last target, fills, the order ids): nothing but the journal is kept. An order journalled only
+        as an intent (the process died before the broker's answer was booked) died with the process's broker;
+        the loop finds it unknown and sends it again. Each order sent again must fill as the journal booked it,
+        and each sleeve end with the journal's cash and units, or the run was journalled on other data.
+
+        :param journal: the run's journal.
+        :raises JournalMismatch: the journal does not describe a run of this replay (its data, split or costs).
+        """
+        self._open_books()
+        moment = journal.last_moment()
+        if moment is None:
+            return
+        sent = sorted((row for row in journal.orders() if row["broker_id"] is not None),
+                      key=lambda row: _sequence(row["broker_id"], journal.path))
+        waiting = [(stamp(row["created_at"]), row) for row in sent]
+        until = self._phase_at(moment, journal.path)
+        k = 0
+        while True:
+            if self.phase == "open":
+                now = self._time(self.tick, "open")
+                while k < len(waiting) and waiting[k][0] == now:
+                    self._send_again(waiting[k][1], journal.path)
+                    k += 1
+            if (self.tick, self.phase) == until:
+                break
+            self.sleep(0.0)
+        if k < len(waiting):
+            row = waiting[k][1]
+            raise JournalMismatch(f"{journal.path}: order {row['client_order_id']} was sent at {row['created_at']}, "
+                                  f"which is not a bar open of this replay (in order) - resume it on the data, split "
+                                  f"and costs it was started with, or start a new --run-name")
+        self._check_sleeves(journal)
+        logger.info("replay restored from %s at %s (%d orders sent again)", journal.path, moment, len(waiting))
+
+    def _phase_at(self, moment: pd.Timestamp, path: object) -> tuple[int, str]:
+        """The replay's (tick, phase) whose clock reads ``moment``."""
+        value = pd.Timestamp(moment).value
+        tick = int(np.searchsorted(self.ticks, value, side="right")) - 1
+        for phase in ("open", "close"):
+            if tick >= 0 and self._time(tick, phase).value == value and (tick > 0 or phase == "close"):
+                return tick, phase
+        raise JournalMismatch(f"{path}: the journal's last moment {moment} is no bar open or close of this replay "
+                              f"(ticks {pd.Timestamp(int(self.ticks[0]), tz='UTC')} .. "
+                              f"{pd.Timestamp(int(self.ticks[-1]), tz='UTC')}) - resume it on the data and split it was "
+                              f"started with, or start a new --run-name")
+
+    def _send_again(self, row: object, path: object) -> None:
+        """Send a journalled order again and check the simulator fills it as the journal booked it."""
+        request = OrderRequest(row["symbol"], row["side"], float(row["qty"]), row["client_order_id"],
+                               float(row["target"]), float(row["reference_price"]))
+        order = self.submit_order(request)
+        booked = (row["status"], row["broker_id"], float(row["filled_qty"]), row["filled_avg_price"], float(row["commission"]))
+        again = (order.status, order.id, float(order.filled_qty), order.filled_avg_price, float(order.commission))
+        if booked != again:
+            raise JournalMismatch(f"{path}: order {row['client_order_id']} (status, id, filled qty, price, commission) "
+                                  f"was journalled as {booked} but the replay fills it as {again} - resume it on the "
+                                  f"data, split and costs it was started with, or start a new --run-name")
+
+    def _check_sleeves(self, journal: Journal) -> None:
+        """Each account's cash and units are the journal's sleeve's (to 1e-9)."""
+        sleeves = journal.sleeves()
+        for symbol, book in self.books.items():
+            sleeve = sleeves.get(symbol)
+            if sleeve is None:
+                raise JournalMismatch(f"{journal.path}: no sleeve for {symbol}; the run was started on other symbols")
+            cash, units = float(book.sim.cash[0]), float(book.sim.units[0])
+            for name, ours, theirs in (("cash", cash, sleeve.cash), ("units", units, sleeve.units)):
+                if not math.isclose(ours, theirs, rel_tol=1e-12, abs_tol=1e-9):
+                    raise JournalMismatch(f"{journal.path}: sleeve {symbol} has {name} {theirs!r} in the journal, the "
+                                          f"replayed account {ours!r} - the journal was changed outside the run or "
+                                          f"written on other data; start a new --run-name")
 
     def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
         sessions = []
@@ -251,6 +347,15 @@ class SimBroker:
             return self.books[symbol]
         except KeyError:
             raise BrokerError(f"{symbol} is not replayed by this simulator broker; it has {sorted(self.books)}") from None
+
+
+def _sequence(broker_id: str, path: object) -> int:
+    """The number of a simulator order id (``sim-000042`` -> 42): the order it was sent in."""
+    head, _, number = str(broker_id).partition("-")
+    if head != "sim" or not number.isdigit():
+        raise JournalMismatch(f"{path}: order id {broker_id!r} is not the simulator broker's (sim-NNNNNN); "
+                              f"this journal was not written by a --broker sim run")
+    return int(number)
 
 
 def _bars_frame(data: MarketData, i: int) -> pd.DataFrame:
