@@ -28,11 +28,14 @@ from configs.loader import config_to_dict, dataclass_from_dict
 from features.atomic_io import write_directory_atomic, write_text_atomic
 from features.market_data import MarketData
 from supervised.hpo import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
     HAND_BACK_FILE,
     check_study_settings,
     hand_back_record,
     open_study,
     prepare_trial_root,
+    storage_errors,
     storage_label,
     worker_label,
 )
@@ -67,6 +70,8 @@ class AgentHPOConfig:
         for ``grace_period`` is failed by the next worker that starts a trial.
     :param grace_period: seconds without heartbeat before a trial counts as dead (None: 2 intervals).
     :param max_retry: times a dead worker's trial is queued again with the same parameters.
+    :param connect_timeout: seconds to wait for a PostgreSQL storage to accept and answer a connection (>= 2).
+    :param statement_timeout: seconds one statement on a PostgreSQL storage may run (0: no limit).
     """
 
     n_trials: int = 20
@@ -76,6 +81,8 @@ class AgentHPOConfig:
     heartbeat_interval: int = 60
     grace_period: int | None = None
     max_retry: int = 1
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -233,6 +240,7 @@ def run_agent_study(
     :param runs_dir: root of the trial folders.
     :param progress: show a progress bar per trial.
     :param overwrite: replace trial folders the study does not know instead of refusing to start.
+    :raises supervised.hpo.StorageError: the storage cannot be opened, or a statement on it timed out.
     """
     import optuna
 
@@ -241,55 +249,57 @@ def run_agent_study(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=hpo.n_startup_trials, n_warmup_steps=hpo.pruner_warmup_evals)
     study = open_study(storage, study_name, pruner=pruner, seed=hpo.seed, n_startup_trials=hpo.n_startup_trials,
                        heartbeat_interval=hpo.heartbeat_interval, grace_period=hpo.grace_period,
-                       max_retry=hpo.max_retry)
-    recorded = study.user_attrs.get(ALGO_ATTR)
-    if recorded is not None and recorded != base.algo:
-        raise ValueError(f"study {study_name!r} searches {recorded!r} agents; got --algo {base.algo!r} "
-                         f"(use another study name)")
-    hashes = dict(data.hashes)
-    known_hashes = study.user_attrs.get(DATASET_ATTR)
-    if known_hashes is not None and known_hashes != hashes:
-        raise ValueError(f"study {study_name!r} was searched on another dataset (hashes {known_hashes}, this one "
-                         f"{hashes}) — give every worker the same dataset, or use another study name")
-    if recorded is None:
-        study.set_user_attr(ALGO_ATTR, base.algo)
-    if known_hashes is None:
-        study.set_user_attr(DATASET_ATTR, hashes)
-    trial_root = prepare_trial_root(study, study_name, storage, runs_dir, overwrite)
-    worker = worker_label()
+                       max_retry=hpo.max_retry, connect_timeout=hpo.connect_timeout,
+                       statement_timeout=hpo.statement_timeout)
+    with storage_errors(storage, hpo.connect_timeout, hpo.statement_timeout):
+        recorded = study.user_attrs.get(ALGO_ATTR)
+        if recorded is not None and recorded != base.algo:
+            raise ValueError(f"study {study_name!r} searches {recorded!r} agents; got --algo {base.algo!r} "
+                             f"(use another study name)")
+        hashes = dict(data.hashes)
+        known_hashes = study.user_attrs.get(DATASET_ATTR)
+        if known_hashes is not None and known_hashes != hashes:
+            raise ValueError(f"study {study_name!r} was searched on another dataset (hashes {known_hashes}, this one "
+                             f"{hashes}) — give every worker the same dataset, or use another study name")
+        if recorded is None:
+            study.set_user_attr(ALGO_ATTR, base.algo)
+        if known_hashes is None:
+            study.set_user_attr(DATASET_ATTR, hashes)
+        trial_root = prepare_trial_root(study, study_name, storage, runs_dir, overwrite)
+        worker = worker_label()
 
-    def objective(trial: optuna.Trial) -> float:
-        config = suggest_agent_config(trial, base)
-        run_dir = trial_root / f"trial_{trial.number}"
-        trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("worker", worker)
-        trial.set_user_attr("agent_config", config.to_dict())
-        outcome: dict[str, Any] = {}
+        def objective(trial: optuna.Trial) -> float:
+            config = suggest_agent_config(trial, base)
+            run_dir = trial_root / f"trial_{trial.number}"
+            trial.set_user_attr("run_dir", str(run_dir))
+            trial.set_user_attr("worker", worker)
+            trial.set_user_attr("agent_config", config.to_dict())
+            outcome: dict[str, Any] = {}
 
-        def fill(directory: Path) -> None:
-            try:
-                summary = train_trial(config, data, directory, trial, warmup_evals=hpo.pruner_warmup_evals,
-                                      progress=progress)
-            except optuna.TrialPruned as pruned:  # a pruned trial's curves are kept too
-                outcome["pruned"] = pruned
-                return
-            (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-            outcome["summary"] = summary
+            def fill(directory: Path) -> None:
+                try:
+                    summary = train_trial(config, data, directory, trial, warmup_evals=hpo.pruner_warmup_evals,
+                                          progress=progress)
+                except optuna.TrialPruned as pruned:  # a pruned trial's curves are kept too
+                    outcome["pruned"] = pruned
+                    return
+                (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+                outcome["summary"] = summary
 
-        write_directory_atomic(run_dir, fill)
-        if "pruned" in outcome:
-            raise outcome["pruned"]
-        summary = outcome["summary"]
-        trial.set_user_attr("fallback", summary["fallback"])
-        trial.set_user_attr("timesteps", summary["timesteps"])
-        if summary["best_validation"]:
-            best = summary["best_validation"]
-            for key in ("tstat", "n_orders", "sharpe", "timesteps"):
-                trial.set_user_attr(f"validation_{key}", best[key])
-        return summary["score"]
+            write_directory_atomic(run_dir, fill)
+            if "pruned" in outcome:
+                raise outcome["pruned"]
+            summary = outcome["summary"]
+            trial.set_user_attr("fallback", summary["fallback"])
+            trial.set_user_attr("timesteps", summary["timesteps"])
+            if summary["best_validation"]:
+                best = summary["best_validation"]
+                for key in ("tstat", "n_orders", "sharpe", "timesteps"):
+                    trial.set_user_attr(f"validation_{key}", best[key])
+            return summary["score"]
 
-    study.optimize(objective, n_trials=hpo.n_trials)
-    return study
+        study.optimize(objective, n_trials=hpo.n_trials)
+        return study
 
 
 def hand_back_agent(

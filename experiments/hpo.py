@@ -10,6 +10,10 @@ worker's trials (pip install -e '.[postgres]' installs the driver):
 
     python -m experiments.hpo --model gru --trials 10 --storage postgresql://USER:PASSWORD@HOST/DB
 
+A PostgreSQL server that does not answer within --connect-timeout seconds (a statement that runs past
+--statement-timeout) ends the run with one line naming the host and the timeout; the server is tried
+once before the dataset is prepared.
+
 Each trial's TensorBoard logs go to runs/hpo/<study>/trial_<n>/, written aside and moved into place when
 the trial ends; trial folders the study does not know (from a deleted study) are refused unless
 --overwrite. A worker killed mid-trial leaves that trial to be marked failed (and run once more with the
@@ -41,7 +45,15 @@ from experiments.common import (
     staged_run_directory,
 )
 from supervised.experiment import BUNDLE_DIR, load_supervised_config, prepare_data
-from supervised.hpo import best_trial, describe_best, read_hand_back, retrain_trial, run_study
+from supervised.hpo import (
+    best_trial,
+    check_storage,
+    describe_best,
+    read_hand_back,
+    retrain_trial,
+    run_study,
+    storage_errors,
+)
 from supervised.models import MODEL_KINDS
 
 DEFAULT_CONFIG = CONFIG_DIR / "supervised.yaml"
@@ -55,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--trials", type=int, default=None, help="trials this worker adds (default: hpo.n_trials of the config)")
     add("--storage", default="sqlite:///runs/hpo.db",
         help="Optuna storage URL (sqlite:///... on one machine, postgresql://... shared by several)")
+    add_storage_timeout_arguments(parser)
     add("--study-name", default=None, help="study to create or resume (default: sup_<model>)")
     add("--config", default=str(DEFAULT_CONFIG), help="YAML config (dataset/train/models/evaluation/hpo sections)")
     add("--dataset", default=None, help="saved dataset directory (default: build the config's dataset)")
@@ -73,12 +86,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def add_storage_timeout_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--connect-timeout`` and ``--statement-timeout`` (shared with ``experiments.hpo_agent``).
+
+    :param parser: the entry point's parser.
+    """
+    parser.add_argument("--connect-timeout", type=int, default=None,
+                        help="seconds to wait for a PostgreSQL storage to connect and answer, >= 2 "
+                             "(default: hpo.connect_timeout of the config, else 10)")
+    parser.add_argument("--statement-timeout", type=int, default=None,
+                        help="seconds one statement on a PostgreSQL storage may run, 0: no limit "
+                             "(default: hpo.statement_timeout of the config, else 120)")
+
+
+def storage_timeout_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The hpo config changes that ``--connect-timeout``/``--statement-timeout`` ask for (unset: none)."""
+    given = {"connect_timeout": args.connect_timeout, "statement_timeout": args.statement_timeout}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def main(argv: Sequence[str] | None = None) -> Any:
     """Run from command-line arguments; returns the ``optuna.Study``."""
     args = parse_args(argv)
     config = load_supervised_config(existing_file(args.config, "--config"))
     given = {"n_trials": args.trials, "epochs": args.epochs, "seed": args.seed, "heartbeat_interval": args.heartbeat}
-    hpo = dataclasses.replace(config.hpo, **{k: v for k, v in given.items() if v is not None})
+    hpo = dataclasses.replace(config.hpo, **{k: v for k, v in given.items() if v is not None},
+                              **storage_timeout_changes(args))
+    check_storage(args.storage, hpo.connect_timeout, hpo.statement_timeout)  # before the dataset is prepared
+    with storage_errors(args.storage, hpo.connect_timeout, hpo.statement_timeout):
+        return _search(args, config, hpo)
+
+
+def _search(args: argparse.Namespace, config: Any, hpo: Any) -> Any:
+    """Prepare the data, add the trials and hand back the best model (the body of :func:`main`).
+
+    :param args: the parsed arguments.
+    :param config: the supervised config.
+    :param hpo: the study settings, with the command line's changes.
+    """
     train = config.train if args.seed is None else dataclasses.replace(config.train, seed=args.seed)
     dataset = resolve_dataset_path(args.dataset) if args.dataset is not None else None
     data = prepare_data(config, dataset)

@@ -14,9 +14,10 @@ size, gamma, batch size; PPO n_steps, n_epochs, gae_lambda, clip_range, ent_coef
 target_update_interval, exploration_fraction, exploration_final_eps.
 
 Trial n writes runs/hpo/<study>/trial_<n>/ (best/ agent, tb/ TensorBoard, summary.json). Several
-machines share a study through the same --storage and --study-name (see experiments.hpo). When the
-trials are done the best trial's agent goes to runs/<study>_best/best/ (copied; retrained with the same
-budget and seed if it ran on another machine) with config.yaml, which train_ppo/train_dqn --config accept.
+machines share a study through the same --storage and --study-name (see experiments.hpo; a PostgreSQL
+server silent for --connect-timeout seconds ends the run with one line). When the trials are done the
+best trial's agent goes to runs/<study>_best/best/ (copied; retrained with the same budget and seed if it
+ran on another machine) with config.yaml, which train_ppo/train_dqn --config accept.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from agents.config import ALGORITHMS, AgentConfig
 from agents.hpo import AgentHPOConfig, hand_back_agent, run_agent_study
 from configs.loader import CONFIG_DIR, load_yaml_config, read_yaml_mapping
 from experiments.common import cli, dataset_from_args, existing_file, make_parser, seed_everything
-from experiments.hpo import hand_back
-from supervised.hpo import describe_best
+from experiments.hpo import add_storage_timeout_arguments, hand_back, storage_timeout_changes
+from supervised.hpo import check_storage, describe_best, storage_errors
 
 #: The top-level sections of configs/ppo_hpo.yaml and configs/dqn_hpo.yaml.
 HPO_CONFIG_SECTIONS = ("agent", "dataset", "hpo")
@@ -44,6 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--trials", type=int, default=None, help="trials this worker adds (default: hpo.n_trials of the config)")
     add("--storage", default="sqlite:///runs/hpo.db",
         help="Optuna storage URL (sqlite:///... on one machine, postgresql://... shared by several)")
+    add_storage_timeout_arguments(parser)
     add("--study-name", default=None, help="study to create or resume (default: agent_<algo>)")
     add("--config", type=Path, default=None,
         help="YAML with agent/dataset/hpo sections (default: configs/<algo>_hpo.yaml)")
@@ -76,7 +78,20 @@ def main(argv: Sequence[str] | None = None) -> Any:
                      "eval_freq": args.eval_freq, "seed": args.seed}
     base = dataclasses.replace(base, **{k: v for k, v in agent_changes.items() if v is not None})
     hpo_changes = {"n_trials": args.trials, "seed": args.seed, "heartbeat_interval": args.heartbeat}
-    hpo = dataclasses.replace(hpo, **{k: v for k, v in hpo_changes.items() if v is not None})
+    hpo = dataclasses.replace(hpo, **{k: v for k, v in hpo_changes.items() if v is not None},
+                              **storage_timeout_changes(args))
+    check_storage(args.storage, hpo.connect_timeout, hpo.statement_timeout)  # before the dataset is prepared
+    with storage_errors(args.storage, hpo.connect_timeout, hpo.statement_timeout):
+        return _search(args, base, hpo)
+
+
+def _search(args: argparse.Namespace, base: AgentConfig, hpo: AgentHPOConfig) -> Any:
+    """Prepare the data, add the trials and hand back the best agent (the body of :func:`main`).
+
+    :param args: the parsed arguments.
+    :param base: the agent defaults, with the command line's changes.
+    :param hpo: the study settings, with the command line's changes.
+    """
     seed_everything(base.seed)
     data = dataset_from_args(args, HPO_CONFIG_SECTIONS)
     print(data.summary())

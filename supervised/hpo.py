@@ -9,12 +9,17 @@ over all their trials). A worker that dies mid-trial stops sending heartbeats; t
 a trial marks it failed and queues it once more with the same parameters (:class:`HPOConfig`
 ``heartbeat_interval``, ``max_retry``).
 
+A PostgreSQL storage is opened with a connect timeout and a statement timeout (:class:`HPOConfig`
+``connect_timeout``, ``statement_timeout``): a server that does not answer, or a statement that runs
+too long, ends in one :class:`StorageError` line naming the host and the timeout, never a hang.
+
 The study-level plumbing (:func:`open_study`, :func:`trial_seeded_sampler`, :func:`storage_label`) is
 shared with ``agents.hpo``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -25,7 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -38,6 +43,12 @@ from .trainer import TrainConfig, train_classifier
 
 MODEL_KIND_ATTR = "model_kind"
 HAND_BACK_FILE = "hpo.json"
+#: Seconds to wait for a PostgreSQL storage to connect and answer its startup handshake.
+DEFAULT_CONNECT_TIMEOUT = 10
+#: Seconds a PostgreSQL statement of the storage may run (0: no limit).
+DEFAULT_STATEMENT_TIMEOUT = 120
+#: libpq and psycopg treat a connect timeout below 2 s as 2 s.
+MIN_CONNECT_TIMEOUT = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class HPOConfig:
     :param grace_period: seconds without a heartbeat before a running trial counts as dead (None: twice
         ``heartbeat_interval``).
     :param max_retry: times a dead worker's trial is queued again with the same parameters.
+    :param connect_timeout: seconds to wait for a PostgreSQL storage to accept and answer a connection
+        (>= 2; the whole startup handshake, so a server that accepts and stays silent fails too).
+    :param statement_timeout: seconds one statement on a PostgreSQL storage may run (0: no limit).
     """
 
     n_trials: int = 20
@@ -68,6 +82,8 @@ class HPOConfig:
     heartbeat_interval: int = 60
     grace_period: int | None = None
     max_retry: int = 1
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -86,7 +102,8 @@ class HPOConfig:
 
 
 def check_study_settings(config: Any) -> None:
-    """``ValueError`` for negative heartbeat, grace period or retry counts (shared with ``agents.hpo``)."""
+    """``ValueError`` for negative heartbeat, grace period, retry counts or storage timeouts (shared with
+    ``agents.hpo``)."""
     if config.heartbeat_interval < 0:
         raise ValueError(f"heartbeat_interval={config.heartbeat_interval} must be >= 0 (0: no heartbeat)")
     if config.grace_period is not None and config.grace_period < 1:
@@ -95,6 +112,21 @@ def check_study_settings(config: Any) -> None:
         raise ValueError(f"max_retry={config.max_retry} must be >= 0")
     if config.n_startup_trials < 0:
         raise ValueError(f"n_startup_trials={config.n_startup_trials} must be >= 0")
+    check_storage_timeouts(config.connect_timeout, config.statement_timeout)
+
+
+def check_storage_timeouts(connect_timeout: int, statement_timeout: int) -> None:
+    """``ValueError`` for a connect timeout under 2 s (the driver would raise it silently) or a negative
+    statement timeout.
+
+    :param connect_timeout: seconds (hpo ``connect_timeout``, ``--connect-timeout``).
+    :param statement_timeout: seconds, 0 for no limit (hpo ``statement_timeout``, ``--statement-timeout``).
+    """
+    if connect_timeout < MIN_CONNECT_TIMEOUT:
+        raise ValueError(f"connect_timeout={connect_timeout} must be >= {MIN_CONNECT_TIMEOUT} seconds (the "
+                         f"PostgreSQL driver waits at least {MIN_CONNECT_TIMEOUT} s)")
+    if statement_timeout < 0:
+        raise ValueError(f"statement_timeout={statement_timeout} must be >= 0 seconds (0: no limit)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -167,6 +199,161 @@ def storage_label(storage: str) -> str:
         return storage
 
 
+class StorageError(ValueError):
+    """The Optuna storage cannot be opened or stopped answering: one line naming it (password masked)."""
+
+
+def _is_postgres(storage: str) -> bool:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).get_backend_name() == "postgresql"
+    except Exception:  # not a URL: RDBStorage says so when it opens it
+        return False
+
+
+def storage_engine_kwargs(storage: str, connect_timeout: int, statement_timeout: int) -> dict[str, Any]:
+    """SQLAlchemy ``create_engine`` arguments that bound how long a PostgreSQL storage may keep us waiting.
+
+    ``connect_timeout`` bounds the connection and its whole startup handshake (psycopg enforces it on
+    the client, so a server that accepts and never answers fails too); ``statement_timeout`` is sent as
+    ``options=-c statement_timeout=<ms>`` (kept after any ``options`` of the URL). A URL that sets either
+    itself is refused: the flags and config keys are the one place for them. Other databases get none.
+
+    :param storage: the storage URL.
+    :param connect_timeout: seconds (>= 2).
+    :param statement_timeout: seconds (0: no limit).
+    :return: ``{"connect_args": {...}}`` for PostgreSQL, else ``{}``.
+    """
+    check_storage_timeouts(connect_timeout, statement_timeout)
+    if not _is_postgres(storage):
+        return {}
+    from sqlalchemy.engine import make_url
+
+    query = make_url(storage).query
+    url_options = query.get("options", "")
+    url_options = " ".join(url_options) if isinstance(url_options, tuple) else url_options
+    for key, clash in (("connect_timeout", "connect_timeout" in query),
+                       ("statement_timeout", "statement_timeout" in url_options)):
+        if clash:
+            raise StorageError(f"storage URL {storage_label(storage)} sets {key} itself — remove it from the URL "
+                               f"and pass --{key.replace('_', '-')} (or hpo.{key} in the config)")
+    options = f"{url_options} -c statement_timeout={statement_timeout * 1000}".strip()
+    return {"connect_args": {"connect_timeout": connect_timeout, "options": options}}
+
+
+def _storage_host(storage: str) -> str:
+    """``host:port`` of a storage URL (``localhost`` when none is given), for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage)
+    except Exception:
+        return "?"
+    host = url.host or url.query.get("host") or "localhost"
+    return f"{host}:{url.port}" if url.port else str(host)
+
+
+def storage_error(storage: str, error: BaseException, connect_timeout: int, statement_timeout: int,
+                  doing: str = "cannot open") -> StorageError:
+    """The one-line :class:`StorageError` for a database ``error`` of ``storage`` (password masked).
+
+    A connect or statement timeout is named as such with its length and the setting that changes it.
+
+    :param storage: the storage URL.
+    :param error: the SQLAlchemy error (its driver error is in ``.orig``).
+    :param connect_timeout: the connect timeout in force (seconds).
+    :param statement_timeout: the statement timeout in force (seconds).
+    :param doing: what failed, in words (``"cannot open"``, ``"cannot use"``).
+    """
+    orig = getattr(error, "orig", None) or error
+    names = {cls.__name__ for cls in type(orig).__mro__}
+    where = f"Optuna storage {storage_label(storage)}"
+    host = _storage_host(storage)
+    if "ConnectionTimeout" in names:
+        return StorageError(
+            f"{doing} {where}: host {host} did not answer within the {connect_timeout} s connect timeout — check "
+            f"that the database server runs and is reachable, or raise --connect-timeout (hpo.connect_timeout)")
+    if "QueryCanceled" in names and "statement timeout" in str(orig):
+        return StorageError(
+            f"{doing} {where}: a statement on host {host} ran past the {statement_timeout} s statement timeout — "
+            f"check the database server's load and locks, or raise --statement-timeout (hpo.statement_timeout)")
+    reason = " ".join(str(orig).split())[:300]
+    return StorageError(f"{doing} {where}: {reason} — check the URL, that the database server runs and accepts "
+                        f"this user, and that the database exists")
+
+
+@contextlib.contextmanager
+def storage_errors(storage: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+                   statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT) -> Iterator[None]:
+    """Turn a database error of ``storage`` inside the block into a one-line :class:`StorageError`.
+
+    :param storage: the storage URL.
+    :param connect_timeout: the connect timeout in force (seconds), for the message.
+    :param statement_timeout: the statement timeout in force (seconds), for the message.
+    """
+    try:
+        yield
+    except Exception as error:
+        database = database_error(error)
+        if database is None or not hasattr(database, "orig"):  # only the driver's: connection, timeout, server
+            raise
+        raise storage_error(storage, database, connect_timeout, statement_timeout, doing="cannot use") from error
+
+
+def database_error(error: BaseException) -> Any:
+    """The SQLAlchemy error behind ``error`` (itself, or the cause of Optuna's ``StorageInternalError``,
+    which wraps what fails in a commit), or None.
+
+    :param error: the exception raised by a storage call.
+    """
+    import optuna.exceptions
+    import sqlalchemy.exc
+
+    if isinstance(error, optuna.exceptions.StorageInternalError):
+        error = error.__cause__
+    return error if isinstance(error, sqlalchemy.exc.SQLAlchemyError) else None
+
+
+def check_storage(storage: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+                  statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT) -> None:
+    """Connect to a database server storage once, so an unreachable one fails before any slow work.
+
+    SQLite files (``sqlite:///``) are not touched (opening one would create it).
+
+    :param storage: the storage URL.
+    :param connect_timeout: seconds (>= 2).
+    :param statement_timeout: seconds (0: no limit).
+    :raises StorageError: one line naming the host and, for a timeout, its length.
+    """
+    engine_kwargs = storage_engine_kwargs(storage, connect_timeout, statement_timeout)
+    if storage.startswith("sqlite:"):
+        return
+    import sqlalchemy
+    import sqlalchemy.exc
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(storage, poolclass=NullPool, **engine_kwargs)
+    except ImportError as error:
+        raise _no_driver(storage, error) from error
+    except sqlalchemy.exc.ArgumentError as error:
+        raise StorageError(f"--storage {storage_label(storage)} is not a database URL ({error}) — pass e.g. "
+                           f"sqlite:///runs/hpo.db or postgresql://USER:PASSWORD@HOST/DB") from error
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.DBAPIError as error:
+        raise storage_error(storage, error, connect_timeout, statement_timeout) from error
+    finally:
+        engine.dispose()
+
+
+def _no_driver(storage: str, error: ImportError) -> StorageError:
+    return StorageError(f"no database driver for storage {storage_label(storage)} ({error.__cause__ or error}) — "
+                        f"install it: pip install -e '.[postgres]' for postgresql://")
+
+
 def _is_race(error: BaseException) -> bool:
     """Whether ``error`` is what two workers creating the same fresh storage at once run into."""
     import sqlalchemy.exc
@@ -189,12 +376,15 @@ def open_study(
     max_retry: int = 1,
     direction: str = "maximize",
     attempts: int = 8,
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT,
 ) -> Any:
     """Create or load ``study_name`` in ``storage``: safe when several workers start at the same moment.
 
     Optuna creates its tables on first use; two workers doing that at once on a fresh PostgreSQL
     database collide (a duplicate-type error). Opening is retried with a random back-off on such
-    collisions, never on other errors (a wrong host or password fails at once).
+    collisions, never on other errors (a wrong host or password fails at once). A PostgreSQL server
+    that does not answer within ``connect_timeout`` fails with one line naming its host and the timeout.
 
     :param storage: an Optuna storage URL (``sqlite:///...``, ``postgresql://...``).
     :param study_name: the study.
@@ -206,9 +396,13 @@ def open_study(
     :param max_retry: times a failed-by-heartbeat trial is queued again with the same parameters.
     :param direction: ``"maximize"`` or ``"minimize"``.
     :param attempts: tries before a collision is given up on.
+    :param connect_timeout: seconds to wait for a PostgreSQL server to connect and answer (>= 2).
+    :param statement_timeout: seconds one PostgreSQL statement may run (0: no limit).
+    :raises StorageError: the storage cannot be opened (one line, password masked).
     """
     import optuna
 
+    engine_kwargs = storage_engine_kwargs(storage, connect_timeout, statement_timeout)
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     heartbeat: dict[str, Any] = {}
@@ -227,25 +421,17 @@ def open_study(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                rdb = optuna.storages.RDBStorage(storage, **heartbeat)
+                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, **heartbeat)
             return optuna.create_study(storage=rdb, study_name=study_name, direction=direction,
                                        load_if_exists=True, pruner=pruner, sampler=sampler)
         except ImportError as error:
-            raise ValueError(
-                f"no database driver for storage {storage_label(storage)} ({error.__cause__ or error}) — "
-                f"install it: pip install -e '.[postgres]' for postgresql://"
-            ) from error
+            raise _no_driver(storage, error) from error
         except Exception as error:
-            import sqlalchemy.exc
-
-            if not isinstance(error, sqlalchemy.exc.SQLAlchemyError):
+            database = database_error(error)
+            if database is None:
                 raise
-            if not _is_race(error) or attempt == attempts - 1:
-                reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
-                raise ValueError(
-                    f"cannot open Optuna storage {storage_label(storage)}: {reason} — check the URL, that the "
-                    f"database server runs and accepts this user, and that the database exists"
-                ) from error
+            if not _is_race(database) or attempt == attempts - 1:
+                raise storage_error(storage, database, connect_timeout, statement_timeout) from error
             time.sleep(rng.uniform(0.05, 0.3) * (attempt + 1))  # another worker is creating the schema
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -379,6 +565,7 @@ def run_study(
     :param runs_dir: root of the TensorBoard logs.
     :param progress: show tqdm bars inside each trial.
     :param overwrite: replace trial folders the study does not know instead of refusing to start.
+    :raises StorageError: the storage cannot be opened, or a statement on it timed out (one line).
     """
     import optuna
 
@@ -391,44 +578,46 @@ def run_study(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=hpo.n_startup_trials, n_warmup_steps=hpo.pruner_warmup_epochs)
     study = open_study(storage, study_name, pruner=pruner, seed=hpo.seed, n_startup_trials=hpo.n_startup_trials,
                        heartbeat_interval=hpo.heartbeat_interval, grace_period=hpo.grace_period,
-                       max_retry=hpo.max_retry)
-    recorded = study.user_attrs.get(MODEL_KIND_ATTR)
-    if recorded is not None and recorded != kind:
-        raise ValueError(
-            f"study {study_name!r} searches model {recorded!r}; got --model {kind!r} (use another study name)"
-        )
-    if recorded is None:
-        study.set_user_attr(MODEL_KIND_ATTR, kind)
-    trial_root = prepare_trial_root(study, study_name, storage, runs_dir, overwrite)
-    worker = worker_label()
+                       max_retry=hpo.max_retry, connect_timeout=hpo.connect_timeout,
+                       statement_timeout=hpo.statement_timeout)
+    with storage_errors(storage, hpo.connect_timeout, hpo.statement_timeout):
+        recorded = study.user_attrs.get(MODEL_KIND_ATTR)
+        if recorded is not None and recorded != kind:
+            raise ValueError(
+                f"study {study_name!r} searches model {recorded!r}; got --model {kind!r} (use another study name)"
+            )
+        if recorded is None:
+            study.set_user_attr(MODEL_KIND_ATTR, kind)
+        trial_root = prepare_trial_root(study, study_name, storage, runs_dir, overwrite)
+        worker = worker_label()
 
-    def objective(trial: optuna.Trial) -> float:
-        model_config, train_config = suggest_configs(trial, base_model, base_train)
-        run_dir = trial_root / f"trial_{trial.number}"
-        trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("worker", worker)
-        outcome: dict[str, Any] = {}
+        def objective(trial: optuna.Trial) -> float:
+            model_config, train_config = suggest_configs(trial, base_model, base_train)
+            run_dir = trial_root / f"trial_{trial.number}"
+            trial.set_user_attr("run_dir", str(run_dir))
+            trial.set_user_attr("worker", worker)
+            outcome: dict[str, Any] = {}
 
-        def fill(directory: Path) -> None:
-            try:
-                outcome["result"] = train_classifier(data, model_config, train_config, directory, trial=trial,
-                                                     progress=progress)
-            except optuna.TrialPruned as pruned:  # a pruned trial's curves are kept too
-                outcome["pruned"] = pruned
+            def fill(directory: Path) -> None:
+                try:
+                    outcome["result"] = train_classifier(data, model_config, train_config, directory, trial=trial,
+                                                         progress=progress)
+                except optuna.TrialPruned as pruned:  # a pruned trial's curves are kept too
+                    outcome["pruned"] = pruned
 
-        write_directory_atomic(run_dir, fill)
-        if "pruned" in outcome:
-            raise outcome["pruned"]
-        result = outcome["result"]
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("threshold", result.threshold)
-        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
-        trial.set_user_attr("model_config", result.model_config.to_dict())
-        trial.set_user_attr("train_config", train_config.to_dict())
-        return result.best_val_f1
+            write_directory_atomic(run_dir, fill)
+            if "pruned" in outcome:
+                raise outcome["pruned"]
+            result = outcome["result"]
+            trial.set_user_attr("best_epoch", result.best_epoch)
+            trial.set_user_attr("threshold", result.threshold)
+            trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+            trial.set_user_attr("model_config", result.model_config.to_dict())
+            trial.set_user_attr("train_config", train_config.to_dict())
+            return result.best_val_f1
 
-    study.optimize(objective, n_trials=hpo.n_trials)
-    return study
+        study.optimize(objective, n_trials=hpo.n_trials)
+        return study
 
 
 def unknown_trial_dirs(study: Any, trial_root: Path) -> list[str]:

@@ -21,7 +21,7 @@ from experiments import backtest
 from experiments import hpo as hpo_cli
 from features import DatasetConfig, LabelConfig, build_market_data, synthetic_bars
 from supervised.bundle import load_model
-from supervised.hpo import HPOConfig, open_study, run_study
+from supervised.hpo import HPOConfig, StorageError, open_study, run_study
 from supervised.models import ModelConfig
 from supervised.trainer import TrainConfig
 
@@ -181,3 +181,27 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_it_is_retried(kind, tmp_
     assert retried.params == killed.params and retried.user_attrs["worker"] != killed.user_attrs["worker"]
     trial_root = runs / "hpo" / "kill"
     assert sorted(p.name for p in trial_root.iterdir()) == ["trial_1"]  # the killed trial's half-written folder is gone
+
+
+def test_a_statement_stuck_past_the_statement_timeout_ends_in_one_line(postgres_url) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    open_study(postgres_url, "first", pruner=optuna.pruners.NopPruner(), seed=0, n_startup_trials=1,
+               heartbeat_interval=0)  # creates the schema
+    plain = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain) as blocker:  # another session holds the studies table: every write waits
+        blocker.execute("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(20, blocker.rollback)  # without the timeout the test fails, not hangs
+        release.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(StorageError) as raised:
+                open_study(postgres_url, "second", pruner=optuna.pruners.NopPruner(), seed=0, n_startup_trials=1,
+                           heartbeat_interval=0, statement_timeout=1)
+        finally:
+            release.cancel()
+        assert time.monotonic() - started < 10  # 1 s on the server, not a wait for the lock to go
+        blocker.rollback()
+    message = str(raised.value)
+    assert "\n" not in message and "ran past the 1 s statement timeout" in message and "127.0.0.1:" in message
