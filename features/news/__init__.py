@@ -3,8 +3,12 @@ into bars with no look-ahead.
 
 Public API::
 
-    load_news(symbols, start, end, source="alpaca"|"parquet"|"csv", cache_dir="data/news", path=None)
+    load_news(symbols, start, end, source="alpaca"|"parquet"|"csv", cache_dir="data/news", path=None,
+              time_format=None)
         -> DataFrame  (published_at UTC, id, symbol, headline, summary, source)
+
+Times in your own file are ISO 8601 unless ``time_format`` (``news.time_format``) declares a strptime
+format, which every row must then match; nothing else is guessed. Times without an offset are UTC.
     make_scorer(NewsConfig(scorer="lexicon"|"finbert", model=...)) -> Scorer
     score_articles(news, scorer, cache_dir) -> news + score (+ the scorer's columns)
     news_features(bars, scored_for_one_symbol, timeframe, NewsConfig(...)) -> DataFrame of NEWS_FEATURES

@@ -139,7 +139,8 @@ def read_news_file(
     :param path: a ``.csv`` (``.csv.gz``) or ``.parquet`` file.
     :param symbols: keep only these symbols (case-insensitive match, stored as given here); None keeps all.
     :param time_format: the strptime format of the file's times (e.g. ``"%d/%m/%Y %H:%M"``; every row must
-        match it); None: ISO 8601 only. A format without ``%z`` reads UTC times.
+        match it); None: ISO 8601 only. A format without ``%z`` reads UTC times. A Parquet column that
+        already holds datetimes is used as it is.
     :raises FileNotFoundError: no such file.
     :raises NewsValidationError: a bad row, naming the file, the row and (for CSV) the line.
     """
