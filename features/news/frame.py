@@ -269,7 +269,7 @@ def _format_hint(time_format: str | None) -> str:
         return f": it does not match news.time_format={time_format!r}; every row must"
     return (
         f": expected ISO 8601 (e.g. {_ISO_EXAMPLE!r}); other spellings are not guessed ('03/04/2020' may be "
-        f"3 April or 4 March), so declare the file's format with news.time_format (time_format= of load_news), "
+        f"3 April or 4 March), so declare the file's format with news.time_format (load_news time_format=, fetch_news --time-format), "
         f"e.g. '%d/%m/%Y %H:%M' (times without %z are UTC)"
     )
 
