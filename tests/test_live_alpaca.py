@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from live import Journal, OrderRequest
+from live.broker import BrokerError
 from live.loop import CRASH_POINTS
 
 from fake_alpaca_trading import API_KEY, SECRET_KEY, FillMode, Rule, market_close, market_open
@@ -264,6 +265,41 @@ def test_sigkill_at_more_points_then_restart(fake, tmp_path, reference, point):
     resumed.run(until=end)
     assert order_keys(fake) == expected
     assert_journal_matches_broker(resumed, fake)
+
+
+# ---- failures are one line: the endpoint, the status, what to check --------------------------------------
+
+@pytest.mark.parametrize("status, check", [(403, "APCA_API_SECRET_KEY"), (401, "APCA_API_KEY_ID"),
+                                           (404, "without /v2"), (500, "status.alpaca.markets")])
+def test_broker_errors_name_the_endpoint_the_status_and_what_to_check(fake, status, check):
+    fake.add_rule(Rule("GET", "/v2/account", status=status, payload={"message": f"no ({API_KEY})"}, times=10))
+    with pytest.raises(BrokerError) as info:
+        broker_for(fake).account()
+    text = str(info.value)
+    assert info.value.status_code == status and "\n" not in text
+    assert text.startswith(f"account: GET {fake.url}/v2/account answered HTTP {status} ('no (***)')")
+    assert check in text and f"broker.trading_url (now {fake.url})" in text and API_KEY not in text
+    assert ("after 4 attempts" in text) == (status == 500)  # broker_for: max_retries=3
+
+
+def test_an_unreachable_trading_api_is_named_with_what_the_network_did(fake):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(BrokerError) as info:
+        broker_for(fake, trading_url=url).clock()
+    text = str(info.value)
+    assert text.startswith(f"clock: GET {url}/v2/clock could not be reached (Connection refused) after 4 attempts — ")
+    assert f"broker.trading_url (now {url})" in text and info.value.status_code is None
+
+
+def test_a_data_api_error_names_broker_data_url(fake):
+    fake.add_rule(Rule("GET", "/v2/stocks/trades/latest", status=403, times=10))
+    with pytest.raises(BrokerError, match=rf"AAPL latest trade: GET {fake.url}/v2/stocks/trades/latest answered HTTP "
+                                          rf"403 .*broker\.data_url"):
+        broker_for(fake).reference_price("AAPL")
 
 
 # ---- keys ------------------------------------------------------------------------------------------------

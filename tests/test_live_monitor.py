@@ -157,6 +157,23 @@ def test_serve_answers_with_the_page(run):
     assert response.status == 200 and 'data-figure="equity"' in body
 
 
+def test_serve_refuses_a_port_in_use_in_one_line_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ValueError, match=rf"^cannot serve the monitor on 127\.0\.0\.1:{port}: it is already in use —"):
+            serve(tmp_path, port)
+
+
+@pytest.mark.parametrize("port", [70000, -1, True, 8080.5])
+def test_serve_refuses_a_port_out_of_range_in_one_line_naming_it(tmp_path, port):
+    with pytest.raises(ValueError, match=rf"^port={port!r} is not a TCP port: .*\[0, 65535\]"):
+        serve(tmp_path, port)
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                     "(apt-get install -y chromium); .ci/run installs it")
 def test_the_page_in_a_headless_browser_shows_the_journals_figures(run, tmp_path):
