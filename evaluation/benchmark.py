@@ -8,6 +8,12 @@ Jobs run in two waves through one executor (local processes or Dask): every job 
 then the agents that start from a supervised bundle of the same market, fold and seed. Each finished
 job is cached under ``<run>/jobs/<key>`` as it completes; a rerun skips it, so a killed benchmark resumes
 and a finished one rebuilds its report in seconds.
+
+Trust: every job records the code that computed it (:func:`evaluation.code_version.code_version`); cached
+jobs of other code are refused (:class:`StaleJobsError`) unless ``reuse_stale``, and the report then says
+how many were reused. A damaged cached job is run again (:class:`DamagedJobWarning`). Everything checkable
+is checked before the first job (the config, each policy's settings, label positives), and a start that
+fails removes the run folder it created; a job that refuses its input is one :class:`JobInputError` line.
 """
 
 from __future__ import annotations
@@ -113,18 +119,19 @@ def run_benchmark(
     :param executor: an executor object to use instead of building one (tests).
     """
     run_dir = Path(run_dir)
-    created = _missing_folders(run_dir)
+    created: list[Path] = []  # the folders this call creates, shallowest first
     try:
         return _run(config, run_dir, workers=workers, scheduler=scheduler, progress=progress, overwrite=overwrite,
-                    reuse_stale=reuse_stale, executor=executor)
+                    reuse_stale=reuse_stale, executor=executor, created=created)
     except BaseException:
         _remove_if_no_job(created, run_dir)
         raise
 
 
 def _run(config: BenchmarkConfig, run_dir: Path, *, workers: int, scheduler: str | None, progress: bool,
-         overwrite: bool, reuse_stale: bool, executor: Any) -> dict[str, Any]:
-    """:func:`run_benchmark` without the clean-up of a failed start (same parameters)."""
+         overwrite: bool, reuse_stale: bool, executor: Any, created: list[Path]) -> dict[str, Any]:
+    """:func:`run_benchmark` without the clean-up of a failed start (same parameters; ``created`` receives
+    the folders it creates)."""
     from .analysis import analyse
     from .executor import JobError, make_executor
     from .report import write_report
@@ -148,7 +155,7 @@ def _run(config: BenchmarkConfig, run_dir: Path, *, workers: int, scheduler: str
     own_executor = executor is None
     executor = executor or make_executor(workers, scheduler)
     try:
-        _write_marker(run_dir, config)
+        _write_marker(run_dir, config, created)
 
         def save(job: Job, result: JobResult) -> None:
             _check_same_code(job, result, code)
@@ -257,25 +264,29 @@ def _stale_summary(stale: dict[tuple[Any, Any], int]) -> dict[str, Any]:
             "code": [{"version": version, "digest": digest, "jobs": n} for (version, digest), n in stale.items()]}
 
 
-def _missing_folders(run_dir: Path) -> list[Path]:
-    """``run_dir`` and its ancestors that do not exist yet, deepest first."""
+def _make_folders(run_dir: Path, created: list[Path]) -> None:
+    """Create ``run_dir`` and its missing parents, appending each folder this call made to ``created``
+    (shallowest first; a folder another process made meanwhile is not ours)."""
     missing: list[Path] = []
     path = run_dir.absolute()
     while not path.exists() and path != path.parent:
         missing.append(path)
         path = path.parent
-    return missing
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        created.append(folder)
 
 
 def _remove_if_no_job(created: list[Path], run_dir: Path) -> None:
-    """After a failed start: remove the folders this run created (``created``, deepest first) unless a job
-    finished into them (a run that stopped midway is kept, to be resumed)."""
-    if not created or not created[0].exists():
+    """After a failed start: remove the folders this run created (``created``, shallowest first) unless a
+    job finished into them (a run that stopped midway is kept, to be resumed)."""
+    if not created or any((run_dir / "jobs").glob(f"*/{META_FILE}")):
         return
-    if any((run_dir / "jobs").glob(f"*/{META_FILE}")):
-        return
-    shutil.rmtree(created[0], ignore_errors=True)
-    for folder in created[1:]:
+    shutil.rmtree(created[-1], ignore_errors=True)
+    for folder in reversed(created[:-1]):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if empty: another process may have written beside it meanwhile
 
@@ -316,9 +327,9 @@ def _check_run_dir(run_dir: Path, config: BenchmarkConfig, overwrite: bool) -> N
         )
 
 
-def _write_marker(run_dir: Path, config: BenchmarkConfig) -> None:
-    """Record which config the run folder holds (creating the folder)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _write_marker(run_dir: Path, config: BenchmarkConfig, created: list[Path]) -> None:
+    """Record which config the run folder holds (creating the folder; see :func:`_make_folders`)."""
+    _make_folders(run_dir, created)
     write_text_atomic(run_dir / CONFIG_FILE,
                       json.dumps({"hash": config.hash(), "config": config.to_dict()}, indent=1, default=str) + "\n")
 

@@ -4,7 +4,11 @@ A job's key is the sha256 of everything that defines its result: the market's da
 fold's dates and purge gap, the policy's settings and budget, the seed, the cost levels it is scored
 at, and :data:`JOB_FORMAT` (bumped when the meaning of a result changes). A finished job is stored
 under ``<run>/jobs/<key>/`` (written aside, then renamed), so a killed benchmark resumes with every
-finished job skipped, and a changed setting can never reuse a stale result.
+finished job skipped, and a changed setting can never reuse a stale result. The key holds no code
+version: each result's ``meta["code"]`` records the package version and source digest that computed it
+(:mod:`evaluation.code_version`), and :func:`evaluation.benchmark.run_benchmark` refuses to reuse a
+result of other code unless told to. :meth:`JobCache.load` reads every file whole, so a truncated or
+corrupted job is a :class:`DamagedJobError` naming the file (the benchmark runs that job again).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ with the same --run-name resumes: finished jobs are skipped, so a killed benchma
 stopped and a finished one rebuilds its report in seconds. Each job records the code that computed it
 (package version and source digest): a run folder holding jobs of other code is refused, naming both,
 unless --reuse-stale-jobs (the report then says so); a damaged cached job is run again. The whole
-config is checked before the first job, and a start that fails leaves no run folder. To benchmark your own bars, change only the
-`markets:` section of the config (any dataset settings: source parquet or alpaca).
+config is checked before the first job, and a start that fails leaves no run folder. To benchmark
+your own bars, change only the `markets:` section of the config (any dataset settings: source parquet
+or alpaca).
 """
 
 from __future__ import annotations
