@@ -234,7 +234,12 @@ def _check_broker(broker: Any, kind: str) -> None:
 
 def _serve(run_dir: Path, args: argparse.Namespace, config: PaperConfig) -> Any:
     """The monitor's server on ``--serve`` (else ``monitor.serve_port``), or None when neither is set; a port
-    that cannot be listened on is one line naming it and where it came from."""
+    that cannot be listened on is one line naming it and where it came from.
+
+    :param run_dir: the run folder served.
+    :param args: the parsed arguments (``serve``, ``config``).
+    :param config: the loaded config.
+    """
     if args.serve is not None:
         port, source = args.serve, f"--serve {args.serve}"
     elif config.monitor.serve_port is not None:
@@ -246,7 +251,7 @@ def _serve(run_dir: Path, args: argparse.Namespace, config: PaperConfig) -> Any:
         server = serve(run_dir, port)
     except ValueError as error:
         what, _, fix = str(error).partition(" — ")
-        raise UsageError(f"{source}: {what}", fix or "choose another port") from None
+        raise UsageError(f"{source}: {what}", fix or "choose another port") from error
     print(f"monitor: http://127.0.0.1:{server.server_address[1]}/monitor.html")
     return server
 
