@@ -12,8 +12,6 @@ turn such an error into one :class:`configs.loader.ConfigError` line naming the 
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 from configs.loader import ConfigError, dataclass_from_dict, read_yaml_mapping
 from features.bars import Timeframe
 from sim.engine import Costs
+from sim.settings import check_integer, check_range, check_setting
 
 from .alerts import AlertConfig
 from .risk import RiskConfig
@@ -34,7 +33,8 @@ MAX_QTY_DECIMALS = 9  # Alpaca accepts quantities to 9 decimals
 
 # ----- checks of one setting (each raises ValueError naming ``key`` and the value) ------------------------
 def check_number(key: str, value: Any, low: float, *, low_open: bool = False, high: float | None = None) -> float:
-    """``value`` as a finite float >= ``low`` (> ``low`` when ``low_open``) and < ``high`` (None: no bound).
+    """``value`` as a finite float >= ``low`` (> ``low`` when ``low_open``) and < ``high`` (None: no bound),
+    by :func:`sim.settings.check_range`.
 
     :param key: the setting as the user writes it (``loop.poll_seconds``), shown in the error.
     :param value: the value.
@@ -42,28 +42,7 @@ def check_number(key: str, value: Any, low: float, *, low_open: bool = False, hi
     :param low_open: exclude ``low`` itself.
     :param high: the (excluded) upper bound; None: none.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{key}={value!r} must be a finite number")
-    number = float(value)
-    if (number <= low if low_open else number < low) or (high is not None and number >= high):
-        interval = f"{'(' if low_open else '['}{low:g}, {'inf' if high is None else f'{high:g}'})"
-        raise ValueError(f"{key}={value!r} must be in {interval}")
-    return number
-
-
-def check_whole(key: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [``low``, ``high``] (None: no upper bound); ``2.5`` and ``True`` are refused.
-
-    :param key: the setting as the user writes it, shown in the error.
-    :param value: the value.
-    :param low: the smallest valid value.
-    :param high: the largest valid value; None: none.
-    """
-    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not whole or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{key}={value!r} must be a whole number {bound}")
-    return int(value)
+    return check_range(key, value, low, high, low_open=low_open)
 
 
 def check_port(key: str, value: Any) -> int:
@@ -73,7 +52,7 @@ def check_port(key: str, value: Any) -> int:
     :param value: the port.
     """
     try:
-        return check_whole(key, value, 0, MAX_PORT)
+        return check_integer(key, value, 0, MAX_PORT)
     except ValueError:
         raise ValueError(f"{key}={value!r} is not a TCP port: it must be a whole number in [0, {MAX_PORT}] "
                          f"(0: any free port)") from None
@@ -134,10 +113,10 @@ class BrokerConfig:
         check_url("broker.data_url", self.data_url)
         if self.feed is not None and not (isinstance(self.feed, str) and self.feed.strip()):
             raise ValueError(f"broker.feed={self.feed!r} must be a feed name (iex, sip) or null")
-        check_whole("broker.qty_decimals", self.qty_decimals, 0, MAX_QTY_DECIMALS)
+        check_integer("broker.qty_decimals", self.qty_decimals, 0, MAX_QTY_DECIMALS)
         check_number("broker.connect_timeout", self.connect_timeout, 0.0, low_open=True)
         check_number("broker.read_timeout", self.read_timeout, 0.0, low_open=True)
-        check_whole("broker.max_retries", self.max_retries, 0)
+        check_integer("broker.max_retries", self.max_retries, 0)
         check_number("broker.backoff_base", self.backoff_base, 0.0)
         check_number("broker.backoff_max", self.backoff_max, 0.0)
 
@@ -172,12 +151,12 @@ class LoopConfig:
             except ValueError as error:
                 raise ValueError(f"loop.{error}") from None
         if self.history_bars is not None:
-            check_whole("loop.history_bars", self.history_bars, 1)
+            check_integer("loop.history_bars", self.history_bars, 1)
         if self.capital is not None:
             check_number("loop.capital", self.capital, 0.0, low_open=True)
         check_number("loop.poll_seconds", self.poll_seconds, 0.0, low_open=True)
         check_number("loop.bar_delay_seconds", self.bar_delay_seconds, 0.0)
-        check_number("loop.min_rebalance", self.min_rebalance, 0.0, high=1.0)
+        check_setting("loop.min_rebalance", self.min_rebalance, rule="min_rebalance")  # as the simulator's
 
 
 @dataclass
@@ -222,8 +201,8 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         if self.serve_port is not None:
             check_port("monitor.serve_port", self.serve_port)
-        check_whole("monitor.chart_bars", self.chart_bars, 1)
-        check_whole("monitor.refresh_seconds", self.refresh_seconds, 0)
+        check_integer("monitor.chart_bars", self.chart_bars, 1)
+        check_integer("monitor.refresh_seconds", self.refresh_seconds, 0)
 
 
 @dataclass
@@ -295,9 +274,9 @@ def _check_alerts(alerts: AlertConfig) -> None:
     """The alert thresholds (``live.alerts`` leaves them unchecked)."""
     check_url("alerts.webhook_url", alerts.webhook_url)
     check_number("alerts.webhook_timeout", alerts.webhook_timeout, 0.0, low_open=True)
-    check_whole("alerts.max_trades_per_day", alerts.max_trades_per_day, 0)
+    check_integer("alerts.max_trades_per_day", alerts.max_trades_per_day, 0)
     check_number("alerts.daily_loss", alerts.daily_loss, 0.0, low_open=True)
-    check_whole("alerts.broker_errors", alerts.broker_errors, 1)
+    check_integer("alerts.broker_errors", alerts.broker_errors, 1)
 
 
 def _check_risk(risk: RiskConfig) -> None:
@@ -306,5 +285,5 @@ def _check_risk(risk: RiskConfig) -> None:
         check_number(f"risk.{name}", getattr(risk, name), 0.0, low_open=True)
     if risk.max_position_value is not None:
         check_number("risk.max_position_value", risk.max_position_value, 0.0, low_open=True)
-    check_whole("risk.max_orders_per_day", risk.max_orders_per_day, 0)
-    check_whole("risk.stale_bars", risk.stale_bars, 1)
+    check_integer("risk.max_orders_per_day", risk.max_orders_per_day, 0)
+    check_integer("risk.stale_bars", risk.stale_bars, 1)

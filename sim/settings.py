@@ -85,12 +85,19 @@ def _bps_below_100_percent(per_fill: float) -> Callable[[str, Any], float]:
     return check
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise SettingError(f"{name}={_shown(value)} must be a positive integer, got {type(value).__name__}")
-    if not math.isfinite(float(value)) or float(value) != int(value) or int(value) < 1:
-        raise SettingError(f"{name}={_shown(value)} must be a positive integer")
-    return int(value)
+def _integer(low: int, high: int | None = None) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise SettingError(f"{name}={_shown(value)} must be a whole number {bound}, got {type(value).__name__}")
+        if not math.isfinite(float(value)) or float(value) != int(value) or not (
+                low <= int(value) and (high is None or int(value) <= high)):
+            raise SettingError(f"{name}={_shown(value)} must be a whole number {bound}")
+        return int(value)
+    return check
+
+
+_positive_int = _integer(1)
 
 
 def _boolean(name: str, value: Any) -> bool:
@@ -126,6 +133,12 @@ def check_range(name: str, value: Any, low: float, high: float | None = None, *,
     at ``low`` unless ``low_open``, open at ``high`` unless not ``high_open``; else a SettingError naming
     ``name``. For settings outside :data:`RULES` (an agent's ``gamma``, say)."""
     return _in_range(low, high, low_open=low_open, high_open=high_open)(name, value)
+
+
+def check_integer(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [``low``, ``high``] (None: no upper bound); ``2.5`` and ``True`` are
+    SettingErrors naming ``name``."""
+    return _integer(low, high)(name, value)
 
 
 def check_positive_int(name: str, value: Any) -> int:

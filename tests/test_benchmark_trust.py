@@ -297,16 +297,13 @@ def test_an_unknown_slippage_model_is_refused_by_costs() -> None:
         CostGrid(slippages_bps=("foo",))
 
 
-def test_cost_levels_are_checked_by_sim_costs(monkeypatch) -> None:
-    import evaluation.config as config_module
-
-    def strict(commission, slippage):  # whatever Costs refuses is refused, with the key in front
-        if commission >= 1:
-            raise ValueError(f"commission={commission} must be below 1")
-    monkeypatch.setattr(config_module, "Costs", strict)
-    with pytest.raises(ValueError, match=r"^costs\.commissions\[1\] x costs\.slippages_bps\[0\]: commission=5\.0 "
-                                         r"must be below 1$"):
+def test_cost_levels_are_checked_by_sim_costs() -> None:
+    with pytest.raises(ValueError, match=r"^costs\.commissions\[1\] x costs\.slippages_bps\[0\]: commission=5 "
+                                         r"must be a fraction of traded notional in \[0, 1\)"):
         CostGrid(commissions=(0.0, 5.0))
+    with pytest.raises(ValueError, match=r"^costs\.commissions\[0\] x costs\.slippages_bps\[1\]: slippage=10000 "
+                                         r"must be in \[0, 10000\) basis points"):
+        CostGrid(slippages_bps=(0.0, 10_000.0))
 
 
 def test_statistics_settings_are_checked_on_their_own() -> None:

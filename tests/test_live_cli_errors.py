@@ -190,7 +190,7 @@ BAD_VALUES = [
     ("loop", "capital", float("inf")),
     ("loop", "poll_seconds", 0),
     ("loop", "bar_delay_seconds", -1),
-    ("loop", "min_rebalance", 1.0),
+    ("loop", "min_rebalance", 2.0),
     ("loop", "history_bars", 0),
     ("monitor", "chart_bars", 0),
     ("monitor", "refresh_seconds", -1),
@@ -212,7 +212,7 @@ def test_a_config_value_out_of_range_is_refused_on_load_naming_the_file_and_key(
 
 
 def test_a_config_dict_is_checked_as_a_file_is():
-    with pytest.raises(ConfigError, match=r"^paper config: loop\.min_rebalance=-0\.1 must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"^paper config: loop\.min_rebalance=-0\.1 must be in \[0, 2\)"):
         PaperConfig.from_dict({"loop": {"min_rebalance": -0.1}})
 
 

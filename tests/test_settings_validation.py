@@ -15,8 +15,10 @@ from agents.config import AgentConfig, DQNSettings, PPOSettings
 from configs.loader import load_yaml_config
 from envs.backtest import backtest
 from envs.vec_env import TradingVecEnv
+from evaluation.config import CostGrid
 from features.dataset import DatasetConfig, build_market_data
 from features.synthetic import synthetic_bars
+from live.config import PaperConfig
 from sim import Costs, Simulator
 from sim.costs import SpreadSlippage, VolumeScaledSlippage, make_slippage
 from sim.settings import SettingError, check_setting
@@ -52,6 +54,9 @@ def test_a_commission_of_5_is_one_error_everywhere_with_the_percent_hint(market)
     assert message(lambda: TradingVecEnv(2, data=market, commission=5)) == expected
     assert message(lambda: backtest(Hold(), market, "train", Costs(commission=5))) == expected
     assert message(lambda: AgentConfig.from_dict({"env": {"commission": 5}})) == expected
+    # the benchmark's cost grid and the paper-trading config say the same, after the key they come from
+    assert message(lambda: CostGrid(commissions=(5,))).endswith(": " + expected)
+    assert message(lambda: PaperConfig.from_dict({"costs": {"commission": 5}})) == "paper config: costs." + expected
 
 
 @pytest.mark.parametrize("spec", [10_000, 10_000.0, 25_000, {"model": "fixed", "bps": 10_000}])
@@ -94,9 +99,9 @@ def test_bad_fee_and_borrow_values_name_the_setting(name, value) -> None:
 @pytest.mark.parametrize("settings, expected", [
     ({"allow_short": "no"}, "allow_short='no' must be true or false, got str"),
     ({"random_start": 0}, "random_start=0 must be true or false"),
-    ({"episode_length": 2.5}, "episode_length=2.5 must be a positive integer"),
-    ({"episode_length": 0}, "episode_length=0 must be a positive integer"),
-    ({"window": 8.5}, "window=8.5 must be a positive integer"),
+    ({"episode_length": 2.5}, "episode_length=2.5 must be a whole number >= 1"),
+    ({"episode_length": 0}, "episode_length=0 must be a whole number >= 1"),
+    ({"window": 8.5}, "window=8.5 must be a whole number >= 1"),
     ({"initial_cash": math.inf}, "initial_cash=inf must be a finite number"),
     ({"initial_cash": 0.0}, "initial_cash=0 must be in (0, inf)"),
     ({"drawdown_penalty": math.nan}, "drawdown_penalty=nan must be a finite number"),
@@ -140,12 +145,12 @@ def test_render_mode_human_is_one_error_naming_it(market) -> None:
     ("ppo", "gamma", 1.5, "ppo.gamma=1.5 must be in [0, 1]"),
     ("ppo", "learning_rate", 0.0, "ppo.learning_rate=0 must be in (0, inf)"),
     ("ppo", "clip_range", -0.2, "ppo.clip_range=-0.2 must be in (0, inf)"),
-    ("ppo", "n_epochs", 0, "ppo.n_epochs=0 must be a positive integer"),
+    ("ppo", "n_epochs", 0, "ppo.n_epochs=0 must be a whole number >= 1"),
     ("dqn", "gamma", 1.5, "dqn.gamma=1.5 must be in [0, 1]"),
-    ("dqn", "buffer_size", 0, "dqn.buffer_size=0 must be a positive integer"),
+    ("dqn", "buffer_size", 0, "dqn.buffer_size=0 must be a whole number >= 1"),
     ("dqn", "buffer_size", 100, "dqn.buffer_size=100 must be >= dqn.batch_size=256"),
     ("dqn", "exploration_final_eps", 2.0, "dqn.exploration_final_eps=2 must be in [0, 1]"),
-    ("dqn", "gradient_steps", 0, "dqn.gradient_steps (or -1)=0 must be a positive integer"),
+    ("dqn", "gradient_steps", 0, "dqn.gradient_steps (or -1)=0 must be a whole number >= 1"),
 ])
 def test_bad_agent_hyperparameters_do_not_train(tmp_path, section, key, value, expected) -> None:
     path = tmp_path / "agent.yaml"
