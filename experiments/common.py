@@ -10,7 +10,9 @@ the old run stays untouched until the new one is complete, then the two are swap
 
 Errors. :func:`cli` runs an entry point's ``main``: a user mistake (bad path, bad config, existing
 run, ...) ends in one line ``error: <what> — <what to do>`` on stderr and exit code 2; ``--debug``
-shows the traceback instead.
+shows the traceback instead. Ctrl-C (exit code 130) and SIGTERM (exit code 143, e.g. ``kill`` or a job
+scheduler stopping the run) unwind the same way: the unfinished run's temporary folder and lock are
+removed and an older run of the same name is left as it was.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -92,6 +96,42 @@ _DEFAULT_FIXES: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while an entry point ran (see :func:`sigterm_raises`).
+
+    A ``KeyboardInterrupt``, so whatever cleans up after Ctrl-C (run folders, Optuna marking the trial
+    failed, worker pools) does the same for it.
+
+    :param signum: the signal's number.
+    """
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread instead of killing the
+    process at once, so ``finally`` blocks and the run-folder cleanup run. A second SIGTERM (during that
+    cleanup) kills at once. The previous handler is put back after the block. Outside the main thread
+    (where no handler can be set) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def error_line(error: BaseException) -> str:
     """``error: <what> — <what to do instead>`` on one line."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -107,8 +147,9 @@ def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None)
     """Run ``main(argv)`` and return the process exit code.
 
     A user error (:data:`USER_ERRORS`) prints one line on stderr and returns 2; Ctrl-C prints one line
-    and returns 130 (the unfinished run folder is already removed). With ``--debug`` in ``argv`` both
-    propagate with their traceback. Other exceptions (bugs) always propagate.
+    and returns 130, SIGTERM one line and 143 (the unfinished run folder and its lock are already removed).
+    With ``--debug`` in ``argv`` these propagate with their traceback. Other exceptions (bugs) always
+    propagate.
 
     :param main: the entry point's ``main``, taking the argument list.
     :param argv: the arguments; None: ``sys.argv[1:]``.
@@ -116,13 +157,15 @@ def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        main(argv)
-    except KeyboardInterrupt:
+        with sigterm_raises():
+            main(argv)
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        print("error: interrupted — nothing of the unfinished run was kept (an older run of the same name is "
+        how = str(stop) if isinstance(stop, Terminated) else "interrupted"
+        print(f"error: {how} — nothing of the unfinished run was kept (an older run of the same name is "
               "untouched); run it again to finish", file=sys.stderr)
-        return 130
+        return 128 + stop.signum if isinstance(stop, Terminated) else 130
     except USER_ERRORS as error:
         if debug:
             raise
