@@ -33,6 +33,7 @@ from supervised.hpo import (
     HAND_BACK_FILE,
     check_study_settings,
     hand_back_record,
+    interrupted_trials_in_one_line,
     open_study,
     prepare_trial_root,
     storage_errors,
@@ -298,7 +299,8 @@ def run_agent_study(
                     trial.set_user_attr(f"validation_{key}", best[key])
             return summary["score"]
 
-        study.optimize(objective, n_trials=hpo.n_trials)
+        with interrupted_trials_in_one_line():
+            study.optimize(objective, n_trials=hpo.n_trials)
         return study
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import random
 import shutil
@@ -436,6 +437,28 @@ def open_study(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Drops the traceback Optuna logs with a trial stopped by Ctrl-C or SIGTERM (its one line stays)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def interrupted_trials_in_one_line() -> Iterator[None]:
+    """While the block runs (``study.optimize``), a trial stopped by Ctrl-C or SIGTERM is logged without
+    its traceback: the entry point then ends with its own one line (shared with ``agents.hpo``)."""
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    quiet = _NoInterruptTraceback()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def fail_dead_trials(study: Any) -> None:
     """Mark running trials whose worker stopped sending heartbeats as failed (and queue their retry).
 
@@ -616,7 +639,8 @@ def run_study(
             trial.set_user_attr("train_config", train_config.to_dict())
             return result.best_val_f1
 
-        study.optimize(objective, n_trials=hpo.n_trials)
+        with interrupted_trials_in_one_line():
+            study.optimize(objective, n_trials=hpo.n_trials)
         return study
 
 
