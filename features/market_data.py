@@ -457,8 +457,11 @@ def _split_ranges(manifest: dict[str, Any], manifest_path: Path) -> dict[str, np
     ranges = _typed_value(manifest, "split_ranges", dict, manifest_path)
     out = {}
     for split, rows in ranges.items():
-        array = np.asarray(rows) if isinstance(rows, list) else np.zeros(0, dtype=object)
-        if array.dtype.kind not in "iu" or array.dtype == bool:
+        try:
+            array = np.asarray(rows) if isinstance(rows, list) else np.zeros(0, dtype=object)
+        except ValueError:  # ragged lists
+            array = np.zeros(0, dtype=object)
+        if array.dtype.kind not in "iu":
             raise DatasetIntegrityError(
                 f"{manifest_path}: field 'split_ranges' entry '{split}' must be [start, end] row pairs of "
                 f"integers, not {str(rows)[:60]}; rebuild the dataset"
@@ -468,12 +471,15 @@ def _split_ranges(manifest: dict[str, Any], manifest_path: Path) -> dict[str, np
 
 
 def _scaler(manifest: dict[str, Any], manifest_path: Path) -> FeatureScaler:
+    """``scaler`` as a :class:`FeatureScaler`; a malformed one is an error naming the field."""
+    saved = _typed_value(manifest, "scaler", dict, manifest_path)
+    clip = saved.get("clip")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise DatasetIntegrityError(f"{manifest_path}: field 'scaler' has clip={clip!r}; expected null or a number "
+                                    f"> 0; rebuild the dataset")
     try:
-        return FeatureScaler.from_dict(_typed_value(manifest, "scaler", dict, manifest_path),
-                                       f"{manifest_path}: field 'scaler'")
+        return FeatureScaler.from_dict(saved, f"{manifest_path}: field 'scaler'")
     except ValueError as exc:
-        if isinstance(exc, DatasetIntegrityError):
-            raise
         raise DatasetIntegrityError(f"{exc}; rebuild the dataset") from None
 
 
@@ -571,15 +577,15 @@ def _split_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
     first_usable = warmup_bars(config.features) + data.window - 1
     pairs = (("train", "validation"), ("train", "test"), ("validation", "test"))
     problems = []
-    for i, symbol, rows in _blocks(data):
+    for i, symbol, _ in _blocks(data):
         spans = {split: (int(data.split_ranges[split][i, 0]), int(data.split_ranges[split][i, 1])) for split in SPLITS}
         for split, (start, end) in spans.items():
             if end > start and start < first_usable:
                 problems.append(f"split_ranges['{split}'] of {symbol} starts at row {start}, before row "
                                 f"{first_usable} where the features' warm-up and the window are complete")
         for earlier, later in pairs:
-            (_, earlier_end), (later_start, later_end) = spans[earlier], spans[later]
-            if spans[earlier][1] > spans[earlier][0] and later_end > later_start and later_start - earlier_end < gap:
+            (earlier_start, earlier_end), (later_start, later_end) = spans[earlier], spans[later]
+            if earlier_end > earlier_start and later_end > later_start and later_start - earlier_end < gap:
                 problems.append(
                     f"split_ranges['{later}'] of {symbol} starts at row {later_start}, {later_start - earlier_end} "
                     f"row(s) after '{earlier}' ends at row {earlier_end}: the splits overlap or are closer than "

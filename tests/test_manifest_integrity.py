@@ -269,3 +269,17 @@ def test_a_non_integer_window_is_refused_not_truncated(saved: Path) -> None:
 def test_fractional_split_rows_are_refused_not_truncated(saved: Path) -> None:
     forged(saved, lambda m: m["split_ranges"]["test"][0].__setitem__(0, 250.5), LOADERS["load_dataset"],
            r"field 'split_ranges' entry 'test' must be \[start, end\] row pairs of integers")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["split_ranges"].__setitem__("test", [[250, 300], [250]]), r"field 'split_ranges' entry 'test'"),
+        (lambda m: m["scaler"].__setitem__("clip", "x"), r"field 'scaler' has clip='x'; expected null or a number > 0"),
+        (lambda m: m["label"].__setitem__("horizon", 2.5), r"label \{.*\} is not a label definition"),
+        (lambda m: m["config"].__setitem__("colour", "red"), r"config is not a dataset config"),
+        (lambda m: m.__setitem__("symbols", ["A", 1]), r"field 'symbols' must be a list of JSON strings"),
+    ],
+)
+def test_malformed_forged_fields_are_one_line_errors_naming_the_field(saved: Path, change: Change, message: str) -> None:
+    forged(saved, change, LOADERS["load_dataset"], message)
