@@ -502,8 +502,9 @@ def _symbol_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
     if len(set(data.asset_ids)) != len(data.asset_ids) or min(data.asset_ids, default=0) < 0:
         problems.append(f"asset_ids {data.asset_ids} must be distinct ids >= 0")
     for i, symbol, rows in _blocks(data):
-        held = np.unique(np.asarray(data.row_asset_ids[rows]))
-        if held.tolist() != [data.asset_ids[i]]:
+        held = np.asarray(data.row_asset_ids[rows])
+        if np.any(held != data.asset_ids[i]):
+            held = np.unique(held)
             problems.append(f"asset_ids gives {symbol} id {data.asset_ids[i]} but row_asset_ids.npy holds "
                             f"{held.tolist()[:4]} for its rows")
             break
