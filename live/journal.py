@@ -195,13 +195,25 @@ class Journal:
             (symbol,))
         return float(rows[0]["target"]) if rows else 0.0
 
-    def adopt_units(self, symbol: str, units: float, at: pd.Timestamp, reason: str) -> None:
-        """Set a sleeve's units to the broker's (after a reconciliation difference no order explains)."""
+    def adopt_position(self, symbol: str, units: float, cash: float, at: pd.Timestamp, reason: str) -> None:
+        """Set a sleeve's units to the broker's and add ``cash`` to its cash, in one transaction, with a
+        reconciliation row for each (after a difference no order of the run explains: a change outside the run).
+
+        :param symbol: the sleeve.
+        :param units: the broker's position (signed shares).
+        :param cash: the broker's cash that came with the change (e.g. a position's proceeds), added to the sleeve.
+        :param at: now.
+        :param reason: the reconciliation rows' action.
+        """
         self._write([
-            ("UPDATE sleeves SET units = ?, entry_bar = CASE WHEN ? = 0 THEN NULL ELSE COALESCE(entry_bar, ?) END, "
-             "updated_at = ? WHERE symbol = ?", (float(units), float(units), iso(at), iso(at), symbol)),
             ("INSERT INTO reconciliations (at, symbol, field, journal, broker, action) "
              "SELECT ?, symbol, 'units', units, ?, ? FROM sleeves WHERE symbol = ?", (iso(at), float(units), reason, symbol)),
+            ("INSERT INTO reconciliations (at, symbol, field, journal, broker, action) "
+             "SELECT ?, symbol, 'sleeve_cash', cash, cash + ?, ? FROM sleeves WHERE symbol = ?",
+             (iso(at), float(cash), reason, symbol)),
+            ("UPDATE sleeves SET units = ?, cash = cash + ?, "
+             "entry_bar = CASE WHEN ? = 0 THEN NULL ELSE COALESCE(entry_bar, ?) END, updated_at = ? WHERE symbol = ?",
+             (float(units), float(cash), float(units), iso(at), iso(at), symbol)),
         ])
 
     # ----- decisions --------------------------------------------------------------------------

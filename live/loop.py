@@ -5,10 +5,12 @@ One :meth:`LiveLoop.cycle`, whatever the broker:
 1. the kill switch (file, SIGTERM/SIGINT): cancel open orders, flatten if configured, exit;
 2. every journalled order that may still change is looked up at the broker by ``client_order_id``
    (fills are booked once; an intent that never reached the broker is marked ``not_sent``);
-3. reconciliation: the broker's positions, open orders and cash against the journal, each difference
-   journalled and alerted (and the broker's position adopted when no order explains it);
-4. the latest *complete* bars of each symbol (``history_bars`` of them) and each sleeve marked at its last
-   close (once per bar);
+3. the latest *complete* bars of each symbol (``history_bars`` of them);
+4. reconciliation: the broker's positions, open orders and cash against the journal, each difference
+   journalled and alerted; a position no order explains changed outside the run: the broker's position and
+   the cash that came with it are adopted together, and the day's loss baseline moves by the change, so it
+   is never counted as profit or loss (:mod:`live.reconcile`); then each sleeve is marked at its last close
+   (once per bar);
 5. the daily-loss limit (flatten and halt);
 6. a decision on each symbol's newest bar not decided yet - refused when the data is stale or too short:
    the observation is the env's (the policy's own features of those bars, the sleeve's position state,
@@ -18,6 +20,11 @@ One :meth:`LiveLoop.cycle`, whatever the broker:
    order's intent is journalled, the order sent with ``client_order_id`` = (run, symbol, bar, intent), and
    the broker's answer booked;
 8. a JSON line and the monitor page.
+
+A restart with the same run name resumes from the journal alone. The simulator broker's replay lives in the
+process, so it is rebuilt from the journal (:meth:`live.sim_broker.SimBroker.restore`: its clock at the
+journal's last moment, the journalled orders sent again); a resumed replay ends with the fills and equity of
+one never interrupted, and a finished one does not trade again.
 
 Orders never double: the intent is committed before the order is sent, the id is derived from what the
 order is for, the broker refuses a second order with the same id, and a restart asks the broker about
@@ -47,7 +54,7 @@ from .config import PaperConfig
 from .journal import Journal, client_order_id, iso
 from .policy import LivePolicy, position_state, settled_history_bars
 from .orders import OrderDesk
-from .reconcile import reconcile
+from .reconcile import OutsideChange, reconcile
 from .risk import KillSwitch, limit_targets
 from .sizing import plan_order, round_quantity
 
@@ -256,9 +263,12 @@ class LiveLoop:
             self.desk.sync(now, report.fills)
             self._crash("after_sync")
             positions = self.broker.positions()
-            reconcile(self.journal, self.broker, self.alert, self.symbols, positions, now,
-                      self.config.risk.adopt_broker_positions)
             bars = self._latest_bars(now, report)
+            changes = reconcile(self.journal, self.broker, self.alert, self.symbols, positions, now,
+                                self.config.risk.adopt_broker_positions,
+                                price=lambda symbol: self._price(symbol, clock, bars))
+            if changes:
+                self._move_day_start(changes, clock, bars)
             self._mark(bars, report)
             if self._daily_loss(clock, bars, report) or self.journal.meta("halted"):
                 self._halted(clock, bars, report)
@@ -437,15 +447,7 @@ class LiveLoop:
         sleeves = self.journal.sleeves()
         equity = 0.0
         for symbol, sleeve in sleeves.items():
-            price = None
-            if clock.is_open and sleeve.units != 0:
-                try:
-                    price = self.broker.reference_price(symbol)
-                except BrokerError:
-                    price = None
-            if price is None:
-                frame = bars.get(symbol)
-                price = float(frame["close"].iloc[-1]) if frame is not None else (marks[symbol]["close"] if symbol in marks else 0.0)
+            price = self._price(symbol, clock, bars, marks) if sleeve.units != 0 else 0.0
             equity += sleeve.cash + sleeve.units * price
         self.journal.set_meta("equity_now", {"at": iso(now), "equity": equity})  # for the monitor page
         start = self.journal.meta("day_start")
@@ -470,6 +472,44 @@ class LiveLoop:
                        key=f"halt:{day}")
             return True
         return False
+
+    def _price(self, symbol: str, clock: Clock, bars: dict[str, pd.DataFrame | None],
+               marks: dict[str, Any] | None = None) -> float:
+        """The price a sleeve is valued at now: the broker's reference price while the market is open, else (or
+        when the broker cannot say) the latest bar's close, else the sleeve's last mark's close (0 without one).
+
+        :param marks: the journal's latest marks (read when None and needed).
+        """
+        if clock.is_open:
+            try:
+                return float(self.broker.reference_price(symbol))
+            except BrokerError:
+                pass
+        frame = bars.get(symbol)
+        if frame is not None:
+            return float(frame["close"].iloc[-1])
+        marks = self.journal.latest_marks() if marks is None else marks
+        return float(marks[symbol]["close"]) if symbol in marks else 0.0
+
+    def _move_day_start(self, changes: list[OutsideChange], clock: Clock, bars: dict[str, pd.DataFrame | None]) -> None:
+        """Take changes made outside the run out of the day's profit and loss: the daily-loss baseline moves by what
+        they added to the run's equity at today's prices (a position closed by hand at the market moves it by
+        little; its proceeds are the sleeve's cash now)."""
+        now = clock.timestamp
+        day = str(self.broker.session_date(now))
+        value = sum(change.value(self._price(change.symbol, clock, bars)) for change in changes)
+        start = self.journal.meta("day_start")
+        if start is None:
+            return  # the day's baseline is not taken yet: it will be taken after the change
+        if start.get("day") != day:  # the first cycle of the day: it starts from the last marks, before the change
+            marks = self.journal.latest_marks()
+            if not marks:
+                return
+            start = {"day": day, "equity": sum(row["equity"] for row in marks.values())}
+        moved = {"day": day, "equity": start["equity"] + value}
+        self.journal.set_meta("day_start", moved)
+        self.journal.record_reconciliation(now, None, "day_start", start["equity"], moved["equity"],
+                                           f"moved by {value:+,.2f}: a change outside the run is not profit or loss")
 
     def _halted(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
         """Halted: flatten whatever is held (when the market is open), then stop."""

@@ -16,7 +16,7 @@ Faults (:class:`Rule`), each used up ``times`` times on requests matching a meth
 an error status (with headers such as ``Retry-After``), a request that hangs, an order accepted and then
 the connection dropped (or a 500, or a hang) before the reply. Fill behaviour per symbol: full, partial
 (a fraction now, the rest later or never), rejected. ``lag_bars`` hides the newest closed bars (stale
-data).
+data). :meth:`FakeAlpaca.trade_outside` trades as a user in the dashboard would (outside the run).
 """
 
 from __future__ import annotations
@@ -163,6 +163,22 @@ class FakeAlpaca:
     def add_rule(self, rule: Rule) -> None:
         with self.lock:
             self.rules.append(rule)
+
+    def trade_outside(self, symbol: str, qty: float | None = None) -> dict[str, Any]:
+        """A trade made outside the run, as a user in Alpaca's dashboard makes it: a market order of ``qty`` signed
+        shares (None: close the whole position) with the dashboard's own id, filled at once when the market is
+        open. Returns the order."""
+        with self.lock:
+            held = self.positions.get(symbol, {}).get("qty", 0.0)
+            qty = -held if qty is None else float(qty)
+            if qty == 0.0:
+                raise ValueError(f"nothing to trade: {symbol} position is {held}")
+            status, order = self.accept({"symbol": symbol, "qty": _num(abs(qty)), "side": "buy" if qty > 0 else "sell",
+                                         "client_order_id": f"dashboard-{uuid.uuid4().hex[:12]}"})
+            if status != 200:
+                raise ValueError(f"the outside trade was refused: {order}")
+            self.process()
+            return dict(order)
 
     def order_list(self) -> list[dict[str, Any]]:
         with self.lock:
