@@ -148,6 +148,7 @@ def test_a_sim_run_killed_with_sigkill_resumes_to_the_fills_and_equity_of_an_uni
     assert_same_run(resume(setup, tmp_path, "killed"), reference[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_submit", "after_book"])
 def test_a_sim_run_killed_between_an_order_and_its_booking_resumes_exactly(setup, reference, tmp_path, point):
     """SIGKILL the moment the simulator filled an order the journal has not booked (after_submit), and the moment
@@ -198,33 +199,38 @@ def test_a_crash_at_every_point_of_the_loop_resumes_exactly(setup, reference, tm
 
 # ---- stopped on purpose, and finished --------------------------------------------------------------------------
 
+def stop_on_purpose(setup, tmp_path, name, stop) -> str:
+    """Run a replay in-process whose ``stop(run_dir)`` is called at the 6th decision; return why it ended."""
+    config = PaperConfig.from_dict(LOOSE_RISK)
+    policy = load_live_policy(setup["bundle"])
+    broker = SimBroker(setup["data"], SYMBOLS, "test", config.costs.costs(), min_bars=policy.preprocessing.min_bars)
+    run_dir = tmp_path / name
+    passes = {"n": 0}
+
+    def at_the_sixth_decision(point):
+        if point == "after_decide":
+            passes["n"] += 1
+            if passes["n"] == 6:
+                stop(run_dir)
+
+    loop = LiveLoop(policy, broker, journal_of(tmp_path, name), SYMBOLS, config, run_name=name, run_dir=run_dir,
+                    crash=at_the_sixth_decision, write_monitor=False)
+    reason = loop.run()
+    assert "killed" in loop.journal.meta("status")
+    loop.journal.close()
+    return reason
+
+
 def test_a_sim_run_stopped_with_sigterm_resumes_exactly(setup, reference, tmp_path):
-    process = start_subprocess(setup, tmp_path, "termed")
-    wait_for_decisions(tmp_path, "termed", 5, process)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 0 and "stopped: killed: SIGTERM" in out, err
+    reason = stop_on_purpose(setup, tmp_path, "termed", lambda run_dir: os.kill(os.getpid(), signal.SIGTERM))
+    assert reason == "killed: SIGTERM"
     assert_same_run(resume(setup, tmp_path, "termed"), reference[1])
 
 
 def test_a_sim_run_stopped_with_the_kill_file_resumes_exactly(setup, reference, tmp_path):
-    config = PaperConfig.from_dict(LOOSE_RISK)
-    policy = load_live_policy(setup["bundle"])
-    broker = SimBroker(setup["data"], SYMBOLS, "test", config.costs.costs(), min_bars=policy.preprocessing.min_bars)
-    run_dir = tmp_path / "stopped"
-    passes = {"n": 0}
-
-    def touch_kill_file(name):
-        if name == "after_decide":
-            passes["n"] += 1
-            if passes["n"] == 6:
-                (run_dir / "KILL").touch()
-
-    loop = LiveLoop(policy, broker, journal_of(tmp_path, "stopped"), SYMBOLS, config, run_name="stopped",
-                    run_dir=run_dir, crash=touch_kill_file, write_monitor=False)
-    assert loop.run().startswith("killed: kill file")
-    loop.journal.close()
-    (run_dir / "KILL").unlink()
+    reason = stop_on_purpose(setup, tmp_path, "stopped", lambda run_dir: (run_dir / "KILL").touch())
+    assert reason.startswith("killed: kill file")
+    (tmp_path / "stopped" / "KILL").unlink()  # the user lifts the kill switch, then starts the run again
     assert_same_run(resume(setup, tmp_path, "stopped"), reference[1])
 
 
