@@ -95,7 +95,10 @@ class DatasetConfig:
         return load_yaml_config(cls, path, section)
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        values = config_to_dict(self)
+        if self.news is not None:
+            values["news"] = self.news.to_dict()
+        return values
 
     def hash(self) -> str:
         """sha256 of the settings that change the data (not where it is written)."""

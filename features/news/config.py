@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import Field, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -115,25 +115,12 @@ class NewsConfig:
         return dataclass_from_dict(cls, dict(value), "news config")
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-
-class _FieldsUnlessUnset:
-    """``NewsConfig.__dataclass_fields__``: all fields on the class; on an instance, ``time_format`` only
-    when it is set, so ``dataclasses.asdict`` (hence ``to_dict`` and ``DatasetConfig.hash``) of a config
-    that leaves it unset is what it was before the field existed. Equality and hashing still compare it."""
-
-    def __init__(self, fields: dict[str, Field], optional: str) -> None:
-        self.fields = fields
-        self.optional = optional
-
-    def __get__(self, instance: Any, owner: type | None = None) -> dict[str, Field]:
-        if instance is None or getattr(instance, self.optional, None) is not None:
-            return self.fields
-        return {name: f for name, f in self.fields.items() if name != self.optional}
-
-
-NewsConfig.__dataclass_fields__ = _FieldsUnlessUnset(NewsConfig.__dataclass_fields__, "time_format")  # type: ignore[misc]
+        """The settings as a plain dict; an unset ``time_format`` is left out, so configs that do not set it
+        (and the hashes of datasets built with them) are what they were before the field existed."""
+        values = config_to_dict(self)
+        if values["time_format"] is None:
+            del values["time_format"]
+        return values
 
 
 def session_clock(text: str) -> tuple[int, int, int]:
