@@ -144,7 +144,11 @@ class Order:
 
 
 class Broker(Protocol):
-    """What the loop needs from a broker. Every call may raise :class:`BrokerError`."""
+    """What the loop needs from a broker. Every call may raise :class:`BrokerError`.
+
+    A broker whose account lives in the process (the simulator's replay) also has ``restore(journal)``: the loop
+    calls it when a run resumes, to rebuild the account from the run's journal.
+    """
 
     name: str
 

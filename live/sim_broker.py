@@ -13,6 +13,9 @@ started where the backtester starts it: the first bar of the split at which the 
 So a loop that sizes orders by the simulator's rule (:mod:`live.sizing`) and decides on the same
 observations reproduces the backtest's fills and equity exactly; the broker checks that each order's
 quantity is the one the simulator fills and says so when it is not.
+
+The replay lives in the process; a run started again with the same name gets it back from its journal
+(:meth:`SimBroker.restore`, called by the loop): the journal is the only record.
 """
 
 from __future__ import annotations
