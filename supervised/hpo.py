@@ -213,12 +213,16 @@ def _is_postgres(storage: str) -> bool:
         return False
 
 
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
 def storage_engine_kwargs(storage: str, connect_timeout: int, statement_timeout: int) -> dict[str, Any]:
     """SQLAlchemy ``create_engine`` arguments that bound how long a PostgreSQL storage may keep us waiting.
 
     ``connect_timeout`` bounds the connection and its whole startup handshake (psycopg enforces it on
     the client, so a server that accepts and never answers fails too); ``statement_timeout`` is sent as
-    ``options=-c statement_timeout=<ms>`` (kept after any ``options`` of the URL). A URL that sets either
+    ``options=-c statement_timeout=<ms>`` (kept after any ``options`` of the URL); TCP keepalives notice a
+    server that vanishes in the middle of a session. A URL that sets either
     itself is refused: the flags and config keys are the one place for them. Other databases get none.
 
     :param storage: the storage URL.
@@ -240,7 +244,8 @@ def storage_engine_kwargs(storage: str, connect_timeout: int, statement_timeout:
             raise StorageError(f"storage URL {storage_label(storage)} sets {key} itself — remove it from the URL "
                                f"and pass --{key.replace('_', '-')} (or hpo.{key} in the config)")
     options = f"{url_options} -c statement_timeout={statement_timeout * 1000}".strip()
-    return {"connect_args": {"connect_timeout": connect_timeout, "options": options}}
+    # TCP keepalives: a server that vanishes mid-session (no RST) is noticed in ~25 s, not the OS's hours
+    return {"connect_args": {"connect_timeout": connect_timeout, "options": options, **_KEEPALIVES}}
 
 
 def _storage_host(storage: str) -> str:

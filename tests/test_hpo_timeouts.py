@@ -85,7 +85,9 @@ def test_hpo_entry_points_on_a_silent_server_end_in_seconds_with_one_line(entry,
 
 def test_postgres_storages_get_a_connect_and_a_statement_timeout() -> None:
     kwargs = storage_engine_kwargs("postgresql+psycopg://u@h/db?options=-c%20search_path%3Dx", 7, 30)
-    assert kwargs == {"connect_args": {"connect_timeout": 7, "options": "-c search_path=x -c statement_timeout=30000"}}
+    assert kwargs == {"connect_args": {"connect_timeout": 7, "options": "-c search_path=x -c statement_timeout=30000",
+                                       "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                                       "keepalives_count": 3}}
     assert storage_engine_kwargs("postgresql://u@h/db", 10, 0)["connect_args"]["options"] == "-c statement_timeout=0"
     assert storage_engine_kwargs("sqlite:///runs/hpo.db", 10, 120) == {}  # sqlite's busy timeout is another thing
 
