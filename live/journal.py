@@ -188,24 +188,36 @@ class Journal:
     def last_target(self, symbol: str) -> float:
         """The target of the sleeve's latest order that reached the broker and was not refused (0 before any):
         the simulator's last sent target. An order refused, never sent, or canceled unfilled does not count,
-        so the next decision asks for that target again."""
+        so the next decision asks for that target again. A position adopted after a change outside the run
+        (:meth:`adopt_position`) counts as a target of the exposure it left, so the next decision is sized
+        against what the sleeve really holds."""
         rows = self._rows(
-            "SELECT target FROM orders WHERE symbol = ? AND status NOT IN ('intent', 'not_sent', 'rejected', 'lost') "
+            "SELECT target, created_at AS at FROM orders WHERE symbol = ? "
+            "AND status NOT IN ('intent', 'not_sent', 'rejected', 'lost') "
             "AND NOT (status IN ('canceled', 'expired') AND filled_qty = 0) ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (symbol,))
-        return float(rows[0]["target"]) if rows else 0.0
+        adopted = self._rows(
+            "SELECT broker AS target, at FROM reconciliations WHERE symbol = ? AND field = 'last_target' "
+            "ORDER BY at DESC, rowid DESC LIMIT 1", (symbol,))
+        latest = max(rows + adopted, key=lambda row: row["at"], default=None)
+        return float(latest["target"]) if latest is not None else 0.0
 
-    def adopt_position(self, symbol: str, units: float, cash: float, at: pd.Timestamp, reason: str) -> None:
+    def adopt_position(self, symbol: str, units: float, cash: float, at: pd.Timestamp, reason: str,
+                       exposure: float) -> None:
         """Set a sleeve's units to the broker's and add ``cash`` to its cash, in one transaction, with a
-        reconciliation row for each (after a difference no order of the run explains: a change outside the run).
+        reconciliation row for each (after a difference no order of the run explains: a change outside the run),
+        and one for the sleeve's last target, which becomes the exposure the change left (see :meth:`last_target`).
 
         :param symbol: the sleeve.
         :param units: the broker's position (signed shares).
         :param cash: the broker's cash that came with the change (e.g. a position's proceeds), added to the sleeve.
         :param at: now.
         :param reason: the reconciliation rows' action.
+        :param exposure: the sleeve's signed exposure after the change (value held / the sleeve's equity).
         """
         self._write([
+            ("INSERT INTO reconciliations (at, symbol, field, journal, broker, action) VALUES (?, ?, 'last_target', ?, ?, ?)",
+             (iso(at), symbol, self.last_target(symbol), float(exposure), reason)),
             ("INSERT INTO reconciliations (at, symbol, field, journal, broker, action) "
              "SELECT ?, symbol, 'units', units, ?, ? FROM sleeves WHERE symbol = ?", (iso(at), float(units), reason, symbol)),
             ("INSERT INTO reconciliations (at, symbol, field, journal, broker, action) "

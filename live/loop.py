@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from features.bars import Timeframe
+from sim.settings import check_integer
 
 from .alerts import Alerter, json_line
 from .broker import BUY, SELL, Broker, BrokerError, Clock, Position
@@ -215,6 +216,8 @@ class LiveLoop:
         :param on_cycle: called with each cycle's report (a progress bar).
         :return: why it ended.
         """
+        if max_cycles is not None:  # 0 or -1 would still run a cycle that can place orders
+            check_integer("max_cycles", max_cycles, 1)
         self.start()
         self.killswitch.install()
         try:

@@ -117,7 +117,10 @@ def _adopt(journal: Journal, broker: Broker, alert: Callable[..., bool], sleeves
     for symbol, held in differing.items():
         share = weights[symbol] / total if total > 0 else 1.0 / len(differing)
         change = OutsideChange(symbol, sleeves[symbol].units, held, gap * share)
-        journal.adopt_position(symbol, held, change.cash, now, "adopted the broker's position and cash (outside change)")
+        value = held * price_of(symbol)
+        equity = sleeves[symbol].cash + change.cash + value
+        journal.adopt_position(symbol, held, change.cash, now, "adopted the broker's position and cash (outside change)",
+                               exposure=value / equity if equity > 0 else 0.0)
         alert(now, "reconciliation", f"{symbol}: the broker holds {held:.9g} shares, the journal {change.units_before:.9g} "
               f"(changed outside this run); adopted the broker's position with {change.cash:+,.2f} of cash - "
               f"not counted as profit or loss", symbol, key=f"units:{symbol}:{iso(now)}")

@@ -224,3 +224,13 @@ def test_missing_bars_get_no_decision_and_an_alert(fake, tmp_path):
     loop.run(max_cycles=2)
     assert loop.journal.decisions() == [] and fake.order_list() == []
     assert any(a["kind"] == "stale_data" and "no bars" in a["message"] for a in loop.journal.alerts())
+
+
+# ---- the loop's own arguments --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cycles", [0, -1, 2.5])
+def test_max_cycles_below_one_is_refused_before_the_loop_asks_the_broker_anything(fake, tmp_path, cycles):
+    loop = make_loop(fake, tmp_path)
+    with pytest.raises(ValueError, match=r"^max_cycles=(0|-1|2\.5) must be a whole number >= 1$"):
+        loop.run(max_cycles=cycles)
+    assert fake.requests == [] and fake.order_list() == []

@@ -81,10 +81,15 @@ def test_a_position_closed_outside_the_run_is_alerted_adopted_with_its_cash_and_
     moved = [r for r in loop.journal.reconciliations() if r["field"] == "day_start"]
     assert len(moved) == 1  # the baseline moved by the change at market: its proceeds less the shares' value
     assert moved[0]["broker"] - moved[0]["journal"] == pytest.approx(proceeds - held * fake.price("AAPL"), abs=1e-6)
+    assert loop.journal.last_target("AAPL") == 0.0  # the sleeve is flat: its last target is flat too
     decided = len(loop.journal.decisions())
     result = loop.run(until=until(fake, 3))  # and the run goes on deciding
     assert not result.startswith("halted") and losses(loop) == [] and len(loop.journal.decisions()) > decided
     assert journal_cash(loop) == pytest.approx(fake.cash, abs=1e-6)
+    # a later decision to be long buys again (the simulator compares the new target with the adopted flat one)
+    longs = [d for d in loop.journal.decisions()[decided:] if d["risk_target"] > 0]
+    buys = [o for o in loop.journal.orders() if o["side"] == "buy" and o["created_at"] > moved[0]["at"]]
+    assert longs and buys
 
 
 def test_shares_bought_outside_the_run_are_adopted_with_what_they_cost(fake, tmp_path):
@@ -94,6 +99,9 @@ def test_shares_bought_outside_the_run_are_adopted_with_what_they_cost(fake, tmp
     fake.advance(60)
     fake.trade_outside("AAPL", -round(held / 2, 6))  # half sold by hand
     loop.cycle()
+    sleeve = loop.journal.sleeves()["AAPL"]
+    value = sleeve.units * fake.price("AAPL")
+    assert loop.journal.last_target("AAPL") == pytest.approx(value / (sleeve.cash + value), rel=1e-6)
     fake.advance(60)
     fake.trade_outside("AAPL", 10.0)  # then ten bought by hand
     loop.cycle()
