@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from experiments.common import UsageError, load_dataset_config, make_parser, run_cli
+from experiments.common import UsageError, load_dataset_config, make_parser, positive_int, run_cli
 from features.feature_builder import build_features, warmup_bars
 from features.labels import make_labels
 from features.loading import load_bars
@@ -55,16 +55,6 @@ from features.lookahead import (
 PROG = "python -m experiments.check_lookahead"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, __doc__)
     parser.add_argument("--features", default=None, metavar="MODULE:FUNCTION",
@@ -74,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML file whose 'dataset:' section gives the bars (symbols, timeframe, source, "
                              "start, end) and the feature, label and window settings (default: embedded "
                              "AAPL/IBM/MSFT/GOOG daily bars)")
-    parser.add_argument("--cuts", type=_positive_int, default=DEFAULT_CUTS, help="random cut points per check")
+    parser.add_argument("--cuts", type=positive_int, default=DEFAULT_CUTS, help="random cut points per check")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cut points (and of the env's actions)")
     parser.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
                         help="symbols to check (default: those of --config, else AAPL IBM MSFT GOOG)")

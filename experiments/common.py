@@ -216,6 +216,20 @@ def make_parser(prog: str, description: str | None) -> ArgumentParser:
 # Datasets and configs
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a whole number >= 1 (``--max-cycles 0`` is a usage error, not a run).
+
+    :param text: the argument as typed.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """``--dataset`` (a saved dataset directory) and ``--config`` (YAML with a ``dataset:`` section)."""
     parser.add_argument("--dataset", type=Path, default=None,

@@ -31,6 +31,7 @@ from experiments.common import (
     existing_file,
     make_parser,
     policy_label,
+    positive_int,
     resolve_dataset_path,
     resolve_policy_path,
     seed_everything,
@@ -57,20 +58,6 @@ class BrokerUnavailable(UsageError):
                          "and broker.trading_url in the config, then try again")
 
 
-def _cycles(text: str) -> int:
-    """``--max-cycles``: a whole number >= 1 (0 would still run a cycle that can place orders).
-
-    :param text: the argument.
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1 (1: one cycle, as --once)")
-    return value
-
-
 def _port(text: str) -> int:
     """``--serve``: a TCP port in 0..65535 (0: any free port).
 
@@ -94,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="alpaca (paper) or sim (historical replay); default: the config's broker.kind (alpaca)")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (default: the built-in values of configs/paper.yaml)")
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
-    parser.add_argument("--max-cycles", type=_cycles, default=None, help="stop after this many cycles, >= 1 (default: run on)")
+    parser.add_argument("--max-cycles", type=positive_int, default=None, help="stop after this many cycles, >= 1 (default: run on)")
     parser.add_argument("--run-name", default=None,
                         help="run folder under --runs-dir; an existing run is resumed (default: paper_<policy>_<broker>_<time>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="root of run outputs")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from envs.layout import ObservationLayout
 from features import DatasetConfig, build_market_data
@@ -120,3 +121,26 @@ def assert_journal_matches_broker(loop: LiveLoop, fake: FakeAlpaca) -> None:
         assert abs(booked.get(symbol, 0.0) - held) < 1e-9, (symbol, booked.get(symbol), held)
     cash = sum(s.cash for s in journal.sleeves().values()) + float(journal.meta("cash_offset", 0.0))
     assert abs(cash - fake.cash) < 1e-6, (cash, fake.cash)
+
+
+# ----- fixtures shared by the loop tests (import them by name: ``from live_helpers import fake, server``) -----
+@pytest.fixture
+def server(monkeypatch, request) -> Any:
+    """A fake Alpaca server on 127.0.0.1 for ``request.param`` symbols (default AAPL), closed after the test."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    srv = start_fake(getattr(request, "param", ("AAPL",)))
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def fake(server) -> FakeAlpaca:
+    return server.fake
+
+
+def until(fake: FakeAlpaca, n_days: int, symbols: tuple[str, ...] = ("AAPL",)) -> pd.Timestamp:
+    """20 s after the market close ``n_days`` sessions after the fake's today."""
+    _, days = market(symbols)
+    today = fake.now.tz_convert("America/New_York").date()
+    return market_close(days[days.index(today) + n_days]) + pd.Timedelta(seconds=20)

@@ -4,35 +4,15 @@ broker's (cash + positions at market), and the change is never counted as a loss
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
-from live_helpers import make_loop, market, market_close, paper_config, start_fake
+from live_helpers import fake, make_loop, paper_config, server, until  # noqa: F401  (server and fake are fixtures)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
               pytest.mark.timeout(60)]
 PAIR = ("AAPL", "MSFT")
 TIGHT = paper_config(risk={"max_daily_loss": 0.05}, alerts={"daily_loss": 0.02})  # an invented loss would halt
 
-
-@pytest.fixture
-def server(monkeypatch, request):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = start_fake(getattr(request, "param", ("AAPL",)))
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def fake(server):
-    return server.fake
-
-
-def until(fake, n_days, symbols=("AAPL",)):
-    _, days = market(symbols)
-    today = fake.now.tz_convert("America/New_York").date()
-    return market_close(days[days.index(today) + n_days]) + pd.Timedelta(seconds=20)
 
 
 def hold_while_open(loop, fake, symbols, limit=80):

@@ -10,46 +10,26 @@ import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pandas as pd
 import pytest
 
 from live.config import PaperConfig
 from live.risk import RiskConfig, limit_targets
 
 from fake_alpaca_trading import FillMode
-from live_helpers import (
+from live_helpers import (  # noqa: F401  (server and fake are fixtures)
     assert_journal_matches_broker,
     broker_for,
+    fake,
     make_loop,
-    market,
-    market_close,
     paper_config,
-    start_fake,
+    server,
+    until,
 )
 
 pytestmark = [pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
               pytest.mark.timeout(60)]
 PAIR = ("AAPL", "MSFT")
 
-
-@pytest.fixture
-def server(monkeypatch, request):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = start_fake(getattr(request, "param", ("AAPL",)))
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def fake(server):
-    return server.fake
-
-
-def until(fake, n_days, symbols=("AAPL",)):
-    _, days = market(symbols)
-    today = fake.now.tz_convert("America/New_York").date()
-    return market_close(days[days.index(today) + n_days]) + pd.Timedelta(seconds=20)
 
 
 def cycles_until(loop, condition, limit=40):
