@@ -34,9 +34,9 @@ class SettingError(ValueError):
 
 
 def _shown(value: Any) -> str:
-    """A number as the user would write it (5 and 5.0 both ``5``), anything else as its repr."""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-        return f"{float(value):g}"
+    """The value as the user gave it (``5``, ``5.0``, ``nan``, ``'no'``); numpy scalars as Python's."""
+    if isinstance(value, np.generic):
+        value = value.item()
     return repr(value)
 
 

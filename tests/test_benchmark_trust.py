@@ -298,10 +298,10 @@ def test_an_unknown_slippage_model_is_refused_by_costs() -> None:
 
 
 def test_cost_levels_are_checked_by_sim_costs() -> None:
-    with pytest.raises(ValueError, match=r"^costs\.commissions\[1\] x costs\.slippages_bps\[0\]: commission=5 "
+    with pytest.raises(ValueError, match=r"^costs\.commissions\[1\] x costs\.slippages_bps\[0\]: commission=5\.0 "
                                          r"must be a fraction of traded notional in \[0, 1\)"):
         CostGrid(commissions=(0.0, 5.0))
-    with pytest.raises(ValueError, match=r"^costs\.commissions\[0\] x costs\.slippages_bps\[1\]: slippage=10000 "
+    with pytest.raises(ValueError, match=r"^costs\.commissions\[0\] x costs\.slippages_bps\[1\]: slippage=10000\.0 "
                                          r"must be in \[0, 10000\) basis points"):
         CostGrid(slippages_bps=(0.0, 10_000.0))
 

@@ -53,10 +53,13 @@ def test_a_commission_of_5_is_one_error_everywhere_with_the_percent_hint(market)
     assert message(lambda: gym.make("TradingEnv-v0", data=market, commission=5)) == expected
     assert message(lambda: TradingVecEnv(2, data=market, commission=5)) == expected
     assert message(lambda: backtest(Hold(), market, "train", Costs(commission=5))) == expected
-    assert message(lambda: AgentConfig.from_dict({"env": {"commission": 5}})) == expected
+    # config files read a commission as a float (5 -> 5.0); the words are the same
+    from_config = message(lambda: check_setting("commission", 5.0))
+    assert from_config == expected.replace("=5 ", "=5.0 ")
+    assert message(lambda: AgentConfig.from_dict({"env": {"commission": 5}})) == from_config
     # the benchmark's cost grid and the paper-trading config say the same, after the key they come from
-    assert message(lambda: CostGrid(commissions=(5,))).endswith(": " + expected)
-    assert message(lambda: PaperConfig.from_dict({"costs": {"commission": 5}})) == "paper config: costs." + expected
+    assert message(lambda: CostGrid(commissions=(5.0,))).endswith(": " + from_config)
+    assert message(lambda: PaperConfig.from_dict({"costs": {"commission": 5}})) == "paper config: costs." + from_config
 
 
 @pytest.mark.parametrize("spec", [10_000, 10_000.0, 25_000, {"model": "fixed", "bps": 10_000}])
@@ -91,8 +94,7 @@ def test_a_dynamic_slippage_fraction_of_100_percent_is_an_error_naming_the_bar_n
                                          ("commission", "0.001"), ("commission", True)])
 def test_bad_fee_and_borrow_values_name_the_setting(name, value) -> None:
     text = message(lambda: Costs(**{name: value}))
-    shown = repr(value) if isinstance(value, (str, bool)) else f"{value:g}"
-    assert text.startswith(f"{name}={shown} must be")
+    assert text.startswith(f"{name}={value!r} must be")
 
 
 # ----- account and episode settings ------------------------------------------------------------------
@@ -103,9 +105,9 @@ def test_bad_fee_and_borrow_values_name_the_setting(name, value) -> None:
     ({"episode_length": 0}, "episode_length=0 must be a whole number >= 1"),
     ({"window": 8.5}, "window=8.5 must be a whole number >= 1"),
     ({"initial_cash": math.inf}, "initial_cash=inf must be a finite number"),
-    ({"initial_cash": 0.0}, "initial_cash=0 must be in (0, inf)"),
+    ({"initial_cash": 0.0}, "initial_cash=0.0 must be in (0, inf)"),
     ({"drawdown_penalty": math.nan}, "drawdown_penalty=nan must be a finite number"),
-    ({"dsr_eta": 0.0}, "dsr_eta=0 must be in (0, 1)"),
+    ({"dsr_eta": 0.0}, "dsr_eta=0.0 must be in (0, 1)"),
     ({"min_rebalance": -0.1}, "min_rebalance=-0.1 must be in [0, 2)"),
 ])
 def test_bad_env_settings_are_refused_before_the_data_is_touched(market, settings, expected) -> None:
@@ -143,13 +145,13 @@ def test_render_mode_human_is_one_error_naming_it(market) -> None:
 # ----- agent hyperparameters -------------------------------------------------------------------------
 @pytest.mark.parametrize("section, key, value, expected", [
     ("ppo", "gamma", 1.5, "ppo.gamma=1.5 must be in [0, 1]"),
-    ("ppo", "learning_rate", 0.0, "ppo.learning_rate=0 must be in (0, inf)"),
+    ("ppo", "learning_rate", 0.0, "ppo.learning_rate=0.0 must be in (0, inf)"),
     ("ppo", "clip_range", -0.2, "ppo.clip_range=-0.2 must be in (0, inf)"),
     ("ppo", "n_epochs", 0, "ppo.n_epochs=0 must be a whole number >= 1"),
     ("dqn", "gamma", 1.5, "dqn.gamma=1.5 must be in [0, 1]"),
     ("dqn", "buffer_size", 0, "dqn.buffer_size=0 must be a whole number >= 1"),
     ("dqn", "buffer_size", 100, "dqn.buffer_size=100 must be >= dqn.batch_size=256"),
-    ("dqn", "exploration_final_eps", 2.0, "dqn.exploration_final_eps=2 must be in [0, 1]"),
+    ("dqn", "exploration_final_eps", 2.0, "dqn.exploration_final_eps=2.0 must be in [0, 1]"),
     ("dqn", "gradient_steps", 0, "dqn.gradient_steps (or -1)=0 must be a whole number >= 1"),
 ])
 def test_bad_agent_hyperparameters_do_not_train(tmp_path, section, key, value, expected) -> None:
