@@ -323,7 +323,12 @@ def load_yaml_config(
         data, where = data[section], f"{path}:{section}"
         if data is None:
             return cls()
-    return dataclass_from_dict(cls, data, where)
+    try:
+        return dataclass_from_dict(cls, data, where)
+    except ConfigError:
+        raise
+    except ValueError as error:  # a value a dataclass's own checks refuse (``gamma: 1.5``): name the file too
+        raise ConfigError(f"{where}: {' '.join(str(error).split())}") from error
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def test_render_mode_human_is_one_error_naming_it(market) -> None:
 def test_bad_agent_hyperparameters_do_not_train(tmp_path, section, key, value, expected) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(f"agent:\n  {section}:\n    {key}: {value}\n")
-    assert message(lambda: load_yaml_config(AgentConfig, path, "agent")).startswith(expected)
+    assert message(lambda: load_yaml_config(AgentConfig, path, "agent")).startswith(f"{path}:agent: {expected}")
     settings = PPOSettings if section == "ppo" else DQNSettings
     assert message(lambda: settings(**{key: value})).startswith(expected)
 
