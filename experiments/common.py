@@ -110,25 +110,74 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+#: Seconds after a dropped :class:`Terminated` before SIGTERM is sent again (see :class:`_SigtermRaiser`).
+REDELIVER_DELAY_S = 0.02
+
+
+class _SigtermRaiser:
+    """The SIGTERM handler of :func:`sigterm_raises`, and the ``sys.unraisablehook`` that keeps a
+    :class:`Terminated` that Python dropped from being lost.
+
+    Python runs a signal handler between any two bytecodes of the main thread, also inside a ``__del__``
+    method or a weakref callback (garbage collection; torch's and SQLAlchemy's ``WeakKeyDictionary``
+    clean-ups), where an exception is dropped ("Exception ignored in ..."). The handler has put back the
+    default action by then, so the run would go on as if no SIGTERM had come. The hook sees the dropped
+    :class:`Terminated`, puts the handler back and has SIGTERM sent again a moment later from another
+    thread, once the callback has returned (if it lands in one again, this repeats).
+
+    :param previous_hook: the ``sys.unraisablehook`` in force before; other reports go on to it.
+    """
+
+    def __init__(self, previous_hook: Callable[[Any], Any]) -> None:
+        self.previous_hook = previous_hook
+        self.in_hook = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The signal handler: raise :class:`Terminated` (a second SIGTERM then kills at once)."""
+        if self.in_hook:  # never raise inside the hook: Python would drop the exception for good
+            self._send_later(signum)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    def unraisable(self, report: Any) -> None:
+        """``sys.unraisablehook``: a dropped :class:`Terminated` is delivered again, the rest reported."""
+        dropped = report.exc_value
+        if not isinstance(dropped, Terminated) or threading.current_thread() is not threading.main_thread():
+            self.previous_hook(report)
+            return
+        self.in_hook = True
+        try:
+            signal.signal(dropped.signum, self.handle)
+            self._send_later(dropped.signum)
+        finally:
+            self.in_hook = False
+
+    @staticmethod
+    def _send_later(signum: int) -> None:
+        timer = threading.Timer(REDELIVER_DELAY_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+
+
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While the block runs, SIGTERM raises :class:`Terminated` in the main thread instead of killing the
     process at once, so ``finally`` blocks and the run-folder cleanup run. A second SIGTERM (during that
     cleanup) kills at once. The previous handler is put back after the block. Outside the main thread
-    (where no handler can be set) the block runs unchanged.
+    (where no handler can be set) the block runs unchanged. A :class:`Terminated` that Python dropped
+    (raised inside a ``__del__`` or weakref callback) is raised again (see :class:`_SigtermRaiser`).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signum, signal.SIG_DFL)
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    raiser = _SigtermRaiser(sys.unraisablehook)
+    previous = signal.signal(signal.SIGTERM, raiser.handle)
+    sys.unraisablehook = raiser.unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = raiser.previous_hook
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 

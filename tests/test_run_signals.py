@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -71,33 +72,93 @@ def test_sigterm_inside_a_run_removes_its_temporary_folder_and_lock_and_exits_14
     assert hidden(tmp_path) == [] and old_run_intact(tmp_path / "r")
 
 
+def test_sigterm_handled_inside_a_weakref_callback_still_stops_the_run(tmp_path, capsys) -> None:
+    """Python drops an exception raised in a weakref callback or ``__del__`` (garbage collection, torch's
+    and SQLAlchemy's WeakKeyDictionary clean-ups run them in the middle of training): a SIGTERM handled
+    there must still stop the run, not be lost while the training goes on."""
+    write_old_run(tmp_path / "r")
+
+    class Thing:
+        pass
+
+    def main(argv: list[str]) -> None:
+        with staged_run_directory(tmp_path, "r", overwrite=True) as run:
+            (run.path / "metrics.json").write_text("half")
+            thing = Thing()
+            ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))  # handled in the callback
+            del thing
+            assert ref() is None
+            time.sleep(2)  # interrupted by the SIGTERM delivered again
+            raise AssertionError("the SIGTERM handled inside a weakref callback was lost")
+
+    previous_hook = sys.unraisablehook
+    assert run_cli(main, []) == 128 + signal.SIGTERM
+    assert sys.unraisablehook is previous_hook  # put back after the run
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: terminated by SIGTERM — nothing of the unfinished run was kept") and "\n" not in err
+    assert hidden(tmp_path) == [] and old_run_intact(tmp_path / "r")
+
+
+def test_other_exceptions_dropped_during_a_run_are_still_reported(tmp_path) -> None:
+    reported = []
+
+    class Broken:
+        def __del__(self) -> None:
+            raise ValueError("from __del__")
+
+    def main(argv: list[str]) -> None:
+        Broken()
+
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda report: reported.append(report.exc_value)
+    try:
+        assert run_cli(main, []) == 0
+    finally:
+        sys.unraisablehook = previous_hook
+    assert [str(e) for e in reported] == ["from __del__"]
+
+
 def start(module: str, args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_until(ready, process: subprocess.Popen, what: str, timeout: float) -> float:
-    """Poll ``ready()``; returns the seconds it took (fails the test after ``timeout``)."""
+def wait_until(ready, process: subprocess.Popen, what: str, timeout: float, runs: Path | None = None) -> float:
+    """Poll ``ready()``; returns the seconds it took (fails the test after ``timeout``, showing the hidden
+    paths left under ``runs`` and the process's stderr)."""
     started = time.monotonic()
     while not ready():
         if time.monotonic() - started > timeout:
             process.kill()
-            pytest.fail(f"{what}: not after {timeout} s")
+            try:
+                _, err = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                err = "(no stderr: the killed process did not end)"
+            left = leftovers(runs) if runs is not None else []
+            pytest.fail(f"{what}: not after {timeout} s; left under {runs}: {left}; exit code "
+                        f"{process.returncode}; stderr:\n{err[-4000:]}")
         time.sleep(0.05)
     return time.monotonic() - started
 
 
-def terminate(process: subprocess.Popen, cleaned, what: str) -> tuple[int, str, float]:
-    """SIGTERM ``process``; returns its exit code, its stderr and the seconds until ``cleaned()``."""
+def leftovers(runs: Path) -> list[str]:
+    """Hidden files and folders (temporary folders, locks) anywhere under ``runs``, relative to it."""
+    return sorted(str(p.relative_to(runs)) for p in runs.rglob("*") if p.name.startswith("."))
+
+
+def terminate(process: subprocess.Popen, runs: Path, what: str) -> tuple[int, str, float]:
+    """SIGTERM ``process``; returns its exit code, its stderr and the seconds until nothing hidden is left
+    under ``runs``."""
     assert process.poll() is None, f"{what} ended before SIGTERM: {process.stderr.read()[-2000:]}"
     process.send_signal(signal.SIGTERM)
-    seconds = wait_until(cleaned, process, f"{what}: temporary folder and lock removed after SIGTERM", 30)
+    seconds = wait_until(lambda: not leftovers(runs), process,
+                         f"{what}: temporary folder and lock removed after SIGTERM", 30, runs)
     try:
         _, err = process.communicate(timeout=60)  # the interpreter's own teardown (torch, ...) takes a while
     except subprocess.TimeoutExpired:
         process.kill()
-        pytest.fail(f"{what} did not exit within 60 s of SIGTERM")
+        pytest.fail(f"{what} did not exit within 60 s of SIGTERM; left under {runs}: {leftovers(runs)}")
     return process.returncode, err, seconds
 
 
@@ -122,11 +183,11 @@ def test_sigterm_during_training_or_a_search_cleans_up_exits_143_and_keeps_the_o
                                            str(tiny_dataset), "--runs-dir", str(folder / "runs")], folder)
     for module, process in processes.items():
         runs, events = tmp_path / module / "runs", cases[module][2]
-        wait_until(lambda: any(runs.glob(events)) or process.poll() is not None, process, f"{module} training", 180)
+        wait_until(lambda: any(runs.glob(events)) or process.poll() is not None, process, f"{module} training", 180,
+                   runs)
         if module != "experiments.hpo":
             assert (runs / ".r.lock").exists()
-        cleaned = lambda: not any(p.name.startswith(".") for p in runs.rglob("*"))  # noqa: E731
-        code, err, seconds = terminate(process, cleaned, module)
+        code, err, seconds = terminate(process, runs, module)
         last = (err.strip().splitlines() or [""])[-1]
         assert code == 128 + signal.SIGTERM, (module, code, err[-2000:])
         assert "Traceback" not in err, (module, err[-2000:])  # Optuna's log of the stopped trial: one line
