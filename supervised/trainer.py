@@ -333,6 +333,10 @@ def _summary_writer(run_dir: str | Path | None, model_config: ModelConfig, confi
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(log_dir=str(run_dir))
-    writer.add_text("config/model", f"```\n{json.dumps(model_config.to_dict(), indent=2)}\n```")
-    writer.add_text("config/train", f"```\n{json.dumps(config.to_dict(), indent=2)}\n```")
+    try:
+        writer.add_text("config/model", f"```\n{json.dumps(model_config.to_dict(), indent=2)}\n```")
+        writer.add_text("config/train", f"```\n{json.dumps(config.to_dict(), indent=2)}\n```")
+    except BaseException:  # a SIGTERM here: the writer's thread must not outlive the run folder's clean-up
+        writer.close()
+        raise
     return writer

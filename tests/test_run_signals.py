@@ -197,3 +197,18 @@ def test_sigterm_during_training_or_a_search_cleans_up_exits_143_and_keeps_the_o
     assert list((tmp_path / "experiments.hpo" / "runs" / "hpo" / "s").iterdir()) == []
     (trial,) = optuna.load_study(study_name="s", storage=storage).trials
     assert trial.state == optuna.trial.TrialState.FAIL  # not left running for another worker to wait on
+
+
+def test_a_sigterm_while_the_summary_writer_starts_closes_its_thread(tmp_path, monkeypatch) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from supervised.models import ModelConfig
+    from supervised.trainer import TrainConfig, _summary_writer
+
+    closed = []
+    monkeypatch.setattr(SummaryWriter, "add_text", lambda self, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    original_close = SummaryWriter.close
+    monkeypatch.setattr(SummaryWriter, "close", lambda self: (closed.append(self), original_close(self)))
+    with pytest.raises(KeyboardInterrupt):
+        _summary_writer(tmp_path / "run", ModelConfig(), TrainConfig())
+    assert len(closed) == 1  # else its writer thread outlives the run and may write into a deleted folder
