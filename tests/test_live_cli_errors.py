@@ -21,25 +21,21 @@ from experiments.common import run_cli
 from live.config import PaperConfig
 
 from fake_alpaca_trading import API_KEY, SECRET_KEY, Rule
-from live_helpers import live_policy, market, start_fake
+from live_helpers import live_policy, market, server  # noqa: F401  (server is a fixture)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
               pytest.mark.timeout(60)]
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake(server, monkeypatch):
     """The fake Alpaca, the keys in the environment, and the small policy in place of a saved one."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("APCA_API_KEY_ID", API_KEY)
     monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET_KEY)
     bars, _ = market(("AAPL",))
     policy = live_policy(bars)
     monkeypatch.setattr(paper_trade, "load_live_policy", lambda spec: policy)
-    srv = start_fake()
-    yield srv.fake
-    srv.close()
+    return server.fake
 
 
 def write_config(tmp_path: Path, url: str | None = None, **sections: dict) -> Path:

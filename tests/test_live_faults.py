@@ -10,33 +10,18 @@ import pandas as pd
 import pytest
 
 from fake_alpaca_trading import FillMode, Rule
-from live_helpers import (
+from live_helpers import (  # noqa: F401  (server and fake are fixtures)
     assert_journal_matches_broker,
     broker_for,
+    fake,
     make_loop,
-    market,
-    market_close,
     paper_config,
-    start_fake,
+    server,
+    until,
 )
 
 pytestmark = [pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
               pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = start_fake()
-    yield srv.fake
-    srv.close()
-
-
-def until(fake, n_days):
-    _, days = market(("AAPL",))
-    today = fake.now.tz_convert("America/New_York").date()
-    return market_close(days[days.index(today) + n_days]) + pd.Timedelta(seconds=20)
 
 
 def recording(fake, waits):
