@@ -3,9 +3,8 @@
     from evaluation.code_version import code_version
     code_version()   # {"version": "0.1.0", "digest": "3f2a...", "files": 187}
 
-The digest is the sha256 of every ``.py`` file under the package directories that ``pyproject.toml``
-lists in ``[tool.setuptools] packages`` (the same list as :data:`PACKAGES` where the source tree has no
-``pyproject.toml``, e.g. an installed wheel) plus ``configs/*.yaml``, each hashed with its path relative
+The digest is the sha256 of every ``.py`` file under the package directories :data:`PACKAGES` (the
+``[tool.setuptools] packages`` of ``pyproject.toml``; a test checks the two agree) plus ``configs/*.yaml``, each hashed with its path relative
 to the source root. It depends on the files' contents and relative paths only: not on where the tree
 lives, file modification times, ``__pycache__`` or other generated files. It is computed once per
 process (about 20 ms). A result cache (the benchmark's jobs) records it so a result of other code is
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,7 @@ from typing import Any
 DISTRIBUTION = "trading-rl"
 #: What :func:`package_version` gives when the distribution is not installed (a bare source tree).
 NOT_INSTALLED = "not installed"
-#: ``[tool.setuptools] packages`` of pyproject.toml, used where the source tree has no pyproject.toml
-#: (tests check the two agree).
+#: ``[tool.setuptools] packages`` of pyproject.toml (a test checks the two agree).
 PACKAGES: tuple[str, ...] = ("features", "sim", "envs", "agents", "supervised", "evaluation", "live",
                              "experiments", "configs")
 #: The source root: the folder holding the packages (and pyproject.toml in a checkout).
@@ -44,39 +41,15 @@ def package_version(distribution: str = DISTRIBUTION) -> str:
         return NOT_INSTALLED
 
 
-def package_dirs(root: Path = SOURCE_ROOT) -> tuple[str, ...]:
-    """The package directories hashed: ``[tool.setuptools] packages`` of ``root/pyproject.toml``, or
-    :data:`PACKAGES` where there is no pyproject.toml.
-
-    :param root: the source root.
-    """
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file():
-        return PACKAGES
-    text = pyproject.read_text()
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the one list this needs, read plainly
-        section = re.search(r"^\[tool\.setuptools\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-        listed = re.search(r"^packages\s*=\s*\[(.*?)\]", section.group(1) if section else "", re.M | re.S)
-        packages = re.findall(r"[\"']([^\"']+)[\"']", listed.group(1)) if listed else []
-    else:
-        packages = tomllib.loads(text).get("tool", {}).get("setuptools", {}).get("packages", [])
-    if not packages or not all(isinstance(p, str) for p in packages):
-        raise ValueError(f"{pyproject}: [tool.setuptools] packages must be a non-empty list of package names, "
-                         f"got {packages!r}")
-    return tuple(packages)
-
-
-def source_files(root: Path = SOURCE_ROOT, packages: tuple[str, ...] | None = None) -> list[Path]:
+def source_files(root: Path = SOURCE_ROOT, packages: tuple[str, ...] = PACKAGES) -> list[Path]:
     """The files the digest covers, sorted by relative path: every ``.py`` under each package directory
     (``__pycache__`` and hidden folders skipped) and ``configs/*.yaml``.
 
     :param root: the source root.
-    :param packages: the package directories (None: :func:`package_dirs`).
+    :param packages: the package directories.
     """
     found: set[Path] = set()
-    for package in packages if packages is not None else package_dirs(root):
+    for package in packages:
         directory = root / package.replace(".", "/")
         for path in directory.rglob("*.py"):
             parts = path.relative_to(root).parts
@@ -86,11 +59,11 @@ def source_files(root: Path = SOURCE_ROOT, packages: tuple[str, ...] | None = No
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def source_digest(root: Path = SOURCE_ROOT, packages: tuple[str, ...] | None = None) -> str:
+def source_digest(root: Path = SOURCE_ROOT, packages: tuple[str, ...] = PACKAGES) -> str:
     """sha256 over :func:`source_files`: each file's relative path, length and bytes.
 
     :param root: the source root.
-    :param packages: the package directories (None: :func:`package_dirs`).
+    :param packages: the package directories.
     """
     digest = hashlib.sha256()
     for path in source_files(root, packages):
@@ -121,5 +94,4 @@ def describe(version: Any, digest: Any) -> str:
     return f"{version or 'version unrecorded'} (code {short})"
 
 
-__all__ = ["DISTRIBUTION", "NOT_INSTALLED", "PACKAGES", "code_version", "describe", "package_dirs",
-           "package_version", "source_digest", "source_files"]
+__all__ = ["DISTRIBUTION", "NOT_INSTALLED", "PACKAGES", "code_version", "describe", "package_version", "source_digest", "source_files"]

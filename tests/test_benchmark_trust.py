@@ -168,10 +168,11 @@ def test_the_cli_refuses_stale_jobs_in_one_line_and_reuses_them_with_the_flag(fi
 # the source digest
 
 
-def make_tree(root: Path, packages=("pkg", "configs")) -> Path:
+TREE_PACKAGES = ("pkg", "configs")
+
+
+def make_tree(root: Path) -> Path:
     root.mkdir(parents=True)
-    (root / "pyproject.toml").write_text(
-        "[project]\nname = 'x'\n\n[tool.setuptools]\npackages = [" + ", ".join(f'"{p}"' for p in packages) + "]\n")
     (root / "pkg" / "sub").mkdir(parents=True)
     (root / "pkg" / "__init__.py").write_text("")
     (root / "pkg" / "sub" / "mod.py").write_text("X = 1\n")
@@ -185,8 +186,8 @@ def make_tree(root: Path, packages=("pkg", "configs")) -> Path:
 
 def test_the_source_digest_depends_on_contents_only(tmp_path) -> None:
     a = make_tree(tmp_path / "a")
-    digest = cv.source_digest(a)
-    assert [p.relative_to(a).as_posix() for p in cv.source_files(a)] == [
+    digest = cv.source_digest(a, TREE_PACKAGES)
+    assert [p.relative_to(a).as_posix() for p in cv.source_files(a, TREE_PACKAGES)] == [
         "configs/__init__.py", "configs/a.yaml", "pkg/__init__.py", "pkg/sub/mod.py"]
     b = tmp_path / "elsewhere" / "b"
     shutil.copytree(a, b)  # another path, new mtimes
@@ -194,20 +195,21 @@ def test_the_source_digest_depends_on_contents_only(tmp_path) -> None:
     (b / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\0compiled")
     (b / "pkg" / "notes.txt").write_text("not source")
     (b / "other" / "ignored.py").write_text("Y = 3\n")  # not a listed package
-    assert cv.source_digest(b) == digest
+    assert cv.source_digest(b, TREE_PACKAGES) == digest
     (b / "pkg" / "sub" / "mod.py").write_text("X = 2\n")
-    assert cv.source_digest(b) != digest
+    assert cv.source_digest(b, TREE_PACKAGES) != digest
     (b / "pkg" / "sub" / "mod.py").write_text("X = 1\n")
     (b / "configs" / "a.yaml").write_text("a: 2\n")
-    assert cv.source_digest(b) != digest
+    assert cv.source_digest(b, TREE_PACKAGES) != digest
     (b / "configs" / "a.yaml").write_text("a: 1\n")
     (b / "pkg" / "sub" / "mod.py").rename(b / "pkg" / "sub" / "renamed.py")
-    assert cv.source_digest(b) != digest
+    assert cv.source_digest(b, TREE_PACKAGES) != digest
 
 
 def test_the_digested_packages_are_the_ones_pyproject_installs() -> None:
-    assert cv.package_dirs() == cv.PACKAGES  # the fallback list where there is no pyproject.toml
-    assert cv.package_dirs(Path("/nonexistent")) == cv.PACKAGES
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((cv.SOURCE_ROOT / "pyproject.toml").read_text())
+    assert cv.PACKAGES == tuple(pyproject["tool"]["setuptools"]["packages"])
     assert cv.code_version() is not cv.code_version() and cv.code_version() == cv.code_version()
 
 
