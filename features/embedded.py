@@ -6,6 +6,18 @@
 - ``SP500, NASDAQ``: daily index levels from ``arch`` (1999-2018), the buy-and-hold benchmarks.
 - ``EURUSD``: hourly EUR/USD ask bars from ``gym-anytrading`` (2017), when that package is installed.
 
+These are ``source="embedded"``. The portfolio universe is its own source, ``source="skfolio"``
+(:func:`load_skfolio_bars`), because AAPL, MSFT and SP500 exist in both with different data:
+
+- ``SKFOLIO_SYMBOLS`` (20 S&P 500 stocks) and ``SKFOLIO_INDEX`` (``"SP500"``, the S&P 500 index):
+  daily adjusted closes 1990-01-02..2022-12-28 from ``skfolio.datasets`` (BSD-3), read from the
+  installed wheel. These bars are close-only: open = high = low = close = the adjusted close and
+  volume = 0. Consequences: the volume-based features take their documented degenerate values
+  (OBV flow 0, VWAP distance against the mean close, volume z-score 0); the volume slippage model
+  finds no dollar volume, so its impact term is 0 (only its base bps is charged) - market impact is
+  off for this data; and an order filled at the next bar's open fills at the next close, since that
+  bar's open equals its close. :func:`is_close_only` tells such data apart, whatever its source.
+
 Nothing is downloaded and nothing is copied into the repository.
 """
 
@@ -23,6 +35,11 @@ BOKEH_SYMBOLS: tuple[str, ...] = ("AAPL", "IBM", "MSFT", "GOOG", "FB")
 INDEX_SYMBOLS: dict[str, str] = {"SP500": "sp500", "NASDAQ": "nasdaq"}
 FX_SYMBOLS: tuple[str, ...] = ("EURUSD",)
 DEFAULT_SYMBOLS: tuple[str, ...] = ("AAPL", "IBM", "MSFT", "GOOG")
+SKFOLIO_SYMBOLS: tuple[str, ...] = (
+    "AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO",
+    "LLY", "MRK", "MSFT", "PEP", "PFE", "PG", "RRC", "UNH", "WMT", "XOM",
+)
+SKFOLIO_INDEX: str = "SP500"
 
 
 def embedded_symbols() -> dict[str, str]:
@@ -31,6 +48,55 @@ def embedded_symbols() -> dict[str, str]:
     table.update({s: "1Day" for s in INDEX_SYMBOLS})
     table.update({s: "1Hour" for s in FX_SYMBOLS})
     return table
+
+
+def skfolio_symbols() -> dict[str, str]:
+    """Every ``source="skfolio"`` symbol (the 20 stocks, then the index) and its timeframe."""
+    table = {s: "1Day" for s in SKFOLIO_SYMBOLS}
+    table[SKFOLIO_INDEX] = "1Day"
+    return table
+
+
+def is_close_only(bars: pd.DataFrame) -> bool:
+    """True when open, high and low equal close on every row (close-only data: fills at the next close).
+
+    An empty frame is not close-only (False).
+
+    :param bars: a bars frame with columns open, high, low, close.
+    :raises ValueError: when one of those columns is missing.
+    """
+    missing = [c for c in ("open", "high", "low", "close") if c not in bars.columns]
+    if missing:
+        raise ValueError(f"is_close_only: bars lack column(s) {missing}; expected open, high, low, close")
+    if len(bars) == 0:
+        return False
+    close = bars["close"].to_numpy()
+    return bool(all(np.array_equal(bars[c].to_numpy(), close) for c in ("open", "high", "low")))
+
+
+def load_skfolio_bars(symbol: str, timeframe: str = "1Day") -> pd.DataFrame:
+    """Validated close-only daily bars of one stock of skfolio's S&P 500 universe, or of the index.
+
+    Rows where skfolio has no price for the symbol (not yet listed) are dropped: bars are traded bars only.
+
+    :param symbol: one of :func:`skfolio_symbols`.
+    :param timeframe: must be ``"1Day"`` (no resampling is done).
+    """
+    table = skfolio_symbols()
+    if symbol not in table:
+        hint = " (it is in source='embedded')" if symbol in embedded_symbols() else ""
+        raise ValueError(f"unknown skfolio symbol {symbol!r}{hint}; source='skfolio' has {list(table)}")
+    if timeframe != table[symbol]:
+        raise ValueError(
+            f"skfolio symbol {symbol!r} has timeframe {table[symbol]!r}, not timeframe={timeframe!r}"
+        )
+    close = _skfolio_closes()[symbol].dropna()
+    values = close.to_numpy(np.float64)
+    bars = pd.DataFrame(
+        {"open": values, "high": values, "low": values, "close": values, "volume": np.zeros(len(values))},
+        index=pd.DatetimeIndex(close.index, name="timestamp"),
+    )
+    return validate_bars(bars, symbol)
 
 
 def load_embedded_bars(symbol: str, timeframe: str = "1Day") -> pd.DataFrame:
@@ -117,3 +183,22 @@ def _eurusd() -> pd.DataFrame:
     )
     # The file repeats stale quotes over weekends with zero volume; those bars did not trade.
     return bars[bars["volume"] > 0].sort_index()
+
+
+@lru_cache(maxsize=1)
+def _skfolio_closes() -> pd.DataFrame:
+    """The 20 stocks' adjusted closes and the index level, one column each, indexed at UTC midnight."""
+    try:
+        from skfolio.datasets import load_sp500_dataset, load_sp500_index
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError("source='skfolio' needs the 'skfolio' package: pip install skfolio") from exc
+    stocks, index = load_sp500_dataset(), load_sp500_index()
+    if tuple(stocks.columns) != SKFOLIO_SYMBOLS or list(index.columns) != [SKFOLIO_INDEX]:
+        raise ValueError(
+            f"skfolio's S&P 500 data has columns {list(stocks.columns)} and {list(index.columns)}; "
+            f"expected {list(SKFOLIO_SYMBOLS)} and {[SKFOLIO_INDEX]} (skfolio version changed?)"
+        )
+    frame = stocks.join(index, how="outer").astype(np.float64)
+    stamps = pd.DatetimeIndex(frame.index)
+    frame.index = (stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")).as_unit("ns")
+    return frame.sort_index()

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .bars import Timeframe
 
-SOURCES: tuple[str, ...] = ("embedded", "parquet", "alpaca")
+SOURCES: tuple[str, ...] = ("embedded", "skfolio", "parquet", "alpaca")
 DEFAULT_CACHE_DIR = Path("data/historical")
 
 
@@ -30,8 +30,10 @@ def load_bars(
     :param start: first timestamp kept (inclusive, UTC if naive); None keeps from the beginning.
     :param end: last timestamp kept (inclusive, UTC if naive); None keeps to the end.
     :param source: ``"embedded"`` (real bars shipped in installed packages, no network),
-        ``"parquet"`` (the cache ``cache_dir/{SYMBOL}/{TIMEFRAME}/data.parquet``) or ``"alpaca"``
-        (downloaded with alpaca-py, written to the cache, keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY).
+        ``"skfolio"`` (skfolio's 20 S&P 500 stocks and the index, daily close-only bars, no network; see
+        :mod:`features.embedded`), ``"parquet"`` (the cache ``cache_dir/{SYMBOL}/{TIMEFRAME}/data.parquet``)
+        or ``"alpaca"`` (downloaded with alpaca-py, written to the cache, keys from APCA_API_KEY_ID /
+        APCA_API_SECRET_KEY).
     :param cache_dir: root of the Parquet cache.
     :param alpaca_options: passed to :func:`features.alpaca_source.fetch_alpaca_bars`
         (``api_key``, ``secret_key``, ``url_override``, ``feed``, ``adjustment``).
@@ -55,6 +57,10 @@ def load_bars(
             from .embedded import load_embedded_bars
 
             bars = load_embedded_bars(symbol, timeframe)
+        elif source == "skfolio":
+            from .embedded import load_skfolio_bars
+
+            bars = load_skfolio_bars(symbol, timeframe)
         elif source == "parquet":
             from .parquet_cache import read_cached_bars
 
