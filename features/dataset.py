@@ -33,7 +33,7 @@ class DatasetConfig:
     :param timeframe: bar length (``"1Day"``, ``"1Hour"``, ...); None infers it from the bars' median
         spacing (and loads ``"1Day"`` from a source). A declared timeframe that contradicts the bars'
         spacing is an error.
-    :param source: ``"embedded"``, ``"parquet"`` or ``"alpaca"`` (see :func:`features.load_bars`).
+    :param source: ``"embedded"``, ``"skfolio"`` (the 20-stock universe, close only), ``"parquet"`` or ``"alpaca"`` (see :func:`features.load_bars`).
     :param start: first date kept, or None.
     :param end: last date kept, or None.
     :param cache_dir: Parquet cache root for the parquet/alpaca sources.

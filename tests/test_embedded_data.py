@@ -172,7 +172,7 @@ def test_bad_date_is_named() -> None:
 
 
 def test_unknown_source_is_named() -> None:
-    expected = r"source='yahoo' is not known; expected one of \['embedded', 'parquet', 'alpaca'\]"
+    expected = r"source='yahoo' is not known; expected one of \['embedded', 'skfolio', 'parquet', 'alpaca'\]"
     with pytest.raises(ValueError, match=expected):
         load_bars("AAPL", source="yahoo")
 
