@@ -124,6 +124,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "allow_short": _boolean,
     "random_start": _boolean,
     "record_trades": _boolean,
+    "n_accounts": _positive_int,
+    "cash_rate": _in_range(0.0, 1.0, hint=" (interest on cash per bar)"),
+    "max_leverage": _in_range(0.0, 10.0, low_open=True, hint=" (gross exposure / equity)"),
 }
 
 
