@@ -177,8 +177,8 @@ class Panel:
         split_rows: dict[str, tuple[int, int]] = {}
         for split in SPLITS:
             starts, ends = [], []
-            for i, (symbol, own) in enumerate(zip(symbols, stamps)):
-                lo, hi = (int(v) for v in data.split_range(split, symbol))
+            for symbol, own in zip(symbols, stamps):
+                lo, hi = (int(v) for v in data.split_ranges[split][data.symbol_index(symbol)])  # local rows
                 if hi > lo:
                     starts.append(own[lo])
                     ends.append(own[hi - 1])

@@ -1,0 +1,235 @@
+"""``PortfolioEnv-v0``: one account allocating across a universe, and its batched twin ``PortfolioVecEnv``."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from .portfolio_core import PortfolioConfig, PortfolioCore
+
+_SOFTMAX_BOUND = 10.0  # logits in [-10, 10]: weight ratios up to e^20, enough for any allocation
+
+
+def _action_space(core: PortfolioCore) -> spaces.Box:
+    size, config = core.action_size, core.config
+    if config.action_transform == "softmax":
+        return spaces.Box(-_SOFTMAX_BOUND, _SOFTMAX_BOUND, shape=(size,), dtype=np.float32)
+    low = -config.max_leverage if config.allow_short else 0.0
+    high = config.max_leverage if config.allow_short else 1.0
+    return spaces.Box(low, high, shape=(size,), dtype=np.float32)
+
+
+def _check_settings(settings: dict[str, Any], who: str) -> None:
+    unknown = sorted(set(settings) - set(PortfolioConfig.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"{who} got unknown argument(s) {unknown}; valid: {sorted(PortfolioConfig.__dataclass_fields__)}")
+
+
+class PortfolioEnv(gym.Env):
+    """One account, N assets: the action is target weights, one per asset then cash.
+
+    ``gym.make("PortfolioEnv-v0")`` runs on the embedded universe (skfolio's 20 S&P 500 stocks, daily closes
+    1990-2022: close-only data, so orders fill at the next close); ``data=`` takes ``{symbol: bars}``, a built
+    ``MarketData``, a dataset directory or a :class:`features.Panel`.
+
+    ## Action
+    ``Box`` of N + 1 values, read by ``action_transform``:
+
+    - ``"normalize"`` (default): non-negative weights divided by their sum (all zero = all cash); with
+      ``allow_short=True`` signed, the assets' targets are ``max_leverage * a_i / sum(|a|)`` (so the gross
+      exposure never exceeds ``max_leverage``).
+    - ``"softmax"`` (the agents' default): unbounded policy outputs (logits in [-10, 10]) to long-only weights.
+    - ``"weights"``: the weights as given; they must sum to 1, be >= 0 without shorts and have a gross
+      exposure at most 1 (``max_leverage`` with shorts).
+
+    A NaN, a wrong length, a negative weight without shorts, or leverage above the limit is a one-line
+    ``ValueError`` naming the asset. An asset's order is sent when its weight moved by more than
+    ``min_rebalance`` (every ``rebalance_every`` steps: from its drifted weight).
+
+    ## Observation
+    ``Box`` float32 of ``N * window * n_features + N + 1 (+ N * N)`` values: each asset's causal feature
+    window (asset-major, oldest bar first), the current weights (assets then cash), and with
+    ``covariance_window > 0`` the rolling covariance of log returns (see :mod:`envs.portfolio_core`).
+
+    ## Execution and costs
+    The decision at the close of ``t`` fills at the open of ``t + 1`` (``fill_at="close"``: at ``t``'s close),
+    sells before buys, buys sized so that fills and costs fit in equity; commission, every slippage model
+    (incl. the square-root impact model ``{"model": "volume", "impact": ...}``), borrow on shorts
+    (``borrow_rate``) and interest on cash (``cash_rate``), per asset, by the one simulator (:mod:`sim.portfolio`).
+    An asset with no bar at a time holds its position and cannot trade.
+
+    ## Reward, episode, info
+    ``reward`` as for TradingEnv-v0 (``log_return`` by default, net of every cost). Episodes start at a random
+    row of ``split`` (``random_start``), last ``episode_length`` steps or to the split's end (truncated) and
+    terminate when equity falls to ``min_equity`` of the start. ``info``: ``timestamp`` (UTC), ``equity``,
+    ``weights`` (N + 1, after the step), ``turnover`` (traded notional / equity before the step), ``costs``
+    (paid this step), ``orders`` (this step), ``costs_paid``, ``trade_count``, ``row``.
+
+    ## Version History
+    - v0: first version.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, data: Any = None, render_mode: str | None = None, **settings: Any) -> None:
+        _check_settings(settings, "PortfolioEnv")
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r} is not supported: PortfolioEnv draws nothing per step; "
+                             f"plot a run with envs.backtest_portfolio(...).save(folder) instead")
+        self.config = PortfolioConfig(**settings)
+        self.core = PortfolioCore(data, self.config, n=1)
+        self.layout = self.core.layout
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(self.layout.size,), dtype=np.float32)
+        self.action_space = _action_space(self.core)
+        self._accounts = np.zeros(1, dtype=np.int64)
+        self._actions = self.core.actions
+        self._stamps = None
+        self._episode_over: str | None = "call reset() before the first step()"
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.core.symbols
+
+    @property
+    def panel(self):
+        return self.core.panel
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"start_row"})
+        if unknown:
+            raise ValueError(f"reset options {unknown} are not known; valid options: ['start_row']")
+        start_row = options.get("start_row")
+        if start_row is not None and (isinstance(start_row, (bool, np.bool_))
+                                      or not isinstance(start_row, (int, np.integer))):
+            raise ValueError(f"options['start_row']={start_row!r} must be an integer row of the universe's timeline")
+        self.core.start(self._accounts, self.np_random, None if start_row is None else int(start_row))
+        self._episode_over = None
+        obs = self.core.observe(self._accounts, self.core.obs)[0].copy()
+        return obs, self._info(0.0)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._episode_over is not None:
+            raise RuntimeError(f"PortfolioEnv.step(): {self._episode_over}")
+        core = self.core
+        self._actions[0] = core.check_action_shape(action)
+        equity_before = float(core.sim.equity[0])
+        obs, rewards, ends = core.step(self._actions)
+        end = int(ends[0])
+        terminated, truncated = end == 1, end == 2
+        if terminated or truncated:
+            why = "terminated (equity fell to min_equity)" if terminated else "truncated (end of split or episode_length)"
+            self._episode_over = (f"the episode is over ({why} at row {int(core.sim.row[0])}); call reset() before "
+                                  f"stepping again")
+        return obs[0].copy(), float(rewards[0]), terminated, truncated, self._info(equity_before)
+
+    def _info(self, equity_before: float) -> dict:
+        sim = self.core.sim
+        row = int(sim.row[0])
+        result = sim.result
+        return {
+            "timestamp": self.core.utc_timestamp(row),
+            "equity": float(sim.equity[0]),
+            "weights": sim.weights()[0],
+            "turnover": float(result.notional[0]) / equity_before if equity_before > 0 else 0.0,
+            "costs": float(result.cost[0]),
+            "orders": int(result.orders[0]),
+            "costs_paid": float(sim.costs_paid[0]),
+            "trade_count": int(sim.n_orders[0]),
+            "row": row,
+        }
+
+
+class PortfolioVecEnv(VecEnv):
+    """``n_envs`` PortfolioEnv-v0 episodes stepped as one batch (one simulator, one compiled call per step).
+
+    Episodes, rewards and observations are PortfolioEnv's (the same :class:`PortfolioCore`); finished envs
+    reset automatically, SB3-style, with the final observation in ``infos[i]["terminal_observation"]``.
+
+    :param n_envs: parallel environments.
+    :param data: as for :class:`PortfolioEnv`.
+    :param seed: seed of the episode start draws.
+    :param settings: PortfolioEnv's keyword arguments.
+    """
+
+    def __init__(self, n_envs: int = 8, data: Any = None, seed: int | None = None, **settings: Any) -> None:
+        if isinstance(n_envs, bool) or int(n_envs) != n_envs or n_envs < 1:
+            raise ValueError(f"n_envs={n_envs!r} must be a positive integer")
+        _check_settings(settings, "PortfolioVecEnv")
+        self.config = PortfolioConfig(**settings)
+        self.core = PortfolioCore(data, self.config, n=int(n_envs))
+        self.layout = self.core.layout
+        observation_space = spaces.Box(-np.inf, np.inf, shape=(self.layout.size,), dtype=np.float32)
+        self.render_mode = None
+        super().__init__(int(n_envs), observation_space, _action_space(self.core))
+        self._rng = np.random.default_rng(seed)
+        self._all = np.arange(self.num_envs, dtype=np.int64)
+        self._actions = self.core.actions
+        self.episode_returns = np.zeros(self.num_envs)
+
+    def reset(self) -> np.ndarray:
+        if self._seeds[0] is not None:
+            self._rng = np.random.default_rng(self._seeds[0])
+        self._reset_seeds()
+        self.core.start(self._all, self._rng)
+        self.episode_returns[:] = 0.0
+        return self.core.observe(self._all, self.core.obs).copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != self._actions.shape:
+            actions = actions.reshape(self._actions.shape) if actions.size == self._actions.size else actions
+        if actions.shape != self._actions.shape:
+            raise ValueError(f"actions have shape {actions.shape}; expected ({self.num_envs}, {self.core.action_size})")
+        self._actions[:] = actions
+
+    def step_wait(self):
+        core = self.core
+        obs, reward, ends = core.step(self._actions)
+        self.episode_returns += reward
+        done = ends != 0
+        obs = obs.copy()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        finished = np.flatnonzero(done)
+        if len(finished):
+            sim = core.sim
+            for i in finished:
+                infos[i] = {
+                    "terminal_observation": obs[i].copy(),
+                    "TimeLimit.truncated": bool(ends[i] == 2),
+                    "equity": float(sim.equity[i]),
+                    "trade_count": int(sim.n_orders[i]),
+                    "costs_paid": float(sim.costs_paid[i]),
+                    "episode_log_return": float(self.episode_returns[i]),
+                }
+            core.start(finished, self._rng)
+            self.episode_returns[finished] = 0.0
+            obs[finished] = core.observe(finished, np.empty((len(finished), self.layout.size), np.float32))
+        return obs, reward.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        pass
+
+    def _indices(self, indices: Any) -> Iterable[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: Any = None, **method_kwargs) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+
+__all__ = ["PortfolioEnv", "PortfolioVecEnv"]

@@ -1,0 +1,152 @@
+"""The portfolio env's compiled step: actions -> target weights (checked), the simulator's step
+(:data:`sim.portfolio.portfolio_step`), observations and episode ends, in one call for every account.
+
+Without numba (``TRADING_RL_NO_NUMBA=1``) the same functions run as Python (slowly, same numbers).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from sim import portfolio as sim_portfolio
+from sim.portfolio import CASH, CLOSE, EQUITY, OK, ROW, UNITS
+
+TRANSFORMS: tuple[str, ...] = ("normalize", "softmax", "weights")
+NORMALIZE, SOFTMAX, WEIGHTS = range(len(TRANSFORMS))
+# what a bad action is (the code in ``status[account]``; the asset, or -1 for the whole vector, in ``where``)
+ACTION_OK, NOT_FINITE, NEGATIVE, LEVERAGE, NOT_SUM_ONE = range(5)
+CONTINUE, TERMINATED, TRUNCATED = range(3)
+
+
+def _targets(actions, transform, allow_short, max_leverage, targets, status, where):  # pragma: no cover - compiled
+    """Turn each account's action (N + 1 values: assets then cash) into target weights of the N assets."""
+    n = targets.shape[1]
+    for a in range(actions.shape[0]):
+        status[a] = ACTION_OK
+        where[a] = -1
+        for j in range(n + 1):
+            if not math.isfinite(actions[a, j]):
+                status[a] = NOT_FINITE
+                where[a] = j
+                break
+        if status[a] != ACTION_OK:
+            continue
+        if transform == SOFTMAX:
+            top = actions[a, 0]
+            for j in range(1, n + 1):
+                if actions[a, j] > top:
+                    top = actions[a, j]
+            total = 0.0
+            for j in range(n + 1):
+                total += math.exp(actions[a, j] - top)
+            for i in range(n):
+                targets[a, i] = math.exp(actions[a, i] - top) / total
+            continue
+        if not allow_short:
+            for j in range(n + 1):
+                if actions[a, j] < 0.0:
+                    status[a] = NEGATIVE
+                    where[a] = j
+                    break
+            if status[a] != ACTION_OK:
+                continue
+        total = 0.0
+        gross = 0.0
+        for j in range(n + 1):
+            total += abs(actions[a, j])
+            if j < n:
+                gross += abs(actions[a, j])
+        if transform == WEIGHTS:
+            signed = 0.0
+            for j in range(n + 1):
+                signed += actions[a, j]
+            if abs(signed - 1.0) > 1e-6:
+                status[a] = NOT_SUM_ONE
+                continue
+            limit = max_leverage if allow_short else 1.0
+            if gross > limit + 1e-9:
+                status[a] = LEVERAGE
+                continue
+            for i in range(n):
+                targets[a, i] = actions[a, i]
+            continue
+        scale = (max_leverage if allow_short else 1.0) / total if total > 0.0 else 0.0
+        for i in range(n):
+            targets[a, i] = actions[a, i] * scale
+
+
+def _observe(accounts, ints, floats, assets, market, window_start, padded, window, covariance, obs):
+    """Row ``k`` of ``obs`` (float32): account ``accounts[k]``'s windows (asset-major), weights, covariance."""
+    n = assets.shape[2]
+    n_features = padded.shape[1]
+    n_window = window * n_features
+    for k in range(len(accounts)):
+        a = accounts[k]
+        r = ints[ROW, a]
+        for i in range(n):
+            start = window_start[r, i]
+            base = i * n_window
+            for w in range(window):
+                for f in range(n_features):
+                    obs[k, base + w * n_features + f] = padded[start + w, f]
+        equity = floats[EQUITY, a]
+        at = n * n_window
+        if equity > 0.0:
+            for i in range(n):
+                obs[k, at + i] = assets[UNITS, a, i] * market[CLOSE, r, i] / equity
+            obs[k, at + n] = floats[CASH, a] / equity
+        else:
+            for i in range(n):
+                obs[k, at + i] = 0.0
+            obs[k, at + n] = 1.0
+        at += n + 1
+        if covariance.shape[0] > 0:
+            for j in range(covariance.shape[1]):
+                obs[k, at + j] = covariance[r, j]
+
+
+def _step(actions, transform, allow_short, max_leverage, targets, rebalance, status, where, ints, floats, assets,
+          market, params, window_start, padded, window, covariance, episode_end, min_equity_cash, accounts, obs,
+          ends):  # pragma: no cover - compiled
+    """Every account's step: -2 if an action is bad (see ``status``), the simulator's status otherwise (``OK`` or
+    the slippage failure), with the observations written and ``ends`` set (CONTINUE, TERMINATED, TRUNCATED)."""
+    _targets(actions, transform, allow_short, max_leverage, targets, status, where)
+    for a in range(len(status)):
+        if status[a] != ACTION_OK:
+            return -2
+    result = sim_step(targets, rebalance, ints, floats, assets, market, params)
+    if result != OK:
+        return result
+    _observe(accounts, ints, floats, assets, market, window_start, padded, window, covariance, obs)
+    for a in range(ints.shape[1]):
+        equity = floats[EQUITY, a]
+        if not equity > min_equity_cash:
+            ends[a] = TERMINATED
+        elif ints[ROW, a] >= episode_end[a]:
+            ends[a] = TRUNCATED
+        else:
+            ends[a] = CONTINUE
+    return OK
+
+
+sim_step = sim_portfolio.portfolio_step
+targets_kernel = _targets
+observe_kernel = _observe
+step_kernel = _step
+if not os.environ.get("TRADING_RL_NO_NUMBA"):
+    try:
+        import numba
+    except ImportError:
+        numba = None
+    if numba is not None:
+        targets_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_targets)
+        observe_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_observe)
+        _targets = targets_kernel
+        _observe = observe_kernel
+        step_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_step)
+
+
+__all__ = ["TRANSFORMS", "step_kernel", "observe_kernel", "targets_kernel"]
