@@ -233,19 +233,24 @@ class PortfolioCore:
         self.covariance = (rolling_covariance(panel, config.covariance_window) if config.covariance_window
                            else np.zeros((0, 0), dtype=np.float32))
         self.min_equity_cash = config.min_equity * config.initial_cash
-        self.episode_end = np.zeros(n, dtype=np.int64)
+        self.env_ints = np.zeros((len(kernel.ENV_INT_FIELDS), n), dtype=np.int64)
+        self.status, self.where, self.ends, self.episode_end = self.env_ints
+        self.env_params = np.array([float(self.transform), float(config.allow_short), float(config.max_leverage),
+                                    float(self.min_equity_cash), float(panel.window)])
         self.episode_start = np.zeros(n, dtype=np.int64)
         self.steps = np.zeros(n, dtype=np.int64)
         self.targets = np.zeros((n, self.n_assets))
-        self.status = np.zeros(n, dtype=np.int64)
-        self.where = np.zeros(n, dtype=np.int64)
-        self.ends = np.zeros(n, dtype=np.int64)
         self.all_accounts = np.arange(n, dtype=np.int64)
         self.obs = np.zeros((n, self.layout.size), dtype=np.float32)
         self.rewards = np.zeros(n)
         self.padded = panel.padded_features
         self.window_start = panel.window_start
         self.actions = np.zeros((n, self.n_assets + 1))
+        self.weights = np.zeros((n, self.n_assets + 1))  # after the last step or start (float64; the obs has float32)
+        self.weights[:, -1] = 1.0
+        self.log_returns = np.zeros(n)
+        self.plain_log_return = config.reward == "log_return"
+        self.rebalance_every = config.rebalance_every
 
     @property
     def action_size(self) -> int:
@@ -276,26 +281,25 @@ class PortfolioCore:
         """Observations of ``accounts`` written to ``out`` (len(accounts), size)."""
         sim = self.sim
         kernel.observe_kernel(np.asarray(accounts, dtype=np.int64), sim.ints, sim.floats, sim.assets, sim.market,
-                              self.window_start, self.padded, self.panel.window, self.covariance, out)
+                              self.window_start, self.padded, self.panel.window, self.covariance, out, self.weights)
         return out
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step every account with its action (n, N + 1): ``(observations, rewards, ends)`` (views, reused)."""
         sim = self.sim
-        if self.config.rebalance_every is not None:
-            sim.rebalance[:] = (self.steps % self.config.rebalance_every) == 0
-        else:
-            sim.rebalance[:] = False
+        if self.rebalance_every is not None:
+            sim.rebalance[:] = (self.steps % self.rebalance_every) == 0
         result = kernel.step_kernel(
-            actions, self.transform, sim.allow_short, float(self.config.max_leverage), self.targets, sim.rebalance,
-            self.status, self.where, sim.ints, sim.floats, sim.assets, sim.market, sim.params, self.window_start,
-            self.padded, self.panel.window, self.covariance, self.episode_end, self.min_equity_cash,
-            self.all_accounts, self.obs, self.ends)
+            actions, self.targets, sim.rebalance, self.env_ints, self.env_params, sim.ints, sim.floats, sim.assets,
+            sim.market, sim.params, self.window_start, self.padded, self.covariance, self.all_accounts, self.obs,
+            self.weights, self.log_returns)
         if result != OK:
             self._raise(result, actions)
         self.steps += 1
         if sim.fills is not None:
             sim._record()
+        if self.plain_log_return:
+            return self.obs, self.log_returns, self.ends
         self.rewards[:] = self.reward(sim.result.prev_equity, sim.result.equity, sim.drawdown())
         return self.obs, self.rewards, self.ends
 

@@ -10,6 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from .portfolio_core import PortfolioConfig, PortfolioCore
+from .trading_env import utc_timestamp
 
 _SOFTMAX_BOUND = 10.0  # logits in [-10, 10]: weight ratios up to e^20, enough for any allocation
 
@@ -88,7 +89,14 @@ class PortfolioEnv(gym.Env):
         self.action_space = _action_space(self.core)
         self._accounts = np.zeros(1, dtype=np.int64)
         self._actions = self.core.actions
-        self._stamps = None
+        self._stamps = memoryview(np.ascontiguousarray(self.core.panel.timestamps, dtype=np.int64))
+        self._action_shape = (self.core.action_size,)
+        self._equity = memoryview(self.core.sim.equity)
+        self._rows = memoryview(self.core.sim.row)
+        self._result = self.core.sim.result
+        sim = self.core.sim
+        self._v = tuple(memoryview(x) for x in (sim.result.notional, sim.result.cost, sim.result.orders,
+                                                 sim.costs_paid, sim.n_orders))
         self._episode_over: str | None = "call reset() before the first step()"
 
     @property
@@ -118,8 +126,11 @@ class PortfolioEnv(gym.Env):
         if self._episode_over is not None:
             raise RuntimeError(f"PortfolioEnv.step(): {self._episode_over}")
         core = self.core
-        self._actions[0] = core.check_action_shape(action)
-        equity_before = float(core.sim.equity[0])
+        if type(action) is np.ndarray and action.shape == self._action_shape:
+            self._actions[0] = action
+        else:
+            self._actions[0] = core.check_action_shape(action)
+        equity_before = self._equity[0]
         obs, rewards, ends = core.step(self._actions)
         end = int(ends[0])
         terminated, truncated = end == 1, end == 2
@@ -130,18 +141,17 @@ class PortfolioEnv(gym.Env):
         return obs[0].copy(), float(rewards[0]), terminated, truncated, self._info(equity_before)
 
     def _info(self, equity_before: float) -> dict:
-        sim = self.core.sim
-        row = int(sim.row[0])
-        result = sim.result
+        row = self._rows[0]
+        notional, cost, orders, costs_paid, n_orders = self._v
         return {
-            "timestamp": self.core.utc_timestamp(row),
-            "equity": float(sim.equity[0]),
-            "weights": sim.weights()[0],
-            "turnover": float(result.notional[0]) / equity_before if equity_before > 0 else 0.0,
-            "costs": float(result.cost[0]),
-            "orders": int(result.orders[0]),
-            "costs_paid": float(sim.costs_paid[0]),
-            "trade_count": int(sim.n_orders[0]),
+            "timestamp": utc_timestamp(self._stamps[row]),
+            "equity": self._equity[0],
+            "weights": self.core.weights[0].copy(),
+            "turnover": notional[0] / equity_before if equity_before > 0 else 0.0,
+            "costs": cost[0],
+            "orders": orders[0],
+            "costs_paid": costs_paid[0],
+            "trade_count": n_orders[0],
             "row": row,
         }
 

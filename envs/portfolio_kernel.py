@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from sim import portfolio as sim_portfolio
-from sim.portfolio import CASH, CLOSE, EQUITY, OK, ROW, UNITS
+from sim.portfolio import CASH, CLOSE, EQUITY, OK, PREV_EQUITY, ROW, UNITS
 
 TRANSFORMS: tuple[str, ...] = ("normalize", "softmax", "weights")
 NORMALIZE, SOFTMAX, WEIGHTS = range(len(TRANSFORMS))
@@ -78,8 +78,9 @@ def _targets(actions, transform, allow_short, max_leverage, targets, status, whe
             targets[a, i] = actions[a, i] * scale
 
 
-def _observe(accounts, ints, floats, assets, market, window_start, padded, window, covariance, obs):
-    """Row ``k`` of ``obs`` (float32): account ``accounts[k]``'s windows (asset-major), weights, covariance."""
+def _observe(accounts, ints, floats, assets, market, window_start, padded, window, covariance, obs, weights):
+    """Row ``k`` of ``obs`` (float32): account ``accounts[k]``'s windows (asset-major), weights, covariance; the
+    weights also in float64 to ``weights[accounts[k]]``."""
     n = assets.shape[2]
     n_features = padded.shape[1]
     n_window = window * n_features
@@ -96,39 +97,53 @@ def _observe(accounts, ints, floats, assets, market, window_start, padded, windo
         at = n * n_window
         if equity > 0.0:
             for i in range(n):
-                obs[k, at + i] = assets[UNITS, a, i] * market[CLOSE, r, i] / equity
-            obs[k, at + n] = floats[CASH, a] / equity
+                weights[a, i] = assets[UNITS, a, i] * market[CLOSE, r, i] / equity
+            weights[a, n] = floats[CASH, a] / equity
         else:
             for i in range(n):
-                obs[k, at + i] = 0.0
-            obs[k, at + n] = 1.0
+                weights[a, i] = 0.0
+            weights[a, n] = 1.0
+        for i in range(n + 1):
+            obs[k, at + i] = weights[a, i]
         at += n + 1
         if covariance.shape[0] > 0:
             for j in range(covariance.shape[1]):
                 obs[k, at + j] = covariance[r, j]
 
 
-def _step(actions, transform, allow_short, max_leverage, targets, rebalance, status, where, ints, floats, assets,
-          market, params, window_start, padded, window, covariance, episode_end, min_equity_cash, accounts, obs,
-          ends):  # pragma: no cover - compiled
-    """Every account's step: -2 if an action is bad (see ``status``), the simulator's status otherwise (``OK`` or
-    the slippage failure), with the observations written and ``ends`` set (CONTINUE, TERMINATED, TRUNCATED)."""
-    _targets(actions, transform, allow_short, max_leverage, targets, status, where)
-    for a in range(len(status)):
-        if status[a] != ACTION_OK:
+# rows of the env's int matrix (``env_ints[FIELD, account]``) and slots of its settings vector
+ENV_INT_FIELDS: tuple[str, ...] = ("status", "where", "end", "episode_end")
+STATUS, WHERE, END, EPISODE_END = range(len(ENV_INT_FIELDS))
+ENV_PARAMS: tuple[str, ...] = ("transform", "allow_short", "max_leverage", "min_equity_cash", "window")
+E_TRANSFORM, E_ALLOW_SHORT, E_MAX_LEVERAGE, E_MIN_EQUITY_CASH, E_WINDOW = range(len(ENV_PARAMS))
+
+
+def _step(actions, targets, rebalance, env_ints, env_params, ints, floats, assets, market, params, window_start,
+          padded, covariance, accounts, obs, weights, log_returns):  # pragma: no cover - compiled
+    """Every account's step: -2 if an action is bad (see ``env_ints[STATUS]``), the simulator's status otherwise
+    (``OK`` or the slippage failure), with the observations and weights written, ``log_returns`` (log of equity
+    over the step's starting equity) and ``env_ints[END]`` set (CONTINUE, TERMINATED, TRUNCATED). Few arguments on
+    purpose: each array costs the call ~50 ns to unbox."""
+    _targets(actions, int(env_params[E_TRANSFORM]), env_params[E_ALLOW_SHORT] != 0.0, env_params[E_MAX_LEVERAGE],
+             targets, env_ints[STATUS], env_ints[WHERE])
+    for a in range(env_ints.shape[1]):
+        if env_ints[STATUS, a] != ACTION_OK:
             return -2
     result = sim_step(targets, rebalance, ints, floats, assets, market, params)
     if result != OK:
         return result
-    _observe(accounts, ints, floats, assets, market, window_start, padded, window, covariance, obs)
+    _observe(accounts, ints, floats, assets, market, window_start, padded, int(env_params[E_WINDOW]), covariance, obs,
+             weights)
+    min_equity_cash = env_params[E_MIN_EQUITY_CASH]
     for a in range(ints.shape[1]):
         equity = floats[EQUITY, a]
+        log_returns[a] = math.log(max(equity, 1e-12) / floats[PREV_EQUITY, a])
         if not equity > min_equity_cash:
-            ends[a] = TERMINATED
-        elif ints[ROW, a] >= episode_end[a]:
-            ends[a] = TRUNCATED
+            env_ints[END, a] = TERMINATED
+        elif ints[ROW, a] >= env_ints[EPISODE_END, a]:
+            env_ints[END, a] = TRUNCATED
         else:
-            ends[a] = CONTINUE
+            env_ints[END, a] = CONTINUE
     return OK
 
 
