@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sim import Costs, Simulator, generate_ohlcv, make_slippage
-from sim.portfolio import FLOAT_FIELDS, PortfolioSimulator
+from sim.portfolio import ASSET_FIELDS, FLOAT_FIELDS, PortfolioSimulator
 
 TOL = 1e-9
 SLIPPAGES = [5.0, {"model": "volume", "impact": 0.3}, {"model": "volatility"}, {"model": "spread"}]
@@ -356,3 +356,123 @@ def test_long_only_cash_stays_non_negative_when_an_asset_not_sent_is_above_its_t
         plain.step(targets, False)
     assert plain.cash >= 0.0
     assert sim.cash[0] >= -1e-9 * sim.equity[0], f"cash {sim.cash[0]:.2f} of equity {sim.equity[0]:.2f}"
+
+
+# ----- 3. vectorbt, the outside reference ---------------------------------------------------------------------
+VBT_ROWS, VBT_ASSETS = 200, 4
+FILL_DELTA, FILL_PRICE = ASSET_FIELDS.index("fill_delta"), ASSET_FIELDS.index("fill_price")
+
+
+def stepped_weights(seed: int, allow_short: bool = False, every: int = 5) -> np.ndarray:
+    """(VBT_ROWS - 1, VBT_ASSETS) targets, one row per step: new random weights (every asset > 0, long ones
+    summing to 0.8 or 1.0; with shorts, random signs) every ``every`` steps, held in between."""
+    rng = np.random.default_rng(seed)
+    targets = np.empty((VBT_ROWS - 1, VBT_ASSETS))
+    for j in range(len(targets)):
+        if j % every == 0:
+            w = rng.dirichlet(np.ones(VBT_ASSETS)) * rng.choice([0.8, 1.0])
+            if allow_short:
+                w *= rng.choice([-1.0, 1.0], size=VBT_ASSETS)
+        targets[j] = w
+    return targets
+
+
+def step_through(market, targets: np.ndarray, costs: Costs, fill_at: str, allow_short: bool,
+                 rebalance: bool) -> dict[str, np.ndarray]:
+    """Run one account over ``targets`` from row 0; per step: equity, cash, units after the step, the units
+    filled, the fill prices and the equity at the fill's reference prices before the step (``equity_at_fill``)."""
+    sim = PortfolioSimulator(market["open"], market["high"], market["low"], market["close"], market["volume"],
+                             market["has_bar"], costs, fill_at=fill_at, allow_short=allow_short)
+    sim.reset(0)
+    names = ("equity", "cash", "units", "delta", "fill_price", "equity_at_fill")
+    out: dict[str, list] = {name: [] for name in names}
+    for j in range(len(targets)):
+        sim.step(targets[j][None, :], rebalance)
+        for name, value in zip(names, (sim.equity[0], sim.cash[0], sim.units[0], sim.assets[FILL_DELTA, 0],
+                                       sim.assets[FILL_PRICE, 0], sim.floats[EQUITY_AT_FILL, 0])):
+            out[name].append(np.copy(value))
+    result = {name: np.array(values) for name, values in out.items()}
+    result["n_orders"] = np.array(sim.n_orders[0])
+    return result
+
+
+def vectorbt_run(market, fill_at: str, size: np.ndarray, fees: float, fixed_fees: float, slippage):
+    """vectorbt's target-percent, cash-sharing portfolio with vectorbt row ``j`` = our step ``j``: orders at
+    ``price`` = the step's reference price (the next open, or the close of the decision row), valued at
+    ``close`` = the close our account is marked at after the step. So vectorbt's value at row ``j`` is our
+    equity after step ``j``, for either fill time.
+
+    How vectorbt 1.x sizes these orders (vectorbt/portfolio/nb.py, ``simulate_from_orders_nb`` and
+    ``execute_order_nb``): ``val_price`` defaults to ``np.inf`` = the order price, so the group value of a
+    row is ``cash + sum(position * price)`` - our pre-trade equity at reference prices; it is computed once
+    per row and, with ``update_value=False`` (the default, passed explicitly), NOT updated between the
+    row's orders, so every order of a row is ``pct * value / price - position`` units whatever the call
+    order. ``call_seq="auto"`` sorts the row's orders by ``pct * value - position * price``: sells first, so
+    buys never meet a cash shortfall that our account does not have (vectorbt would cut such a buy to the
+    cash). Fills: buys at ``price * (1 + slippage)``, sells at ``price * (1 - slippage)``, fees
+    ``fees * |size| * fill price + fixed_fees`` per order - our commission and fixed fee.
+    """
+    vbt = pytest.importorskip("vectorbt")
+    ref = market["open"][1:] if fill_at == "next_open" else market["close"][:-1]
+    return vbt.Portfolio.from_orders(
+        close=market["close"][1:], price=ref, size=size, size_type="targetpercent", cash_sharing=True,
+        group_by=True, call_seq="auto", update_value=False, fees=fees, fixed_fees=fixed_fees, slippage=slippage,
+        init_cash=100_000.0)
+
+
+def worst_differences(pf, ours: dict[str, np.ndarray], market) -> dict[str, float]:
+    """Largest relative differences between vectorbt's value, cash, assets and our equity, cash, units."""
+    equity = ours["equity"]
+    mark = market["close"][1:]
+    return {
+        "equity": float(np.max(np.abs(pf.value().to_numpy() - equity) / equity)),
+        "cash": float(np.max(np.abs(pf.cash().to_numpy() - ours["cash"]) / equity)),
+        "units": float(np.max(np.abs(pf.assets().to_numpy() - ours["units"]) * mark / equity[:, None])),
+    }
+
+
+@pytest.mark.parametrize("mode", ["on_change", "every_row"])
+@pytest.mark.parametrize("fill_at", ["next_open", "close"])
+def test_zero_cost_target_weights_give_vectorbt_equity_curve(fill_at, mode):
+    """Zero costs: our target weights given to vectorbt as target percents give the same curve. ``on_change``:
+    our account sends an asset when its target moved (every asset, every 5 rows), vectorbt gets the weights on
+    those rows and NaN (no order) elsewhere; ``every_row``: our account rebalances every step
+    (``rebalance=True``), vectorbt gets the weights on every row."""
+    market = make_market(VBT_ROWS, VBT_ASSETS, seed=21)
+    targets = stepped_weights(seed=3)
+    ours = step_through(market, targets, Costs.zero(), fill_at, allow_short=False, rebalance=mode == "every_row")
+    size = targets.copy()
+    if mode == "on_change":
+        moved = np.vstack([np.ones((1, VBT_ASSETS), bool), targets[1:] != targets[:-1]])
+        size[~moved] = np.nan
+    pf = vectorbt_run(market, fill_at, size, fees=0.0, fixed_fees=0.0, slippage=0.0)
+    worst = worst_differences(pf, ours, market)
+    assert max(worst.values()) <= TOL, worst
+    assert len(pf.orders.records) == int(ours["n_orders"]) >= 150
+
+
+@pytest.mark.parametrize("allow_short", [False, True], ids=["long", "short"])
+@pytest.mark.parametrize("slippage", [5.0, {"model": "volume", "impact": 0.3}], ids=["fixed", "volume"])
+@pytest.mark.parametrize("fill_at", ["next_open", "close"])
+def test_same_orders_with_costs_give_vectorbt_equity_curve(fill_at, slippage, allow_short):
+    """Commission 0.1%, a fixed fee of 2 per order and slippage: our orders, as target percents, give
+    vectorbt's curve. For each step, ``pct_i = units_after_i * ref_i / equity_at_fill`` on the assets we
+    filled (NaN elsewhere): vectorbt's value of the row is our ``equity_at_fill`` (see :func:`vectorbt_run`),
+    so its order is ``pct_i * value / ref_i - position_i`` = our units filled. Fixed slippage is vectorbt's
+    ``slippage=0.0005``; the volume model's per-order fraction (our fill price / reference - 1) is given to
+    vectorbt per row and asset."""
+    market = make_market(VBT_ROWS, VBT_ASSETS, seed=21)
+    targets = stepped_weights(seed=4, allow_short=allow_short)
+    costs = Costs(commission=0.001, fixed_fee=2.0, slippage=slippage)
+    ours = step_through(market, targets, costs, fill_at, allow_short=allow_short, rebalance=False)
+    ref = market["open"][1:] if fill_at == "next_open" else market["close"][:-1]
+    filled = ours["delta"] != 0.0
+    pct = np.where(filled, ours["units"] * ref / ours["equity_at_fill"][:, None], np.nan)
+    fraction = np.where(filled, np.abs(ours["fill_price"] / ref - 1.0), 0.0)
+    pf = vectorbt_run(market, fill_at, pct, fees=0.001, fixed_fees=2.0,
+                      slippage=5e-4 if slippage == 5.0 else fraction)
+    worst = worst_differences(pf, ours, market)
+    assert max(worst.values()) <= TOL, worst
+    assert len(pf.orders.records) == int(ours["n_orders"]) >= 150
+    if not allow_short:
+        assert ours["cash"].min() >= 0.0
