@@ -31,7 +31,7 @@ from features.atomic_io import write_text_atomic
 from features.feature_builder import warmup_bars
 
 from .code_version import code_version, describe
-from .config import BenchmarkConfig, PolicySpec, merged
+from .config import BenchmarkConfig, PolicySpec, merged, policy_settings
 from .folds import Fold, walk_forward_folds
 from .jobs import META_FILE, DamagedJobError, Job, JobCache, JobResult, job_key
 from .runner import _market_bars, check_job_settings, check_labels, run_job
@@ -57,14 +57,14 @@ def plan(config: BenchmarkConfig) -> tuple[dict[str, list[Fold]], list[Job]]:
         folds[market.name] = market_folds = walk_forward_folds(bars, config.folds, history)
         for fold in market_folds:
             keys: dict[tuple[str, int], str] = {}
-            for policy in _dependencies_first(config.policies):
+            for policy in _dependencies_first(tuple(p for p in config.policies if market.runs(p))):
                 for seed in range(config.seeds) if policy.seeded else [0]:
                     depends_on = keys.get((policy.pretrained, seed)) if policy.pretrained else None
                     spec = {
                         "dataset": dataset,
                         "fold": dataclasses.asdict(fold),
                         "purge_gap": config.folds.purge_gap,
-                        "policy": {k: v for k, v in dataclasses.asdict(policy).items() if k != "name"},
+                        "policy": policy_settings(policy),
                         "budget": _budget(config, policy),
                         "seed": seed,
                         "cost_levels": levels,
@@ -307,6 +307,13 @@ def _budget(config: BenchmarkConfig, policy: PolicySpec) -> dict[str, Any]:
         for key in ("algo", "seed"):
             defaults.pop(key)
         return merged(defaults, dict(getattr(config.budgets, policy.kind)))
+    if policy.kind == "portfolio_agent":
+        from agents.portfolio_agent import package_defaults as portfolio_defaults
+
+        defaults = portfolio_defaults().to_dict()
+        for key in ("algo", "seed"):
+            defaults.pop(key, None)
+        return merged(defaults, dict(config.budgets.portfolio_agent))
     return {}
 
 

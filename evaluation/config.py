@@ -21,7 +21,12 @@ from configs.loader import ConfigError, config_to_dict, dataclass_from_dict
 from features.dataset import DatasetConfig
 from sim.engine import Costs
 
-POLICY_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover", "supervised", "ppo", "dqn")
+POLICY_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover", "supervised", "ppo", "dqn",
+                                  "allocation", "portfolio_agent")
+# kinds that allocate one account across a market's symbols (markets of 2 symbols or more); the others trade each
+# symbol in its own account, and the market's return is their equal-capital sleeves
+PORTFOLIO_KINDS: tuple[str, ...] = ("allocation", "portfolio_agent")
+PORTFOLIO_ALGOS: tuple[str, ...] = ("ppo", "sac")
 BASELINE_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover")
 SECTIONS: tuple[str, ...] = ("markets", "folds", "seeds", "policies", "budgets", "costs", "statistics", "quick")
 
@@ -67,10 +72,19 @@ class MarketSpec:
 
     :param name: label in the report.
     :param dataset: a :class:`features.DatasetConfig` (its ``split`` is replaced by each fold's).
+    :param policies: the names of the policies run on this market (YAML: a ``policies:`` list among the dataset
+        settings); None: every policy of the benchmark (portfolio kinds only where the market has 2 symbols or more).
     """
 
     name: str
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    policies: tuple[str, ...] | None = None
+
+    def runs(self, policy: "PolicySpec") -> bool:
+        """Whether ``policy`` is run on this market."""
+        if self.policies is not None and policy.name not in self.policies:
+            return False
+        return policy.kind not in PORTFOLIO_KINDS or len(self.dataset.symbols) >= 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,11 @@ class PolicySpec:
     :param init_from_classifier: for ``ppo``/``dqn`` with ``pretrained``: clone the threshold policy first.
     :param agent: overrides of :class:`agents.AgentConfig` for this policy (over ``budgets.ppo``/``dqn``).
     :param model_settings: overrides of :class:`supervised.ModelConfig` for ``supervised``.
+    :param method: for ``allocation``: one of :data:`agents.allocation.ALLOCATIONS` (skfolio, refit on each fold's
+        train rows).
+    :param rebalance_every: for ``allocation``: bars between rebalances to the fitted weights (buy_and_hold never
+        rebalances).
+    :param algo: for ``portfolio_agent``: ``ppo`` or ``sac``.
     """
 
     name: str
@@ -94,21 +113,44 @@ class PolicySpec:
     init_from_classifier: bool = False
     agent: dict[str, Any] = field(default_factory=dict)
     model_settings: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+    rebalance_every: int | None = 21
+    algo: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"policies.{self.name}.kind={self.kind!r} is not known; expected one of {list(POLICY_KINDS)}")
+        if self.kind == "allocation":
+            from agents.allocation import ALLOCATIONS
+
+            if self.method not in ALLOCATIONS:
+                raise ValueError(f"policies.{self.name}: kind 'allocation' needs method: one of {list(ALLOCATIONS)}; "
+                                 f"got {self.method!r}")
+            if self.rebalance_every is not None and (not _is_int(self.rebalance_every) or self.rebalance_every < 1):
+                raise ValueError(f"policies.{self.name}.rebalance_every={self.rebalance_every!r} must be an integer "
+                                 f">= 1 (bars) or null")
+        elif self.method is not None:
+            raise ValueError(f"policies.{self.name}: method applies to kind 'allocation' only")
+        if self.kind == "portfolio_agent" and self.algo not in PORTFOLIO_ALGOS:
+            raise ValueError(f"policies.{self.name}: kind 'portfolio_agent' needs algo: one of {list(PORTFOLIO_ALGOS)}; "
+                             f"got {self.algo!r}")
+        if self.kind != "portfolio_agent" and self.algo is not None:
+            raise ValueError(f"policies.{self.name}: algo applies to kind 'portfolio_agent' only")
         if self.kind == "supervised" and self.model not in ("mlp", "lstm", "gru", "cnn_lstm"):
             raise ValueError(f"policies.{self.name}: kind 'supervised' needs model: mlp, lstm, gru or cnn_lstm")
-        if self.kind not in ("ppo", "dqn") and (self.pretrained or self.init_from_classifier or self.agent):
-            raise ValueError(f"policies.{self.name}: pretrained/init_from_classifier/agent apply to ppo and dqn only")
+        if self.kind not in ("ppo", "dqn", "portfolio_agent") and (self.pretrained or self.init_from_classifier
+                                                                   or self.agent):
+            raise ValueError(f"policies.{self.name}: pretrained/init_from_classifier/agent apply to ppo, dqn and "
+                             f"portfolio_agent only")
+        if self.kind == "portfolio_agent" and self.init_from_classifier:
+            raise ValueError(f"policies.{self.name}: init_from_classifier applies to ppo and dqn only")
         if self.init_from_classifier and not self.pretrained:
             raise ValueError(f"policies.{self.name}: init_from_classifier needs pretrained: <a supervised policy>")
 
     @property
     def trained(self) -> bool:
         """Whether it is trained per fold (and run for every seed)."""
-        return self.kind in ("supervised", "ppo", "dqn")
+        return self.kind in ("supervised", "ppo", "dqn", "portfolio_agent")
 
     @property
     def seeded(self) -> bool:
@@ -123,12 +165,15 @@ class Budgets:
     :param supervised: overrides of :class:`supervised.TrainConfig` (epochs, batch_size, ...).
     :param ppo: overrides of :class:`agents.AgentConfig` for PPO policies.
     :param dqn: overrides of :class:`agents.AgentConfig` for DQN policies.
+    :param portfolio_agent: overrides of the portfolio agent's config (``configs/portfolio.yaml``) for
+        ``portfolio_agent`` policies.
     """
 
     supervised: dict[str, Any] = field(default_factory=lambda: {"epochs": 6, "early_stopping_patience": 3})
     ppo: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 50_000, "eval_freq": 10_000,
                                                           "bc_steps": 5_000})
     dqn: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 30_000, "eval_freq": 10_000})
+    portfolio_agent: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -238,6 +283,18 @@ def _times(scale: Any, value: Any) -> Any:
     return float(scale) * float(value) if _is_number(scale) and _is_number(value) else scale
 
 
+def policy_settings(policy: PolicySpec) -> dict[str, Any]:
+    """A policy's settings as a plain dict (no name); the portfolio-only fields only for the kinds they belong to,
+    so that the other policies' settings (and job keys) read as they did before those fields existed."""
+    settings = {k: v for k, v in dataclasses.asdict(policy).items() if k != "name"}
+    if policy.kind != "allocation":
+        settings.pop("method")
+        settings.pop("rebalance_every")
+    if policy.kind != "portfolio_agent":
+        settings.pop("algo")
+    return settings
+
+
 def default_policies() -> tuple[PolicySpec, ...]:
     """Every policy the benchmark compares by default."""
     return (
@@ -320,6 +377,23 @@ class BenchmarkConfig:
         for required in ("cash", "buy_and_hold"):
             if required not in {p.kind for p in self.policies}:
                 raise ValueError(f"policies must include a '{required}' policy: every comparison is made against it")
+        for market in self.markets:
+            if market.policies is None:
+                continue
+            unknown = [name for name in market.policies if name not in by_name]
+            if unknown:
+                raise ValueError(f"markets.{market.name}.policies names {unknown}, not policies of this benchmark "
+                                 f"({sorted(by_name)})")
+            kinds = {by_name[name].kind for name in market.policies}
+            for required in ("cash", "buy_and_hold"):
+                if required not in kinds:
+                    raise ValueError(f"markets.{market.name}.policies must include a '{required}' policy: every "
+                                     f"comparison is made against it")
+            for name in market.policies:
+                source = by_name[name].pretrained
+                if source is not None and source not in market.policies:
+                    raise ValueError(f"markets.{market.name}.policies has {name!r}, whose pretrained encoder comes from "
+                                     f"{source!r}: list {source!r} too")
 
     # ----- YAML -------------------------------------------------------------------------------
     @classmethod
@@ -353,9 +427,16 @@ class BenchmarkConfig:
             markets = data["markets"]
             if not isinstance(markets, Mapping) or not markets:
                 raise ValueError(f"{where}: markets must map a market name to its dataset settings")
-            kwargs["markets"] = tuple(
-                MarketSpec(str(name), DatasetConfig.from_dict(settings or {})) for name, settings in markets.items()
-            )
+            specs = []
+            for name, settings in markets.items():
+                settings = dict(settings or {})
+                runs = settings.pop("policies", None)
+                if runs is not None and (isinstance(runs, str) or not isinstance(runs, (list, tuple))
+                                         or not all(isinstance(p, str) for p in runs)):
+                    raise ValueError(f"{where}: markets.{name}.policies must be a list of policy names; got {runs!r}")
+                specs.append(MarketSpec(str(name), DatasetConfig.from_dict(settings),
+                                        None if runs is None else tuple(runs)))
+            kwargs["markets"] = tuple(specs)
         if "policies" in data:
             policies = data["policies"]
             if not isinstance(policies, Mapping) or not policies:
@@ -407,10 +488,11 @@ class BenchmarkConfig:
                 changes["seeds"] = quick["seeds"]
             if "budgets" in quick:
                 budgets = quick["budgets"]
-                if not isinstance(budgets, Mapping) or set(budgets) - {"supervised", "ppo", "dqn"}:
-                    raise ValueError(f"quick.budgets must map supervised/ppo/dqn to settings, got {budgets!r}")
+                kinds = ("supervised", "ppo", "dqn", "portfolio_agent")
+                if not isinstance(budgets, Mapping) or set(budgets) - set(kinds):
+                    raise ValueError(f"quick.budgets must map {'/'.join(kinds)} to settings, got {budgets!r}")
                 changes["budgets"] = Budgets(**{k: merged(getattr(self.budgets, k), budgets.get(k, {}))
-                                                for k in ("supervised", "ppo", "dqn")})
+                                                for k in kinds})
             return dataclasses.replace(self, **changes)
         except ValueError as error:
             text = " ".join(str(error).split())
@@ -418,8 +500,9 @@ class BenchmarkConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = config_to_dict(self)
-        out["markets"] = {m.name: m.dataset.to_dict() for m in self.markets}
-        out["policies"] = {p["name"]: {k: v for k, v in p.items() if k != "name"} for p in out["policies"]}
+        out["markets"] = {m.name: {**m.dataset.to_dict(), **({"policies": list(m.policies)} if m.policies else {})}
+                          for m in self.markets}
+        out["policies"] = {p.name: policy_settings(p) for p in self.policies}
         return out
 
     def hash(self) -> str:

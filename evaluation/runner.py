@@ -23,7 +23,7 @@ from features.market_data import MarketData
 from sim.engine import Costs
 
 from .code_version import code_version
-from .config import merged
+from .config import PORTFOLIO_KINDS, merged
 from .folds import Fold, fold_market_data
 from .jobs import Job, JobResult, pack_directory, unpack_directory
 
@@ -78,16 +78,24 @@ def run_job(job: Job) -> JobResult:
     spec = job.spec
     data = job_data(job)
     started = time.perf_counter()
+    portfolio = spec["policy"]["kind"] in PORTFOLIO_KINDS
     with tempfile.TemporaryDirectory(prefix="bench_job_") as tmp:
-        policy, env_settings, meta, artifact_dir = _trained_policy(job, data, Path(tmp))
+        if portfolio:
+            policy, env_settings, meta, artifact_dir = _portfolio_policy(job, data, Path(tmp))
+        else:
+            policy, env_settings, meta, artifact_dir = _trained_policy(job, data, Path(tmp))
         train_seconds = time.perf_counter() - started
         artifact = pack_directory(artifact_dir) if artifact_dir is not None else None
-        scores, arrays = _score(policy, data, env_settings, spec["cost_levels"])
+        if portfolio:
+            scores, arrays = _score_portfolio(policy, data, env_settings, spec["cost_levels"])
+        else:
+            scores, arrays = _score(policy, data, env_settings, spec["cost_levels"])
     meta.update(
         code=code_version(),  # the code that computed this result (a rerun of other code does not reuse it silently)
         key=job.key, name=job.name, market=job.market, fold=job.fold, policy=job.policy, seed=job.seed,
         kind=spec["policy"]["kind"], train_seconds=train_seconds, score_seconds=time.perf_counter() - started - train_seconds,
-        symbols=[s for s in data.symbols if f"{s}|timestamps" in arrays], scores=scores,
+        symbols=[PORTFOLIO_SLEEVE] if portfolio else [s for s in data.symbols if f"{s}|timestamps" in arrays],
+        scores=scores,
         base_level=level_name(*spec["base_cost"]),
     )
     return JobResult(job.key, meta, arrays, artifact)
@@ -154,6 +162,86 @@ def _train_agent(job: Job, data: MarketData, tmp: Path):
     return agent, dict(agent.env_settings), meta, tmp / "run" / "best"
 
 
+PORTFOLIO_SLEEVE = "portfolio"  # a portfolio job's one account, where other jobs have one account per symbol
+
+
+def _portfolio_policy(job: Job, data: MarketData, tmp: Path):
+    """A portfolio policy of ``job``: an allocation fitted on the fold's train rows (skfolio), or a portfolio
+    agent trained on train and chosen on validation."""
+    from features.panel import Panel
+
+    policy_spec = job.spec["policy"]
+    panel = Panel.from_market_data(data)
+    if policy_spec["kind"] == "allocation":
+        from agents.portfolio_baselines import fit_allocation_policy
+
+        method = policy_spec["method"]
+        policy = fit_allocation_policy(method, panel, "train", rebalance_every=policy_spec.get("rebalance_every"))
+        meta = {"selection": policy.describe(), "weights": dict(zip(panel.symbols, map(float, policy.weights)))}
+        return policy, {}, meta, None
+    from agents.portfolio_agent import load_portfolio_agent, train_portfolio_agent
+
+    bundle = None
+    if policy_spec.get("pretrained"):
+        if job.inputs is None:
+            raise ValueError(f"{job.name} needs the bundle of {policy_spec['pretrained']} (job {job.depends_on})")
+        bundle = str(unpack_directory(job.inputs, tmp / "pretrained"))
+    config = portfolio_agent_config(job, bundle)
+    summary = train_portfolio_agent(config, data, tmp / "run", progress=False)
+    agent = load_portfolio_agent(tmp / "run" / "best")
+    meta = {"selection": summary.get("selection_rule"), "fallback": summary.get("fallback"),
+            "timesteps": summary.get("timesteps"),
+            "validation_log_return": (summary.get("best_validation") or {}).get("log_return")}
+    return agent, {}, meta, tmp / "run" / "best"
+
+
+def portfolio_agent_config(job: Job, pretrained: str | None) -> Any:
+    """The portfolio agent's config of a ``portfolio_agent`` job: ``budgets.portfolio_agent`` under the policy's
+    ``agent`` settings (a key or value it refuses is a ``ValueError`` naming the policy)."""
+    from agents.portfolio_agent import PortfolioAgentConfig
+
+    policy_spec = job.spec["policy"]
+    settings = merged(job.spec["budget"], policy_spec.get("agent", {}))
+    settings.update(algo=policy_spec["algo"], seed=job.seed, torch_threads=1)
+    if policy_spec.get("pretrained"):
+        settings["pretrained"] = pretrained or f"<the bundle of {policy_spec['pretrained']}>"
+    where = f"policies.{job.policy} (budgets.portfolio_agent + agent)"
+    with _named(where):
+        return PortfolioAgentConfig.from_dict(settings, where)
+
+
+def _score_portfolio(policy: Any, data: MarketData, env_settings: dict[str, Any],
+                     levels: list[list[float]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Backtest a portfolio policy on the fold's test rows at every cost level: one account, recorded as the one
+    sleeve :data:`PORTFOLIO_SLEEVE` (position = the invested share of equity, 1 - the cash weight)."""
+    from envs.portfolio_backtest import backtest_portfolio
+    from features.panel import Panel
+
+    panel = Panel.from_market_data(data)
+    scores: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for commission, slippage in levels:
+        name = level_name(commission, slippage)
+        result = backtest_portfolio(policy, panel, "test", Costs(commission=float(commission), slippage=float(slippage)),
+                                    **env_settings)
+        arrays.setdefault(f"{PORTFOLIO_SLEEVE}|timestamps", _nanoseconds(result.timestamps))
+        arrays[f"{PORTFOLIO_SLEEVE}|{name}|equity"] = np.asarray(result.equity, dtype=np.float64)
+        arrays[f"{PORTFOLIO_SLEEVE}|{name}|position"] = (1.0 - np.asarray(result.weights)[:, -1]).astype(np.float32)
+        metrics = {k: _plain(result.metrics.get(k)) for k in SCORED_METRICS}
+        metrics["log_return"] = float(np.log(result.equity[-1] / result.equity[0]))
+        scores[name] = {"commission": float(commission), "slippage_bps": float(slippage),
+                        "per_symbol": {PORTFOLIO_SLEEVE: metrics}, "notes": list(getattr(result, "notes", []))}
+    return scores, arrays
+
+
+def _nanoseconds(stamps: Any) -> np.ndarray:
+    """int64 UTC nanoseconds of timestamps given as a DatetimeIndex, datetime64 or int64 array."""
+    import pandas as pd
+
+    values = pd.DatetimeIndex(stamps) if not isinstance(stamps, np.ndarray) or stamps.dtype != np.int64 else stamps
+    return np.asarray(values.asi8 if isinstance(values, pd.DatetimeIndex) else values, dtype=np.int64)
+
+
 def supervised_configs(job: Job) -> tuple[Any, Any]:
     """The :class:`supervised.ModelConfig` and :class:`supervised.TrainConfig` a supervised job trains with
     (a key or value they refuse is a ``ValueError`` naming the policy or the budget).
@@ -217,6 +305,8 @@ def check_job_settings(job: Job) -> None:
         supervised_configs(job)
     elif kind in ("ppo", "dqn"):
         agent_config(job, None)
+    elif kind == "portfolio_agent":
+        portfolio_agent_config(job, None)
 
 
 def check_labels(job: Job) -> None:
