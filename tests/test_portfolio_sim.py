@@ -13,8 +13,6 @@ account's equity (cash may be ~0, a position may be ~0).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -142,14 +140,17 @@ class PlainPortfolio:
         self.equity = initial_cash
 
     def reset(self, row: int) -> None:
+        """Start (in cash) at the close of timeline row ``row``."""
         self.row = row
 
     def slip(self, i: int, row: int, notional: float) -> float:
+        """Slippage fraction of asset ``i``'s model for an order of ``notional`` filled at timeline ``row``."""
         return self.models[i].fraction_one(int(self.local[row, i]), abs(notional))
 
-    def fill(self, i: int, delta: float, ref: float, s: float, row: int) -> bool:
-        """Book ``delta`` units of asset ``i`` at ``ref`` moved ``s`` against the order; False when it is a
-        sell whose fixed fee exceeds what it frees (not sent, as in the single-asset engine)."""
+    def fill(self, i: int, delta: float, ref: float, s: float) -> bool:
+        """5. Book ``delta`` units of asset ``i`` at ``ref`` moved ``s`` against the order, commission on the
+        fill price plus the fixed fee; False when it is a sell whose fixed fee exceeds what it frees (not sent,
+        as in the single-asset engine)."""
         fill_price = ref * (1.0 + s) if delta > 0 else ref * (1.0 - s)
         commission = self.rate * abs(delta) * fill_price + self.fee
         cash_after = self.cash - delta * fill_price - commission
@@ -162,6 +163,11 @@ class PlainPortfolio:
         return True
 
     def step(self, targets, rebalance: bool) -> None:
+        """One step of the documented rule (its numbered points below).
+
+        :param targets: the target weight of each asset.
+        :param rebalance: compare targets with the current weights instead of the last sent targets.
+        """
         r = self.row
         f = r + 1 if self.next_open else r
         n = self.n_assets
@@ -186,7 +192,7 @@ class PlainPortfolio:
             if i in buys:
                 continue
             delta = naive[i] - self.units[i]
-            if delta == 0.0 or self.fill(i, delta, price[i], self.slip(i, f, delta * price[i]), f):
+            if delta == 0.0 or self.fill(i, delta, price[i], self.slip(i, f, delta * price[i])):
                 self.last_target[i] = w[i]
         # 4. then buys, sized together on the equity left after every cost of the step
         if buys:
@@ -214,7 +220,7 @@ class PlainPortfolio:
             for i in buys:
                 delta = (sized[i] - self.units[i]) * scale
                 if delta > 0:
-                    self.fill(i, delta, price[i], self.slip(i, f, delta * price[i]), f)
+                    self.fill(i, delta, price[i], self.slip(i, f, delta * price[i]))
                     self.last_target[i] = w[i]
         # 6. marking: borrow on shorts at the new close, interest on positive cash
         self.row = r + 1
