@@ -23,9 +23,10 @@ times, shorts and fixed fees). One step of an account, ``r`` being the last clos
 
    is the equity left after every cost of the step: the single-asset rule with the buys' costs summed. A buy
    that this leaves at or under its units (a fixed fee larger than the order) is not sent and the others are
-   sized again. If, with long targets summing to 1 or less (no leverage), the cash after the buys would be
-   negative - assets not sent keep weights above their targets, or sells were sized on the equity before
-   the buys' costs - every buy is scaled by one factor so that cash ends at 0.
+   sized again. Long-only (``allow_short=False``), cash never ends below 0: if it would after the buys - assets
+   not sent keep weights above their targets, or sells were sized on the equity before the buys' costs -
+   every buy is scaled by one factor so that cash ends at 0. With shorts, negative cash is margin (the env
+   bounds the gross exposure by ``max_leverage``).
 5. **Costs** per order, per asset, with the same cost models as a single asset: the fill price moves ``s``
    against the order (``s`` at the order's notional, so the square-root impact model ``volume`` charges
    more for a larger share of the asset's dollar volume), commission ``c * |units| * fill price + fee``.
@@ -142,7 +143,6 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
         floats[STEP_SLIPPAGE, a] = 0.0
         # which assets are sent, and the sells (every order but a buy toward a positive target)
         n_buys = 0
-        long_sum = 0.0
         for i in range(n_assets):
             t = targets[a, i]
             if not allow_short and t < 0.0:
@@ -157,12 +157,7 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
             send = assets[SEND, a, i] != 0.0 and moved and e > 0.0
             if not send:
                 assets[SEND, a, i] = 0.0
-                value = u * p
-                if value > 0.0 and e > 0.0:
-                    long_sum += value / e
                 continue
-            if t > 0.0:
-                long_sum += t
             naive = t * e / p
             if naive > u and t > 0.0:
                 assets[NAIVE, a, i] = naive
@@ -213,7 +208,7 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
                     break
             # long-only: cash may not end below 0; scale every buy by one factor if it would
             scale = 1.0
-            if long_sum <= 1.0 + 1e-12:
+            if not allow_short:
                 spend = 0.0
                 count = 0
                 for i in range(n_assets):

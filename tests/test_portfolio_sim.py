@@ -210,8 +210,8 @@ class PlainPortfolio:
                     break
                 buys = keep
             scale = 1.0
-            # long targets summing to 1 or less (weights meant to sum to 1 may sum to 1 + a few ulps)
-            if sum(max(t, 0.0) for t in w) <= 1.0 + 1e-12 and buys:
+            # long-only: cash never ends below 0 (with shorts, negative cash is margin)
+            if not self.allow_short and buys:
                 spend = sum((sized[i] - self.units[i]) * price[i] * (1.0 + k[i]) for i in buys)
                 budget = self.cash - len(buys) * self.fee
                 if spend > budget:
@@ -299,11 +299,9 @@ def run_against_plain_loop(market, slippage, fill_at: str, allow_short: bool, to
 @pytest.mark.parametrize("slippage", SLIPPAGES, ids=SLIPPAGE_IDS)
 def test_portfolio_matches_plain_loop_reference_with_missing_bars(slippage, fill_at, allow_short):
     """5 assets (a holiday, a late listing, an early delisting), 2 accounts, min_rebalance 0.02, rebalance
-    steps, fixed fee, borrow, cash interest. Targets sum (gross) to 0.3 or 0.5 here: with more, an asset held
-    above its target (not sent, or without a bar: the delisted one) makes the simulator leave cash below 0
-    where the documented rule scales the buys - the xfail test below."""
+    steps, fixed fee, borrow, cash interest; targets sum (gross) to 0.5 or 1.0."""
     market = make_market(150, 5, seed=11, gaps=True)
-    sim, plain, worst, borrow_paid = run_against_plain_loop(market, slippage, fill_at, allow_short, (0.3, 0.5), 5)
+    sim, plain, worst, borrow_paid = run_against_plain_loop(market, slippage, fill_at, allow_short, (0.5, 1.0), 5)
     log = sim.fill_log()
     for a in range(sim.n):
         mine = log["account"] == a
@@ -332,15 +330,12 @@ def test_fully_invested_buys_are_scaled_so_cash_ends_at_zero_as_the_reference(sl
     assert (sim.cash >= -1e-9 * sim.equity).all()
 
 
-@pytest.mark.xfail(strict=True, reason="sim/portfolio.py step 4: the long-only cash floor counts the current "
-                   "weight of an asset not sent instead of its target, so an asset held above its target leaves "
-                   "cash below 0 (the docstring says the buys are scaled so that cash ends at 0)")
 @pytest.mark.parametrize("why_not_sent", ["within_min_rebalance", "no_bar_at_fill_row"])
 def test_long_only_cash_stays_non_negative_when_an_asset_not_sent_is_above_its_target(why_not_sent):
     """Two assets, targets [0.5, 0.4] at the start; asset 0 rises 50%. Then targets [0.5, 0.5]: asset 0 is not
     sent (its target did not move / it has no bar at the fill row) and is worth ~0.6 of equity, asset 1 is
-    bought to 0.5. Long targets sum to 1.0, so the documented rule scales the buy: cash ends at 0 (the plain
-    loop: cash 0); the simulator gives cash ~ -10% of equity."""
+    bought to 0.5. Long-only, so the documented rule scales the buy: cash ends at 0 (the plain loop: cash 0);
+    before the fix the simulator gave cash ~ -10% of equity."""
     n_rows = 6
     close = np.array([[100.0, 100.0], [100.0, 100.0], [150.0, 100.0], [150.0, 100.0], [150.0, 100.0],
                       [150.0, 100.0]])
