@@ -498,6 +498,15 @@ class BenchmarkConfig:
             text = " ".join(str(error).split())
             raise ValueError(text if text.startswith("quick") else f"quick: {text}") from None
 
+    def only_markets(self, names: list[str]) -> "BenchmarkConfig":
+        """This config restricted to the markets called ``names`` (an unknown name is a ``ValueError`` listing the
+        markets)."""
+        known = [m.name for m in self.markets]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise ValueError(f"--markets {unknown or names}: not markets of this config; its markets are {known}")
+        return dataclasses.replace(self, markets=tuple(m for m in self.markets if m.name in names))
+
     def to_dict(self) -> dict[str, Any]:
         out = config_to_dict(self)
         out["markets"] = {m.name: {**m.dataset.to_dict(), **({"policies": list(m.policies)} if m.policies else {})}

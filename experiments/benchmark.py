@@ -2,6 +2,7 @@
 
     python -m experiments.benchmark                      # configs/benchmark.yaml, 2 local workers
     python -m experiments.benchmark --quick              # small budgets, same code path (about 3 min)
+    python -m experiments.benchmark --markets sp500_20    # only the embedded 20-stock universe
     python -m experiments.benchmark --scheduler tcp://host:8786   # jobs on a Dask cluster
 
 Writes runs/<name>/: report.md, report.json, equity_/sharpe_/costs_/trades_<market>.png, and jobs/ (one
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m experiments.benchmark", __doc__)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="benchmark YAML")
     parser.add_argument("--quick", action="store_true", help="apply the config's quick: overrides (small budgets)")
+    parser.add_argument("--markets", nargs="+", default=None, metavar="NAME",
+                        help="run only these markets of the config (e.g. --markets sp500_20)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (one core each)")
     parser.add_argument("--scheduler", default=None,
                         help="Dask scheduler address (tcp://host:port): run the jobs on that cluster instead")
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = BenchmarkConfig.from_yaml(existing_file(args.config, "--config"))
     if args.quick:
         config = config.with_quick()
+    if args.markets:
+        config = config.only_markets(args.markets)
     name = check_run_name(args.run_name) if args.run_name else f"benchmark{'_quick' if args.quick else ''}_{timestamp()}"
     run_dir = args.runs_dir / name
     report = run_benchmark(config, run_dir, workers=args.workers, scheduler=args.scheduler,
