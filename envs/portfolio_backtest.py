@@ -18,6 +18,7 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,7 +76,15 @@ class PortfolioBacktestResult:
     rebalance_every: int | None
     fill_at: str
     notes: list[str] = field(default_factory=list)
+    is_universe_buy_and_hold: bool = False
+    # runs the universe's buy and hold on the same universe, split, costs and settings (not pickled: it holds
+    # the universe; an unpickled result's save(plot=True) needs benchmark=)
     benchmark_of: Callable[[], "PortfolioBacktestResult"] | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["benchmark_of"] = None
+        return state
 
     def equity_frame(self) -> pd.DataFrame:
         """Equity, drawdown and gross exposure (sum of |asset weights|) per row, indexed by UTC time."""
@@ -107,11 +116,17 @@ class PortfolioBacktestResult:
         directory = Path(directory)
         png = None
         if plot:
-            if benchmark is None:
+            if benchmark is None and self.is_universe_buy_and_hold:
+                benchmark = self
+            elif benchmark is None:
                 if self.benchmark_of is None:
                     raise PortfolioBacktestError("this result carries no universe to run the buy-and-hold "
                                                  "benchmark on; pass benchmark=universe_buy_and_hold(...)")
                 benchmark = self.benchmark_of()
+            if not benchmark.timestamps.equals(self.timestamps):
+                raise PortfolioBacktestError(
+                    f"benchmark covers {len(benchmark.timestamps)} rows from {benchmark.timestamps[0]}; this backtest "
+                    f"{len(self.timestamps)} rows from {self.timestamps[0]}: run it on the same universe and split")
             png = _plot_png(self, benchmark)
         directory.mkdir(parents=True, exist_ok=True)
         paths = {key: directory / name for key, name in _FILE_NAMES.items() if key != "plot" or plot}
@@ -184,10 +199,11 @@ def _check_settings(settings: Mapping[str, Any]) -> None:
     costs = sorted(set(settings) & set(_COST_FIELDS))
     if costs:
         raise PortfolioBacktestError(f"pass {costs} inside costs= (a Costs or a dict), not as settings")
-    unknown = sorted(set(settings) - set(PortfolioConfig.__dataclass_fields__))
+    known = set(PortfolioConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - known)
     if unknown:
-        raise PortfolioBacktestError(f"backtest_portfolio got unknown setting(s) {unknown}; valid: "
-                                     f"{sorted(set(PortfolioConfig.__dataclass_fields__) - set(_SET_BY_BACKTEST) - set(_COST_FIELDS))}")
+        valid = sorted(known - set(_SET_BY_BACKTEST) - set(_COST_FIELDS))
+        raise PortfolioBacktestError(f"backtest_portfolio got unknown setting(s) {unknown}; valid: {valid}")
 
 
 def _policy_attributes(policy: Any, rebalance_every: Any) -> tuple[str, str, int | None]:
@@ -276,13 +292,11 @@ def backtest_portfolio(
                                      f"(the same symbols in the same order are needed)")
     equity, weights, rows = _run(policy, name, core)
     result = _result(core, name, _describe(policy, name, config.rebalance_every), cost, equity, weights, rows)
-
-    def benchmark() -> PortfolioBacktestResult:
-        if isinstance(policy, _UniverseBuyAndHold):
-            return result
-        return universe_buy_and_hold(panel, split, cost, initial_cash=initial_cash, fill_at=fill_at, **settings)
-
-    result.benchmark_of = benchmark
+    if isinstance(policy, _UniverseBuyAndHold):
+        result.is_universe_buy_and_hold = True
+    else:
+        result.benchmark_of = partial(universe_buy_and_hold, panel, split, cost, initial_cash=initial_cash,
+                                      fill_at=fill_at, **settings)
     return result
 
 

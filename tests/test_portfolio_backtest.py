@@ -67,7 +67,8 @@ def test_buy_and_hold_sends_one_order_per_asset_all_on_the_first_step(panel: Pan
     assert result.n_orders == len(SYMBOLS) == result.metrics["n_orders"]
     assert (result.fills["step"] == 0).all()
     assert sorted(result.fills["symbol"]) == sorted(SYMBOLS)
-    assert (result.fills["row"] == panel.split_range("test")[0] + 1).all()  # decided at the first close, filled next open
+    # decided at the split's first close, filled at the next open
+    assert (result.fills["row"] == panel.split_range("test")[0] + 1).all()
 
 
 def test_equal_weight_rebalanced_differs_from_buy_and_hold_only_by_rebalancing_orders(panel: Panel) -> None:
@@ -196,3 +197,25 @@ def test_describe_says_where_the_weights_were_fitted_and_how_they_are_kept(panel
         "minimum variance (skfolio MeanRisk, variance): refit on train rows, rebalanced every 21 bars")
     assert fit_allocation_policy("buy_and_hold", panel, rebalance_every=21).describe().endswith(
         "refit on train rows, bought once, then held")
+
+
+def test_plot_refuses_a_benchmark_of_other_rows_and_a_pickled_result_needs_one(panel: Panel, tmp_path) -> None:
+    import pickle
+
+    result = backtest_portfolio(fit_allocation_policy("equal_weight", panel), panel, "test")
+    other = universe_buy_and_hold(panel, "validation")
+    with pytest.raises(ValueError, match=r"benchmark covers \d+ rows from .*: run it on the same universe and split"):
+        result.save(tmp_path / "a", benchmark=other)
+    assert not (tmp_path / "a").exists()
+    copy = pickle.loads(pickle.dumps(result))
+    assert np.array_equal(copy.equity, result.equity) and copy.benchmark_of is None
+    with pytest.raises(ValueError, match=r"pass benchmark=universe_buy_and_hold"):
+        copy.save(tmp_path / "b")
+    copy.save(tmp_path / "c", plot=False)
+    assert sorted(os.listdir(tmp_path / "c")) == ["equity.csv", "fills.csv", "metrics.json", "weights.csv"]
+
+
+def test_a_schedule_other_than_the_policys_is_said_in_the_description(panel: Panel) -> None:
+    result = backtest_portfolio(fit_allocation_policy("buy_and_hold", panel), panel, "test", rebalance_every=10)
+    assert result.description.endswith("bought once, then held (this backtest: rebalanced every 10 bars)")
+    assert result.rebalance_every == 10 and (result.fills["step"] % 10 == 0).all() and result.n_orders > 3
