@@ -149,11 +149,11 @@ def test_stable_baselines3_check_env_passes(data) -> None:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_make_vec_steps_in_sync_and_async_modes(bars, mode) -> None:
+def test_make_vec_steps_in_sync_and_async_modes(bars, data, mode) -> None:
     vec = gym.make_vec("PortfolioEnv-v0", num_envs=2, vectorization_mode=mode, data=bars, window=WINDOW)
     try:
         obs, infos = vec.reset(seed=0)
-        assert obs.shape == (2, PortfolioLayout(3, WINDOW, 31).size)
+        assert obs.shape == (2, PortfolioLayout(3, WINDOW, data.n_features).size)
         for _ in range(3):
             obs, rewards, terminated, truncated, infos = vec.step(np.tile(EQUAL, (2, 1)))
         assert obs.shape == (2, vec.single_observation_space.shape[0])
@@ -272,8 +272,6 @@ def test_cutting_the_bars_after_row_k_changes_no_observation_up_to_k(which) -> N
     frames = make_bars() if which == "plain" else make_gap_bars()
     cut = 300
     full, part = build_pair(frames, cut, test_start=140)
-    np.testing.assert_array_equal(full.scaler.mean_ if hasattr(full.scaler, "mean_") else 0,
-                                  part.scaler.mean_ if hasattr(part.scaler, "mean_") else 0)
     settings = {"covariance_window": 10}
     compared = 0
     for split in ("train", "test"):
@@ -450,7 +448,7 @@ def test_missing_bars_hold_units_and_are_not_traded(gap_bars, gap_data) -> None:
     ccc_window_zero = 0
     for _ in range(150):
         row = info["row"]
-        if row + WINDOW < LISTED:
+        if row < LISTED:
             assert not env.layout.features(obs)[2].any(), f"CCC's window is not zeros at row {row}"
             ccc_window_zero += 1
         obs, _, _, truncated, info = env.step(EQUAL)
