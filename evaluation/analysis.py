@@ -3,7 +3,8 @@
 Conventions (stated in the report too):
 
 - A market's policy return is an equal-weight portfolio of its symbols (one account per symbol, equal
-  starting capital), per bar of the union of their test timestamps.
+  starting capital), per bar of the union of their test timestamps; a portfolio policy (allocation, portfolio
+  agent) is one account across the symbols. Costs compare as a share of the capital.
 - Seeds: every seed is reported (spread: min / median / max); the headline series of a trained policy
   gives each seed's run equal capital (the mean of the seeds' equity curves), never the best seed.
 - Pooled: the folds' test windows are consecutive and disjoint; their per-bar log returns are joined.
@@ -23,10 +24,10 @@ import pandas as pd
 from sim.metrics import bars_per_year
 
 from . import statistics as st
-from .config import BenchmarkConfig
+from .config import BenchmarkConfig, MarketSpec
 from .folds import Fold, fold_summary
 from .jobs import Job, JobResult
-from .runner import level_name
+from .runner import PORTFOLIO_SLEEVE, level_name
 
 BENCHMARK_POLICIES = ("cash", "buy_and_hold")
 
@@ -56,14 +57,16 @@ def analyse(config: BenchmarkConfig, folds: dict[str, list[Fold]], jobs: list[Jo
     }
     for market in config.markets:
         market_jobs = [(job, result) for job, result in by_job.values() if job.market == market.name]
-        report["markets"][market.name] = _analyse_market(config, market.name, folds[market.name], market_jobs,
+        report["markets"][market.name] = _analyse_market(config, market, folds[market.name], market_jobs,
                                                          base, rng)
     report["verdicts"] = [v for m in report["markets"].values() for v in m["verdicts"]]
     return report
 
 
-def _analyse_market(config: BenchmarkConfig, market: str, folds: list[Fold], jobs: list[tuple[Job, JobResult]],
-                    base: str, rng: np.random.Generator) -> dict[str, Any]:
+def _analyse_market(config: BenchmarkConfig, market_spec: MarketSpec, folds: list[Fold],
+                    jobs: list[tuple[Job, JobResult]], base: str, rng: np.random.Generator) -> dict[str, Any]:
+    market = market_spec.name
+    specs = [p for p in config.policies if market_spec.runs(p)]  # the policies run on this market
     stats = config.statistics
     levels = [level_name(c, s) for c, s in config.costs.levels()]
     # (policy, fold, seed) -> portfolio equity per level
@@ -92,8 +95,8 @@ def _analyse_market(config: BenchmarkConfig, market: str, folds: list[Fold], job
             pieces.append(np.diff(np.log(mix)))
         return np.concatenate(pieces)
 
-    policies = [p.name for p in config.policies]
-    bh_name = next(p.name for p in config.policies if p.kind == "buy_and_hold")
+    policies = [p.name for p in specs]
+    bh_name = next(p.name for p in specs if p.kind == "buy_and_hold")
     bh_returns = seed_average_returns(bh_name, base)
     block = stats.mean_block or st.default_block_length(bh_returns)
 
@@ -108,7 +111,7 @@ def _analyse_market(config: BenchmarkConfig, market: str, folds: list[Fold], job
     trial_variance = float(np.var(trial_sharpes, ddof=1)) if len(trial_sharpes) > 1 else 0.0
 
     out_policies: dict[str, Any] = {}
-    for spec in config.policies:
+    for spec in specs:
         name = spec.name
         seeds = seeds_of(name)
         per_fold = []
@@ -129,8 +132,9 @@ def _analyse_market(config: BenchmarkConfig, market: str, folds: list[Fold], job
             seed_pooled[seed] = _series_metrics(r, periods)
         mix = seed_average_returns(name, base)
         pooled = {**_series_metrics(mix, periods),
-                  **{k: float(np.mean([row[k] for row in per_fold])) * (len(fold_ids) if k in ("n_orders", "costs_paid") else 1)
-                     for k in ("n_orders", "costs_paid", "turnover", "exposure")}}
+                  **{k: float(np.mean([row[k] for row in per_fold]))
+                     * (len(fold_ids) if k in ("n_orders", "costs_paid", "costs_share") else 1)
+                     for k in ("n_orders", "costs_paid", "costs_share", "turnover", "exposure")}}
         sharpe_ci = st.sharpe_interval(mix, periods, mean_block=block, n_resamples=stats.bootstrap_resamples,
                                        confidence=stats.confidence, rng=rng)
         vs_bh = st.excess_log_return_interval(mix, bh_returns, mean_block=block,
@@ -192,7 +196,10 @@ def _analyse_market(config: BenchmarkConfig, market: str, folds: list[Fold], job
             curves_out[str(fold)][name] = {"timestamps": [t.isoformat() for t in index], "equity": mix.tolist()}
     return {
         "folds": fold_summary(folds),
-        "symbols": any_meta["symbols"],
+        "symbols": next((m["symbols"] for m in metas.values() if m["symbols"] != [PORTFOLIO_SLEEVE]),
+                        list(market_spec.dataset.symbols)),
+        # what the scores say about the data (close-only data fills at the next close), once each
+        "notes": sorted({note for m in metas.values() for note in (m["scores"][base].get("notes") or [])}),
         "periods_per_year": periods,
         "mean_block": int(block),
         "n_trials": n_trials,
@@ -216,6 +223,9 @@ def _trading_totals(meta: dict[str, Any], level: str) -> dict[str, float]:
     return {
         "n_orders": float(sum(m["n_orders"] or 0 for m in per_symbol)),
         "costs_paid": float(sum(m["costs_paid"] or 0 for m in per_symbol)),
+        # costs as a share of the capital: every account starts with the same cash, so the mean of the accounts'
+        # shares is the market's (one portfolio account and N per-symbol sleeves compare on it)
+        "costs_share": float(np.mean([m.get("costs_share") or 0 for m in per_symbol])),
         "turnover": float(np.mean([m["turnover"] or 0 for m in per_symbol])),
         "exposure": float(np.mean([m["exposure"] or 0 for m in per_symbol])),
     }

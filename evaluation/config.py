@@ -173,7 +173,7 @@ class Budgets:
     ppo: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 50_000, "eval_freq": 10_000,
                                                           "bc_steps": 5_000})
     dqn: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 30_000, "eval_freq": 10_000})
-    portfolio_agent: dict[str, Any] = field(default_factory=dict)
+    portfolio_agent: dict[str, Any] = field(default_factory=lambda: {"total_timesteps": 30_000, "eval_freq": 10_000})
 
 
 @dataclass(frozen=True)
@@ -310,17 +310,36 @@ def default_policies() -> tuple[PolicySpec, ...]:
         PolicySpec("ppo_frozen_encoder", "ppo", pretrained="supervised_lstm"),
         PolicySpec("ppo_from_classifier", "ppo", pretrained="supervised_lstm", init_from_classifier=True),
         PolicySpec("dqn", "dqn"),
+        PolicySpec("equal_weight", "allocation", method="equal_weight"),
+        PolicySpec("inverse_volatility", "allocation", method="inverse_volatility"),
+        PolicySpec("minimum_variance", "allocation", method="minimum_variance"),
+        PolicySpec("hierarchical_risk_parity", "allocation", method="hierarchical_risk_parity"),
+        PolicySpec("mean_risk", "allocation", method="mean_risk"),
+        PolicySpec("portfolio_ppo", "portfolio_agent", algo="ppo"),
+        PolicySpec("portfolio_sac", "portfolio_agent", algo="sac"),
     )
 
 
+ALLOCATION_POLICIES = ("equal_weight", "inverse_volatility", "minimum_variance", "hierarchical_risk_parity",
+                       "mean_risk")
+
+
 def default_markets() -> tuple[MarketSpec, ...]:
-    """The embedded daily equities and the embedded hourly EUR/USD (volatility-scaled labels)."""
+    """The embedded daily equities (with the allocations), the embedded hourly EUR/USD (volatility-scaled labels),
+    and the embedded 20-stock universe (per-symbol sleeves, allocations and portfolio agents)."""
+    from features.embedded import SKFOLIO_SYMBOLS
+
+    per_symbol = tuple(p.name for p in default_policies() if p.kind not in PORTFOLIO_KINDS)
     return (
-        MarketSpec("equities_daily", DatasetConfig(symbols=("AAPL", "IBM", "MSFT", "GOOG"))),
+        MarketSpec("equities_daily", DatasetConfig(symbols=("AAPL", "IBM", "MSFT", "GOOG")),
+                   per_symbol + ALLOCATION_POLICIES),
         MarketSpec("eurusd_hourly", DatasetConfig(
             symbols=("EURUSD",), timeframe="1Hour",
             labels={"barrier": "volatility", "profit": 1.5, "stop": 1.0, "horizon": 8, "volatility_window": 20},
         )),
+        MarketSpec("sp500_20", DatasetConfig(symbols=SKFOLIO_SYMBOLS, source="skfolio", window=8),
+                   ("cash", "buy_and_hold", "sma_crossover", "supervised_mlp", "ppo") + ALLOCATION_POLICIES
+                   + ("portfolio_ppo", "portfolio_sac")),
     )
 
 
@@ -351,7 +370,8 @@ class BenchmarkConfig:
         "budgets": {"supervised": {"epochs": 2, "early_stopping_patience": 2},
                     "ppo": {"total_timesteps": 8192, "eval_freq": 4096, "n_envs": 8, "bc_steps": 2000},
                     "dqn": {"total_timesteps": 6000, "eval_freq": 3000, "n_envs": 4,
-                            "dqn": {"learning_starts": 500, "buffer_size": 10000}}},
+                            "dqn": {"learning_starts": 500, "buffer_size": 10000}},
+                    "portfolio_agent": {"total_timesteps": 6000, "eval_freq": 3000}},
         "statistics": {"bootstrap_resamples": 200},
     })
 

@@ -147,12 +147,6 @@ def fmt_count(value: Any) -> str:
     return f"{x:,.0f}" if abs(x - round(x)) < 1e-9 else f"{x:,.1f}"
 
 
-def fmt_money(value: Any) -> str:
-    """An amount of money: 2 decimals with thousands separators."""
-    x = _num(value)
-    return NA if x is None else f"{x:,.2f}"
-
-
 def fmt_interval(interval: Sequence[Any] | None, fmt=fmt_sharpe, point: Any = None) -> str:
     """``point [low, high]``, e.g. ``0.41 [-0.20, 1.05]``; the point of ``interval`` unless given.
 
@@ -310,6 +304,8 @@ def render_markdown(report: Mapping[str, Any], charts: Mapping[str, Mapping[str,
         facts = [f"{timeframe} bars" if timeframe else "", f"{bars:,.0f} bars per year" if bars is not None else ""]
         facts = [f for f in facts if f]
         lines.append(f"- Market **{name}**: {symbols}" + (f" ({', '.join(facts)})" if facts else ""))
+        for note in market.get("notes") or []:
+            lines.append(f"  - note: {note}")
         for fold in market.get("folds") or []:
             end = str(fold["test_end"])[:10] + " (exclusive)" if fold.get("test_end") else "end of data"
             lines.append(f"  - fold {fold.get('index')}: train from {str(fold.get('train_start'))[:10]}, "
@@ -342,7 +338,9 @@ def render_markdown(report: Mapping[str, Any], charts: Mapping[str, Mapping[str,
 
     lines += ["## How to read this", "",
               "Each market's policy return is an equal-weight portfolio of its symbols (one account per symbol, "
-              "equal starting capital). The folds' test windows are consecutive and disjoint; *pooled* numbers "
+              "equal starting capital); a portfolio policy (kind allocation or portfolio_agent) is one account "
+              "that allocates across the symbols, and its costs compare with the sleeves' as a share of the "
+              "capital. The folds' test windows are consecutive and disjoint; *pooled* numbers "
               "join their per-bar log returns. A seeded policy's headline mixes its seeds with equal capital "
               "(the mean of the seeds' equity curves, never the best seed); every seed is shown in the seed "
               f"spread table. Intervals are {confidence:.0%} stationary-bootstrap intervals over per-bar returns "
@@ -417,16 +415,17 @@ def _market_section(name: str, market: Mapping[str, Any], charts: Mapping[str, s
             fmt_interval(intervals.get("excess_vs_buy_and_hold"), fmt_log),
             fmt_interval(intervals.get("excess_vs_cash"), fmt_log),
             fmt_pct(dsr), beats, fmt_pct(pooled.get("max_drawdown")), fmt_count(pooled.get("n_orders")),
-            fmt_money(pooled.get("costs_paid")), fmt_pct(pooled.get("exposure")),
+            fmt_pct(pooled.get("costs_share")), fmt_pct(pooled.get("exposure")),
             format_break_even(r.get("break_even_cost_bps_per_side"), r.get("break_even_note"), r.get("kind"),
                               max_bps),
         ])
     lines += _table(["#", "policy", "kind", "log return", "Sharpe [CI]", "excess vs B&H [CI]",
-                     "excess vs cash [CI]", "deflated Sharpe", "beats B&H", "max DD", "orders", "costs paid",
+                     "excess vs cash [CI]", "deflated Sharpe", "beats B&H", "max DD", "orders", "costs (% capital)",
                      "exposure", "break-even (bps/side)"], rows,
                     ["r", "l", "l"] + ["r"] * 11)
-    lines += ["", "Orders and costs paid are totals over the folds (mean over seeds), summed over the symbols' "
-              "accounts; exposure is the mean share of bars in the market.", ""]
+    lines += ["", "Orders are totals over the folds (mean over seeds), summed over the accounts (one per symbol, or "
+              "one for a portfolio policy); costs are their total over the folds as a share of the capital (every "
+              "account starts with the same cash); exposure is the mean share of bars in the market.", ""]
     if charts.get("sharpe"):
         lines += [f"![Pooled Sharpe with {level} intervals, {name}]({charts['sharpe']})", ""]
 

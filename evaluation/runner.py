@@ -176,7 +176,7 @@ def _portfolio_policy(job: Job, data: MarketData, tmp: Path):
         from agents.portfolio_baselines import fit_allocation_policy
 
         method = policy_spec["method"]
-        policy = fit_allocation_policy(method, panel, "train", rebalance_every=policy_spec.get("rebalance_every"))
+        policy = fit_allocation_policy(method, panel, "train", rebalance_every=policy_spec["rebalance_every"])
         meta = {"selection": policy.describe(), "weights": dict(zip(panel.symbols, map(float, policy.weights)))}
         return policy, {}, meta, None
     from agents.portfolio_agent import load_portfolio_agent, train_portfolio_agent
@@ -229,6 +229,7 @@ def _score_portfolio(policy: Any, data: MarketData, env_settings: dict[str, Any]
         arrays[f"{PORTFOLIO_SLEEVE}|{name}|position"] = (1.0 - np.asarray(result.weights)[:, -1]).astype(np.float32)
         metrics = {k: _plain(result.metrics.get(k)) for k in SCORED_METRICS}
         metrics["log_return"] = float(np.log(result.equity[-1] / result.equity[0]))
+        metrics["costs_share"] = float((metrics["costs_paid"] or 0.0) / result.equity[0])
         scores[name] = {"commission": float(commission), "slippage_bps": float(slippage),
                         "per_symbol": {PORTFOLIO_SLEEVE: metrics}, "notes": list(getattr(result, "notes", []))}
     return scores, arrays
@@ -345,6 +346,7 @@ def _score(policy: Any, data: MarketData, env_settings: dict[str, Any],
         arrays[f"{symbol}|{name}|position"] = result.position.astype(np.float32)
         metrics = {k: _plain(result.metrics.get(k)) for k in SCORED_METRICS}
         metrics["log_return"] = float(np.log(result.equity[-1] / result.equity[0]))
+        metrics["costs_share"] = float((metrics["costs_paid"] or 0.0) / result.equity[0])  # of the account's capital
         scores[name]["per_symbol"][symbol] = metrics
     return scores, arrays
 

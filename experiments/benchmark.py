@@ -77,7 +77,7 @@ def headline(report_md: Path) -> str:
     for line in report_md.read_text().splitlines():
         if line.startswith("## Verdicts") or line.startswith("## Market:") or line.startswith("### Ranking"):
             keep = True
-        elif line.startswith("#") or line.startswith("Orders and costs") or line.startswith("!["):
+        elif line.startswith("#") or line.startswith("Orders are totals") or line.startswith("!["):
             keep = False
         if keep:
             out.append(line)

@@ -154,11 +154,18 @@ def test_the_shipped_config_and_its_quick_variant_load() -> None:
 
     config = BenchmarkConfig.from_yaml(CONFIG_DIR / "benchmark.yaml")
     assert config.hash() == BenchmarkConfig().hash()
-    assert [m.name for m in config.markets] == ["equities_daily", "eurusd_hourly"]
+    assert [m.name for m in config.markets] == ["equities_daily", "eurusd_hourly", "sp500_20"]
     quick = config.with_quick()
     assert quick.folds.n_folds == 2 and quick.seeds == 1 and quick.budgets.ppo["total_timesteps"] < 20_000
+    assert quick.budgets.portfolio_agent["total_timesteps"] < 20_000
     assert {p.kind for p in config.policies} == {"cash", "buy_and_hold", "random", "sma_crossover", "supervised",
-                                                 "ppo", "dqn"}
+                                                 "ppo", "dqn", "allocation", "portfolio_agent"}
+    universe = next(m for m in config.markets if m.name == "sp500_20")
+    assert len(universe.dataset.symbols) == 20 and universe.dataset.source == "skfolio"
+    runs = {p.kind for p in config.policies if universe.runs(p)}
+    assert {"allocation", "portfolio_agent", "buy_and_hold", "supervised", "ppo"} <= runs
+    eurusd = next(m for m in config.markets if m.name == "eurusd_hourly")
+    assert not any(eurusd.runs(p) for p in config.policies if p.kind in ("allocation", "portfolio_agent"))
 
 
 @pytest.mark.parametrize(
@@ -166,7 +173,14 @@ def test_the_shipped_config_and_its_quick_variant_load() -> None:
     [({"datasets": {}}, r"unknown section\(s\) \['datasets'\]"),
      ({"policies": {"x": {"kind": "ppo", "pretrained": "nope"}, "cash": {}, "buy_and_hold": {}}}, "must name a 'supervised' policy"),
      ({"policies": {"cash": {}}}, "must include a 'buy_and_hold' policy"),
-     ({"folds": {"scheme": "sliding"}}, "scheme='sliding' is not known")],
+     ({"folds": {"scheme": "sliding"}}, "scheme='sliding' is not known"),
+     ({"policies": {"cash": {}, "buy_and_hold": {}, "ew": {"kind": "allocation"}}}, "needs method: one of"),
+     ({"policies": {"cash": {}, "buy_and_hold": {}, "ew": {"kind": "allocation", "method": "equal_weight",
+                                                            "rebalance_every": 0}}}, r"rebalance_every=0 must be"),
+     ({"policies": {"cash": {}, "buy_and_hold": {}, "a": {"kind": "portfolio_agent", "algo": "dqn"}}},
+      "needs algo: one of"),
+     ({"markets": {"eq": {"symbols": ["AAPL", "IBM"], "policies": ["cash", "nope"]}}}, r"names \['nope'\]"),
+     ({"markets": {"eq": {"symbols": ["AAPL", "IBM"], "policies": ["cash"]}}}, "must include a 'buy_and_hold'")],
 )
 def test_bad_configs_are_named(change, match) -> None:
     with pytest.raises(ValueError, match=match):
