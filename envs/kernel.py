@@ -12,7 +12,8 @@ The arguments are few on purpose: each array costs a numba call ~50-70 ns to unb
 So the account's state and the env's numbers travel in one buffer, the simulator's ``state_buffer``, whose
 extra float64 slots hold the :data:`SCALARS`: the settings and the episode's bounds in, the position state
 out. Without numba ``env_step_kernel`` and ``observe_kernel`` are None. numba compiles them on first use (~2-3 s
-once; the machine code is cached next to this module, or under ``NUMBA_CACHE_DIR``).
+once; the machine code is cached next to this module, or under ``NUMBA_CACHE_DIR``, and recompiled when this
+module or :mod:`sim.kernel` changes: see :mod:`sim.compiled`).
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ def _env_step(target, state, open_, close, features, obs):  # pragma: no cover -
 
 env_step_kernel = observe_kernel = None
 if sim_kernel.step_kernel is not None:  # numba is installed and not turned off
-    import numba
+    from sim.compiled import njit_cached
 
-    jit = numba.njit(cache=True, error_model="numpy", nogil=True)
-    env_step_kernel = jit(_env_step)
-    observe_kernel = jit(_observe)
+    # they carry the simulator's compiled step and layout in their cache: an edit of sim/kernel.py recompiles them
+    env_step_kernel = njit_cached(_env_step, depends_on=(sim_kernel,))
+    observe_kernel = njit_cached(_observe, depends_on=(sim_kernel,))

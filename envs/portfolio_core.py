@@ -339,9 +339,11 @@ class PortfolioCore:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"action={action!r} is not numeric; expected {self.action_size} weights "
                              f"(one per asset {self.symbols}, then cash)") from exc
-        value = value.reshape(-1)
-        if value.size != self.action_size:
-            raise ValueError(f"action has {value.size} values; expected {self.action_size}: one weight per asset "
+        if value.ndim == 2 and value.shape[0] == 1:
+            value = value[0]
+        if value.ndim != 1 or value.size != self.action_size:
+            got = f"{value.size} values" if value.ndim == 1 else f"shape {value.shape}"
+            raise ValueError(f"action has {got}; expected {self.action_size} (a flat vector): one weight per asset "
                              f"({self.n_assets}: {', '.join(self.symbols[:5])}{', ...' if self.n_assets > 5 else ''}) "
                              f"then cash")
         return value

@@ -16,12 +16,19 @@ _SOFTMAX_BOUND = 10.0  # logits in [-10, 10]: weight ratios up to e^20, enough f
 
 
 def _action_space(core: PortfolioCore) -> spaces.Box:
+    """Every valid action lies in the space: with ``weights`` and shorts the cash weight is ``1 - sum(w)``, in
+    ``[1 - max_leverage, 1 + max_leverage]``."""
     size, config = core.action_size, core.config
     if config.action_transform == "softmax":
         return spaces.Box(-_SOFTMAX_BOUND, _SOFTMAX_BOUND, shape=(size,), dtype=np.float32)
-    low = -config.max_leverage if config.allow_short else 0.0
-    high = config.max_leverage if config.allow_short else 1.0
-    return spaces.Box(low, high, shape=(size,), dtype=np.float32)
+    if not config.allow_short:
+        return spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+    leverage = config.max_leverage
+    low = np.full(size, -leverage, dtype=np.float32)
+    high = np.full(size, leverage, dtype=np.float32)
+    if config.action_transform == "weights":
+        low[-1], high[-1] = 1.0 - leverage, 1.0 + leverage
+    return spaces.Box(low, high, dtype=np.float32)
 
 
 def _check_settings(settings: dict[str, Any], who: str) -> None:
@@ -131,7 +138,11 @@ class PortfolioEnv(gym.Env):
         else:
             self._actions[0] = core.check_action_shape(action)
         equity_before = self._equity[0]
-        obs, rewards, ends = core.step(self._actions)
+        try:
+            obs, rewards, ends = core.step(self._actions)
+        except FloatingPointError as error:  # a fill the cost model cannot price: nothing of the step was booked
+            self._episode_over = f"the last step failed ({error}); call reset()"
+            raise
         end = int(ends[0])
         terminated, truncated = end == 1, end == 2
         if terminated or truncated:
@@ -182,8 +193,10 @@ class PortfolioVecEnv(VecEnv):
         self._all = np.arange(self.num_envs, dtype=np.int64)
         self._actions = self.core.actions
         self.episode_returns = np.zeros(self.num_envs)
+        self._failed: str | None = None
 
     def reset(self) -> np.ndarray:
+        self._failed = None
         if self._seeds[0] is not None:
             self._rng = np.random.default_rng(self._seeds[0])
         self._reset_seeds()
@@ -192,16 +205,21 @@ class PortfolioVecEnv(VecEnv):
         return self.core.observe(self._all, self.core.obs).copy()
 
     def step_async(self, actions: np.ndarray) -> None:
+        if self._failed is not None:
+            raise RuntimeError(f"PortfolioVecEnv.step(): {self._failed}")
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != self._actions.shape:
-            actions = actions.reshape(self._actions.shape) if actions.size == self._actions.size else actions
-        if actions.shape != self._actions.shape:
-            raise ValueError(f"actions have shape {actions.shape}; expected ({self.num_envs}, {self.core.action_size})")
+            raise ValueError(f"actions have shape {actions.shape}; expected ({self.num_envs}, {self.core.action_size}): "
+                             f"one row per env, one weight per asset then cash")
         self._actions[:] = actions
 
     def step_wait(self):
         core = self.core
-        obs, reward, ends = core.step(self._actions)
+        try:
+            obs, reward, ends = core.step(self._actions)
+        except FloatingPointError as error:  # envs before the failing one have stepped: the batch is out of step
+            self._failed = f"a step failed ({error}); call reset()"
+            raise
         self.episode_returns += reward
         done = ends != 0
         obs = obs.copy()

@@ -7,7 +7,6 @@ Without numba (``TRADING_RL_NO_NUMBA=1``) the same functions run as Python (slow
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -151,17 +150,14 @@ sim_step = sim_portfolio.portfolio_step
 targets_kernel = _targets
 observe_kernel = _observe
 step_kernel = _step
-if not os.environ.get("TRADING_RL_NO_NUMBA"):
-    try:
-        import numba
-    except ImportError:
-        numba = None
-    if numba is not None:
-        targets_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_targets)
-        observe_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_observe)
-        _targets = targets_kernel
-        _observe = observe_kernel
-        step_kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(_step)
+if sim_portfolio.portfolio_step is not sim_portfolio._step:  # numba is there and on
+    from sim.compiled import njit_cached
+
+    # the step carries the simulator's compiled step (and all three its layout constants) in their on-disk cache:
+    # an edit of sim/portfolio.py recompiles them (sim.compiled)
+    targets_kernel = _targets = njit_cached(_targets, depends_on=(sim_portfolio,))
+    observe_kernel = _observe = njit_cached(_observe, depends_on=(sim_portfolio,))
+    step_kernel = njit_cached(_step, depends_on=(sim_portfolio,))
 
 
 __all__ = ["TRANSFORMS", "step_kernel", "observe_kernel", "targets_kernel"]

@@ -110,7 +110,8 @@ class SpreadSlippage(SlippageModel):
 @dataclass
 class VolatilityScaledSlippage(SlippageModel):
     """``base_bps / 1e4 + k * sigma``, sigma = std of log close-to-close returns over the ``window``
-    bars that closed before the fill bar (known when the order is sent)."""
+    bars that closed before the fill bar (known when the order is sent); over the first bars of a series, the
+    std of the returns so far (the base alone before two returns exist), never of later bars."""
 
     k: float = 0.1
     window: int = 20
@@ -131,9 +132,13 @@ class VolatilityScaledSlippage(SlippageModel):
         if len(close) > self.window:
             windows = np.lib.stride_tricks.sliding_window_view(logret[1:], self.window)
             sigma[self.window:] = windows.std(axis=1, ddof=1)
-        # fill at bar t uses the volatility known at the close of t-1
+        # before `window` returns exist: the std of the returns so far (2 at least), never of later bars
+        early = min(self.window, len(close))
+        for t in range(2, early):
+            sigma[t] = np.std(logret[1 : t + 1], ddof=1)
+        # fill at bar t uses the volatility known at the close of t-1; 0 (the base only) before 2 returns exist
         shifted = np.concatenate([[np.nan], sigma[:-1]])
-        self._sigma = np.nan_to_num(shifted, nan=float(np.nanmean(sigma)) if np.isfinite(sigma).any() else 0.0)
+        self._sigma = np.nan_to_num(shifted, nan=0.0)
 
     def fraction(self, rows: np.ndarray, notional: np.ndarray) -> np.ndarray:
         return self.base_bps * 1e-4 + self.k * self._sigma[rows]

@@ -42,11 +42,11 @@ State lives in a few matrices (one call to the compiled step unboxes a handful o
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from .compiled import NUMBA, njit_cached
 from .costs import FixedBpsSlippage, SpreadSlippage, VolatilityScaledSlippage, VolumeScaledSlippage
 from .engine import FILL_AT, FIT, Costs
 from .settings import check_setting
@@ -104,8 +104,8 @@ def _fill(a, i, delta, reference, s, rate, fee, cash, ints, floats, assets):  # 
 def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: no cover - compiled
     """Step every account (column) to its target weights; see the module docstring for the rule.
 
-    :return: :data:`OK`, or ``account * N + asset`` of the first fill whose slippage fraction is >= 1 (the
-        account is left mid-step: the caller raises).
+    :return: :data:`OK`, or ``account * N + asset`` of the first order whose slippage fraction would be >= 1 (that
+        account's step books nothing and does not advance; the accounts before it have stepped: the caller raises).
     """
     n_assets = assets.shape[2]
     next_open = params[P_NEXT_OPEN] != 0.0
@@ -141,7 +141,7 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
         floats[STEP_NOTIONAL, a] = 0.0
         floats[STEP_COMMISSION, a] = 0.0
         floats[STEP_SLIPPAGE, a] = 0.0
-        # which assets are sent, and the sells (every order but a buy toward a positive target)
+        # which assets are sent: buys toward a positive target (SEND 2) and every other order (SEND 3)
         n_buys = 0
         for i in range(n_assets):
             t = targets[a, i]
@@ -159,19 +159,34 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
                 assets[SEND, a, i] = 0.0
                 continue
             naive = t * e / p
+            assets[NAIVE, a, i] = naive
             if naive > u and t > 0.0:
-                assets[NAIVE, a, i] = naive
                 assets[SEND, a, i] = 2.0  # a buy, sized below
                 n_buys += 1
-                continue
-            delta = naive - u
-            if delta != 0.0:
-                s = market[SLIP_BASE, f, i] + impact * np.sqrt(abs(delta) * p / market[ADV, f, i])
+            else:
+                assets[SEND, a, i] = 3.0
+        # nothing is booked if an order would slip 100% or more: its naive notional bounds every fill's (a buy is
+        # sized at or under it, and the fraction does not fall as the notional grows)
+        for i in range(n_assets):
+            if assets[SEND, a, i] >= 2.0:
+                s = market[SLIP_BASE, f, i] + impact * np.sqrt(
+                    abs(assets[NAIVE, a, i] - assets[UNITS, a, i]) * assets[PRICE, a, i] / market[ADV, f, i])
                 if s >= 1.0:
                     return a * n_assets + i
-                c = _fill(a, i, delta, p, s, rate, fee, c, ints, floats, assets)
-            if assets[SEND, a, i] != 0.0:
-                assets[TARGET, a, i] = t
+        # sells first (every order but a buy toward a positive target): the naive units
+        for i in range(n_assets):
+            if assets[SEND, a, i] == 3.0:
+                t = targets[a, i]
+                if not allow_short and t < 0.0:
+                    t = 0.0
+                p = assets[PRICE, a, i]
+                delta = assets[NAIVE, a, i] - assets[UNITS, a, i]
+                if delta != 0.0:
+                    s = market[SLIP_BASE, f, i] + impact * np.sqrt(abs(delta) * p / market[ADV, f, i])
+                    c = _fill(a, i, delta, p, s, rate, fee, c, ints, floats, assets)
+                if assets[SEND, a, i] != 0.0:
+                    assets[TARGET, a, i] = t
+                    assets[SEND, a, i] = 1.0
         # buys: sized together on the equity left after every cost of the step
         if n_buys > 0:
             e_after = c
@@ -226,8 +241,6 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
                     p = assets[PRICE, a, i]
                     if delta > 0.0:
                         s = market[SLIP_BASE, f, i] + impact * np.sqrt(delta * p / market[ADV, f, i])
-                        if s >= 1.0:
-                            return a * n_assets + i
                         c = _fill(a, i, delta, p, s, rate, fee, c, ints, floats, assets)
                         assets[TARGET, a, i] = targets[a, i]
                     assets[SEND, a, i] = 1.0
@@ -265,14 +278,9 @@ def _step(targets, rebalance, ints, floats, assets, market, params):  # pragma: 
 
 
 portfolio_step = _step
-if not os.environ.get("TRADING_RL_NO_NUMBA"):
-    try:
-        import numba
-    except ImportError:  # the Python path serves (slowly)
-        numba = None
-    if numba is not None:
-        _fill = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")(_fill)
-        portfolio_step = numba.njit(cache=True, error_model="numpy", nogil=True)(_step)
+if NUMBA is not None:  # else the Python path serves (slowly, the same numbers)
+    _fill = njit_cached(_fill, inline="always")
+    portfolio_step = njit_cached(_step)
 
 
 @dataclass

@@ -291,10 +291,6 @@ def test_cutting_the_bars_after_row_k_changes_no_observation_up_to_k(which) -> N
     assert compared > 200
 
 
-@pytest.mark.xfail(strict=True, reason="VolatilityScaledSlippage.prepare fills the fraction of a symbol's first "
-                                       "`window` bars with the mean volatility of its WHOLE history (sim/costs.py "
-                                       "nan_to_num(nanmean(sigma))): a late-listed asset bought at its first bars "
-                                       "pays a cost that depends on future bars")
 def test_volatility_slippage_of_a_late_listed_asset_does_not_look_ahead() -> None:
     frames = make_gap_bars()
     full, part = build_pair(frames, cut=300, test_start=LISTED - 5)
@@ -393,10 +389,6 @@ def test_unknown_setting_is_named(data) -> None:
         PortfolioEnv(data, leverage=2)
 
 
-@pytest.mark.xfail(strict=True, reason="with action_transform='weights', allow_short=True, max_leverage=L the action "
-                                       "space is Box(-L, L) for every entry, cash included, but a valid full short "
-                                       "has cash 1 + L (e.g. [-1.5, 0, 0, 2.5]): valid actions lie outside "
-                                       "action_space, and SB3 clips a policy's actions into it")
 def test_weights_action_space_contains_every_valid_weights_action(data) -> None:
     env = PortfolioEnv(data, random_start=False, action_transform="weights", allow_short=True, max_leverage=1.5)
     full_short = np.array([-1.5, 0.0, 0.0, 2.5])
@@ -654,9 +646,6 @@ def test_vec_env_random_starts_are_seeded(data) -> None:
     assert len(set(vec.core.sim.row.tolist())) > 1
 
 
-@pytest.mark.xfail(strict=True, reason="PortfolioVecEnv.step_async reshapes any action array of the right size: "
-                                       "transposed actions (N + 1, n_envs) are silently scrambled into "
-                                       "(n_envs, N + 1) instead of a one-line shape error")
 def test_vec_env_refuses_transposed_actions(data) -> None:
     vec = PortfolioVecEnv(n_envs=2, data=data, seed=0)
     vec.reset()
@@ -721,10 +710,6 @@ def test_long_only_account_never_borrows_when_a_late_asset_lists() -> None:
     assert cash_weights.min() >= -1e-12, f"cash weight {cash_weights.min():.4f} < 0 in a long-only account"
 
 
-@pytest.mark.xfail(strict=True, reason="a slippage failure (FloatingPointError) in the middle of a step leaves the "
-                                       "earlier fills' units booked but the cash not (the kernel writes cash at the "
-                                       "end of the step) and the env still steps: the next step sells units that "
-                                       "were never paid for (equity rises above the initial cash)")
 def test_a_failed_fill_leaves_no_half_booked_step(data) -> None:
     env = PortfolioEnv(data, random_start=False, slippage={"model": "volume", "impact": 200.0})
     env.reset(seed=0)
@@ -781,12 +766,6 @@ STALE_CACHE_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="envs/portfolio_kernel.py compiles its step with numba cache=True over "
-                                       "sim.portfolio.portfolio_step; numba's cache is invalidated only by a change "
-                                       "of envs/portfolio_kernel.py itself, so after an edit of sim/portfolio.py the "
-                                       "env keeps running the OLD simulator from __pycache__ (seen in this tree: the "
-                                       "long-only borrowing fix ffeb081 did not reach PortfolioEnv until the cache "
-                                       "was cleared)")
 def test_a_change_of_the_simulator_reaches_the_envs_compiled_step(tmp_path) -> None:
     """Copy the packages, compile once (cached), change the simulator's commission, run again: the env's step
     must pay what the simulator now charges."""
