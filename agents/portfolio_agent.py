@@ -206,7 +206,7 @@ class PortfolioAgentConfig:
             setattr(self, name, tuple(check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(layers)))
         self.log_std_init = check_range("log_std_init", self.log_std_init, -20.0, 2.0, high_open=False)
         self.min_margin = check_range("min_margin", self.min_margin, -1.0, None)
-        self.min_tstat = check_range("min_tstat", self.min_tstat, -100.0, 100.0)
+        self.min_tstat = check_range("min_tstat", self.min_tstat, -100.0, 100.0, high_open=False)
         self.reward_scale = check_range("reward_scale", self.reward_scale, 0.0, None, low_open=True)
 
     @classmethod
