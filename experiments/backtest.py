@@ -4,6 +4,14 @@
     python -m experiments.backtest --policy runs/ppo_default/best      # a trained RL agent
     python -m experiments.backtest --policy runs/sup_lstm/model         # a supervised threshold policy
     python -m experiments.backtest --policy runs/ppo_default            # a run folder: its best/ (or model/)
+    python -m experiments.backtest --portfolio --policy minimum_variance  # one account across the symbols
+    python -m experiments.backtest --portfolio --policy runs/portfolio_ppo/best --config configs/portfolio.yaml
+
+With ``--portfolio`` the policy allocates one account across the dataset's symbols (or the --symbol ones): an
+allocation fitted on the train split by skfolio (cash, buy_and_hold, equal_weight, inverse_volatility,
+minimum_variance, hierarchical_risk_parity, mean_risk; rebalanced every --rebalance-every bars, buy_and_hold
+never) or a saved portfolio agent; outputs go to runs/<name>/portfolio/ (equity.csv, weights.csv, fills.csv,
+metrics.json, equity.png with buy-and-hold of the universe on it).
 
 Outputs under runs/<name>/<symbol>/: trades.csv, equity.csv, metrics.json, equity.png (buy-and-hold drawn
 on the same bars and costs), and
@@ -55,11 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an existing output folder of that name once the new one is complete")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic policies")
     parser.add_argument("--no-plot", action="store_true", help="skip the equity/drawdown PNG")
+    parser.add_argument("--portfolio", action="store_true",
+                        help="one account across the symbols: --policy is an allocation method or a saved "
+                             "portfolio agent")
+    parser.add_argument("--rebalance-every", type=int, default=21,
+                        help="with --portfolio: bars between rebalances of an allocation (buy_and_hold never)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.portfolio:
+        return portfolio_main(args)
     spec = resolve_policy_path(args.policy, BASELINES)
     data = dataset_from_args(args)
     symbols = args.symbol or data.symbols
@@ -88,6 +103,54 @@ def main(argv: list[str] | None = None) -> dict:
                                                           "costs": costs.describe(), "metrics": results}, indent=2) + "\n")
     print(f"written to {run.final}")
     return results
+
+
+def portfolio_main(args: argparse.Namespace) -> dict:
+    """``--portfolio``: one account across the universe (see the module docstring)."""
+    from agents.allocation import ALLOCATIONS
+    from agents.portfolio_baselines import CashPolicy, fit_allocation_policy
+    from envs.portfolio_backtest import backtest_portfolio
+    from features.panel import Panel, PanelError
+
+    names = ("cash",) + ALLOCATIONS
+    data = dataset_from_args(args)
+    symbols = args.symbol or data.symbols
+    unknown = [s for s in symbols if s not in data.symbols]
+    if unknown:
+        raise UsageError(f"--symbol {', '.join(unknown)} is not in the dataset",
+                         f"pass two or more of {', '.join(data.symbols)} (or no --symbol for all)")
+    try:
+        panel = Panel.from_market_data(data, symbols)
+    except PanelError as error:
+        raise UsageError(str(error), "a portfolio needs two or more symbols of one calendar family") from None
+    if args.rebalance_every < 1:
+        raise UsageError(f"--rebalance-every {args.rebalance_every} must be >= 1", "bars between rebalances")
+    if args.policy == "cash":
+        policy = CashPolicy(panel.symbols)
+    elif args.policy in ALLOCATIONS:
+        policy = fit_allocation_policy(args.policy, panel, "train", rebalance_every=args.rebalance_every)
+    else:
+        path = Path(args.policy)
+        if not path.exists():
+            raise UsageError(f"--policy {args.policy!r} is neither an allocation nor a folder",
+                             f"pass one of {', '.join(names)} or a saved portfolio agent folder")
+        from agents.portfolio_agent import load_portfolio_agent
+
+        policy = load_portfolio_agent(path)
+    costs = Costs(commission=args.commission, fixed_fee=args.fixed_fee, slippage=args.slippage_bps)
+    fill_at = args.fill_at or "next_open"
+    prefix = f"backtest_portfolio_{policy_label(args.policy)}_{args.split}"
+    with staged_run_directory(args.runs_dir, args.run_name, args.overwrite, prefix=prefix) as run:
+        result = backtest_portfolio(policy, panel, args.split, costs, fill_at=fill_at)
+        result.save(run.path / "portfolio", plot=not args.no_plot)
+        print(result.table())
+        metrics = metrics_to_json(result.metrics)
+        (run.path / "summary.json").write_text(json.dumps(
+            {"policy": args.policy, "portfolio": True, "symbols": panel.symbols, "split": args.split,
+             "costs": costs.describe(), "description": result.description, "notes": result.notes,
+             "metrics": metrics}, indent=2) + "\n")
+    print(f"written to {run.final}")
+    return {"portfolio": metrics}
 
 
 if __name__ == "__main__":
