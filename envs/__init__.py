@@ -15,6 +15,7 @@ from .core import EnvConfig, TradingCore, default_market_data, resolve_data
 from .layout import STATE_FIELDS, ObservationLayout
 from .portfolio_core import PortfolioConfig, PortfolioCore, PortfolioLayout, default_universe, resolve_panel
 from .portfolio_env import PortfolioEnv, PortfolioVecEnv
+from .portfolio_backtest import PortfolioBacktestResult, backtest_portfolio, universe_buy_and_hold
 from .rewards import REWARDS
 from .trading_env import TradingEnv
 from .vec_env import TradingVecEnv
@@ -30,6 +31,7 @@ if PORTFOLIO_ENV_ID not in registry:
 __all__ = [
     "ENV_ID",
     "PORTFOLIO_ENV_ID",
+    "PortfolioBacktestResult",
     "PortfolioConfig",
     "PortfolioCore",
     "PortfolioEnv",
@@ -47,6 +49,8 @@ __all__ = [
     "TradingEnv",
     "TradingVecEnv",
     "backtest",
+    "backtest_portfolio",
+    "universe_buy_and_hold",
     "default_market_data",
     "resolve_data",
 ]
