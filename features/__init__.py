@@ -13,17 +13,23 @@ Public API::
 from .asset_map import AssetMap
 from .bars import BarsValidationError, Timeframe, find_gaps, large_overnight_moves, validate_bars
 from .dataset import DatasetConfig, build_dataset, build_market_data, load_dataset
-from .embedded import DEFAULT_SYMBOLS, embedded_symbols
+from .embedded import DEFAULT_SYMBOLS, SKFOLIO_SYMBOLS, embedded_symbols, is_close_only, skfolio_symbols
 from .feature_builder import FeatureConfig, build_features, feature_names, warmup_bars
 from .labels import LabelConfig, make_labels
 from .loading import load_bars
 from .market_data import MarketData
 from .news import NEWS_FEATURES, NewsConfig, load_news
+from .panel import Panel, PanelError
 from .scaling import FeatureScaler
 from .splits import SplitConfig
 from .synthetic import synthetic_bars
 
 __all__ = [
+    "Panel",
+    "PanelError",
+    "SKFOLIO_SYMBOLS",
+    "is_close_only",
+    "skfolio_symbols",
     "AssetMap",
     "BarsValidationError",
     "DEFAULT_SYMBOLS",
