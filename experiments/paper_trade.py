@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clear-halt", action="store_true", help="resume a run halted by risk.max_daily_loss")
     parser.add_argument("--seed", type=int, default=0, help="seed of torch and numpy (policies act deterministically)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar of a --broker sim replay")
+    parser.add_argument("--portfolio", action="store_true",
+                        help="one account allocating across the symbols: --policy is an allocation (cash, "
+                             "equal_weight, buy_and_hold, inverse_volatility, minimum_variance, ...) fitted on the "
+                             "dataset's train split, or a saved portfolio agent folder")
+    parser.add_argument("--rebalance-every", type=positive_int, default=None,
+                        help="with --portfolio: bars between rebalances of an allocation (default 21; buy_and_hold never)")
     return parser
 
 
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> str:
     config = PaperConfig.from_yaml(existing_file(args.config, "--config") if args.config is not None else None)
     kind = args.broker or config.broker.kind
     seed_everything(args.seed)
+    if args.portfolio:
+        return _portfolio_main(args, config, kind)
     if not Path(args.policy).exists():
         raise UsageError(f"--policy {args.policy} does not exist",
                          "pass a saved agent runs/<rl>/best, a supervised bundle runs/<sup>/model, or the run folder "
@@ -164,6 +172,129 @@ def main(argv: list[str] | None = None) -> str:
     return reason
 
 
+def _portfolio_main(args: argparse.Namespace, config: PaperConfig, kind: str) -> str:
+    """``--portfolio``: one account across the symbols (:class:`live.portfolio.PortfolioLiveLoop`), on the sim
+    broker (the dataset's split replayed with one account) or Alpaca.
+
+    :param args: the parsed arguments.
+    :param config: the paper config.
+    :param kind: ``"sim"`` or ``"alpaca"``.
+    """
+    from live.portfolio import PortfolioLiveLoop, PortfolioSimBroker, check_portfolio_policy
+
+    data, panel, policy = _portfolio_policy(args, config)
+    from features.preprocessing import Preprocessing
+
+    preprocessing = Preprocessing.of(data)
+    if args.timeframe is not None:
+        config.loop.timeframe = args.timeframe
+    check_portfolio_policy(policy)
+    if kind == "sim":
+        broker: Any = PortfolioSimBroker(panel, config.sim.split, config.costs.costs(),
+                                         capital=config.loop.capital or 100_000.0)
+    else:
+        broker = _broker(kind, config, None, panel.symbols, None)
+        _check_broker(broker, kind)
+    name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, f"portfolio_{args.policy}", kind)
+    run_dir = args.runs_dir / name
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_dir)
+    journal = server = None
+    log_path, handlers = _logging(run_dir, args.debug, quiet=kind == "sim")
+    started = False
+    try:
+        journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
+        resumed = journal.meta("identity") is not None
+        loop = PortfolioLiveLoop(policy, preprocessing, broker, journal, panel.symbols, config, run_name=name,
+                                 run_dir=run_dir, crash=_crash_from_environment(), clear_halt=args.clear_halt,
+                                 policy_name=args.policy)
+        server = _serve(run_dir, args, config)
+        print(f"run {run_dir} ({'resumed' if resumed else 'new'}; resume it with --run-name {name}); portfolio "
+              f"{args.policy} on {', '.join(panel.symbols)} via {kind}; log {log_path}")
+        progress = None
+        if kind == "sim" and not args.no_progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=2 * len(broker.ticks) - 1, unit="step", desc="replay", leave=False)
+        started = True
+        try:
+            reason = loop.run(once=args.once, max_cycles=args.max_cycles,
+                              on_cycle=(lambda report: progress.update(1)) if progress is not None else None)
+        except BrokerError as error:
+            raise BrokerUnavailable(error) from error
+        if progress is not None:
+            progress.close()
+    finally:
+        if server is not None:
+            server.shutdown()
+        if journal is not None:
+            journal.close()
+        lock.close()
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        if created and not started:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"stopped: {reason}; journal {run_dir / 'journal.sqlite'}, page {run_dir / 'monitor.html'}")
+    if kind == "sim":
+        _print_portfolio_replay(run_dir)
+    return reason
+
+
+def _portfolio_policy(args: argparse.Namespace, config: PaperConfig) -> tuple[Any, Any, Any]:
+    """The dataset, its universe (a :class:`features.panel.Panel` of --symbols, default all) and the policy: an
+    allocation fitted on the train split, ``cash``, or a saved portfolio agent; mistakes in one line.
+
+    :param args: the parsed arguments.
+    :param config: the paper config (``sim.dataset``, ``sim.split``).
+    """
+    from agents.allocation import ALLOCATIONS
+    from agents.portfolio_baselines import DEFAULT_REBALANCE_EVERY, CashPolicy, fit_allocation_policy
+    from features.panel import Panel, PanelError
+
+    names = ("cash",) + tuple(ALLOCATIONS)
+    is_name = args.policy in names
+    if not is_name and not Path(args.policy).is_dir():
+        raise UsageError(f"--policy {args.policy!r} is neither a portfolio allocation nor a folder",
+                         f"pass one of {', '.join(names)} or a saved portfolio agent folder")
+    data = _replay_data(args, config, None)
+    symbols = args.symbols or list(data.symbols)
+    unknown = [s for s in symbols if s not in data.symbols]
+    if unknown:
+        raise UsageError(f"--symbols {', '.join(unknown)} not in the dataset",
+                         f"pass two or more of {', '.join(data.symbols)} (or no --symbols for all)")
+    try:
+        panel = Panel.from_market_data(data, symbols)
+    except PanelError as error:
+        raise UsageError(str(error), "a portfolio needs two or more symbols of one calendar family") from None
+    if args.policy == "cash":
+        return data, panel, CashPolicy(panel.symbols)
+    if is_name:
+        every = args.rebalance_every or DEFAULT_REBALANCE_EVERY
+        return data, panel, fit_allocation_policy(args.policy, panel, "train", rebalance_every=every)
+    from agents.portfolio_agent import load_portfolio_agent
+
+    policy = load_portfolio_agent(args.policy)
+    policy.check_panel(panel)
+    return data, panel, policy
+
+
+def _print_portfolio_replay(run_dir: Path) -> None:
+    journal = Journal(run_dir / "journal.sqlite", durable=False)
+    try:
+        marks = journal.equity()
+        by_bar: dict[str, float] = {}
+        for mark in marks:
+            by_bar[mark["bar_time"]] = by_bar.get(mark["bar_time"], 0.0) + mark["equity"]
+        if by_bar:
+            values = [by_bar[k] for k in sorted(by_bar)]
+            print(f"account: {len(values)} bars, {len(journal.fills())} fills, equity {values[0]:,.2f} -> "
+                  f"{values[-1]:,.2f} ({values[-1] / values[0] - 1:+.2%})")
+    finally:
+        journal.close()
+
+
 def _replay_data(args: argparse.Namespace, config: PaperConfig, policy: Any) -> Any:
     from features.dataset import load_dataset
 
@@ -176,7 +307,8 @@ def _replay_data(args: argparse.Namespace, config: PaperConfig, policy: Any) -> 
         from envs.core import default_market_data
 
         data = default_market_data()
-    policy.preprocessing.check(data)  # timeframe, and symbols the policy knows
+    if policy is not None:
+        policy.preprocessing.check(data)  # timeframe, and symbols the policy knows
     return data
 
 

@@ -1,0 +1,866 @@
+"""The live loop for a portfolio policy: one account allocating across the symbols (``paper_trade --portfolio``).
+
+:class:`PortfolioLiveLoop` keeps every guarantee of :class:`live.loop.LiveLoop` (it is one): the kill switch,
+the order desk (intent journalled before the send, ``client_order_id`` = run/symbol/bar/intent, a restart asks
+the broker about every intent), reconciliation, the daily-loss halt, one JSON line per cycle, resume from the
+journal alone. What differs is the decision and its orders. Per newest complete bar of the universe:
+
+1. the observation is built as :class:`envs.portfolio_core.PortfolioCore` builds it, by its own kernel
+   (:data:`envs.portfolio_kernel.observe_kernel`): each symbol's window of the policy's features from the bars
+   the broker returned (the dataset's preprocessing and train-fit scaler), then the account's weights at the
+   last closes;
+2. ``policy.act`` gives the action; the env's transform (:data:`envs.portfolio_kernel.targets_kernel`) turns it
+   into target weights, which the risk limits may cut; one decision row per symbol is journalled;
+3. at the first open moment, the orders are **the simulator's rule**: :func:`plan_portfolio_orders` runs
+   :data:`sim.portfolio.portfolio_step` on a one-account copy of the run's account (its cash, units and last
+   targets, priced at the broker's reference prices) and reads the planned deltas (``FILL_DELTA``): sells first,
+   buys sized together so that fills and costs fit, long-only cash never below 0. The whole plan is journalled
+   (meta ``plan:<bar>``) before the first order is sent, so a restart sends what is left of that plan, never a
+   second one; sells are sent before buys.
+
+The account is the journal's sleeves taken together: each symbol's sleeve holds its units, the sleeves' cash sums
+to the account's cash, and the exact account cash (the simulator's arithmetic, fill after fill) is replayed from
+the journal's fills (:func:`account_cash`). Equity marks are written per symbol (sleeve cash + value), so the
+monitor page and the daily-loss limit add them up to the account's equity.
+
+:class:`PortfolioSimBroker` replays a dataset split with ONE account (the single-symbol
+:class:`live.sim_broker.SimBroker` keeps one account per symbol): the backtest's timeline
+(:class:`features.panel.Panel`), its start (the split's first row), and each order filled at once at the next
+bar's open (the close for close-only data) with the simulator's per-fill slippage and commission
+(:func:`sim.portfolio._fill`), fractional units. So ``--broker sim`` ends with the fills and equity of
+:func:`envs.portfolio_backtest.backtest_portfolio` on the same data, split and costs.
+
+Limits: long-only (no shorts, no leverage), no cash interest or borrow, no covariance in the observation, no
+encoder bundle; such a policy is refused in one line. The rebalance schedule counts decided bars (a bar the
+loop never decided on - a long outage live - does not count).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from envs import portfolio_kernel as kernel
+from features.bars import Timeframe
+from features.panel import Panel
+from features.preprocessing import Preprocessing
+from sim.engine import Costs
+from sim.portfolio import (ASSET_FIELDS, CASH, EQUITY, FILL_COMMISSION, FILL_DELTA, FILL_PRICE, FLOAT_FIELDS,
+                           HAS_BAR, INT_FIELDS, MARKET_FIELDS, OPEN, SEND, SLIP_BASE, ADV, TARGET, UNITS,
+                           PortfolioSimulator, _fill)
+
+from .alerts import Alerter
+from .broker import BUY, SELL, Account, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position, Session
+from .config import PaperConfig
+from .journal import Journal, client_order_id, iso, stamp
+from .loop import CycleReport, LiveLoop, LoopStopped, _plain
+from .orders import OrderDesk
+from .policy import settled_history_bars
+from .reconcile import reconcile
+from .risk import KillSwitch
+from .sim_broker import JournalMismatch, _bars_frame, _sequence
+from .sizing import round_quantity
+
+logger = logging.getLogger("live.portfolio")
+
+INTENT = "rebalance"
+PLAN_KEY = "plan:"
+
+
+class PortfolioLiveError(ValueError):
+    """A portfolio policy or setting the live loop cannot trade (one line)."""
+
+
+# ----- the simulator's rule on a copy of the account ----------------------------------------------------------
+def _aligned(bars: dict[str, pd.DataFrame], symbols: list[str]) -> tuple[np.ndarray, ...]:
+    """The symbols' bars on the union of their times: open, high, low, volume (NaN / 0 where no bar), the
+    latest known close (0 before the first bar) and has_bar, each (T, N).
+
+    :param bars: symbol -> its latest complete bars (oldest first).
+    :param symbols: the universe, in asset order.
+    """
+    times = np.unique(np.concatenate([bars[s].index.asi8 for s in symbols]))
+    t_len, n = len(times), len(symbols)
+    open_, high, low = (np.full((t_len, n), np.nan) for _ in range(3))
+    close, volume = np.zeros((t_len, n)), np.zeros((t_len, n))
+    has_bar = np.zeros((t_len, n), dtype=bool)
+    for i, symbol in enumerate(symbols):
+        frame = bars[symbol]
+        at = np.searchsorted(times, frame.index.asi8)
+        has_bar[at, i] = True
+        open_[at, i] = frame["open"].to_numpy(np.float64)
+        high[at, i] = frame["high"].to_numpy(np.float64)
+        low[at, i] = frame["low"].to_numpy(np.float64)
+        volume[at, i] = frame["volume"].to_numpy(np.float64)
+        latest = np.searchsorted(frame.index.asi8, times, side="right") - 1
+        listed = latest >= 0
+        close[listed, i] = frame["close"].to_numpy(np.float64)[latest[listed]]
+    return open_, high, low, close, volume, has_bar
+
+
+def plan_portfolio_orders(bars: dict[str, pd.DataFrame], symbols: list[str], reference: dict[str, float | None], *,
+                          targets: np.ndarray, last_targets: np.ndarray, cash: float, units: np.ndarray,
+                          rebalance: bool, costs: Costs, min_rebalance: float = 0.0) -> np.ndarray:
+    """The units the simulator's step sends for each asset to move the account to ``targets``.
+
+    A one-account :class:`sim.portfolio.PortfolioSimulator` over the recent bars plus one fill row priced at the
+    reference prices (an asset with none cannot trade there) is put in the account's state and stepped once;
+    its ``FILL_DELTA`` is the answer. Nothing here sizes an order: the simulator does.
+
+    :param bars: symbol -> its recent complete bars (cost models that look back read them).
+    :param symbols: the universe, in asset order.
+    :param reference: symbol -> the price a market order now fills near (None: it cannot trade now).
+    :param targets: (N,) target weights.
+    :param last_targets: (N,) the account's last sent targets.
+    :param cash: the account's cash.
+    :param units: (N,) units held.
+    :param rebalance: a scheduled rebalance (targets compared with the current weights).
+    :param costs: the cost models.
+    :param min_rebalance: the simulator's no-trade band.
+    :return: (N,) signed units (0: no order).
+    """
+    open_, high, low, close, volume, has_bar = _aligned(bars, symbols)
+    t_len, n = has_bar.shape
+    ref = np.array([np.nan if reference.get(s) is None else float(reference[s]) for s in symbols])
+    tradable = np.isfinite(ref)
+    if (tradable & ~(ref > 0)).any():
+        bad = symbols[int(np.flatnonzero(tradable & ~(ref > 0))[0])]
+        raise ValueError(f"{bad}: reference price {reference[bad]!r} must be a positive price")
+    last_volume = np.array([float(bars[s]["volume"].iloc[-1]) for s in symbols])
+
+    def extended(values: np.ndarray, last: np.ndarray) -> np.ndarray:
+        return np.vstack([values, last[None]])
+
+    fill_prices = np.where(tradable, ref, np.nan)
+    sim = PortfolioSimulator(
+        extended(open_, fill_prices), extended(high, fill_prices), extended(low, fill_prices),
+        extended(close, np.where(tradable, ref, close[-1])), extended(volume, np.where(tradable, last_volume, 0.0)),
+        extended(has_bar, tradable), costs, n_accounts=1, initial_cash=1.0, fill_at="next_open", allow_short=False,
+        min_rebalance=min_rebalance)
+    sim.reset(t_len - 1)
+    sim.floats[CASH, 0] = float(cash)
+    sim.assets[UNITS, 0] = np.asarray(units, dtype=np.float64)
+    sim.assets[TARGET, 0] = np.asarray(last_targets, dtype=np.float64)
+    sim.step(np.asarray(targets, dtype=np.float64)[None], rebalance=bool(rebalance))
+    return sim.assets[FILL_DELTA, 0].copy()
+
+
+def portfolio_observation(preprocessing: Preprocessing, bars: dict[str, pd.DataFrame], symbols: list[str], *,
+                          cash: float, units: np.ndarray) -> np.ndarray:
+    """The policy's observation, built by the env's own kernel: each symbol's window of the policy's features
+    (from its latest bars), then the account's weights at the last closes (see
+    :class:`envs.portfolio_core.PortfolioLayout`; no covariance).
+
+    :param preprocessing: the dataset's preprocessing (features, window, scaler).
+    :param bars: symbol -> its latest complete bars (at least ``preprocessing.min_bars``).
+    :param symbols: the universe, in asset order.
+    :param cash: the account's cash.
+    :param units: (N,) units held.
+    """
+    n = len(symbols)
+    windows = [preprocessing.latest_window(bars[s], s)[0] for s in symbols]
+    window, n_features = windows[0].shape
+    padded = np.ascontiguousarray(np.concatenate(windows), dtype=np.float32)
+    window_start = (np.arange(n, dtype=np.int64) * window)[None]
+    ints = np.zeros((len(INT_FIELDS), 1), dtype=np.int64)
+    floats = np.zeros((len(FLOAT_FIELDS), 1))
+    assets = np.zeros((len(ASSET_FIELDS), 1, n))
+    market = np.zeros((len(MARKET_FIELDS), 1, n))
+    closes = np.array([float(bars[s]["close"].iloc[-1]) for s in symbols])
+    market[1] = closes  # CLOSE
+    assets[UNITS, 0] = units
+    equity = float(cash)
+    for i in range(n):  # the simulator's marking, in its order
+        equity += float(units[i]) * closes[i]
+    floats[CASH, 0], floats[EQUITY, 0] = cash, equity
+    out = np.zeros((1, n * window * n_features + n + 1), dtype=np.float32)
+    weights = np.zeros((1, n + 1))
+    kernel.observe_kernel(np.zeros(1, dtype=np.int64), ints, floats, assets, market, window_start, padded, window,
+                          np.zeros((0, 0), dtype=np.float32), out, weights)
+    return out[0]
+
+
+def target_weights(action: Any, transform: str, n_assets: int, symbols: list[str]) -> np.ndarray:
+    """The env's transform of an action (N + 1 values) into N target weights (long-only), by its kernel.
+
+    :param action: the policy's action.
+    :param transform: ``normalize``, ``softmax`` or ``weights``.
+    :param n_assets: N.
+    :param symbols: the asset names (for errors).
+    """
+    if transform not in kernel.TRANSFORMS:
+        raise PortfolioLiveError(f"action_transform={transform!r} is not known; expected one of {list(kernel.TRANSFORMS)}")
+    try:
+        value = np.asarray(action, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise PortfolioLiveError(f"action {action!r} is not numeric; expected {n_assets + 1} values") from None
+    if value.size != n_assets + 1:
+        raise PortfolioLiveError(f"action has {value.size} values; expected {n_assets + 1} (one per asset, then cash)")
+    targets = np.zeros((1, n_assets))
+    status, where = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    kernel.targets_kernel(value[None].copy(), kernel.TRANSFORMS.index(transform), False, 1.0, targets, status, where)
+    if status[0] != kernel.ACTION_OK:
+        names = [*symbols, "cash"]
+        what = {kernel.NOT_FINITE: "is not finite", kernel.NEGATIVE: "is negative (long-only)",
+                kernel.NOT_SUM_ONE: "- the weights do not sum to 1", kernel.LEVERAGE: "- gross exposure above 1"}
+        j = int(where[0])
+        entry = f"{names[j]}={value[j]!r} " if j >= 0 else ""
+        raise PortfolioLiveError(f"bad action {value.tolist()}: {entry}{what.get(int(status[0]), 'is refused')}")
+    return targets[0]
+
+
+def limit_weights(targets: np.ndarray, equity: float, config: Any) -> tuple[np.ndarray, str | None]:
+    """Target weights within ``risk.max_position`` (and ``max_position_value`` over ``equity``) per asset and
+    ``risk.max_gross_exposure`` in all (scaled down together), with a note when cut.
+
+    :param targets: (N,) target weights.
+    :param equity: the account's equity.
+    :param config: the :class:`live.risk.RiskConfig`.
+    """
+    cap = config.max_position
+    if config.max_position_value is not None and equity > 0:
+        cap = min(cap, config.max_position_value / equity)
+    out = np.clip(targets, -cap, cap)
+    note = f"max position {cap:.4g}" if (out != targets).any() else None
+    gross = float(np.abs(out).sum())
+    if gross > config.max_gross_exposure * (1.0 + 1e-9):
+        out = out * (config.max_gross_exposure / gross)
+        note = f"max gross exposure {config.max_gross_exposure:g}"
+    return out, note
+
+
+def account_cash(journal: Journal, capital: float) -> float:
+    """The account's cash by the simulator's arithmetic: the run's capital, less each fill's cost in the order they
+    were booked (``cash - (units * price + commission)``), plus cash adopted with changes outside the run.
+
+    :param journal: the run's journal.
+    :param capital: the run's starting capital.
+    """
+    cash = float(capital)
+    for fill in journal.fills():
+        cash = cash - (float(fill["units"]) * float(fill["price"]) + float(fill["commission"]))
+    for row in journal.reconciliations():
+        if row["field"] == "sleeve_cash" and row["journal"] is not None and row["broker"] is not None:
+            cash += float(row["broker"]) - float(row["journal"])
+    return cash
+
+
+# ----- the loop ------------------------------------------------------------------------------------------------
+class PortfolioLiveLoop(LiveLoop):
+    """Trade a portfolio ``policy`` (one account across ``symbols``) through ``broker``, journalled in ``journal``.
+
+    :param policy: a portfolio policy: ``reset()``, ``act(observation)``, ``action_transform``,
+        ``rebalance_every`` (:mod:`agents.portfolio_baselines`, :func:`agents.portfolio_agent.load_portfolio_agent`).
+    :param preprocessing: the dataset's preprocessing: the observation's features, window and scaler.
+    :param broker: :class:`PortfolioSimBroker` or :class:`live.alpaca_broker.AlpacaBroker`.
+    :param journal: the run's journal.
+    :param symbols: the universe, in the policy's asset order (2 or more).
+    :param config: the paper config.
+    :param run_name: the run's name (part of every ``client_order_id``).
+    :param run_dir: the run folder.
+    :param crash: fault injection (see :data:`live.loop.CRASH_POINTS`).
+    :param clear_halt: resume a run halted by the daily-loss limit.
+    :param write_monitor: regenerate ``monitor.html`` after each cycle.
+    :param alert_post: the webhook's ``post`` (tests).
+    :param policy_name: the name journalled in the run's identity (None: the policy's ``name``).
+    """
+
+    def __init__(self, policy: Any, preprocessing: Preprocessing, broker: Broker, journal: Journal, symbols: list[str],
+                 config: PaperConfig, *, run_name: str, run_dir: Any, crash: Callable[[str], None] | None = None,
+                 clear_halt: bool = False, write_monitor: bool = True, alert_post: Callable[..., Any] | None = None,
+                 policy_name: str | None = None) -> None:
+        from pathlib import Path
+
+        if len(symbols) < 2:
+            raise PortfolioLiveError(f"a portfolio needs at least 2 symbols; got {list(symbols)}")
+        if len(set(symbols)) != len(symbols):
+            raise PortfolioLiveError(f"symbols {list(symbols)} repeat a symbol")
+        for attribute in ("reset", "act"):
+            if not callable(getattr(policy, attribute, None)):
+                raise PortfolioLiveError(f"policy {policy!r} has no {attribute}() method; a portfolio policy needs "
+                                         f"reset(), act(observation), action_transform and rebalance_every")
+        own = getattr(policy, "symbols", None)
+        if own is not None and list(own) != list(symbols):
+            raise PortfolioLiveError(f"policy is for symbols {list(own)}; the run trades {list(symbols)} (the same "
+                                     f"symbols in the same order are needed)")
+        n_assets = getattr(policy, "n_assets", len(symbols))
+        if n_assets != len(symbols):
+            raise PortfolioLiveError(f"policy allocates over {n_assets} assets; the run trades {len(symbols)}")
+        for symbol in symbols:
+            preprocessing.asset_id(symbol)  # a symbol the dataset does not know is an error naming the ones it does
+        self.policy = policy
+        self.preprocessing = preprocessing
+        self.transform = str(getattr(policy, "action_transform", "weights"))
+        self.rebalance_every = getattr(policy, "rebalance_every", None)
+        self.policy_name = str(policy_name or getattr(policy, "name", type(policy).__name__))
+        self.broker = broker
+        self.journal = journal
+        self.symbols = list(symbols)
+        self.config = config
+        self.run_name = run_name
+        self.run_dir = Path(run_dir)
+        self.crash = crash
+        self.clear_halt = clear_halt
+        self.write_monitor = write_monitor
+        timeframe = config.loop.timeframe or preprocessing.timeframe
+        if Timeframe.parse(timeframe).seconds != Timeframe.parse(preprocessing.timeframe).seconds:
+            raise PortfolioLiveError(f"timeframe {timeframe} differs from the dataset's {preprocessing.timeframe}")
+        self.timeframe = str(Timeframe.parse(timeframe))
+        self.bar = pd.Timedelta(seconds=Timeframe.parse(self.timeframe).seconds)
+        self.history_bars = int(config.loop.history_bars or settled_history_bars(preprocessing))
+        if self.history_bars < preprocessing.min_bars:
+            raise PortfolioLiveError(f"loop.history_bars={self.history_bars} is below the {preprocessing.min_bars} "
+                                     f"bars of warm-up + window the observation needs")
+        self.costs = config.costs.costs()
+        self.qty_decimals = getattr(broker, "qty_decimals", None)
+        self.alert = Alerter(journal, config.alerts, run_name, post=alert_post)
+        self.desk = OrderDesk(broker, journal, self.alert, self.timeframe, crash=self._crash)
+        self.killswitch = KillSwitch(self.run_dir / config.risk.kill_file)
+        self.stopped: str | None = None
+        self.broker_error_streak = 0
+        self.waiting_streak = 0
+        self.pending_streak = 0
+        self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
+        self.jsonl = self.run_dir / "cycles.jsonl"
+        self.monitor_path = self.run_dir / "monitor.html"
+        self.capital = 0.0
+
+    # ----- start --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open (or resume) the run: the same run, one account of ``capital`` across the symbols."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        identity = {"run": self.run_name, "policy": self.policy_name, "mode": "portfolio",
+                    "preprocessing": self.preprocessing.digest(), "symbols": self.symbols, "timeframe": self.timeframe,
+                    "broker": self.broker.name}
+        known = self.journal.meta("identity")
+        if known is None:
+            clock = self.broker.clock()
+            account = self.broker.account()
+            capital = self.config.loop.capital or account.equity
+            if not capital > 0:
+                raise ValueError(f"capital {capital} must be > 0 (the account's equity is {account.equity})")
+            self.journal.set_meta("identity", identity)
+            self.journal.set_meta("capital", float(capital))
+            self.journal.set_meta("started_at", iso(clock.timestamp))
+            self.journal.set_meta("cash_offset", account.cash - capital)
+            self.journal.open_sleeves({s: capital / len(self.symbols) for s in self.symbols}, clock.timestamp)
+            logger.info("run %s: portfolio %s on %s, capital %.2f, broker %s", self.run_name, self.policy_name,
+                        ", ".join(self.symbols), capital, self.broker.name)
+        else:
+            differs = [k for k in identity if known.get(k) != identity[k]]
+            if differs:
+                raise ValueError(f"run {self.run_name} was started with another {', '.join(differs)} "
+                                 f"({ {k: known.get(k) for k in differs} }) - resume it with the same --policy/"
+                                 f"--symbols/--broker/--portfolio, or start a new --run-name")
+            restore = getattr(self.broker, "restore", None)
+            if restore is not None:
+                restore(self.journal)
+            logger.info("run %s resumed from %s", self.run_name, self.journal.path)
+        self.capital = float(self.journal.meta("capital"))
+        if self.clear_halt and self.journal.meta("halted"):
+            self.journal.set_meta("halted", None)
+            self.journal.set_meta("day_start", None)
+        self.journal.set_meta("status", "running")
+        self.policy.reset()  # portfolio policies here are stateless
+
+    # ----- the account ----------------------------------------------------------------------------
+    def account_state(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """The account by the journal: exact cash (:func:`account_cash`), units (N,) and last targets (N,)."""
+        sleeves = self.journal.sleeves()
+        units = np.array([float(sleeves[s].units) for s in self.symbols])
+        last = np.array([self.journal.last_target(s) for s in self.symbols])
+        return account_cash(self.journal, self.capital), units, last
+
+    # ----- the cycle --------------------------------------------------------------------------------
+    def cycle(self) -> CycleReport:
+        """One pass: sync, reconcile, mark, decide, execute, publish (see :class:`live.loop.LiveLoop`)."""
+        try:
+            clock = self.broker.clock()
+        except BrokerError as error:
+            report = CycleReport(at=pd.Timestamp.now(tz="UTC"), status="broker error")
+            self._broker_error(report, error)
+            self._publish(report)
+            return report
+        now = clock.timestamp
+        report = CycleReport(at=now, is_open=clock.is_open, clock=clock)
+        try:
+            reason = self.killswitch.triggered()
+            if reason is not None:
+                self._kill(clock, reason, report)
+                return report
+            self.desk.sync(now, report.fills)
+            self._crash("after_sync")
+            positions = self.broker.positions()
+            bars = self._latest_bars(now, report)
+            changes = reconcile(self.journal, self.broker, self.alert, self.symbols, positions, now,
+                                self.config.risk.adopt_broker_positions,
+                                price=lambda symbol: self._price(symbol, clock, bars))
+            if changes:
+                self._move_day_start(changes, clock, bars)
+            self._mark(bars, report)
+            if self._daily_loss(clock, bars, report) or self.journal.meta("halted"):
+                self._halted(clock, bars, report)
+            else:
+                self._decide_portfolio(now, bars, report)
+                if clock.is_open:
+                    self._execute_portfolio(clock, bars, report)
+            self.broker_error_streak = 0
+        except BrokerError as error:
+            self._broker_error(report, error)
+        except LoopStopped as stop:
+            self.stopped = str(stop)
+            report.status = "stopped"
+        self._publish(report)
+        return report
+
+    def _mark(self, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
+        """Mark each symbol at its last close (sleeve cash + value: the marks add up to the account's equity), its
+        position the asset's weight in the account; the report's equity is the account's (exact cash)."""
+        sleeves = self.journal.sleeves()
+        if any(bars[s] is None for s in self.symbols):
+            return
+        cash, units, _ = self.account_state()
+        closes = {s: float(bars[s]["close"].iloc[-1]) for s in self.symbols}
+        equity = cash
+        for i, symbol in enumerate(self.symbols):
+            equity += units[i] * closes[symbol]
+        for symbol in self.symbols:
+            sleeve = sleeves[symbol]
+            value = sleeve.units * closes[symbol]
+            self.journal.record_equity(symbol, bars[symbol].index[-1], closes[symbol], sleeve.cash, sleeve.units,
+                                       sleeve.cash + value, value / equity if equity > 0 else 0.0)
+        report.equity = equity
+
+    def _universe_bar(self, bars: dict[str, pd.DataFrame | None]) -> pd.Timestamp | None:
+        if any(bars[s] is None for s in self.symbols):
+            return None
+        return max(bars[s].index[-1] for s in self.symbols)
+
+    def _decided(self, bar_time: pd.Timestamp) -> list[Any]:
+        return [self.journal.decision(s, bar_time) for s in self.symbols]
+
+    def _step_index(self, bar_time: pd.Timestamp) -> int:
+        """Decided bars before ``bar_time``: the backtest's step count (its rebalance schedule)."""
+        return sum(1 for row in self.journal.decisions(self.symbols[0]) if stamp(row["bar_time"]) < bar_time)
+
+    def _decide_portfolio(self, now: pd.Timestamp, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
+        """One decision on the universe's newest complete bar not decided yet (a row per symbol, all journalled
+        before anything is sent; a decision cut short by a crash is completed with the same numbers)."""
+        bar_time = self._universe_bar(bars)
+        if bar_time is None:
+            return
+        rows = self._decided(bar_time)
+        if all(row is not None for row in rows):
+            return
+        pre = self.preprocessing
+        for symbol in self.symbols:
+            frame = bars[symbol]
+            if len(frame) < pre.min_bars:
+                self.alert(now, "stale_data", f"{symbol}: {len(frame)} bars, the observation needs {pre.min_bars} "
+                           f"({pre.warmup} warm-up + {pre.window} window); no decision", symbol,
+                           key=f"short:{symbol}:{iso(bar_time)}")
+                return
+            behind = self.broker.expected_bar_times(symbol, self.timeframe, frame.index[-1], now)
+            if len(behind) >= self.config.risk.stale_bars:
+                report.waiting_for_bars = True
+                first_seen = self.late_since.setdefault((symbol, behind[-1]), now)
+                grace = pd.Timedelta(seconds=self.config.loop.bar_delay_seconds + 3 * self.config.loop.poll_seconds)
+                if now - first_seen >= grace:
+                    self.alert(now, "stale_data", f"{symbol}: the newest bar is {frame.index[-1]}, {len(behind)} newer "
+                               f"bar(s) should have closed (last {behind[-1]}); no decision on stale data", symbol,
+                               key=f"stale:{symbol}:{iso(behind[-1])}")
+                return
+        cash, units, _ = self.account_state()
+        observation = portfolio_observation(pre, bars, self.symbols, cash=cash, units=units)
+        action = self.policy.act(observation.copy())
+        targets = target_weights(action, self.transform, len(self.symbols), self.symbols)
+        equity = cash + float(np.dot(units, [float(bars[s]["close"].iloc[-1]) for s in self.symbols]))
+        limited, note = limit_weights(targets, equity, self.config.risk)
+        record = observation if self.config.loop.record_observations else None
+        for i, symbol in enumerate(self.symbols):
+            self.journal.record_decision(symbol, bar_time, now, _plain(np.asarray(action, dtype=np.float64)),
+                                         float(targets[i]), float(limited[i]), note, record if i == 0 else None)
+            self.journal.supersede(symbol, bar_time, now)
+            report.decisions.append({"symbol": symbol, "bar": iso(bar_time), "target": float(targets[i]),
+                                     "risk_target": float(limited[i]), "note": note})
+        self._crash("after_decide")
+
+    def _execute_portfolio(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
+        """Execute the decision on the newest bar once: plan it by the simulator's rule (journalled whole), then
+        send what of the plan has not reached the broker, sells before buys."""
+        now = clock.timestamp
+        bar_time = self._universe_bar(bars)
+        if bar_time is None:
+            return
+        rows = self._decided(bar_time)
+        if any(row is None for row in rows) or all(row["executed_at"] is not None for row in rows):
+            return
+        key = PLAN_KEY + iso(bar_time)
+        plan = self.journal.meta(key)
+        day = str(self.broker.session_date(now))
+        if plan is None:
+            if not self.desk.cancel(now, "superseded by a newer decision", report.fills):
+                return  # an older order is still open: cancel it, then plan against what filled
+            plan = self._plan(bar_time, rows, bars)
+            sent_today = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
+            if plan and sent_today + len(plan) > self.config.risk.max_orders_per_day:
+                self.alert(now, "trades_per_day", f"{sent_today} orders today + {len(plan)} of this rebalance pass "
+                           f"risk.max_orders_per_day={self.config.risk.max_orders_per_day}; no rebalance today",
+                           key=f"maxorders:{day}")
+                for symbol in self.symbols:
+                    self.journal.mark_executed(symbol, bar_time, now, "blocked: max orders per day")
+                return
+            self.journal.set_meta(key, {"at": iso(now), "orders": plan})
+        for order in plan:
+            existing = self.journal.order(order["cid"])
+            if existing is not None and existing["status"] != "not_sent":
+                continue
+            units = float(order["units"])
+            sent = self.desk.send(cid=order["cid"], symbol=order["symbol"], bar_time=bar_time, intent=INTENT,
+                                  units=units, target=float(order["target"]), reference=float(order["reference"]),
+                                  now=now, trading_day=day, fills=report.fills)
+            report.orders.append({"client_order_id": order["cid"], "symbol": order["symbol"],
+                                  "side": BUY if units > 0 else SELL, "qty": abs(units), "target": order["target"],
+                                  "reference_price": order["reference"],
+                                  "status": "rejected" if sent is None else sent.status})
+        outcome = f"{len(plan)} order(s) of the rebalance sent" if plan else "no order (targets reached)"
+        for symbol in self.symbols:
+            self.journal.mark_executed(symbol, bar_time, now, outcome)
+        sent = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
+        if sent > self.config.alerts.max_trades_per_day:
+            self.alert(now, "trades_per_day", f"{sent} orders today, above alerts.max_trades_per_day="
+                       f"{self.config.alerts.max_trades_per_day}", key=f"trades:{day}")
+
+    def _plan(self, bar_time: pd.Timestamp, rows: list[Any], bars: dict[str, pd.DataFrame | None]) -> list[dict]:
+        """The orders of the decision on ``bar_time``: the simulator's step on a copy of the account at the
+        broker's reference prices; sells first, then buys, each in asset order (the simulator's fill order)."""
+        reference: dict[str, float | None] = {}
+        for symbol in self.symbols:
+            try:
+                reference[symbol] = float(self.broker.reference_price(symbol))
+            except OrderRejected:  # no bar opens for it now: it holds and cannot trade (as in the simulator)
+                reference[symbol] = None
+        cash, units, last = self.account_state()
+        targets = np.array([float(row["risk_target"]) for row in rows])
+        rebalance = self.rebalance_every is not None and self._step_index(bar_time) % int(self.rebalance_every) == 0
+        deltas = plan_portfolio_orders(bars, self.symbols, reference, targets=targets, last_targets=last, cash=cash,
+                                       units=units, rebalance=rebalance, costs=self.costs,
+                                       min_rebalance=self.config.loop.min_rebalance)
+        orders = []
+        for i, symbol in enumerate(self.symbols):
+            units_i = round_quantity(float(deltas[i]), self.qty_decimals)
+            if units_i != 0.0:
+                orders.append({"cid": client_order_id(self.run_name, symbol, bar_time, INTENT), "symbol": symbol,
+                               "units": units_i, "target": float(targets[i]), "reference": reference[symbol]})
+        return [o for o in orders if o["units"] < 0] + [o for o in orders if o["units"] > 0]
+
+
+# ----- the simulator broker with one account ------------------------------------------------------------------------
+class PortfolioSimBroker:
+    """A dataset split replayed with ONE account across the symbols, answering :class:`live.broker.Broker`.
+
+    The replay walks the backtest's timeline (the universe's :class:`features.panel.Panel`) from the split's first
+    row, as :func:`envs.portfolio_backtest.backtest_portfolio` does: at the *close* of row ``r`` the market is
+    closed and bars up to ``r`` are complete; at the *open* of ``r + 1`` a market order fills at once at that
+    bar's open with the simulator's per-fill slippage and commission (:func:`sim.portfolio._fill`, on the
+    account's own arrays), fractional units; an asset with no bar there cannot trade. Long-only: a buy the cash
+    cannot pay is rejected.
+
+    :param panel: the universe (its dataset is replayed).
+    :param split: the split replayed.
+    :param costs: the cost models.
+    :param capital: the account's starting cash (the backtest's ``initial_cash``).
+    """
+
+    name = "sim"
+    fast = True
+    qty_decimals = None
+
+    def __init__(self, panel: Panel, split: str = "test", costs: Costs | None = None, *,
+                 capital: float = 100_000.0) -> None:
+        self.panel = panel
+        self.data = panel.data
+        self.symbols = list(panel.symbols)
+        self.split = split
+        self.costs = costs or Costs()
+        self.capital = float(capital)
+        self.timeframe = panel.timeframe
+        self.bar_ns = Timeframe.parse(self.timeframe).seconds * 1_000_000_000
+        self.start_row, self.end_row = panel.split_range(split)
+        if self.end_row - self.start_row < 2:
+            raise ValueError(f"split {split!r} of the universe has {self.end_row - self.start_row} rows; the replay "
+                             f"needs at least 2")
+        self.frames = {s: _bars_frame(self.data, self.data.symbol_index(s)) for s in self.symbols}
+        self.sim = PortfolioSimulator(panel.open, panel.high, panel.low, panel.close, panel.volume, panel.has_bar,
+                                      self.costs, n_accounts=1, initial_cash=self.capital, fill_at="next_open")
+        self.ticks = panel.timestamps[self.start_row: self.end_row].astype(np.int64)
+        self._open_account()
+
+    def _open_account(self) -> None:
+        """The account in cash at the close of the split's first row, no order: a new replay."""
+        self.sim.reset(self.start_row)
+        self.basis = np.zeros(len(self.symbols))
+        self.tick = 0
+        self.phase = "close"
+        self.orders: dict[str, Order] = {}
+        self._order_seq = 0
+        self.finished = False
+
+    # ----- time -----------------------------------------------------------------------------
+    @property
+    def row(self) -> int:
+        """The panel row of the last complete bar."""
+        return int(self.sim.ints[0, 0])
+
+    def _time(self, tick: int, phase: str) -> pd.Timestamp:
+        start = int(self.ticks[tick])
+        if phase == "open":
+            return pd.Timestamp(start, tz="UTC")
+        end = start + self.bar_ns
+        if tick + 1 < len(self.ticks):
+            end = min(end, int(self.ticks[tick + 1]))
+        return pd.Timestamp(end - 1, tz="UTC")
+
+    def clock(self) -> Clock:
+        now = self._time(self.tick, self.phase)
+        nxt = min(self.tick + 1, len(self.ticks) - 1)
+        next_open = self._time(nxt, "open") if self.phase == "close" else now
+        next_close = self._time(self.tick if self.phase == "open" else nxt, "close")
+        return Clock(now, self.phase == "open" and not self.finished, next_open, next_close)
+
+    def sleep(self, seconds: float, stop: object = None) -> None:
+        """The replay's next event (close -> next bar's open -> its close), whatever ``seconds``."""
+        if self.finished:
+            return
+        if self.phase == "close":
+            if self.tick + 1 >= len(self.ticks):
+                self.finished = True
+                return
+            self.tick += 1
+            self.phase = "open"
+            return
+        self.sim.ints[0, 0] += 1  # the bar closes: the account is marked at its close (no interest, no borrow)
+        self.phase = "close"
+        if self.tick + 1 >= len(self.ticks):
+            self.finished = True
+
+    def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
+        sessions = []
+        for tick in range(len(self.ticks)):
+            opened = self._time(tick, "open")
+            if start <= opened.date() <= end:
+                sessions.append(Session(opened.date(), opened, self._time(tick, "close")))
+        return sessions
+
+    def session_date(self, moment: pd.Timestamp) -> dt.date:
+        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
+        return pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
+
+    def bar_time_of(self, moment: pd.Timestamp, timeframe: str) -> pd.Timestamp:
+        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
+        return pd.Timestamp(int(self.ticks[k]), tz="UTC")
+
+    # ----- market data ----------------------------------------------------------------------
+    def _complete(self, symbol: str) -> int:
+        """How many of the symbol's bars are complete now."""
+        frame = self._frame(symbol)
+        return int(np.searchsorted(frame.index.asi8, int(self.panel.timestamps[self.row]), side="right"))
+
+    def _frame(self, symbol: str) -> pd.DataFrame:
+        try:
+            return self.frames[symbol]
+        except KeyError:
+            raise BrokerError(f"{symbol} is not replayed by this simulator broker; it has {self.symbols}") from None
+
+    def bars(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
+        end = self._complete(symbol)
+        return self._frame(symbol).iloc[max(end - int(count), 0): end]
+
+    def expected_bar_times(self, symbol: str, timeframe: str, after: pd.Timestamp,
+                           until: pd.Timestamp) -> list[pd.Timestamp]:
+        index = self._frame(symbol).index[: self._complete(symbol)]
+        return list(index[index > after])
+
+    def _fill_asset(self, symbol: str) -> int:
+        """The asset index of ``symbol`` when a bar of it opens now (else the order is refused)."""
+        if symbol not in self.symbols:
+            raise OrderRejected(f"{symbol} is not replayed by this simulator broker; it has {self.symbols}")
+        if self.phase != "open" or self.finished:
+            raise BrokerError(f"{symbol}: the market is closed (the replay is at a bar's close)")
+        i = self.symbols.index(symbol)
+        if not self.sim.market[HAS_BAR, self.row + 1, i]:
+            raise OrderRejected(f"{symbol}: no bar opens at {self._time(self.tick, 'open')}")
+        return i
+
+    def reference_price(self, symbol: str) -> float:
+        i = self._fill_asset(symbol)
+        return float(self.sim.market[OPEN, self.row + 1, i])
+
+    # ----- account ----------------------------------------------------------------------------
+    def _mark(self, i: int) -> float:
+        market = self.sim.market
+        if self.phase == "open" and not self.finished and market[HAS_BAR, self.row + 1, i]:
+            return float(market[OPEN, self.row + 1, i])
+        return float(market[1, self.row, i])  # CLOSE: the latest known close
+
+    def account(self) -> Account:
+        cash = float(self.sim.floats[CASH, 0])
+        equity = cash
+        for i in range(len(self.symbols)):
+            equity += float(self.sim.assets[UNITS, 0, i]) * self._mark(i)
+        return Account(cash=cash, equity=equity, buying_power=max(cash, 0.0))
+
+    def positions(self) -> dict[str, Position]:
+        out = {}
+        for i, symbol in enumerate(self.symbols):
+            units = float(self.sim.assets[UNITS, 0, i])
+            if units != 0.0:
+                out[symbol] = Position(symbol, units, self.basis[i] / units, float(self.basis[i]), self._mark(i))
+        return out
+
+    # ----- orders -----------------------------------------------------------------------------
+    def open_orders(self) -> list[Order]:
+        return [order for order in self.orders.values() if not order.is_final]
+
+    def order_by_client_id(self, client_order_id: str) -> Order | None:
+        return self.orders.get(client_order_id)
+
+    def cancel_order(self, order: Order) -> None:
+        """Orders fill at once: nothing is ever open to cancel."""
+
+    def submit_order(self, request: OrderRequest) -> Order:
+        """Fill ``request`` at once at this bar's open with the simulator's slippage and commission."""
+        if request.client_order_id in self.orders:  # idempotent, as Alpaca's unique client_order_id
+            return self.orders[request.client_order_id]
+        i = self._fill_asset(request.symbol)
+        if not (math.isfinite(request.qty) and request.qty > 0):
+            raise OrderRejected(f"{request.symbol}: qty {request.qty!r} must be > 0")
+        sim, f = self.sim, self.row + 1
+        delta = float(request.qty) if request.side == BUY else -float(request.qty)
+        price = float(sim.market[OPEN, f, i])
+        impact = float(sim.params[7])  # P_IMPACT
+        s = float(sim.market[SLIP_BASE, f, i]) + impact * math.sqrt(abs(delta) * price / float(sim.market[ADV, f, i]))
+        if s >= 1.0:
+            raise OrderRejected(f"{request.symbol}: the cost model slips 100% or more at this size")
+        units_before, cash = float(sim.assets[UNITS, 0, i]), float(sim.floats[CASH, 0])
+        if delta < 0 and units_before + delta < -1e-9 * max(abs(units_before), 1.0):
+            raise OrderRejected(f"{request.symbol}: sell {request.qty:.9g} of {units_before:.9g} held - no shorts")
+        saved = (sim.ints.copy(), sim.floats.copy(), sim.assets.copy())
+        sim.assets[SEND, 0, i] = 1.0
+        after = _fill(0, i, delta, price, s, float(self.costs.commission), float(self.costs.fixed_fee), cash,
+                      sim.ints, sim.floats, sim.assets)
+        self._order_seq += 1
+        now = self._time(self.tick, "open")
+        base = dict(id=f"sim-{self._order_seq:06d}", client_order_id=request.client_order_id, symbol=request.symbol,
+                    side=request.side, qty=float(request.qty), submitted_at=now)
+        if sim.assets[SEND, 0, i] == 0.0:
+            order = Order(**base, status="canceled", reason="the fixed fee exceeds what the sell frees")
+        elif after < -1e-9 * self.capital:
+            sim.ints[:], sim.floats[:], sim.assets[:] = saved
+            self._order_seq -= 1
+            raise OrderRejected(f"{request.symbol}: buy of {request.qty:.9g} needs {cash - after:,.2f}, the cash is "
+                                f"{cash:,.2f} (insufficient buying power)")
+        else:
+            sim.floats[CASH, 0] = after
+            fill_price = float(sim.assets[FILL_PRICE, 0, i])
+            if delta > 0:
+                self.basis[i] += delta * fill_price
+            elif units_before != 0.0:
+                self.basis[i] *= (units_before + delta) / units_before
+            sim.assets[TARGET, 0, i] = float(request.target)
+            order = Order(**base, status="filled", filled_qty=float(request.qty), filled_avg_price=fill_price,
+                          filled_at=now, commission=float(sim.assets[FILL_COMMISSION, 0, i]), extra={"row": f})
+        self.orders[request.client_order_id] = order
+        return order
+
+    # ----- resuming a replay ------------------------------------------------------------------
+    def restore(self, journal: Journal) -> None:
+        """Put the replay back where ``journal``'s run left it: the clock at the journal's last moment, every order
+        that reached this broker sent again at the moment it was sent (in the order it was sent) to a fresh
+        replay, each checked to fill as the journal booked it; the account ends with the journal's units.
+
+        :param journal: the run's journal.
+        :raises JournalMismatch: the journal does not describe a run of this replay.
+        """
+        self._open_account()
+        moment = journal.last_moment()
+        if moment is None:
+            return
+        sent = sorted((row for row in journal.orders() if row["broker_id"] is not None),
+                      key=lambda row: _sequence(row["broker_id"], journal.path))
+        waiting = [(stamp(row["created_at"]), row) for row in sent]
+        until = self._phase_at(moment, journal.path)
+        k = 0
+        while True:
+            if self.phase == "open":
+                now = self._time(self.tick, "open")
+                while k < len(waiting) and waiting[k][0] == now:
+                    self._send_again(waiting[k][1], journal.path)
+                    k += 1
+            if (self.tick, self.phase) == until:
+                break
+            self.sleep(0.0)
+        if k < len(waiting):
+            row = waiting[k][1]
+            raise JournalMismatch(f"{journal.path}: order {row['client_order_id']} was sent at {row['created_at']}, "
+                                  f"which is not a bar open of this replay (in order) - resume it on the data, split "
+                                  f"and costs it was started with, or start a new --run-name")
+        sleeves = journal.sleeves()
+        for i, symbol in enumerate(self.symbols):
+            ours = float(self.sim.assets[UNITS, 0, i])
+            theirs = sleeves[symbol].units if symbol in sleeves else None
+            if theirs is None or not math.isclose(ours, theirs, rel_tol=1e-12, abs_tol=1e-9):
+                raise JournalMismatch(f"{journal.path}: {symbol} holds {theirs!r} units in the journal, the replayed "
+                                      f"account {ours!r} - the journal was changed outside the run or written on other "
+                                      f"data; start a new --run-name")
+        logger.info("portfolio replay restored from %s at %s (%d orders sent again)", journal.path, moment, len(waiting))
+
+    def _phase_at(self, moment: pd.Timestamp, path: object) -> tuple[int, str]:
+        value = pd.Timestamp(moment).value
+        tick = int(np.searchsorted(self.ticks, value, side="right")) - 1
+        for phase in ("open", "close"):
+            if tick >= 0 and self._time(tick, phase).value == value and (tick > 0 or phase == "close"):
+                return tick, phase
+        raise JournalMismatch(f"{path}: the journal's last moment {moment} is no bar open or close of this replay - "
+                              f"resume it on the data and split it was started with, or start a new --run-name")
+
+    def _send_again(self, row: Any, path: object) -> None:
+        request = OrderRequest(row["symbol"], row["side"], float(row["qty"]), row["client_order_id"],
+                               float(row["target"]), float(row["reference_price"]))
+        order = self.submit_order(request)
+        booked = (row["status"], row["broker_id"], float(row["filled_qty"]), row["filled_avg_price"],
+                  float(row["commission"]))
+        again = (order.status, order.id, float(order.filled_qty), order.filled_avg_price, float(order.commission))
+        if booked != again:
+            raise JournalMismatch(f"{path}: order {row['client_order_id']} (status, id, filled qty, price, commission) "
+                                  f"was journalled as {booked} but the replay fills it as {again} - resume it on the "
+                                  f"data, split and costs it was started with, or start a new --run-name")
+
+
+def check_portfolio_policy(policy: Any) -> None:
+    """Refuse, in one line, a saved portfolio agent the live loop cannot trade exactly (shorts, leverage, an
+    encoder bundle, a covariance in its observation).
+
+    :param policy: the policy.
+    """
+    meta = getattr(policy, "meta", None)
+    if not isinstance(meta, dict):
+        return
+    env = meta.get("env") or {}
+    name = getattr(policy, "name", "the agent")
+    if meta.get("encoder"):
+        raise PortfolioLiveError(f"{name} observes a supervised encoder's embeddings; paper trading a portfolio "
+                                 f"agent supports raw features only")
+    if env.get("allow_short") or float(env.get("max_leverage", 1.0) or 1.0) != 1.0:
+        raise PortfolioLiveError(f"{name} was trained with shorts or leverage; paper trading a portfolio is long-only")
+    if int(env.get("covariance_window", 0) or 0) > 0:
+        raise PortfolioLiveError(f"{name} observes a covariance (covariance_window > 0), not built live yet")
+
+
+__all__ = ["PortfolioLiveError", "PortfolioLiveLoop", "PortfolioSimBroker", "account_cash", "check_portfolio_policy",
+           "limit_weights", "plan_portfolio_orders", "portfolio_observation", "target_weights"]
