@@ -501,7 +501,8 @@ class PortfolioLiveLoop(LiveLoop):
         if any(row is None for row in rows) or all(row["executed_at"] is not None for row in rows):
             return
         key = PLAN_KEY + iso(bar_time)
-        plan = self.journal.meta(key)
+        journalled = self.journal.meta(key)
+        plan = None if journalled is None else journalled["orders"]
         day = str(self.broker.session_date(now))
         if plan is None:
             if not self.desk.cancel(now, "superseded by a newer decision", report.fills):
