@@ -193,3 +193,40 @@ def test_portfolio_mistakes_are_one_line(tmp_path, setup, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "ZZZ" in err
     assert not runs.exists() or not any(runs.iterdir())  # a mistake leaves no run folder behind
+
+
+class Recording:
+    """The equal-weight allocation, rebalanced every 5 bars, keeping every observation it is shown."""
+
+    action_transform = "weights"
+    rebalance_every = 5
+
+    def __init__(self, allocation) -> None:
+        self.allocation = allocation
+        self.seen: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.seen = []
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        self.seen.append(np.array(observation, dtype=np.float64))
+        return self.allocation.act(observation)
+
+
+def test_the_loop_observes_what_the_portfolio_env_observes(tmp_path, setup):
+    """Each decision's observation (the symbols' feature windows built from the broker's bars, then the account's
+    weights) equals the one the backtest's PortfolioCore shows the policy at the same bar."""
+    allocation = fit_allocation_policy("equal_weight", setup["panel"], "train", rebalance_every=5)
+    live, reference = Recording(allocation), Recording(allocation)
+    loop, _, journal = loop_for(setup, tmp_path, live)
+    loop.run()
+    result = backtest_portfolio(reference, setup["panel"], "test", Costs())
+    assert len(live.seen) == len(reference.seen) + 1  # the loop also decides on the last bar (never executed)
+    got, expected = np.stack(live.seen[:-1]), np.stack(reference.seen)
+    weights = slice(got.shape[1] - len(SYMBOLS) - 1, None)
+    assert np.abs(expected[:, weights][:, :-1]).max() > 0.2  # the account holds assets, not only cash
+    print(f"observation: features differ by {np.abs(got - expected)[:, :weights.start].max():.3g}, weights by "
+          f"{np.abs(got - expected)[:, weights].max():.3g}")
+    np.testing.assert_allclose(got[:, weights], expected[:, weights], rtol=0, atol=1e-7)  # float32 weights
+    np.testing.assert_allclose(got[:, :weights.start], expected[:, :weights.start], rtol=0, atol=1e-5)
+    assert_same_as_backtest(journal, result)
