@@ -22,6 +22,8 @@ from features.panel import Panel
 from features.preprocessing import Preprocessing
 from live import Journal, PaperConfig
 from live.portfolio import PortfolioLiveLoop, PortfolioSimBroker
+from live_helpers import (assert_journal_matches_broker, broker_for, fake, market, paper_config,  # noqa: F401
+                          preprocessing_for, server, until)
 from sim.engine import Costs
 
 pytestmark = pytest.mark.timeout(120)
@@ -230,3 +232,47 @@ def test_the_loop_observes_what_the_portfolio_env_observes(tmp_path, setup):
     np.testing.assert_allclose(got[:, weights], expected[:, weights], rtol=0, atol=1e-7)  # float32 weights
     np.testing.assert_allclose(got[:, :weights.start], expected[:, :weights.start], rtol=0, atol=1e-5)
     assert_same_as_backtest(journal, result)
+
+
+class Tilt:
+    """60% in the first asset on the first decision, then 60% in the last: the second rebalance sells one asset
+    and buys another."""
+
+    action_transform = "weights"
+    rebalance_every = None
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.array([0.6, 0.2, 0.2, 0.0]) if self.calls == 1 else np.array([0.2, 0.2, 0.6, 0.0])
+
+
+@pytest.mark.parametrize("server", [tuple(SYMBOLS)], indirect=True)
+def test_the_portfolio_loop_on_alpaca_sends_sells_before_buys_with_client_order_ids(tmp_path, fake):
+    from live import client_order_id
+
+    bars, _ = market(tuple(SYMBOLS))
+    journal = Journal(tmp_path / "journal.sqlite", durable=False)
+    loop = PortfolioLiveLoop(Tilt(), preprocessing_for(bars), broker_for(fake), journal, SYMBOLS, paper_config(),
+                             run_name="paper_test", run_dir=tmp_path, write_monitor=False)
+    loop.run(until=until(fake, 2, tuple(SYMBOLS)))
+    orders = fake.order_list()
+    decided = sorted({row["bar_time"] for row in journal.decisions()})[:2]
+    first = [o for o in orders if o["client_order_id"].split("-")[2] == pd.Timestamp(decided[0]).strftime("%Y%m%dT%H%M")]
+    second = [o for o in orders if o not in first]
+    assert [o["side"] for o in first] == ["buy"] * 3
+    assert [(o["symbol"], o["side"]) for o in second[:1]] == [("AAA", "sell")] and second[-1]["symbol"] == "CCC"
+    assert [o["side"] for o in second] == sorted(o["side"] for o in second)[::-1]  # every sell before every buy
+    for order in orders:
+        bar = pd.Timestamp(journal.order(order["client_order_id"])["bar_time"])
+        assert order["client_order_id"] == client_order_id("paper_test", order["symbol"], bar, "rebalance")
+        assert order["status"] == "filled"
+    held = {s: fake.positions[s]["qty"] * fake.price(s) for s in SYMBOLS}
+    total = sum(held.values()) + fake.cash
+    assert held["CCC"] / total == pytest.approx(0.6, abs=0.01) and fake.cash >= 0
+    assert_journal_matches_broker(loop, fake)
