@@ -172,7 +172,7 @@ class PortfolioAgentConfig:
     n_envs: int = 64
     seed: int = 0
     torch_threads: int = 1
-    actor_hidden: tuple[int, ...] = (64, 64)
+    actor_hidden: tuple[int, ...] = (32, 32)
     critic_hidden: tuple[int, ...] = (64, 64)
     asset_embedding_dim: int = 0
     log_std_init: float = 0.5
@@ -184,7 +184,7 @@ class PortfolioAgentConfig:
     reward_scale: float = 100.0
     env: PortfolioEnvSettings = field(default_factory=PortfolioEnvSettings)
     ppo: PPOSettings = field(default_factory=lambda: PPOSettings(
-        learning_rate=1e-3, n_steps=32, batch_size=1024, n_epochs=8, gamma=0.5, ent_coef=0.0))
+        learning_rate=1e-3, n_steps=32, batch_size=1024, n_epochs=4, gamma=0.5, ent_coef=0.0))
     sac: SACSettings = field(default_factory=SACSettings)
 
     def __post_init__(self) -> None:

@@ -3,11 +3,9 @@ config errors, saved agents that load alone and act, the fallback, the CLI."""
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -221,3 +219,26 @@ def test_cli_trains_on_a_saved_dataset(tmp_path, capsys):
     assert (tmp_path / "runs" / "pf" / "best" / "portfolio_agent.json").exists()
     assert summary["symbols"] == ["A00", "A01", "A02"]
     assert "best agent:" in capsys.readouterr().out
+
+
+def test_with_a_bundle_the_agent_observes_embeddings_and_its_saved_copy_of_the_encoder(tmp_path):
+    from features.preprocessing import Preprocessing
+    from supervised.bundle import save_bundle
+    from supervised.models import build_model
+
+    data = build_market_data(planted_universe(3, 400, edge_assets=(0,), seed=4), DatasetConfig(window=3))
+    torch.manual_seed(0)
+    model_config = ModelConfig(kind="mlp", window=3, n_features=data.n_features, n_assets=data.n_assets,
+                               hidden_sizes=(16, 6), dropout=0.0)
+    save_bundle(tmp_path / "bundle", build_model(model_config), model_config, preprocessing=Preprocessing.of(data),
+                label=data.label, threshold=0.5, dataset_hashes={})
+    summary = train_portfolio_agent(_tiny_config(min_tstat=-100.0, min_margin=-1.0), data, tmp_path / "run",
+                                    bundle=tmp_path / "bundle", progress=False)
+    assert summary["observation"] == {"n_assets": 3, "window": 1, "n_features": 6, "encoder": str(tmp_path / "bundle")}
+    shutil.rmtree(tmp_path / "bundle")  # the agent loads alone
+    agent = load_portfolio_agent(tmp_path / "run" / "best")
+    panel = agent.prepare(data)
+    assert (panel.n_assets, panel.window, panel.n_features) == (3, 1, 6)
+    result = evaluate_allocation(agent, panel, "validation", PortfolioEnvSettings())
+    assert result["n_steps"] > 10 and np.isfinite(result["log_return"])
+    assert agent.act(np.zeros(3 * 6 + 4, dtype=np.float32)).shape == (4,)
