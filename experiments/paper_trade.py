@@ -4,6 +4,7 @@
     python -m experiments.paper_trade --policy runs/ppo_default --symbols AAPL MSFT
     python -m experiments.paper_trade --policy runs/sup_lstm --symbols AAPL --once        # one cycle, then exit
     python -m experiments.paper_trade --policy runs/ppo_default --symbols AAPL --broker sim   # replay the test split
+    python -m experiments.paper_trade --portfolio --policy minimum_variance --broker sim    # one account, all symbols
 
 Each bar close: the latest bars (enough for the policy's features), the policy's observation and decision,
 risk limits, orders with an idempotent client_order_id, everything in runs/<name>/journal.sqlite, one JSON

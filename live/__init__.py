@@ -8,6 +8,7 @@ Public surface::
     AlpacaBroker(trading_url=None, data_url=None, feed="iex")  # Alpaca paper, keys from the environment
     Journal(path)                                              # the SQLite journal
     PaperConfig.from_yaml("configs/paper.yaml")
+    PortfolioLiveLoop(...), PortfolioSimBroker(...)            # one account across the symbols (--portfolio)
 
 The entry point is ``python -m experiments.paper_trade``.
 """
@@ -17,8 +18,9 @@ from .config import PaperConfig
 from .journal import Journal, client_order_id
 from .loop import LiveLoop
 from .policy import LivePolicy, load_live_policy, settled_history_bars
+from .portfolio import PortfolioLiveLoop, PortfolioSimBroker
 from .sim_broker import SimBroker
 
 __all__ = ["Broker", "BrokerError", "Clock", "Journal", "LiveLoop", "LivePolicy", "Order", "OrderRejected",
-           "OrderRequest", "PaperConfig", "Position", "SimBroker", "client_order_id", "load_live_policy",
+           "OrderRequest", "PaperConfig", "PortfolioLiveLoop", "PortfolioSimBroker", "Position", "SimBroker", "client_order_id", "load_live_policy",
            "settled_history_bars"]
