@@ -537,6 +537,13 @@ class PortfolioAgent:
             self.action_transform = "softmax"
             self.rebalance_every = None
         self.action_size = self.n_assets + 1
+        # an agent with a learned vector per asset runs on its own symbols only (the backtester checks them)
+        self.symbols: list[str] | None = (list(meta["symbols"]) if meta.get("asset_embedding_dim") and
+                                          self.fallback is None else None)
+
+    def describe(self) -> str:
+        """One line for reports."""
+        return self.name
 
     def reset(self) -> None:
         """Stateless: nothing to clear."""
