@@ -174,7 +174,7 @@ class PortfolioAgentConfig:
     torch_threads: int = 1
     actor_hidden: tuple[int, ...] = (32, 32)
     critic_hidden: tuple[int, ...] = (64, 64)
-    asset_embedding_dim: int = 0
+    asset_embedding_dim: int = 8
     log_std_init: float = 0.5
     eval_freq: int = 20_000
     eval_split: str = "validation"
@@ -221,6 +221,11 @@ class PortfolioAgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+
+def package_defaults() -> PortfolioAgentConfig:
+    """The package's portfolio agent settings (``configs/portfolio.yaml``): the benchmark's budgets go over them."""
+    return PortfolioAgentConfig.from_yaml()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -280,6 +280,9 @@ def backtest_portfolio(
     if symbols is None:
         symbols = getattr(policy, "symbols", None)
     panel = resolve_panel(data, symbols, settings.get("window"), settings.get("timeframe"))
+    prepare = getattr(policy, "prepare", None)
+    if callable(prepare):  # a policy that observes its own view of the universe (an agent's encoder embeddings)
+        panel = prepare(panel)
     config = PortfolioConfig(
         symbols=tuple(panel.symbols), split=split, action_transform=transform, commission=cost.commission,
         fixed_fee=cost.fixed_fee, slippage=cost.slippage, borrow_rate=cost.borrow_rate, fill_at=fill_at,

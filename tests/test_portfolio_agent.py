@@ -50,8 +50,9 @@ def _permute(obs: np.ndarray, layout: PortfolioLayout, order: np.ndarray) -> np.
 
 
 def test_permuting_the_assets_permutes_the_policy_logits():
+    """Without the per-asset vectors (asset_embedding_dim 0) the actor treats every asset alike."""
     panel = _panel()
-    config = _tiny_config()
+    config = _tiny_config(asset_embedding_dim=0)
     env = make_portfolio_env(config, panel)
     layout = PortfolioLayout(panel.n_assets, panel.window, panel.n_features)
     model = build_portfolio_model(config, env, layout, None)

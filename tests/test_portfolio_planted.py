@@ -2,9 +2,10 @@
 an oracle that knows the rule earns, and with no edge anywhere it does no worse than equal weight.
 
 Markets: 5 assets, 6000 daily bars, 2 with AR(1) returns (phi = -0.3, sigma 2%), the others iid; costs on
-(0.10% + 5 bps per fill). The agent is the package's PPO config (``configs/portfolio.yaml``) with a learned
-vector per asset (``asset_embedding_dim: 8``: a permutation-equivariant actor alone cannot know which assets
-carry the edge, the features of an AR(1) asset and an iid one look alike bar by bar) and 200k steps.
+(0.10% + 5 bps per fill). The agent is the package's PPO config (``configs/portfolio.yaml``, 200k steps), whose
+actor has a learned vector per asset (``asset_embedding_dim: 8``): a permutation-equivariant actor alone cannot
+know which assets carry the edge (the features of an AR(1) asset and an iid one look alike bar by bar); with
+``asset_embedding_dim: 0`` the median was 36% of the oracle (12.8%, 76.0%, 36.3%), below the bar.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from features.planted_universe import (
 )
 
 STRONG = {"n_assets": 5, "n_bars": 6000, "edge_assets": (0, 1), "phi": -0.3, "sigma": 0.02}
-AGENT = {"asset_embedding_dim": 8, "total_timesteps": 200_000}
+AGENT = {"total_timesteps": 200_000}  # the package's settings otherwise
 SETTINGS = PortfolioEnvSettings()  # the agent's costs: 0.10% + 5 bps
 
 
