@@ -189,7 +189,10 @@ def _portfolio_policy(job: Job, data: MarketData, tmp: Path):
     config = portfolio_agent_config(job, bundle)
     summary = train_portfolio_agent(config, data, tmp / "run", progress=False)
     agent = load_portfolio_agent(tmp / "run" / "best")
-    meta = {"selection": summary.get("selection_rule"), "fallback": summary.get("fallback"),
+    rule = summary.get("selection_rule") or "validation against buy-and-hold and equal weight"
+    if summary.get("fallback"):
+        rule = f"{summary['fallback']} fallback: no checkpoint passed {rule}"
+    meta = {"selection": rule, "fallback": summary.get("fallback"),
             "timesteps": summary.get("timesteps"),
             "validation_log_return": (summary.get("best_validation") or {}).get("log_return")}
     return agent, {}, meta, tmp / "run" / "best"

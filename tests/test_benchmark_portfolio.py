@@ -23,7 +23,11 @@ UNIVERSE = {
         "held_equal_weight": {"kind": "allocation", "method": "equal_weight", "rebalance_every": None},
         "equal_weight": {"kind": "allocation", "method": "equal_weight", "rebalance_every": 21},
         "minimum_variance": {"kind": "allocation", "method": "minimum_variance"},
+        "portfolio_ppo": {"kind": "portfolio_agent", "algo": "ppo"},
     },
+    "budgets": {"portfolio_agent": {"total_timesteps": 512, "eval_freq": 256, "n_envs": 8,
+                                    "actor_hidden": [8], "critic_hidden": [8],
+                                    "ppo": {"n_steps": 32, "batch_size": 128, "n_epochs": 1}}},
     "costs": {"commissions": [0.0, 0.001], "slippages_bps": [0.0, 5.0], "break_even_scales": [0.0, 1.0]},
     "statistics": {"bootstrap_resamples": 50},
 }
@@ -41,7 +45,7 @@ def test_portfolio_policies_run_only_on_markets_of_two_symbols_or_more(finished)
     config, _, report = finished
     _, jobs = plan(config)
     on_fx = {job.policy for job in jobs if job.market == "fx"}
-    assert on_fx == {"cash", "buy_and_hold"}
+    assert on_fx == {"cash", "buy_and_hold"}  # portfolio kinds need 2 symbols or more
     assert set(report["markets"]["eq"]["policies"]) == {p.name for p in config.policies}
 
 
@@ -79,6 +83,21 @@ def test_equal_weight_held_matches_the_per_symbol_buy_and_hold_sleeves(finished)
     assert 0 < policies["held_equal_weight"]["pooled"]["costs_share"] < 0.01
     assert policies["held_equal_weight"]["pooled"]["costs_share"] == pytest.approx(
         policies["buy_and_hold"]["pooled"]["costs_share"], rel=0.05)
+
+
+def test_a_portfolio_agent_is_trained_per_fold_and_scored_as_one_account(finished) -> None:
+    config, run_dir, report = finished
+    from evaluation.jobs import JobCache
+
+    _, jobs = plan(config)
+    agent_jobs = [j for j in jobs if j.policy == "portfolio_ppo"]
+    assert len(agent_jobs) == 2  # 2 folds x 1 seed
+    for job in agent_jobs:
+        result = JobCache(run_dir / "jobs").load(job.key)
+        assert result.meta["symbols"] == [PORTFOLIO_SLEEVE]
+        assert result.meta["selection"]  # the checkpoint rule (or the fallback) is recorded
+        assert result.artifact is not None  # the saved agent travels with the result
+    assert "portfolio_ppo" in report["markets"]["eq"]["policies"]
 
 
 def test_the_report_shows_costs_as_a_share_of_capital(finished) -> None:
