@@ -55,7 +55,7 @@ from sim.settings import check_positive_int, check_range
 
 from .config import PPOSettings
 from .portfolio_encoder import embed_panel
-from .training import ScaledReward
+from .training import ScaledReward, quiet_logger
 
 PORTFOLIO_ALGORITHMS: tuple[str, ...] = ("ppo", "sac")
 FALLBACKS: tuple[str, ...] = ("equal_weight", "cash")
@@ -786,15 +786,18 @@ def build_portfolio_model(config: PortfolioAgentConfig, env: VecEnv, layout: Por
     if config.algo == "ppo":
         s = config.ppo
         batch = min(s.batch_size, s.n_steps * config.n_envs)
-        return PPO(PortfolioPolicy, env, learning_rate=s.learning_rate, n_steps=s.n_steps, batch_size=batch,
+        model = PPO(PortfolioPolicy, env, learning_rate=s.learning_rate, n_steps=s.n_steps, batch_size=batch,
                    n_epochs=s.n_epochs, gamma=s.gamma, gae_lambda=s.gae_lambda, clip_range=s.clip_range,
                    ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm,
-                   policy_kwargs={"network": network, "log_std_init": config.log_std_init}, **common)
-    s = config.sac
-    return SAC(PortfolioSACPolicy, env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
-               learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma, tau=s.tau,
-               train_freq=s.train_freq, gradient_steps=s.gradient_steps, ent_coef=s.ent_coef,
-               policy_kwargs={"network": network, "net_arch": list(config.critic_hidden)}, **common)
+                    policy_kwargs={"network": network, "log_std_init": config.log_std_init}, **common)
+    else:
+        s = config.sac
+        model = SAC(PortfolioSACPolicy, env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
+                    learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma, tau=s.tau,
+                    train_freq=s.train_freq, gradient_steps=s.gradient_steps, ent_coef=s.ent_coef,
+                    policy_kwargs={"network": network, "net_arch": list(config.critic_hidden)}, **common)
+    quiet_logger(model, tensorboard_log)
+    return model
 
 
 def train_portfolio_agent(config: PortfolioAgentConfig, data: Any, run_dir: str | Path, *,

@@ -111,8 +111,18 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
         for module in model.policy.modules():
             if isinstance(module, EncoderExtractor):
                 module.encoder.load_state_dict(pretrained_state)
+    quiet_logger(model, tensorboard_log)
     _prefill_embeddings(model, env, config.total_timesteps)
     return model
+
+
+def quiet_logger(model: Any, tensorboard_log: str | None) -> None:
+    """Without TensorBoard, give ``model`` a logger with no outputs: SB3's default makes a new ``SB3-<time>``
+    folder in the system temp folder on every ``learn`` (one per benchmark job and test), never removed."""
+    if tensorboard_log is None:
+        from stable_baselines3.common.logger import Logger
+
+        model.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def _prefill_embeddings(model: PPO | DQN, env: Any, total_timesteps: int) -> None:
