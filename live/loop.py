@@ -276,9 +276,7 @@ class LiveLoop:
             if self._daily_loss(clock, bars, report) or self.journal.meta("halted"):
                 self._halted(clock, bars, report)
             else:
-                self._decide(now, bars, positions, report)
-                if clock.is_open:
-                    self._execute(clock, bars, report)
+                self._trade(clock, bars, positions, report)
             self.broker_error_streak = 0
         except BrokerError as error:
             self._broker_error(report, error)
@@ -287,6 +285,14 @@ class LiveLoop:
             report.status = "stopped"
         self._publish(report)
         return report
+
+    def _trade(self, clock: Clock, bars: dict[str, pd.DataFrame | None], positions: dict[str, Position],
+               report: CycleReport) -> None:
+        """Steps 6 and 7 of the cycle: decide on the newest bars, then execute when the market is open (the
+        portfolio loop decides once for the universe instead)."""
+        self._decide(clock.timestamp, bars, positions, report)
+        if clock.is_open:
+            self._execute(clock, bars, report)
 
     # ----- bars and marks ----------------------------------------------------------------------
     def _latest_bars(self, now: pd.Timestamp, report: CycleReport) -> dict[str, pd.DataFrame | None]:

@@ -58,10 +58,9 @@ from .alerts import Alerter
 from .broker import BUY, SELL, Account, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position, Session
 from .config import PaperConfig
 from .journal import Journal, client_order_id, iso, stamp
-from .loop import CycleReport, LiveLoop, LoopStopped, _plain
+from .loop import CycleReport, LiveLoop, _plain
 from .orders import OrderDesk
 from .policy import settled_history_bars
-from .reconcile import reconcile
 from .risk import KillSwitch
 from .sim_broker import JournalMismatch, _bars_frame, _sequence
 from .sizing import round_quantity
@@ -377,46 +376,12 @@ class PortfolioLiveLoop(LiveLoop):
         return account_cash(self.journal, self.capital), units, last
 
     # ----- the cycle --------------------------------------------------------------------------------
-    def cycle(self) -> CycleReport:
-        """One pass: sync, reconcile, mark, decide, execute, publish (see :class:`live.loop.LiveLoop`)."""
-        try:
-            clock = self.broker.clock()
-        except BrokerError as error:
-            report = CycleReport(at=pd.Timestamp.now(tz="UTC"), status="broker error")
-            self._broker_error(report, error)
-            self._publish(report)
-            return report
-        now = clock.timestamp
-        report = CycleReport(at=now, is_open=clock.is_open, clock=clock)
-        try:
-            reason = self.killswitch.triggered()
-            if reason is not None:
-                self._kill(clock, reason, report)
-                return report
-            self.desk.sync(now, report.fills)
-            self._crash("after_sync")
-            positions = self.broker.positions()
-            bars = self._latest_bars(now, report)
-            changes = reconcile(self.journal, self.broker, self.alert, self.symbols, positions, now,
-                                self.config.risk.adopt_broker_positions,
-                                price=lambda symbol: self._price(symbol, clock, bars))
-            if changes:
-                self._move_day_start(changes, clock, bars)
-            self._mark(bars, report)
-            if self._daily_loss(clock, bars, report) or self.journal.meta("halted"):
-                self._halted(clock, bars, report)
-            else:
-                self._decide_portfolio(now, bars, report)
-                if clock.is_open:
-                    self._execute_portfolio(clock, bars, report)
-            self.broker_error_streak = 0
-        except BrokerError as error:
-            self._broker_error(report, error)
-        except LoopStopped as stop:
-            self.stopped = str(stop)
-            report.status = "stopped"
-        self._publish(report)
-        return report
+    def _trade(self, clock: Clock, bars: dict[str, pd.DataFrame | None], positions: dict[str, Position],
+               report: CycleReport) -> None:
+        """The cycle's decide and execute steps (:meth:`live.loop.LiveLoop.cycle`), for the universe at once."""
+        self._decide_portfolio(clock.timestamp, bars, report)
+        if clock.is_open:
+            self._execute_portfolio(clock, bars, report)
 
     def _mark(self, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
         """Mark each symbol at its last close (sleeve cash + value: the marks add up to the account's equity), its
