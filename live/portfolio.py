@@ -62,7 +62,7 @@ from .loop import CycleReport, LiveLoop, _plain
 from .orders import OrderDesk
 from .policy import settled_history_bars
 from .risk import KillSwitch
-from .sim_broker import JournalMismatch, _bars_frame, _sequence
+from .sim_broker import JournalMismatch, JournalReplay, _bars_frame
 from .sizing import round_quantity
 
 logger = logging.getLogger("live.portfolio")
@@ -527,7 +527,7 @@ class PortfolioLiveLoop(LiveLoop):
 
 
 # ----- the simulator broker with one account ------------------------------------------------------------------------
-class PortfolioSimBroker:
+class PortfolioSimBroker(JournalReplay):
     """A dataset split replayed with ONE account across the symbols, answering :class:`live.broker.Broker`.
 
     The replay walks the backtest's timeline (the universe's :class:`features.panel.Panel`) from the split's first
@@ -748,34 +748,16 @@ class PortfolioSimBroker:
     def restore(self, journal: Journal) -> None:
         """Put the replay back where ``journal``'s run left it: the clock at the journal's last moment, every order
         that reached this broker sent again at the moment it was sent (in the order it was sent) to a fresh
-        replay, each checked to fill as the journal booked it; the account ends with the journal's units.
+        replay, each checked to fill as the journal booked it (:class:`live.sim_broker.JournalReplay`); the
+        account ends with the journal's units.
 
         :param journal: the run's journal.
         :raises JournalMismatch: the journal does not describe a run of this replay.
         """
         self._open_account()
-        moment = journal.last_moment()
-        if moment is None:
+        resent = self.send_journal_again(journal)
+        if resent is None:
             return
-        sent = sorted((row for row in journal.orders() if row["broker_id"] is not None),
-                      key=lambda row: _sequence(row["broker_id"], journal.path))
-        waiting = [(stamp(row["created_at"]), row) for row in sent]
-        until = self._phase_at(moment, journal.path)
-        k = 0
-        while True:
-            if self.phase == "open":
-                now = self._time(self.tick, "open")
-                while k < len(waiting) and waiting[k][0] == now:
-                    self._send_again(waiting[k][1], journal.path)
-                    k += 1
-            if (self.tick, self.phase) == until:
-                break
-            self.sleep(0.0)
-        if k < len(waiting):
-            row = waiting[k][1]
-            raise JournalMismatch(f"{journal.path}: order {row['client_order_id']} was sent at {row['created_at']}, "
-                                  f"which is not a bar open of this replay (in order) - resume it on the data, split "
-                                  f"and costs it was started with, or start a new --run-name")
         sleeves = journal.sleeves()
         for i, symbol in enumerate(self.symbols):
             ours = float(self.sim.assets[UNITS, 0, i])
@@ -784,28 +766,7 @@ class PortfolioSimBroker:
                 raise JournalMismatch(f"{journal.path}: {symbol} holds {theirs!r} units in the journal, the replayed "
                                       f"account {ours!r} - the journal was changed outside the run or written on other "
                                       f"data; start a new --run-name")
-        logger.info("portfolio replay restored from %s at %s (%d orders sent again)", journal.path, moment, len(waiting))
-
-    def _phase_at(self, moment: pd.Timestamp, path: object) -> tuple[int, str]:
-        value = pd.Timestamp(moment).value
-        tick = int(np.searchsorted(self.ticks, value, side="right")) - 1
-        for phase in ("open", "close"):
-            if tick >= 0 and self._time(tick, phase).value == value and (tick > 0 or phase == "close"):
-                return tick, phase
-        raise JournalMismatch(f"{path}: the journal's last moment {moment} is no bar open or close of this replay - "
-                              f"resume it on the data and split it was started with, or start a new --run-name")
-
-    def _send_again(self, row: Any, path: object) -> None:
-        request = OrderRequest(row["symbol"], row["side"], float(row["qty"]), row["client_order_id"],
-                               float(row["target"]), float(row["reference_price"]))
-        order = self.submit_order(request)
-        booked = (row["status"], row["broker_id"], float(row["filled_qty"]), row["filled_avg_price"],
-                  float(row["commission"]))
-        again = (order.status, order.id, float(order.filled_qty), order.filled_avg_price, float(order.commission))
-        if booked != again:
-            raise JournalMismatch(f"{path}: order {row['client_order_id']} (status, id, filled qty, price, commission) "
-                                  f"was journalled as {booked} but the replay fills it as {again} - resume it on the "
-                                  f"data, split and costs it was started with, or start a new --run-name")
+        logger.info("portfolio replay restored from %s at %s (%d orders sent again)", journal.path, *resent)
 
 
 def check_portfolio_policy(policy: Any) -> None:

@@ -56,7 +56,68 @@ class _Book:
     stepped: bool = False  # stepped during the current open phase
 
 
-class SimBroker:
+class JournalReplay:
+    """Resuming a replaying broker from a run's journal (:class:`SimBroker`, ``live.portfolio.PortfolioSimBroker``):
+    the replay walks its clock to the journal's last moment and sends again, at each bar open, the orders the
+    journal says reached the broker then, each checked to fill as journalled. The broker has ``ticks``, ``tick``,
+    ``phase``, ``_time(tick, phase)``, ``sleep(seconds)`` and ``submit_order(request)``."""
+
+    def send_journal_again(self, journal: Journal) -> tuple[pd.Timestamp, int] | None:
+        """Replay to ``journal``'s last moment, sending its orders again; ``(that moment, orders sent)``, or None for
+        a journal with nothing in it.
+
+        :raises JournalMismatch: an order sent at no bar open of this replay, or filled otherwise than journalled.
+        """
+        moment = journal.last_moment()
+        if moment is None:
+            return None
+        sent = sorted((row for row in journal.orders() if row["broker_id"] is not None),
+                      key=lambda row: _sequence(row["broker_id"], journal.path))
+        waiting = [(stamp(row["created_at"]), row) for row in sent]
+        until = self._phase_at(moment, journal.path)
+        k = 0
+        while True:
+            if self.phase == "open":
+                now = self._time(self.tick, "open")
+                while k < len(waiting) and waiting[k][0] == now:
+                    self._send_again(waiting[k][1], journal.path)
+                    k += 1
+            if (self.tick, self.phase) == until:
+                break
+            self.sleep(0.0)
+        if k < len(waiting):
+            row = waiting[k][1]
+            raise JournalMismatch(f"{journal.path}: order {row['client_order_id']} was sent at {row['created_at']}, "
+                                  f"which is not a bar open of this replay (in order) - resume it on the data, split "
+                                  f"and costs it was started with, or start a new --run-name")
+        return moment, len(waiting)
+
+    def _phase_at(self, moment: pd.Timestamp, path: object) -> tuple[int, str]:
+        """The replay's (tick, phase) whose clock reads ``moment``."""
+        value = pd.Timestamp(moment).value
+        tick = int(np.searchsorted(self.ticks, value, side="right")) - 1
+        for phase in ("open", "close"):
+            if tick >= 0 and self._time(tick, phase).value == value and (tick > 0 or phase == "close"):
+                return tick, phase
+        raise JournalMismatch(f"{path}: the journal's last moment {moment} is no bar open or close of this replay "
+                              f"(ticks {pd.Timestamp(int(self.ticks[0]), tz='UTC')} .. "
+                              f"{pd.Timestamp(int(self.ticks[-1]), tz='UTC')}) - resume it on the data and split it was "
+                              f"started with, or start a new --run-name")
+
+    def _send_again(self, row: object, path: object) -> None:
+        """Send a journalled order again and check the simulator fills it as the journal booked it."""
+        request = OrderRequest(row["symbol"], row["side"], float(row["qty"]), row["client_order_id"],
+                               float(row["target"]), float(row["reference_price"]))
+        order = self.submit_order(request)
+        booked = (row["status"], row["broker_id"], float(row["filled_qty"]), row["filled_avg_price"], float(row["commission"]))
+        again = (order.status, order.id, float(order.filled_qty), order.filled_avg_price, float(order.commission))
+        if booked != again:
+            raise JournalMismatch(f"{path}: order {row['client_order_id']} (status, id, filled qty, price, commission) "
+                                  f"was journalled as {booked} but the replay fills it as {again} - resume it on the "
+                                  f"data, split and costs it was started with, or start a new --run-name")
+
+
+class SimBroker(JournalReplay):
     """Historical bars replayed through the simulator, answering the :class:`live.broker.Broker` protocol.
 
     :param data: the dataset whose bars are replayed (raw prices; the loop builds its own features).
@@ -175,54 +236,11 @@ class SimBroker:
         :raises JournalMismatch: the journal does not describe a run of this replay (its data, split or costs).
         """
         self._open_books()
-        moment = journal.last_moment()
-        if moment is None:
+        resent = self.send_journal_again(journal)
+        if resent is None:
             return
-        sent = sorted((row for row in journal.orders() if row["broker_id"] is not None),
-                      key=lambda row: _sequence(row["broker_id"], journal.path))
-        waiting = [(stamp(row["created_at"]), row) for row in sent]
-        until = self._phase_at(moment, journal.path)
-        k = 0
-        while True:
-            if self.phase == "open":
-                now = self._time(self.tick, "open")
-                while k < len(waiting) and waiting[k][0] == now:
-                    self._send_again(waiting[k][1], journal.path)
-                    k += 1
-            if (self.tick, self.phase) == until:
-                break
-            self.sleep(0.0)
-        if k < len(waiting):
-            row = waiting[k][1]
-            raise JournalMismatch(f"{journal.path}: order {row['client_order_id']} was sent at {row['created_at']}, "
-                                  f"which is not a bar open of this replay (in order) - resume it on the data, split "
-                                  f"and costs it was started with, or start a new --run-name")
         self._check_sleeves(journal)
-        logger.info("replay restored from %s at %s (%d orders sent again)", journal.path, moment, len(waiting))
-
-    def _phase_at(self, moment: pd.Timestamp, path: object) -> tuple[int, str]:
-        """The replay's (tick, phase) whose clock reads ``moment``."""
-        value = pd.Timestamp(moment).value
-        tick = int(np.searchsorted(self.ticks, value, side="right")) - 1
-        for phase in ("open", "close"):
-            if tick >= 0 and self._time(tick, phase).value == value and (tick > 0 or phase == "close"):
-                return tick, phase
-        raise JournalMismatch(f"{path}: the journal's last moment {moment} is no bar open or close of this replay "
-                              f"(ticks {pd.Timestamp(int(self.ticks[0]), tz='UTC')} .. "
-                              f"{pd.Timestamp(int(self.ticks[-1]), tz='UTC')}) - resume it on the data and split it was "
-                              f"started with, or start a new --run-name")
-
-    def _send_again(self, row: object, path: object) -> None:
-        """Send a journalled order again and check the simulator fills it as the journal booked it."""
-        request = OrderRequest(row["symbol"], row["side"], float(row["qty"]), row["client_order_id"],
-                               float(row["target"]), float(row["reference_price"]))
-        order = self.submit_order(request)
-        booked = (row["status"], row["broker_id"], float(row["filled_qty"]), row["filled_avg_price"], float(row["commission"]))
-        again = (order.status, order.id, float(order.filled_qty), order.filled_avg_price, float(order.commission))
-        if booked != again:
-            raise JournalMismatch(f"{path}: order {row['client_order_id']} (status, id, filled qty, price, commission) "
-                                  f"was journalled as {booked} but the replay fills it as {again} - resume it on the "
-                                  f"data, split and costs it was started with, or start a new --run-name")
+        logger.info("replay restored from %s at %s (%d orders sent again)", journal.path, *resent)
 
     def _check_sleeves(self, journal: Journal) -> None:
         """Each account's cash and units are the journal's sleeve's (to 1e-9)."""
