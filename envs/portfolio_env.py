@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from .portfolio_core import PortfolioConfig, PortfolioCore
 from .trading_env import utc_timestamp
+from .vec_env import BatchedVecEnv
 
 _SOFTMAX_BOUND = 10.0  # logits in [-10, 10]: weight ratios up to e^20, enough for any allocation
 
@@ -167,7 +167,7 @@ class PortfolioEnv(gym.Env):
         }
 
 
-class PortfolioVecEnv(VecEnv):
+class PortfolioVecEnv(BatchedVecEnv):
     """``n_envs`` PortfolioEnv-v0 episodes stepped as one batch (one simulator, one compiled call per step).
 
     Episodes, rewards and observations are PortfolioEnv's (the same :class:`PortfolioCore`); finished envs
@@ -240,24 +240,6 @@ class PortfolioVecEnv(VecEnv):
             self.episode_returns[finished] = 0.0
             obs[finished] = core.observe(finished, np.empty((len(finished), self.layout.size), np.float32))
         return obs, reward.astype(np.float32), done, infos
-
-    def close(self) -> None:
-        pass
-
-    def _indices(self, indices: Any) -> Iterable[int]:
-        return list(self._get_indices(indices))
-
-    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        return [getattr(self, attr_name) for _ in self._indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args, indices: Any = None, **method_kwargs) -> list[Any]:
-        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
 
 
 __all__ = ["PortfolioEnv", "PortfolioVecEnv"]

@@ -18,7 +18,30 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from .core import EnvConfig, TradingCore
 
 
-class TradingVecEnv(VecEnv):
+class BatchedVecEnv(VecEnv):
+    """A VecEnv whose envs are accounts of one simulator in this process: attributes and methods are the batch's
+    own (SB3 asks for them per env index)."""
+
+    def close(self) -> None:
+        pass
+
+    def _indices(self, indices: Any) -> Iterable[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: Any = None, **method_kwargs) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+
+class TradingVecEnv(BatchedVecEnv):
     """``n_envs`` TradingEnv-v0 episodes stepped as one batch.
 
     :param n_envs: number of parallel environments.
@@ -89,21 +112,3 @@ class TradingVecEnv(VecEnv):
             self.episode_returns[finished] = 0.0
             obs[finished] = self.core.observations(finished)
         return obs, rewards, done.copy(), infos
-
-    def close(self) -> None:
-        pass
-
-    def _indices(self, indices: Any) -> Iterable[int]:
-        return list(self._get_indices(indices))
-
-    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        return [getattr(self, attr_name) for _ in self._indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args, indices: Any = None, **method_kwargs) -> list[Any]:
-        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
-        return [False for _ in self._indices(indices)]
