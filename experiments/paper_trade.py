@@ -23,7 +23,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from experiments.common import (
     UsageError,
@@ -127,7 +127,24 @@ def main(argv: list[str] | None = None) -> str:
                          f"{', '.join(sorted(policy.preprocessing.asset_map))})")
     broker = _broker(kind, config, policy, symbols, data)  # missing keys end here, before anything is written
     _check_broker(broker, kind)  # bad keys, a wrong URL, an unreachable host too
-    name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, spec, kind)
+    def make_loop(journal: Journal, name: str, run_dir: Path) -> LiveLoop:
+        return LiveLoop(policy, broker, journal, symbols, config, run_name=name, run_dir=run_dir,
+                        crash=_crash_from_environment(), clear_halt=args.clear_halt)
+
+    return _run(args, config, kind, broker, spec, make_loop, f"policy {policy.name} on {', '.join(symbols)}",
+                _print_replay)
+
+
+def _run(args: argparse.Namespace, config: PaperConfig, kind: str, broker: Any, label: str,
+         make_loop: Callable[[Journal, str, Path], LiveLoop], describe: str, print_replay: Callable[[Path], None]) -> str:
+    """The run folder (locked; removed again if the run never began), the journal, the monitor page and the loop.
+
+    :param label: what the default run name says the policy is.
+    :param make_loop: builds the loop on the journal, the run's name and folder.
+    :param describe: the policy and symbols, for the start line.
+    :param print_replay: prints a finished ``--broker sim`` replay's summary from the run folder.
+    """
+    name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, label, kind)
     run_dir = args.runs_dir / name
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,11 +155,10 @@ def main(argv: list[str] | None = None) -> str:
     try:
         journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
         resumed = journal.meta("identity") is not None
-        loop = LiveLoop(policy, broker, journal, symbols, config, run_name=name, run_dir=run_dir,
-                        crash=_crash_from_environment(), clear_halt=args.clear_halt)
+        loop = make_loop(journal, name, run_dir)
         server = _serve(run_dir, args, config)
         print(f"run {run_dir} ({'resumed' if resumed else 'new'}; resume it with --run-name {name}); "
-              f"policy {policy.name} on {', '.join(symbols)} via {kind}; log {log_path}")
+              f"{describe} via {kind}; log {log_path}")
         progress = None
         if kind == "sim" and not args.no_progress:
             from tqdm import tqdm
@@ -169,7 +185,7 @@ def main(argv: list[str] | None = None) -> str:
             shutil.rmtree(run_dir, ignore_errors=True)
     print(f"stopped: {reason}; journal {run_dir / 'journal.sqlite'}, page {run_dir / 'monitor.html'}")
     if kind == "sim":
-        _print_replay(run_dir)
+        print_replay(run_dir)
     return reason
 
 
@@ -196,51 +212,13 @@ def _portfolio_main(args: argparse.Namespace, config: PaperConfig, kind: str) ->
     else:
         broker = _broker(kind, config, None, panel.symbols, None)
         _check_broker(broker, kind)
-    name = check_run_name(args.run_name) if args.run_name else _default_name(args.runs_dir, f"portfolio_{args.policy}", kind)
-    run_dir = args.runs_dir / name
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(run_dir)
-    journal = server = None
-    log_path, handlers = _logging(run_dir, args.debug, quiet=kind == "sim")
-    started = False
-    try:
-        journal = Journal(run_dir / "journal.sqlite", durable=kind != "sim")
-        resumed = journal.meta("identity") is not None
-        loop = PortfolioLiveLoop(policy, preprocessing, broker, journal, panel.symbols, config, run_name=name,
+    def make_loop(journal: Journal, name: str, run_dir: Path) -> LiveLoop:
+        return PortfolioLiveLoop(policy, preprocessing, broker, journal, panel.symbols, config, run_name=name,
                                  run_dir=run_dir, crash=_crash_from_environment(), clear_halt=args.clear_halt,
                                  policy_name=args.policy)
-        server = _serve(run_dir, args, config)
-        print(f"run {run_dir} ({'resumed' if resumed else 'new'}; resume it with --run-name {name}); portfolio "
-              f"{args.policy} on {', '.join(panel.symbols)} via {kind}; log {log_path}")
-        progress = None
-        if kind == "sim" and not args.no_progress:
-            from tqdm import tqdm
 
-            progress = tqdm(total=2 * len(broker.ticks) - 1, unit="step", desc="replay", leave=False)
-        started = True
-        try:
-            reason = loop.run(once=args.once, max_cycles=args.max_cycles,
-                              on_cycle=(lambda report: progress.update(1)) if progress is not None else None)
-        except BrokerError as error:
-            raise BrokerUnavailable(error) from error
-        if progress is not None:
-            progress.close()
-    finally:
-        if server is not None:
-            server.shutdown()
-        if journal is not None:
-            journal.close()
-        lock.close()
-        for handler in handlers:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
-        if created and not started:
-            shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"stopped: {reason}; journal {run_dir / 'journal.sqlite'}, page {run_dir / 'monitor.html'}")
-    if kind == "sim":
-        _print_portfolio_replay(run_dir)
-    return reason
+    return _run(args, config, kind, broker, f"portfolio_{args.policy}", make_loop,
+                f"portfolio {args.policy} on {', '.join(panel.symbols)}", _print_portfolio_replay)
 
 
 def _portfolio_policy(args: argparse.Namespace, config: PaperConfig) -> tuple[Any, Any, Any]:
