@@ -16,7 +16,7 @@ and the agent observes embeddings (window 1); without one it observes the raw fe
 
 Checkpoints: every ``eval_freq`` steps the deterministic policy runs once through the validation split
 (:func:`evaluate_allocation`: one account, from the split's first row, costs on); it qualifies when its log
-return after costs beats both buy-and-hold and equal weight (rebalanced every step) by ``min_margin`` with
+return after costs beats both buy-and-hold and equal weight (rebalanced every 21 bars) by ``min_margin`` with
 per-step excess returns over each at a t statistic of at least ``min_tstat``. The best qualifying checkpoint
 is saved; if none qualifies the saved agent is the ``fallback`` (equal weight, rebalanced, or cash),
 recorded in the run summary.
@@ -54,6 +54,7 @@ from sim.engine import Costs
 from sim.settings import check_positive_int, check_range
 
 from .config import PPOSettings
+from .portfolio_baselines import DEFAULT_REBALANCE_EVERY
 from .portfolio_encoder import embed_panel
 from .training import ScaledReward, quiet_logger
 
@@ -63,7 +64,7 @@ AGENT_ZIP = "agent.zip"
 AGENT_JSON = "portfolio_agent.json"
 ENCODER_DIR = "encoder"
 FORMAT_VERSION = 1
-_FALLBACK_NAMES = {"equal_weight": "equal weight (rebalanced)", "cash": "cash"}
+_FALLBACK_NAMES = {"equal_weight": "equal weight (rebalanced every 21 bars)", "cash": "cash"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -422,8 +423,10 @@ def evaluate_allocation(policy: Any, panel: Panel, split: str, settings: Portfol
     :return: ``log_return`` (after costs), ``returns`` (per-step log returns), ``turnover`` (sum of traded
         notional / equity), ``costs_paid``, ``n_steps``, ``n_orders``.
     """
+    # min_equity 0: the pass covers the whole split whatever the policy loses (as the backtester), so every policy's
+    # per-step returns line up with the baselines' for the checkpoint rule's t statistics
     config = settings.env_config(split, action_transform=getattr(policy, "action_transform", "softmax"),
-                                 episode_length=None, random_start=False,
+                                 episode_length=None, random_start=False, min_equity=0.0,
                                  rebalance_every=getattr(policy, "rebalance_every", None))
     core = PortfolioCore(panel, config, n=1)
     accounts = np.zeros(1, dtype=np.int64)
@@ -449,11 +452,11 @@ def evaluate_allocation(policy: Any, panel: Panel, split: str, settings: Portfol
 
 
 class FixedWeights:
-    """A constant target: equal weight rebalanced every step, buy-and-hold (sent once, never rebalanced),
+    """A constant target: equal weight rebalanced every 21 bars, buy-and-hold (sent once, never rebalanced),
     or cash.
 
     :param weights: N + 1 target weights (assets then cash).
-    :param rebalance_every: 1: back to the target every step; None: only the first step trades.
+    :param rebalance_every: steps between rebalances to the target; None: only the first step trades.
     :param name: label.
     """
 
@@ -466,7 +469,10 @@ class FixedWeights:
 
     @classmethod
     def equal_weight(cls, n_assets: int) -> "FixedWeights":
-        return cls(np.append(np.full(n_assets, 1.0 / n_assets), 0.0), 1, "equal weight (rebalanced)")
+        """Equal weight rebalanced on the allocations' schedule (every 21 bars: the benchmark's ``equal_weight``;
+        rebalancing every step would pay ~3x its costs for nothing)."""
+        return cls(np.append(np.full(n_assets, 1.0 / n_assets), 0.0), DEFAULT_REBALANCE_EVERY,
+                   f"equal weight (rebalanced every {DEFAULT_REBALANCE_EVERY} bars)")
 
     @classmethod
     def buy_and_hold(cls, n_assets: int) -> "FixedWeights":
