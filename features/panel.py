@@ -107,8 +107,7 @@ class Panel:
 
     def closes(self, start: int, end: int) -> np.ndarray:
         """Closes of rows ``[start, end)`` with NaN where the asset has no bar (for fitting allocations)."""
-        out = np.where(self.has_bar[start:end], self.close[start:end], np.nan)
-        return out
+        return np.where(self.has_bar[start:end], self.close[start:end], np.nan)
 
     @classmethod
     def from_market_data(cls, data: MarketData, symbols: Sequence[str] | None = None, *,
@@ -172,8 +171,7 @@ class Panel:
             padded.append(np.zeros((window, data.n_features), dtype=np.float32))
             padded.append(np.asarray(data.features[block], dtype=np.float32))
             base += window + (block.stop - block.start)
-            close_only[i] = bool(np.array_equal(prices[:, 0], prices[:, 3]) and np.array_equal(prices[:, 1], prices[:, 3])
-                                 and np.array_equal(prices[:, 2], prices[:, 3]))
+            close_only[i] = all(np.array_equal(prices[:, k], prices[:, 3]) for k in (0, 1, 2))
         split_rows: dict[str, tuple[int, int]] = {}
         for split in SPLITS:
             starts, ends = [], []
@@ -187,8 +185,8 @@ class Panel:
                 continue
             split_rows[split] = (int(np.searchsorted(timeline, min(starts))),
                                  int(np.searchsorted(timeline, max(ends))) + 1)
-        return cls(data=data, symbols=symbols, timestamps=timeline, has_bar=has_bar, rows=rows, open=open_, high=high, low=low,
-                   close=close, volume=volume, close_only=close_only, window_start=window_start,
+        return cls(data=data, symbols=symbols, timestamps=timeline, has_bar=has_bar, rows=rows, open=open_, high=high,
+                   low=low, close=close, volume=volume, close_only=close_only, window_start=window_start,
                    padded_features=np.concatenate(padded), split_rows=split_rows)
 
 
