@@ -317,6 +317,7 @@ def default_policies() -> tuple[PolicySpec, ...]:
         PolicySpec("mean_risk", "allocation", method="mean_risk"),
         PolicySpec("portfolio_ppo", "portfolio_agent", algo="ppo"),
         PolicySpec("portfolio_sac", "portfolio_agent", algo="sac"),
+        PolicySpec("portfolio_ppo_encoder", "portfolio_agent", algo="ppo", pretrained="supervised_mlp"),
     )
 
 
@@ -339,7 +340,7 @@ def default_markets() -> tuple[MarketSpec, ...]:
         )),
         MarketSpec("sp500_20", DatasetConfig(symbols=SKFOLIO_SYMBOLS, source="skfolio", window=8),
                    ("cash", "buy_and_hold", "sma_crossover", "supervised_mlp", "ppo") + ALLOCATION_POLICIES
-                   + ("portfolio_ppo", "portfolio_sac")),
+                   + ("portfolio_ppo", "portfolio_sac", "portfolio_ppo_encoder")),
     )
 
 

@@ -186,8 +186,8 @@ def _portfolio_policy(job: Job, data: MarketData, tmp: Path):
         if job.inputs is None:
             raise ValueError(f"{job.name} needs the bundle of {policy_spec['pretrained']} (job {job.depends_on})")
         bundle = str(unpack_directory(job.inputs, tmp / "pretrained"))
-    config = portfolio_agent_config(job, bundle)
-    summary = train_portfolio_agent(config, data, tmp / "run", progress=False)
+    config = portfolio_agent_config(job)
+    summary = train_portfolio_agent(config, data, tmp / "run", bundle=bundle, progress=False)
     agent = load_portfolio_agent(tmp / "run" / "best")
     rule = summary.get("selection_rule") or "validation against buy-and-hold and equal weight"
     if summary.get("fallback"):
@@ -198,16 +198,15 @@ def _portfolio_policy(job: Job, data: MarketData, tmp: Path):
     return agent, {}, meta, tmp / "run" / "best"
 
 
-def portfolio_agent_config(job: Job, pretrained: str | None) -> Any:
+def portfolio_agent_config(job: Job) -> Any:
     """The portfolio agent's config of a ``portfolio_agent`` job: ``budgets.portfolio_agent`` under the policy's
-    ``agent`` settings (a key or value it refuses is a ``ValueError`` naming the policy)."""
+    ``agent`` settings (a key or value it refuses is a ``ValueError`` naming the policy). A ``pretrained``
+    policy's bundle is not part of it: it is passed to the training beside it."""
     from agents.portfolio_agent import PortfolioAgentConfig
 
     policy_spec = job.spec["policy"]
     settings = merged(job.spec["budget"], policy_spec.get("agent", {}))
     settings.update(algo=policy_spec["algo"], seed=job.seed, torch_threads=1)
-    if policy_spec.get("pretrained"):
-        settings["pretrained"] = pretrained or f"<the bundle of {policy_spec['pretrained']}>"
     where = f"policies.{job.policy} (budgets.portfolio_agent + agent)"
     with _named(where):
         return PortfolioAgentConfig.from_dict(settings, where)
@@ -310,7 +309,7 @@ def check_job_settings(job: Job) -> None:
     elif kind in ("ppo", "dqn"):
         agent_config(job, None)
     elif kind == "portfolio_agent":
-        portfolio_agent_config(job, None)
+        portfolio_agent_config(job)
 
 
 def check_labels(job: Job) -> None:

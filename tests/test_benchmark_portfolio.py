@@ -14,6 +14,7 @@ from evaluation.runner import PORTFOLIO_SLEEVE
 UNIVERSE = {
     "markets": {"eq": {"symbols": ["AAPL", "IBM", "MSFT"], "start": "2006-01-01", "window": 4},
                 "fx": {"symbols": ["EURUSD"], "timeframe": "1Hour", "window": 4,
+                       "policies": ["cash", "buy_and_hold", "equal_weight"],
                        "labels": {"barrier": "volatility", "profit": 1.5, "stop": 1.0, "horizon": 8,
                                   "volatility_window": 20}}},
     "folds": {"n_folds": 2, "test_share": 0.3},
@@ -24,8 +25,11 @@ UNIVERSE = {
         "equal_weight": {"kind": "allocation", "method": "equal_weight", "rebalance_every": 21},
         "minimum_variance": {"kind": "allocation", "method": "minimum_variance"},
         "portfolio_ppo": {"kind": "portfolio_agent", "algo": "ppo"},
+        "supervised_mlp": {"kind": "supervised", "model": "mlp", "model_settings": {"hidden_sizes": [8]}},
+        "portfolio_ppo_encoder": {"kind": "portfolio_agent", "algo": "ppo", "pretrained": "supervised_mlp"},
     },
-    "budgets": {"portfolio_agent": {"total_timesteps": 512, "eval_freq": 256, "n_envs": 8,
+    "budgets": {"supervised": {"epochs": 1},
+                "portfolio_agent": {"total_timesteps": 512, "eval_freq": 256, "n_envs": 8,
                                     "actor_hidden": [8], "critic_hidden": [8],
                                     "ppo": {"n_steps": 32, "batch_size": 128, "n_epochs": 1}}},
     "costs": {"commissions": [0.0, 0.001], "slippages_bps": [0.0, 5.0], "break_even_scales": [0.0, 1.0]},
@@ -45,7 +49,7 @@ def test_portfolio_policies_run_only_on_markets_of_two_symbols_or_more(finished)
     config, _, report = finished
     _, jobs = plan(config)
     on_fx = {job.policy for job in jobs if job.market == "fx"}
-    assert on_fx == {"cash", "buy_and_hold"}  # portfolio kinds need 2 symbols or more
+    assert on_fx == {"cash", "buy_and_hold"}  # listed, but a portfolio kind needs 2 symbols or more
     assert set(report["markets"]["eq"]["policies"]) == {p.name for p in config.policies}
 
 
@@ -98,6 +102,20 @@ def test_a_portfolio_agent_is_trained_per_fold_and_scored_as_one_account(finishe
         assert result.meta["selection"]  # the checkpoint rule (or the fallback) is recorded
         assert result.artifact is not None  # the saved agent travels with the result
     assert "portfolio_ppo" in report["markets"]["eq"]["policies"]
+
+
+def test_a_portfolio_agent_on_a_pretrained_encoder_embeds_every_asset_with_the_folds_bundle(finished) -> None:
+    config, run_dir, _ = finished
+    from evaluation.jobs import JobCache, unpack_directory
+
+    _, jobs = plan(config)
+    for job in (j for j in jobs if j.policy == "portfolio_ppo_encoder"):
+        source = next(j for j in jobs if j.policy == "supervised_mlp" and j.market == job.market
+                      and j.fold == job.fold and j.seed == job.seed)
+        assert job.depends_on == source.key  # the same market, fold and seed's bundle
+        result = JobCache(run_dir / "jobs").load(job.key)
+        saved = unpack_directory(result.artifact, run_dir.parent / f"agent{job.fold}")
+        assert any(p.name == "bundle.json" for p in saved.rglob("*"))  # the agent carries its encoder
 
 
 def test_the_report_shows_costs_as_a_share_of_capital(finished) -> None:
