@@ -7,7 +7,8 @@
     python -m experiments.backtest --portfolio --policy minimum_variance  # one account across the symbols
     python -m experiments.backtest --portfolio --policy runs/portfolio_ppo/best --config configs/portfolio.yaml
 
-With ``--portfolio`` the policy allocates one account across the dataset's symbols (or the --symbol ones): an
+With ``--portfolio`` the policy allocates one account across the dataset's symbols (or the --symbol ones, or
+those of --universe FILE [--categories ...], which must all be in the dataset): an
 allocation fitted on the train split by skfolio (cash, buy_and_hold, equal_weight, inverse_volatility,
 minimum_variance, hierarchical_risk_parity, mean_risk; rebalanced every --rebalance-every bars, buy_and_hold
 never) or a saved portfolio agent; outputs go to runs/<name>/portfolio/ (equity.csv, weights.csv, fills.csv,
@@ -31,12 +32,14 @@ from envs.backtest import backtest
 from experiments.common import (
     UsageError,
     add_dataset_arguments,
+    add_universe_arguments,
     cli,
     dataset_from_args,
     make_parser,
     policy_label,
     resolve_policy_path,
     staged_run_directory,
+    symbols_from_args,
 )
 from sim.engine import FILL_AT, Costs
 from sim.metrics import metrics_to_json
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="split to run on")
     parser.add_argument("--symbol", action="append", default=None,
                         help="symbol to backtest (repeatable; default: every symbol of the dataset)")
+    add_universe_arguments(parser, "--symbol")
     parser.add_argument("--commission", type=float, default=0.001, help="commission, fraction of notional")
     parser.add_argument("--slippage-bps", type=float, default=5.0, help="fixed slippage in basis points")
     parser.add_argument("--fixed-fee", type=float, default=0.0, help="fee per order in currency")
@@ -76,11 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.portfolio:
         return portfolio_main(args)
     spec = resolve_policy_path(args.policy, BASELINES)
+    asked = symbols_from_args(args, None, "--symbol")
     data = dataset_from_args(args)
-    symbols = args.symbol or data.symbols
+    symbols = asked or data.symbols
     unknown = [s for s in symbols if s not in data.symbols]
     if unknown:
-        raise UsageError(f"--symbol {', '.join(unknown)} is not in the dataset",
+        raise UsageError(f"{_symbols_flag(args)} {', '.join(unknown)} is not in the dataset",
                          f"pass one of {', '.join(data.symbols)} (or no --symbol for all)")
     costs = Costs(commission=args.commission, fixed_fee=args.fixed_fee, slippage=args.slippage_bps)
     policy = load_policy(spec, data, seed=args.seed)
@@ -105,6 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def _symbols_flag(args: argparse.Namespace) -> str:
+    """The flag that chose the symbols, for error messages: ``--symbol`` or ``--universe FILE [--categories ...]``."""
+    if args.universe is None:
+        return "--symbol"
+    return f"--universe {args.universe}" + (f" --categories {' '.join(args.categories)}" if args.categories else "")
+
+
 def portfolio_main(args: argparse.Namespace) -> dict:
     """``--portfolio``: one account across the universe (see the module docstring)."""
     from agents.allocation import ALLOCATIONS
@@ -113,11 +125,12 @@ def portfolio_main(args: argparse.Namespace) -> dict:
     from features.panel import Panel, PanelError
 
     names = ("cash",) + ALLOCATIONS
+    asked = symbols_from_args(args, None, "--symbol")
     data = dataset_from_args(args)
-    symbols = args.symbol or data.symbols
+    symbols = asked or data.symbols
     unknown = [s for s in symbols if s not in data.symbols]
     if unknown:
-        raise UsageError(f"--symbol {', '.join(unknown)} is not in the dataset",
+        raise UsageError(f"{_symbols_flag(args)} {', '.join(unknown)} is not in the dataset",
                          f"pass two or more of {', '.join(data.symbols)} (or no --symbol for all)")
     try:
         panel = Panel.from_market_data(data, symbols)

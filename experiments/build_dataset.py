@@ -1,6 +1,8 @@
 """Build the dataset (features, labels, splits, scaler) and print a summary.
 
     python -m experiments.build_dataset [--config configs/supervised.yaml] [--output runs/datasets/default]
+    python -m experiments.build_dataset --config configs/supervised.yaml --universe configs/universes/seed.yaml \
+                                        --categories information_technology      # the config's data, these symbols
 
 The dataset is written to a temporary folder beside --output and moved into place when complete; an
 existing --output is kept unless --overwrite (then replaced only once the new dataset is complete).
@@ -8,10 +10,18 @@ existing --output is kept unless --overwrite (then replaced only once the new da
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-from experiments.common import cli, load_dataset_config, make_parser, staged_run_directory
+from experiments.common import (
+    add_universe_arguments,
+    cli,
+    load_dataset_config,
+    make_parser,
+    staged_run_directory,
+    symbols_from_args,
+)
 from features.bars import find_gaps, large_overnight_moves
 from features.dataset import build_market_data
 from features.loading import load_bars
@@ -25,9 +35,15 @@ def main(argv: list[str] | None = None) -> Path:
                         help="directory to write the dataset to")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --output once the new dataset is complete")
+    parser.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
+                        help="symbols to build (default: those of --config's dataset section)")
+    add_universe_arguments(parser)
     args = parser.parse_args(argv)
 
     config = load_dataset_config(args.config)
+    symbols = symbols_from_args(args, None)
+    if symbols:
+        config = dataclasses.replace(config, symbols=tuple(symbols))
     output = Path(args.output)
     with staged_run_directory(output.parent, output.name, args.overwrite, flag="--output") as run:
         started = time.perf_counter()

@@ -3,6 +3,7 @@
     python -m experiments.check_lookahead                              # the project's features, labels, env
     python -m experiments.check_lookahead --features my_features:build # your own feature function
     python -m experiments.check_lookahead --config configs/ppo.yaml --cuts 10 --seed 1 --symbols AAPL
+    python -m experiments.check_lookahead --universe configs/universes/seed.yaml --categories etfs  # with --config
 
 After freqtrade's lookahead-analysis. Every check computes something on all bars and again on the bars
 cut at random rows (seeded, after the features' warm-up, before the last bar), and compares the rows
@@ -35,7 +36,15 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from experiments.common import UsageError, load_dataset_config, make_parser, positive_int, run_cli
+from experiments.common import (
+    UsageError,
+    add_universe_arguments,
+    load_dataset_config,
+    make_parser,
+    positive_int,
+    run_cli,
+    symbols_from_args,
+)
 from features.feature_builder import build_features, warmup_bars
 from features.labels import make_labels
 from features.loading import load_bars
@@ -68,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the cut points (and of the env's actions)")
     parser.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
                         help="symbols to check (default: those of --config, else AAPL IBM MSFT GOOG)")
+    add_universe_arguments(parser)
     parser.add_argument("--rtol", type=float, default=RTOL, help="relative tolerance of the comparison")
     parser.add_argument("--atol", type=float, default=ATOL, help="absolute tolerance of the comparison")
     return parser
@@ -152,8 +162,9 @@ def check(args: argparse.Namespace) -> int:
     """Run the checks of ``args`` and print the report; return 0 (clean) or 1 (look-ahead found)."""
     started = time.perf_counter()
     config = load_dataset_config(args.config)
-    if args.symbols:
-        config = dataclasses.replace(config, symbols=tuple(args.symbols))
+    symbols = symbols_from_args(args, None)
+    if symbols:
+        config = dataclasses.replace(config, symbols=tuple(symbols))
     user_fn = load_feature_function(args.features) if args.features else None
     timeframe = config.timeframe or "1Day"
     bars = load_bars(list(config.symbols), timeframe, config.start, config.end, config.source, config.cache_dir)

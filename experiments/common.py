@@ -40,6 +40,7 @@ from configs.loader import ConfigError, load_yaml_config
 from features.alpaca_source import AlpacaDataError
 from features.dataset import DatasetConfig, build_dataset, load_dataset
 from features.market_data import MarketData
+from features.universe import load_universe
 
 TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
 RL_AGENT_FILE = "agent.json"  # as in agents.policy_loader
@@ -319,6 +320,47 @@ def resolve_dataset_path(path: str | Path, flag: str = "--dataset") -> Path:
         return path / DATASET_DIR
     raise PathError(f"{flag} {path} holds no {DATASET_MANIFEST}",
                     "pass a dataset folder written by experiments.build_dataset (e.g. runs/datasets/default)")
+
+
+def add_universe_arguments(parser: argparse.ArgumentParser, symbols_flag: str = "--symbols") -> None:
+    """``--universe PATH`` (a universe YAML, see features/universe.py) and ``--categories A B ...``.
+
+    :param parser: the entry point's parser.
+    :param symbols_flag: the entry point's own symbol-list flag, named in the help (the two exclude each other).
+    """
+    parser.add_argument("--universe", type=Path, default=None, metavar="PATH",
+                        help=f"universe YAML of named symbol categories, e.g. configs/universes/seed.yaml "
+                             f"(instead of {symbols_flag}; default: not used)")
+    parser.add_argument("--categories", nargs="+", default=None, metavar="CATEGORY",
+                        help="with --universe: only the symbols of these categories (default: every category)")
+
+
+def symbols_from_args(args: argparse.Namespace, default: list[str] | None,
+                      symbols_flag: str = "--symbols") -> list[str] | None:
+    """The symbols asked for: ``symbols_flag``'s list, else ``--universe`` (its ``--categories``), else ``default``.
+
+    A universe's symbols are printed on one line with their count and categories. Both flags together,
+    or ``--categories`` without ``--universe``, is a :class:`UsageError`; a wrong universe file or an unknown
+    category is a ``features.universe.UniverseError`` (a ``ValueError``: one line).
+
+    :param args: parsed arguments (from a parser given :func:`add_universe_arguments`).
+    :param default: what to return when neither is given.
+    :param symbols_flag: the entry point's own symbol-list flag (``--symbols``, ``--symbol``).
+    """
+    given = getattr(args, symbols_flag.lstrip("-").replace("-", "_"), None)
+    path, categories = getattr(args, "universe", None), getattr(args, "categories", None)
+    if given is not None and path is not None:
+        raise UsageError(f"{symbols_flag} and --universe were both given",
+                         f"pass either {symbols_flag} A B ... or --universe FILE [--categories ...]")
+    if categories is not None and path is None:
+        raise UsageError("--categories was given without --universe",
+                         "pass --universe FILE (e.g. configs/universes/seed.yaml) with it")
+    if path is None:
+        return list(given) if given is not None else default
+    universe = load_universe(existing_file(path, "--universe"))
+    symbols = universe.symbols(categories)
+    print(universe.describe(categories))
+    return symbols
 
 
 def existing_file(path: str | Path, flag: str) -> Path:

@@ -2,6 +2,7 @@
 
     python -m experiments.fetch_news --symbols AAPL MSFT --start 2024-01-01 [--end 2024-06-30]
                                      [--scorer lexicon|finbert] [--model ProsusAI/finbert|DIR]
+    python -m experiments.fetch_news --universe configs/universes/seed.yaml --categories etfs --start 2024-01-01
 
 Downloads from Alpaca (keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY) only the date ranges the cache
 (--cache-dir, default data/news) lacks, then scores every article once (scores are cached per article,
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.common import UsageError, cli, make_parser
+from experiments.common import UsageError, add_universe_arguments, cli, make_parser, symbols_from_args
 from features.alpaca_source import AlpacaDataError
 from features.news import NewsConfig, download_news_to_cache, load_news, make_scorer, score_articles
 
@@ -28,7 +29,8 @@ PROG = "python -m experiments.fetch_news"
 def build_parser():
     parser = make_parser(PROG, __doc__)
     add = parser.add_argument
-    add("--symbols", nargs="+", required=True, metavar="SYMBOL", help="tickers, e.g. AAPL MSFT")
+    add("--symbols", nargs="+", default=None, metavar="SYMBOL", help="tickers, e.g. AAPL MSFT (default: none; required unless --universe)")
+    add_universe_arguments(parser)
     add("--start", required=True, help="earliest publication time (date or ISO time; naive = UTC)")
     add("--end", default=None, help="latest publication time (default: now)")
     add("--source", choices=["alpaca", "parquet", "csv"], default="alpaca",
@@ -52,6 +54,9 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
+    args.symbols = symbols_from_args(args, None)
+    if not args.symbols:
+        raise UsageError("no symbols given", "pass --symbols AAPL MSFT ... or --universe FILE [--categories ...]")
     from tqdm.auto import tqdm
 
     settings = NewsConfig(source=args.source, path=str(args.path) if args.path else None,

@@ -144,6 +144,27 @@ class Universe:
             raise UniverseError(f"{self.path}: no category asked for; known categories: {', '.join(self.category_names)}")
         return asked
 
+    def describe(self, categories: Iterable[str] | None = None) -> str:
+        """One line for the user: the chosen symbols' count, per category, and which repeats were kept once.
+
+        Each symbol is counted in the first chosen category (in file order) that lists it.
+
+        :param categories: the categories chosen (None: all).
+        """
+        chosen = set(self.check_categories(categories))
+        counted: dict[str, str] = {}
+        for category in self.categories.values():
+            if category.name in chosen:
+                for symbol in category.symbols:
+                    counted.setdefault(symbol, category.name)
+        per_category = [f"{name} {list(counted.values()).count(name)}" for name in self.categories if name in chosen]
+        repeats = {symbol: [c for c in names if c in chosen] for symbol, names in self.duplicates.items()}
+        repeats = {symbol: names for symbol, names in repeats.items() if len(names) > 1}
+        note = (f"; {len(repeats)} listed in several categories, kept once in the first: "
+                + ", ".join(f"{s} ({'/'.join(n)})" for s, n in repeats.items())) if repeats else ""
+        return (f"universe {self.name} ({self.path}): {len(counted)} symbols from {', '.join(per_category)}{note}: "
+                f"{' '.join(counted)}")
+
     def category_of(self, symbol: str) -> str:
         """The first category (in file order) that lists ``symbol``.
 
