@@ -5,6 +5,13 @@ multi-symbol endpoint, ``symbols=AAPL``) and follows ``next_page_token`` until t
 one, 10,000 bars a page. Keys come from the arguments or from ``APCA_API_KEY_ID`` /
 ``APCA_API_SECRET_KEY``.
 
+Crypto: a symbol with a slash (``BTC/USD``, Alpaca's spelling of a pair) is fetched with alpaca-py's
+``CryptoHistoricalDataClient.get_crypto_bars`` (``GET {base}/v1beta3/crypto/us/bars?symbols=BTC/USD,ETH/USD``),
+several pairs per request (:func:`fetch_alpaca_crypto_bars`), through the same retrying session, pages and
+error messages. Crypto data needs no keys: they are sent when both are set, and nothing is sent when
+neither is. ``feed`` and ``adjustment`` are stock options (crypto has one feed, ``us``, and no corporate
+actions) and are not sent for crypto. Crypto trades 24/7: weekend and night bars are kept as they come.
+
 Network behaviour (every HTTP request, each page included):
 
 * **Timeouts.** Each request has a connect timeout (``connect_timeout``, default 10 s: time to open the
@@ -47,7 +54,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from .bars import Timeframe, validate_bars
-from .parquet_cache import DEFAULT_CACHE_ROOT, cache_path, write_cached_bars
+from .parquet_cache import DEFAULT_CACHE_ROOT, cache_path, is_crypto_symbol, write_cached_bars
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ DEFAULT_MAX_RETRIES = 4
 DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 30.0
 RETRY_AFTER_MAX_S = 60.0  # the longest Retry-After honoured; a longer one is cut to this
+CRYPTO_SYMBOLS_PER_REQUEST = 50  # crypto pairs asked in one request (Alpaca pages over all of them)
+_STOCK_ONLY_OPTIONS = ("feed", "adjustment")
 _STATUS_PAGE = "https://status.alpaca.markets"
 
 # Alpaca's wire names for a bar's fields; "n" (trade count) is not part of our bars frame.
@@ -75,6 +84,15 @@ _STATUS_HINTS: dict[int, str] = {
     "'/v2/stocks/bars'",
     422: "the request was rejected as invalid: check the symbol, timeframe, dates, feed and adjustment",
     429: "rate limited: wait a minute and try again, or download fewer symbols at a time",
+}
+_CRYPTO_STATUS_HINTS: dict[int, str] = {
+    **_STATUS_HINTS,
+    400: "check that each pair is one Alpaca trades, spelt BASE/QUOTE (e.g. 'BTC/USD'), and the dates",
+    401: "crypto data needs no keys: unset APCA_API_KEY_ID / APCA_API_SECRET_KEY, or check them",
+    403: "crypto data needs no keys: unset APCA_API_KEY_ID / APCA_API_SECRET_KEY, or check them",
+    404: "check url_override: give the host only (e.g. 'https://data.alpaca.markets'); alpaca-py adds "
+    "'/v1beta3/crypto/us/bars'",
+    422: "the request was rejected as invalid: check each pair (e.g. 'BTC/USD'), the timeframe and the dates",
 }
 _SERVER_ERROR_HINT = f"the error is on Alpaca's side: check {_STATUS_PAGE} and try again later"
 
@@ -124,7 +142,10 @@ def fetch_alpaca_bars(
 ) -> pd.DataFrame:
     """Download one symbol's historical bars from Alpaca, every page of them.
 
-    :param symbol: the ticker (``"AAPL"``).
+    A crypto pair (``"BTC/USD"``) goes to :func:`fetch_alpaca_crypto_bars`: keys optional, ``feed`` and
+    ``adjustment`` not sent (stock options).
+
+    :param symbol: the ticker (``"AAPL"``) or crypto pair (``"BTC/USD"``).
     :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
     :param start: first bar time (inclusive); naive times are UTC.
     :param end: last bar time (inclusive); naive times are UTC; None lets Alpaca use "now".
@@ -142,12 +163,18 @@ def fetch_alpaca_bars(
         :data:`RETRY_AFTER_MAX_S` instead).
     :param sleep: called with the seconds to wait before each retry; None uses :func:`time.sleep`.
     :return: a validated bars frame (UTC ``timestamp`` index; float64 open, high, low, close, volume, vwap).
-    :raises ValueError: missing keys, a bad argument, or no bars in the range.
+    :raises ValueError: missing keys (stocks), a bad argument, or no bars in the range.
     :raises AlpacaDataError: an error response from Alpaca (with symbol, HTTP status and message), or no
         answer, after the retries described in the module docstring.
     """
     from alpaca.data.historical import StockHistoricalDataClient
 
+    if is_crypto_symbol(symbol):
+        return fetch_alpaca_crypto_bars(
+            [symbol], timeframe, start, end, api_key=api_key, secret_key=secret_key,
+            url_override=url_override, connect_timeout=connect_timeout, read_timeout=read_timeout,
+            max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep,
+        )[symbol]
     api_key, secret_key = _resolve_keys(api_key, secret_key)
     _check_network_options(connect_timeout, read_timeout, max_retries, backoff_base, backoff_max, sleep)
     request = _bars_request(symbol, timeframe, start, end, feed, adjustment)
@@ -175,27 +202,140 @@ def fetch_alpaca_bars(
     return _bars_frame(rows, symbol)
 
 
+def fetch_alpaca_crypto_bars(
+    symbols: str | Iterable[str],
+    timeframe: str,
+    start: str | datetime | pd.Timestamp,
+    end: str | datetime | pd.Timestamp | None = None,
+    *,
+    api_key: str | None = None,
+    secret_key: str | None = None,
+    url_override: str | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    backoff_base: float = DEFAULT_BACKOFF_BASE_S,
+    backoff_max: float = DEFAULT_BACKOFF_MAX_S,
+    sleep: Callable[[float], Any] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Download the historical bars of one or several crypto pairs from Alpaca in one request, every page.
+
+    :param symbols: one pair or several, as Alpaca spells them (``"BTC/USD"``, ``["BTC/USD", "ETH/USD"]``).
+    :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
+    :param start: first bar time (inclusive); naive times are UTC.
+    :param end: last bar time (inclusive); naive times are UTC; None lets Alpaca use "now".
+    :param api_key: Alpaca key id; None reads ``APCA_API_KEY_ID``; crypto needs none.
+    :param secret_key: Alpaca secret key; None reads ``APCA_API_SECRET_KEY``; crypto needs none.
+    :param url_override: base URL of the data API (a proxy or a test server); None uses Alpaca's.
+    :param connect_timeout: seconds allowed to open a connection, per attempt.
+    :param read_timeout: seconds of silence allowed while waiting for an answer, per attempt.
+    :param max_retries: retries of one request after a 429, a 5xx, a connection error or a timeout.
+    :param backoff_base: wait before the first retry, in seconds; it doubles on each further retry.
+    :param backoff_max: longest backoff wait, in seconds.
+    :param sleep: called with the seconds to wait before each retry; None uses :func:`time.sleep`.
+    :return: ``{pair: validated bars frame}`` in the order asked (duplicates once); weekend bars kept.
+    :raises ValueError: a symbol that is not a pair, only one of the two keys, a bad argument, or a pair
+        with no bars in the range (named).
+    :raises AlpacaDataError: an error response from Alpaca (naming the pairs asked, the HTTP status and
+        the message), or no answer, after the retries described in the module docstring.
+    """
+    pairs = _crypto_pairs(symbols)
+    frames = _fetch_crypto_frames(
+        pairs, timeframe, start, end, api_key=api_key, secret_key=secret_key, url_override=url_override,
+        connect_timeout=connect_timeout, read_timeout=read_timeout, max_retries=max_retries,
+        backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep,
+    )
+    for pair in pairs:
+        if pair not in frames:
+            raise _no_crypto_bars_error(pair, timeframe, start, end)
+    return frames
+
+
+def _fetch_crypto_frames(
+    pairs: list[str],
+    timeframe: str,
+    start: str | datetime | pd.Timestamp,
+    end: str | datetime | pd.Timestamp | None,
+    *,
+    api_key: str | None = None,
+    secret_key: str | None = None,
+    url_override: str | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    backoff_base: float = DEFAULT_BACKOFF_BASE_S,
+    backoff_max: float = DEFAULT_BACKOFF_MAX_S,
+    sleep: Callable[[float], Any] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The one request of :func:`fetch_alpaca_crypto_bars`: ``{pair: bars}`` for the pairs (checked by
+    :func:`_crypto_pairs`) that came back with bars, in the order asked; a pair with none is left out."""
+    from alpaca.data.historical import CryptoHistoricalDataClient
+
+    api_key, secret_key = _optional_keys(api_key, secret_key)
+    _check_network_options(connect_timeout, read_timeout, max_retries, backoff_base, backoff_max, sleep)
+    request = _crypto_bars_request(pairs, timeframe, start, end)
+    span = f"{_utc(start, 'start')} to {_utc(end, 'end') if end is not None else 'now'}"
+    where = url_override or "Alpaca's data API"
+    label = ",".join(pairs)
+
+    client = CryptoHistoricalDataClient(api_key, secret_key, raw_data=True, url_override=url_override)
+    session, redact = install_retrying_session(
+        client, symbol=label, keys=(api_key, secret_key), connect_timeout=connect_timeout,
+        read_timeout=read_timeout, max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
+        sleep=sleep, what="crypto bars",
+    )
+    raw = call_alpaca(lambda: client.get_crypto_bars(request), session=session, redact=redact, symbol=label,
+                      where=where, span=span, request_name=f"{timeframe} crypto bars",
+                      hints=_CRYPTO_STATUS_HINTS, connect_timeout=connect_timeout, read_timeout=read_timeout)
+    raw = raw or {}
+    frames: dict[str, pd.DataFrame] = {}
+    for pair in pairs:
+        rows = raw.get(pair) or next((v for k, v in raw.items() if k.upper() == pair.upper()), [])
+        if rows:
+            frames[pair] = _bars_frame(rows, pair)
+    return frames
+
+
+def _no_crypto_bars_error(
+    pair: str,
+    timeframe: str,
+    start: str | datetime | pd.Timestamp,
+    end: str | datetime | pd.Timestamp | None,
+) -> ValueError:
+    span = f"{_utc(start, 'start')} to {_utc(end, 'end') if end is not None else 'now'}"
+    return ValueError(
+        f"{pair}: Alpaca returned no {timeframe} crypto bars from {span}; check the pair "
+        f"(Alpaca spells it BASE/QUOTE, e.g. 'BTC/USD') and the dates"
+    )
+
+
 def download_to_cache(
     symbols: str | Iterable[str],
     timeframe: str,
     start: str | datetime | pd.Timestamp,
     end: str | datetime | pd.Timestamp | None = None,
     root: str | Path = DEFAULT_CACHE_ROOT,
+    crypto_batch_size: int = CRYPTO_SYMBOLS_PER_REQUEST,
     **fetch_options: Any,
 ) -> dict[str, Path]:
     """Download bars for each symbol and merge them into the Parquet cache.
 
-    Symbols are fetched and written one at a time; each file is replaced atomically, so a failure on
-    one symbol leaves the symbols written before it cached and its own previous file (if any) untouched.
+    Stocks are fetched and written one at a time; crypto pairs (``"BTC/USD"``) are fetched
+    ``crypto_batch_size`` at a time in one request (their batch is fetched when the first of them comes
+    up) and written one by one. Each file is replaced atomically, so a failure leaves the symbols written
+    before it cached and the failing symbols' previous files (if any) untouched. Keys are needed only
+    when there is a stock among ``symbols``.
 
-    :param symbols: one ticker or several.
+    :param symbols: one ticker or crypto pair, or several.
     :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``).
     :param start: first bar time (inclusive); naive times are UTC.
     :param end: last bar time (inclusive); None means now.
     :param root: root directory of the cache.
     :param fetch_options: passed to :func:`fetch_alpaca_bars` (``api_key``, ``secret_key``,
         ``url_override``, ``feed``, ``adjustment``, and the network settings ``connect_timeout``,
-        ``read_timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``sleep``).
+        ``read_timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``sleep``); ``feed`` and
+        ``adjustment`` apply to stocks only.
+    :param crypto_batch_size: the most crypto pairs asked in one request.
     :return: ``{symbol: path of its cache file}``.
     """
     if isinstance(symbols, str):
@@ -203,13 +343,34 @@ def download_to_cache(
     symbols = list(symbols)
     if not symbols:
         raise ValueError("symbols is empty; pass at least one symbol")
+    if isinstance(crypto_batch_size, bool) or not isinstance(crypto_batch_size, int) or crypto_batch_size < 1:
+        raise ValueError(f"crypto_batch_size={crypto_batch_size!r} must be a whole number >= 1")
     for symbol in symbols:  # reject a bad name before any download starts
         cache_path(symbol, timeframe, root)
-    _resolve_keys(fetch_options.get("api_key"), fetch_options.get("secret_key"))
+    pairs = list(dict.fromkeys(s for s in symbols if is_crypto_symbol(s)))
+    if len(pairs) < len(symbols):  # at least one stock
+        _resolve_keys(fetch_options.get("api_key"), fetch_options.get("secret_key"))
+    else:
+        _optional_keys(fetch_options.get("api_key"), fetch_options.get("secret_key"))
+    batches = [pairs[i : i + crypto_batch_size] for i in range(0, len(pairs), crypto_batch_size)]
+    batch_of = {pair: batch for batch in batches for pair in batch}
+    crypto_options = {k: v for k, v in fetch_options.items() if k not in _STOCK_ONLY_OPTIONS}
 
     written: dict[str, Path] = {}
+    fetched: dict[str, pd.DataFrame] = {}
+    fetched_batch: list[str] | None = None
     for symbol in symbols:
-        bars = fetch_alpaca_bars(symbol, timeframe, start, end, **fetch_options)
+        if not is_crypto_symbol(symbol):
+            bars = fetch_alpaca_bars(symbol, timeframe, start, end, **fetch_options)
+        elif symbol in written:
+            continue
+        else:
+            if batch_of[symbol] is not fetched_batch:  # the first pair of its batch: fetch the batch
+                fetched_batch = batch_of[symbol]
+                fetched = _fetch_crypto_frames(fetched_batch, timeframe, start, end, **crypto_options)
+            if symbol not in fetched:
+                raise _no_crypto_bars_error(symbol, timeframe, start, end)
+            bars = fetched.pop(symbol)
         written[symbol] = write_cached_bars(bars, symbol, timeframe, root=root, merge=True)
     return written
 
@@ -516,6 +677,72 @@ def _resolve_keys(api_key: str | None, secret_key: str | None) -> tuple[str, str
     return api_key, secret_key
 
 
+def _optional_keys(api_key: str | None, secret_key: str | None) -> tuple[str | None, str | None]:
+    """Keys for a request that needs none (crypto data): both, or neither; one alone is an error."""
+    api_key = api_key or os.environ.get(API_KEY_ENV)
+    secret_key = secret_key or os.environ.get(SECRET_KEY_ENV)
+    if bool(api_key) != bool(secret_key):
+        missing = API_KEY_ENV if not api_key else SECRET_KEY_ENV
+        raise ValueError(
+            f"Alpaca keys half set: {missing} is missing (or pass api_key=... and secret_key=...); crypto "
+            f"data needs no keys, so set both or neither"
+        )
+    return (api_key, secret_key) if api_key else (None, None)
+
+
+def _crypto_pairs(symbols: str | Iterable[str]) -> list[str]:
+    """The crypto pairs asked, in order, each once; anything that is not ``BASE/QUOTE`` is refused."""
+    from .parquet_cache import symbol_dir_name
+
+    pairs = list(dict.fromkeys([symbols] if isinstance(symbols, str) else symbols))
+    if not pairs:
+        raise ValueError("symbols is empty; pass at least one crypto pair such as 'BTC/USD'")
+    for pair in pairs:
+        if not is_crypto_symbol(pair):
+            raise ValueError(f"symbol={pair!r} is not a crypto pair; expected 'BASE/QUOTE' (e.g. 'BTC/USD')")
+        symbol_dir_name(pair)  # one '/', usable parts
+    return pairs
+
+
+def _crypto_bars_request(
+    pairs: list[str],
+    timeframe: str,
+    start: str | datetime | pd.Timestamp,
+    end: str | datetime | pd.Timestamp | None,
+) -> Any:
+    from alpaca.data.requests import CryptoBarsRequest
+
+    start_ts, end_ts = _time_range(start, end)
+    return CryptoBarsRequest(
+        symbol_or_symbols=pairs,
+        timeframe=_alpaca_timeframe(timeframe),
+        start=start_ts.to_pydatetime(),
+        end=end_ts.to_pydatetime() if end_ts is not None else None,
+    )
+
+
+def _alpaca_timeframe(timeframe: str) -> Any:
+    """alpaca-py's TimeFrame for ``timeframe``; one Alpaca does not offer is a ValueError."""
+    from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+
+    tf = Timeframe.parse(timeframe)
+    try:
+        return TimeFrame(tf.amount, TimeFrameUnit(tf.unit))
+    except ValueError as exc:
+        raise ValueError(f"timeframe={timeframe!r} is not offered by Alpaca: {exc}") from exc
+
+
+def _time_range(
+    start: str | datetime | pd.Timestamp, end: str | datetime | pd.Timestamp | None
+) -> tuple[pd.Timestamp, pd.Timestamp | None]:
+    """``start`` and ``end`` in UTC (``end`` may be None); start after end is a ValueError."""
+    start_ts = _utc(start, "start")
+    end_ts = _utc(end, "end") if end is not None else None
+    if end_ts is not None and start_ts > end_ts:
+        raise ValueError(f"start={start_ts} is after end={end_ts}")
+    return start_ts, end_ts
+
+
 def _bars_request(
     symbol: str,
     timeframe: str,
@@ -526,19 +753,11 @@ def _bars_request(
 ) -> Any:
     from alpaca.data.enums import Adjustment, DataFeed
     from alpaca.data.requests import StockBarsRequest
-    from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
     if not isinstance(symbol, str) or not symbol.strip():
         raise ValueError(f"symbol={symbol!r} is not a ticker; expected a non-empty string such as 'AAPL'")
-    tf = Timeframe.parse(timeframe)
-    try:
-        alpaca_timeframe = TimeFrame(tf.amount, TimeFrameUnit(tf.unit))
-    except ValueError as exc:
-        raise ValueError(f"timeframe={timeframe!r} is not offered by Alpaca: {exc}") from exc
-    start_ts = _utc(start, "start")
-    end_ts = _utc(end, "end") if end is not None else None
-    if end_ts is not None and start_ts > end_ts:
-        raise ValueError(f"start={start_ts} is after end={end_ts}")
+    alpaca_timeframe = _alpaca_timeframe(timeframe)
+    start_ts, end_ts = _time_range(start, end)
     return StockBarsRequest(
         symbol_or_symbols=symbol,
         timeframe=alpaca_timeframe,

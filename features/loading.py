@@ -24,7 +24,8 @@ def load_bars(
 ) -> dict[str, pd.DataFrame]:
     """Load validated bars for each symbol.
 
-    :param symbols: one symbol or several.
+    :param symbols: one symbol or several: tickers (``"AAPL"``) or, for ``"parquet"`` and ``"alpaca"``,
+        crypto pairs as Alpaca spells them (``"BTC/USD"``, cached as ``BTC~USD``).
     :param timeframe: bar length in Alpaca's spelling (``"1Day"``, ``"1Hour"``, ``"15Min"``); None means
         ``"1Day"``.
     :param start: first timestamp kept (inclusive, UTC if naive); None keeps from the beginning.
@@ -36,7 +37,9 @@ def load_bars(
         APCA_API_SECRET_KEY).
     :param cache_dir: root of the Parquet cache.
     :param alpaca_options: passed to :func:`features.alpaca_source.fetch_alpaca_bars`
-        (``api_key``, ``secret_key``, ``url_override``, ``feed``, ``adjustment``).
+        (``api_key``, ``secret_key``, ``url_override``, ``feed``, ``adjustment``; keys are needed for
+        stocks only, ``feed`` and ``adjustment`` apply to stocks only), and ``crypto_batch_size`` to
+        :func:`features.alpaca_source.download_to_cache`.
     :return: ``{symbol: bars}``, each frame validated (UTC index, float columns).
     """
     if isinstance(symbols, str):
@@ -51,6 +54,14 @@ def load_bars(
     if start_ts is not None and end_ts is not None and start_ts > end_ts:
         raise ValueError(f"start={start_ts} is after end={end_ts}")
 
+    if source == "alpaca":
+        from .alpaca_source import download_to_cache
+
+        if start_ts is None:
+            raise ValueError("source='alpaca' needs a start date (start=...)")
+        # Every symbol in one call: crypto pairs are fetched several per request.
+        download_to_cache(symbols, timeframe, start_ts, end_ts, root=cache_dir, **alpaca_options)
+
     result: dict[str, pd.DataFrame] = {}
     for symbol in symbols:
         if source == "embedded":
@@ -61,16 +72,7 @@ def load_bars(
             from .embedded import load_skfolio_bars
 
             bars = load_skfolio_bars(symbol, timeframe)
-        elif source == "parquet":
-            from .parquet_cache import read_cached_bars
-
-            bars = read_cached_bars(symbol, timeframe, root=cache_dir)
-        else:
-            from .alpaca_source import download_to_cache
-
-            if start_ts is None:
-                raise ValueError("source='alpaca' needs a start date (start=...)")
-            download_to_cache([symbol], timeframe, start_ts, end_ts, root=cache_dir, **alpaca_options)
+        else:  # parquet, or alpaca (downloaded into the cache above)
             from .parquet_cache import read_cached_bars
 
             bars = read_cached_bars(symbol, timeframe, root=cache_dir)
