@@ -162,7 +162,7 @@ class Universe:
         repeats = {symbol: names for symbol, names in repeats.items() if len(names) > 1}
         note = (f"; {len(repeats)} listed in several categories, kept once in the first: "
                 + ", ".join(f"{s} ({'/'.join(n)})" for s, n in repeats.items())) if repeats else ""
-        return (f"universe {self.name} ({self.path}): {len(counted)} symbols from {', '.join(per_category)}{note}: "
+        return (f"universe {self.name} ({self.path}): {len(counted)} symbol{'' if len(counted) == 1 else 's'} from {', '.join(per_category)}{note}: "
                 f"{' '.join(counted)}")
 
     def category_of(self, symbol: str) -> str:

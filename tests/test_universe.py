@@ -291,3 +291,21 @@ def test_a_bad_universe_on_the_command_line_is_one_line(module, argv, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "--universe" in err and "none.yaml does not exist" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.yaml"]
+
+
+def test_build_dataset_builds_the_symbols_of_a_universe(tmp_path, capsys) -> None:
+    from features.dataset import load_dataset
+
+    path = write(tmp_path, "categories:\n  tech: {asset_class: us_equity, symbols: [MSFT, AAPL]}\n"
+                           "  mega: {asset_class: us_equity, symbols: [AAPL]}\n")
+    assert run_cli(build_dataset.main, ["--universe", str(path), "--output", str(tmp_path / "d")]) == 0
+    assert "2 symbols from tech 2, mega 0" in capsys.readouterr().out
+    assert list(load_dataset(tmp_path / "d").symbols) == ["MSFT", "AAPL"]
+
+
+def test_backtest_of_universe_symbols_outside_the_dataset_is_one_line_naming_the_universe(tmp_path, capsys) -> None:
+    path = write(tmp_path, "categories:\n  coins: {asset_class: crypto, symbols: [BTC/USD]}\n")
+    code = run_cli(backtest.main, ["--universe", str(path), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and f"--universe {path} BTC/USD is not in the dataset" in err, err
+    assert not (tmp_path / "runs").exists()
