@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from experiments.common import (
     UsageError,
+    add_universe_arguments,
     check_run_name,
     cli,
     existing_file,
@@ -36,6 +37,7 @@ from experiments.common import (
     resolve_dataset_path,
     resolve_policy_path,
     seed_everything,
+    symbols_from_args,
     timestamp,
 )
 from live import Journal, LiveLoop, load_live_policy
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a saved RL agent runs/<rl>/best, a supervised bundle runs/<sup>/model, or the run folder holding either")
     parser.add_argument("--symbols", nargs="+", default=None,
                         help="symbols to trade, one sleeve each (default with --broker sim: every symbol of the dataset)")
+    add_universe_arguments(parser)
     parser.add_argument("--timeframe", default=None, help="bar length; default: the policy's own (another one is refused)")
     parser.add_argument("--broker", choices=list(BROKERS), default=None,
                         help="alpaca (paper) or sim (historical replay); default: the config's broker.kind (alpaca)")
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
+    args.symbols = symbols_from_args(args, None)
     config = PaperConfig.from_yaml(existing_file(args.config, "--config") if args.config is not None else None)
     kind = args.broker or config.broker.kind
     seed_everything(args.seed)

@@ -37,7 +37,7 @@ def test_cache_path_layout(tmp_path):
     assert cache_path("BRK.B", "15Min", str(tmp_path)) == tmp_path / "BRK.B" / "15Min" / "data.parquet"
 
 
-@pytest.mark.parametrize("symbol", ["../etc", "A/B", "A\\B", "..", ".", "", " AAPL"])
+@pytest.mark.parametrize("symbol", ["../etc", "A/B/C", "A\\B", "..", ".", "", " AAPL"])
 def test_bad_symbol_is_rejected(tmp_path, symbol):
     with pytest.raises(ValueError, match="symbol="):
         cache_path(symbol, "1Day", tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from configs.loader import CONFIG_DIR
-from experiments import backtest, build_dataset, check_lookahead, fetch_news
+from experiments import backtest, build_dataset, check_lookahead, fetch_news, paper_trade
 from experiments.common import UsageError, run_cli, symbols_from_args
 from features.universe import UniverseError, load_universe
 
@@ -226,7 +226,7 @@ def test_fetch_news_help_lists_universe_and_categories(capsys) -> None:
     assert "--universe PATH" in out and "--categories CATEGORY" in out
 
 
-@pytest.mark.parametrize("module", [fetch_news, check_lookahead, build_dataset, backtest])
+@pytest.mark.parametrize("module", [fetch_news, check_lookahead, build_dataset, backtest, paper_trade])
 def test_every_command_taking_symbols_takes_a_universe(module, capsys) -> None:
     main = module.main if module is not check_lookahead else (lambda argv: check_lookahead.build_parser().parse_args(argv))
     with pytest.raises(SystemExit) as done:
