@@ -12,8 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .calendars import MarketCalendar
 
 OHLC_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -254,12 +259,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe | None = "1Day") -> pd.DataFrame:
+def find_gaps(
+    bars: pd.DataFrame,
+    timeframe: str | Timeframe | None = "1Day",
+    calendar: "str | MarketCalendar | None" = None,
+) -> pd.DataFrame:
     """List the gaps between consecutive bars that are longer than one bar (nights, weekends, holidays).
 
     :param bars: a validated bars frame.
     :param timeframe: the bar length; for daily bars, a gap is more than one calendar day; None infers it.
-    :return: a frame with columns ``before``, ``after``, ``missing_bars`` (bar lengths skipped, approx.).
+    :param calendar: None (the default): any step longer than one bar is a gap (nights, weekends and
+        holidays included). An asset class (``"us_equity"``, ``"crypto"``) or a
+        :class:`features.calendars.MarketCalendar`: a gap is a bar missing from the market's calendar:
+        us_equity daily bars: a missing exchange session (weekends and holidays are not gaps; a bar is
+        on its UTC date's session); us_equity intraday bars: a missing bar of the ``timeframe`` grid that
+        overlaps a session; crypto (24/7): any missing bar, as with None.
+    :return: a frame with columns ``before``, ``after``, ``missing_bars`` (bar lengths skipped, approx.,
+        without a calendar; the number of missing sessions or session bars with one).
     """
     if timeframe is None:
         tf = infer_timeframe(bars.index) or Timeframe(1, "Day")
@@ -270,6 +286,16 @@ def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe | None = "1Day") ->
         return pd.DataFrame({"before": [], "after": [], "missing_bars": []})
     step_ns = tf.seconds * 1_000_000_000
     deltas = np.diff(stamps)
+    if calendar is not None:
+        from .calendars import resolve_calendar
+
+        market = resolve_calendar(calendar)
+        if market.asset_class == "us_equity":
+            missing = _missing_session_bars(bars.index, tf, market)
+            mask = missing > 0
+            return pd.DataFrame(
+                {"before": bars.index[:-1][mask], "after": bars.index[1:][mask], "missing_bars": missing[mask]}
+            )
     mask = deltas > step_ns
     return pd.DataFrame(
         {
@@ -278,6 +304,42 @@ def find_gaps(bars: pd.DataFrame, timeframe: str | Timeframe | None = "1Day") ->
             "missing_bars": (deltas[mask] // step_ns - 1).astype(np.int64),
         }
     )
+
+
+def _missing_session_bars(index: pd.DatetimeIndex, tf: Timeframe, market: "MarketCalendar") -> np.ndarray:
+    """For each pair of consecutive bars, how many bars the calendar expects strictly between them.
+
+    Daily bars: sessions whose date is strictly between the two bars' UTC dates (``nDay``: divided by n).
+    Intraday bars: starts ``k * tf`` (on the UTC epoch grid) whose bar ``[start, start + tf)`` overlaps a
+    session, strictly between the two bars' starts.
+
+    :param index: the bars' timestamps (UTC, sorted).
+    :param tf: the bar length (intraday or ``nDay``).
+    :param market: a us_equity calendar.
+    """
+    stamps = index.tz_convert("UTC") if index.tz is not None else index.tz_localize("UTC")
+    if tf.is_intraday:
+        step = tf.seconds * 1_000_000_000
+        times = stamps.as_unit("ns").asi8
+        opens, closes = market.session_bounds(stamps[0] - pd.Timedelta(days=1), stamps[-1] + pd.Timedelta(days=1))
+        first, last = (times[0] // step) * step, times[-1]
+        starts = np.arange(first, last + step, step, dtype=np.int64)
+        session = np.searchsorted(closes, starts, side="right")  # first session closing after the start
+        inside = session < len(closes)
+        inside[inside] = opens[session[inside]] < starts[inside] + step
+        expected = starts[inside]
+    else:
+        if tf.unit != "Day":
+            raise ValueError(f"find_gaps with a calendar knows intraday and nDay bars; timeframe {tf} is neither")
+        dates = stamps.tz_localize(None).normalize()
+        expected = market.sessions(dates[0], dates[-1]).as_unit("ns").asi8
+        times = dates.as_unit("ns").asi8
+    lo = np.searchsorted(expected, times[:-1], side="right")
+    hi = np.searchsorted(expected, times[1:], side="left")
+    missing = np.maximum(hi - lo, 0)
+    if not tf.is_intraday:
+        missing = missing // tf.amount
+    return missing.astype(np.int64)
 
 
 def large_overnight_moves(bars: pd.DataFrame, threshold: float = 0.40) -> pd.DataFrame:

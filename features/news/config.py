@@ -43,8 +43,11 @@ class NewsConfig:
     :param text: what is scored: ``"headline"`` or ``"headline_summary"`` (headline, then summary).
     :param half_life: bars after which an article's weight in ``news_score_decayed`` halves.
     :param bars_since_cap: ``news_bars_since`` stops counting here (also its value before any article).
-    :param session_close: local close time of a daily bar's session (``"HH:MM"``).
-    :param session_timezone: the time zone of ``session_close`` (IANA name).
+    :param session_close: None (the default): a us_equity daily bar closes at its exchange session's
+        close from :mod:`features.calendars` (16:00 New York, 13:00 on early closes); ``"HH:MM"``: an
+        explicit local close time that overrides the calendar on every date, early closes included.
+        Crypto bars close at their end either way (see :mod:`features.news.merge`).
+    :param session_timezone: the time zone of an explicit ``session_close`` (IANA name).
     :param device: finbert only: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     :param batch_size: finbert only: headlines per forward pass.
     :param time_format: the strptime format of the times in ``path`` (e.g. ``"%d/%m/%Y %H:%M"``; every row
@@ -61,7 +64,7 @@ class NewsConfig:
     text: str = "headline"
     half_life: float = 5.0
     bars_since_cap: int = 50
-    session_close: str = "16:00"
+    session_close: str | None = None
     session_timezone: str = "America/New_York"
     device: str = "auto"
     batch_size: int = 32
@@ -91,7 +94,8 @@ class NewsConfig:
         if isinstance(self.bars_since_cap, bool) or int(self.bars_since_cap) != self.bars_since_cap or self.bars_since_cap < 1:
             raise ValueError(f"news.bars_since_cap={self.bars_since_cap!r} must be a whole number >= 1")
         object.__setattr__(self, "bars_since_cap", int(self.bars_since_cap))
-        session_clock(self.session_close)
+        if self.session_close is not None:
+            session_clock(self.session_close)
         try:
             ZoneInfo(self.session_timezone)
         except (ZoneInfoNotFoundError, ValueError):

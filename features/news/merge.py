@@ -5,10 +5,20 @@ The rule: an article counts for a bar only if it was published **strictly before
 - intraday bars (stamped at their start, as Alpaca and the embedded EUR/USD stamp them): the close is
   the bar's end, ``timestamp + bar length``;
 - daily bars (the embedded data stamps them at midnight UTC, Alpaca at midnight New York, i.e. 04:00 or
-  05:00 UTC): the close is the session close, ``session_close`` (16:00) in ``session_timezone``
-  (America/New_York) on the bar's UTC calendar date (``nDay`` bars: on the last of their n days). Early
-  closes (13:00 on some holiday eves) are not known here: an article published between 13:00 and 16:00
-  on such a day counts for that day's bar. Other bar lengths (weeks, months) are refused.
+  05:00 UTC), ``nDay`` bars on the last of their n days, by asset class
+  (:mod:`features.calendars`; a symbol with ``/`` is crypto):
+
+  - ``us_equity``: the New York Stock Exchange session's close on the bar's UTC calendar date, from
+    the exchange calendar: 16:00 New York, or 13:00 on an early close (2019-11-29, 2019-12-24), so an
+    article at 14:00 on such a day counts for the next session's bar. A date that is no session
+    (a holiday or weekend in synthetic data) closes at the regular 16:00. Precedence: an explicit
+    ``session_close`` (``news.session_close``, ``"HH:MM"`` in ``session_timezone``) overrides the
+    calendar on every date, early closes included (how datasets were merged before the calendar);
+    ``session_close=None`` (the default) uses the calendar.
+  - ``crypto``: no session: the bar closes at its end, ``timestamp + n days`` (``session_close``
+    does not apply).
+
+  Other bar lengths (weeks, months) are refused.
 
 Each article goes to the first bar whose close is after its publication time, so it lands in the bar
 during which it became known (an article at 16:00:00 on a daily close belongs to the next day's bar;
@@ -36,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..bars import Timeframe
+from ..calendars import ASSET_CLASSES, CalendarError, asset_class_of, calendar_for
 from .config import NEWS_FEATURES, NewsConfig, session_clock
 
 _NS = 1_000_000_000
@@ -44,31 +55,32 @@ _NS = 1_000_000_000
 def bar_close_times(
     index: pd.DatetimeIndex,
     timeframe: str | Timeframe,
-    session_close: str = "16:00",
+    session_close: str | None = None,
     session_timezone: str = "America/New_York",
+    asset_class: str = "us_equity",
 ) -> np.ndarray:
     """Each bar's close as int64 UTC nanoseconds (see the module docstring for the rule).
 
     :param index: the bars' timestamps (sorted, UTC or naive UTC).
     :param timeframe: the bar length.
-    :param session_close: a daily bar's local close time ``"HH:MM"``.
+    :param session_close: us_equity daily bars: a local close time ``"HH:MM"`` that overrides the
+        exchange calendar (early closes included); None: the calendar's close of each session.
     :param session_timezone: the time zone of ``session_close``.
-    :raises ValueError: for bars longer than intraday that are not ``nDay``, or closes that do not increase.
+    :param asset_class: ``"us_equity"`` or ``"crypto"`` (whose daily bars close at their end).
+    :raises ValueError: for bars longer than intraday that are not ``nDay``, closes that do not increase,
+        an unknown asset class, or daily us_equity bars outside the exchange calendar.
     """
     tf = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
+    if asset_class not in ASSET_CLASSES:
+        raise CalendarError(f"asset_class={asset_class!r} is not known; expected one of {', '.join(ASSET_CLASSES)}")
     stamps = pd.DatetimeIndex(index)
     stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
     stamps = stamps.as_unit("ns")
-    if tf.is_intraday:
+    if tf.is_intraday or (tf.unit == "Day" and asset_class == "crypto"):
         closes = stamps.asi8 + tf.seconds * _NS
     elif tf.unit == "Day":
-        hour, minute, second = session_clock(session_close)
         days = stamps.tz_localize(None).normalize() + pd.Timedelta(days=tf.amount - 1)
-        local = days + pd.Timedelta(hours=hour, minutes=minute, seconds=second)
-        closes = (
-            local.tz_localize(session_timezone, ambiguous=True, nonexistent="shift_forward")
-            .tz_convert("UTC").as_unit("ns").asi8
-        )
+        closes = _equity_daily_closes(days, session_close, session_timezone)
     else:
         raise ValueError(
             f"news can be merged into intraday or daily bars; timeframe {tf} is neither (build the dataset from "
@@ -83,11 +95,37 @@ def bar_close_times(
     return np.asarray(closes, dtype=np.int64)
 
 
+def _equity_daily_closes(days: pd.DatetimeIndex, session_close: str | None, session_timezone: str) -> np.ndarray:
+    """us_equity daily closes of ``days`` (naive dates): the explicit ``session_close`` if given, else the calendar's."""
+    if session_close is None:
+        return calendar_for("us_equity").daily_closes(days)
+    hour, minute, second = session_clock(session_close)
+    local = days + pd.Timedelta(hours=hour, minutes=minute, seconds=second)
+    return (
+        local.tz_localize(session_timezone, ambiguous=True, nonexistent="shift_forward")
+        .tz_convert("UTC").as_unit("ns").asi8
+    )
+
+
+def _articles_asset_class(scored: pd.DataFrame) -> str:
+    """The asset class of the articles' symbol (us_equity when there are none: then no close is used)."""
+    if "symbol" not in scored.columns or len(scored) == 0:
+        return "us_equity"
+    classes = {asset_class_of(str(symbol)) for symbol in pd.unique(scored["symbol"])}
+    if len(classes) > 1:
+        raise ValueError(
+            f"scored articles hold symbols of several asset classes ({', '.join(sorted(classes))}); "
+            f"pass one symbol's articles (news_features is per symbol)"
+        )
+    return classes.pop()
+
+
 def news_features(
     bars: pd.DataFrame | pd.DatetimeIndex,
     scored: pd.DataFrame,
     timeframe: str | Timeframe,
     settings: NewsConfig | Mapping[str, Any] | None = None,
+    asset_class: str | None = None,
 ) -> pd.DataFrame:
     """The news columns of one symbol's bars.
 
@@ -96,12 +134,15 @@ def news_features(
         (:func:`features.news.score_articles`); other symbols' rows must be removed first.
     :param timeframe: the bars' timeframe.
     :param settings: ``half_life``, ``bars_since_cap``, ``session_close``, ``session_timezone``.
+    :param asset_class: ``"us_equity"`` or ``"crypto"`` (:func:`features.calendars.asset_class_of` of the
+        symbol); None: that of the articles' ``symbol`` column (with no articles the closes decide nothing).
     :return: float64 frame on the bars' index with columns :data:`features.news.NEWS_FEATURES`.
     """
     config = NewsConfig.coerce(settings or {})
     index = bars.index if isinstance(bars, pd.DataFrame) else pd.DatetimeIndex(bars)
     tf = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
-    closes = bar_close_times(index, tf, config.session_close, config.session_timezone)
+    kind = _articles_asset_class(scored) if asset_class is None else asset_class
+    closes = bar_close_times(index, tf, config.session_close, config.session_timezone, kind)
     n = len(closes)
     published = pd.DatetimeIndex(scored["published_at"]).tz_convert("UTC").as_unit("ns").asi8
     scores = scored["score"].to_numpy(np.float64)
