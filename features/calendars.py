@@ -324,18 +324,21 @@ class EquityCalendar(MarketCalendar):
         return np.where(is_session, self._closes[positions], regular).astype(np.int64)
 
 
-@lru_cache(maxsize=None)
 def calendar_for(asset_class: str) -> MarketCalendar:
     """The calendar of ``asset_class`` (built once, then cached).
 
     :param asset_class: one of :data:`ASSET_CLASSES`.
     :raises CalendarError: an unknown asset class.
     """
-    if asset_class == "crypto":
-        return CryptoCalendar()
-    if asset_class == "us_equity":
-        return EquityCalendar()
-    raise CalendarError(f"asset class {asset_class!r} is not known; expected one of {', '.join(ASSET_CLASSES)}")
+    if not isinstance(asset_class, str) or asset_class not in ASSET_CLASSES:
+        raise CalendarError(f"asset class {asset_class!r} is not known; expected one of {', '.join(ASSET_CLASSES)}")
+    return _build_calendar(asset_class)
+
+
+@lru_cache(maxsize=None)
+def _build_calendar(asset_class: str) -> MarketCalendar:
+    """A new calendar of a known asset class (cached by :func:`calendar_for`)."""
+    return CryptoCalendar() if asset_class == "crypto" else EquityCalendar()
 
 
 def resolve_calendar(calendar: "str | MarketCalendar") -> MarketCalendar:
