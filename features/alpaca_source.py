@@ -407,8 +407,10 @@ def _retrying_session_class() -> type:
             sleep: Callable[[float], Any],
             redact: Callable[[str], str],
             what: str = "bars",
+            throttle: Callable[[], Any] | None = None,
         ) -> None:
             super().__init__()
+            self.throttle = throttle
             self.symbol = symbol
             self.what = what
             self.timeout = timeout
@@ -425,6 +427,8 @@ def _retrying_session_class() -> type:
             self.attempts = 0
             while True:
                 self.attempts += 1
+                if self.throttle is not None:  # a client-side rate limiter: every attempt is a request
+                    self.throttle()
                 try:
                     response = super().request(method, url, *args, **kwargs)
                 except retryable_errors as exc:
@@ -534,6 +538,7 @@ def install_retrying_session(
     backoff_max: float,
     sleep: Callable[[float], Any] | None,
     what: str = "bars",
+    throttle: Callable[[], Any] | None = None,
 ) -> tuple[Any, Callable[[str], str]]:
     """Give an alpaca-py client our session (timeouts, retries with backoff, keys masked in its log lines).
 
@@ -541,6 +546,8 @@ def install_retrying_session(
     :param symbol: the symbol, for log lines.
     :param keys: the API key and secret, masked in every message.
     :param what: what is requested (``"bars"``, ``"news"``), for log lines.
+    :param throttle: called before every attempt (retries included), e.g. a rate limiter's ``acquire``;
+        None: no limit.
     :return: ``(session, redact)``: the session (its ``attempts`` tell how many the last request took) and
         the function that masks the keys in a text.
     """
@@ -557,6 +564,7 @@ def install_retrying_session(
         sleep=sleep if sleep is not None else time.sleep,
         redact=redact,
         what=what,
+        throttle=throttle,
     )
     _install_session(client, session)
     return session, redact

@@ -11,6 +11,13 @@ answered with ``{"bars": {"BTC/USD": [{"t", "o", "h", "l", "c", "v", "n", "vw"},
 "next_page_token": ...}``. Like Alpaca, a page holds at most ``limit`` bars over all the pairs asked
 (pair by pair, in the order asked), so one pair's bars can span pages. No keys are needed; keys that are
 sent must be right. An unknown pair is answered with HTTP 400 ``invalid symbol``.
+
+The whole API (``full_api = True``, used by the bulk download's tests): stock bars too are answered here,
+several symbols per request like Alpaca (``symbols=AAPL,MSFT``; keys required), both endpoints keep only
+the bars within ``start``/``end`` (inclusive), and a page holds at most ``page_size`` bars over all the
+symbols asked. With ``clock`` set each request records its time ``"t"``; with ``rate_limit = (n,
+window_s)`` as well, a request beyond ``n`` in the last ``window_s`` seconds is answered HTTP 429 like
+Alpaca's limit.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
@@ -61,10 +68,17 @@ def crypto_wire_bars(n: int, base: float = 40_000.0, start: str = CRYPTO_START, 
 
 
 class FakeAlpacaData(FakeAlpaca):
-    """The stock fake plus crypto pairs: ``crypto_bars`` (a pair with ``[]`` is known but has no bars)."""
+    """The stock fake plus crypto pairs: ``crypto_bars`` (a pair with ``[]`` is known but has no bars).
+
+    ``full_api``, ``page_size``, ``clock`` and ``rate_limit``: see the module docstring.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        self.full_api = False
+        self.page_size = PAGE_SIZE
+        self.clock: Callable[[], float] | None = None
+        self.rate_limit: tuple[int, float] | None = None
         self.crypto_bars: dict[str, list[dict]] = {
             "BTC/USD": crypto_wire_bars(10),
             "ETH/USD": crypto_wire_bars(3, base=2_000.0),
@@ -82,13 +96,21 @@ def make_data_handler(fake: FakeAlpacaData) -> type:
     class Handler(stock_handler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's spelling)
             parts = urlsplit(self.path)
-            if not parts.path.startswith("/v1beta3/crypto/"):
+            stocks = fake.full_api and parts.path.startswith("/v2/stocks/")
+            if not parts.path.startswith("/v1beta3/crypto/") and not stocks:
                 return super().do_GET()
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            fake.requests.append({"path": parts.path, "query": query, "headers": dict(self.headers)})
+            record = {"path": parts.path, "query": query, "headers": dict(self.headers)}
+            if fake.clock is not None:
+                record["t"] = fake.clock()
+            fake.requests.append(record)
             fault = fake.next_fault()
             if fault is not None:
                 return self.misbehave(fault)
+            if self.over_rate_limit(record):
+                return self.reply(429, {"message": "too many requests."})
+            if stocks:
+                return self.stock_bars(parts.path, query)
             key, secret = self.headers.get("APCA-API-KEY-ID"), self.headers.get("APCA-API-SECRET-KEY")
             if (key, secret) not in ((None, None), (API_KEY, SECRET_KEY)):
                 return self.reply(401, {"message": "unauthorized."})
@@ -98,12 +120,41 @@ def make_data_handler(fake: FakeAlpacaData) -> type:
             unknown = [p for p in pairs if p not in fake.crypto_bars]
             if unknown:
                 return self.reply(400, {"message": f"invalid symbol: {unknown[0]}"})
-            self.reply(200, self.page(pairs, int(query.get("page_token", "0")), int(query["limit"])))
+            self.reply(200, self.page(pairs, int(query.get("page_token", "0")), int(query["limit"]),
+                                      fake.crypto_bars, query))
 
-        def page(self, pairs: list[str], offset: int, limit: int) -> dict:
-            """One page: at most min(limit, PAGE_SIZE) bars over all ``pairs``, from ``offset`` on."""
-            flat = [(pair, bar) for pair in pairs for bar in fake.crypto_bars[pair]]
-            size = min(limit, PAGE_SIZE)
+        def stock_bars(self, path: str, query: dict) -> None:
+            """The multi-symbol stock endpoint (``full_api``): keys required, unknown symbols refused."""
+            key, secret = self.headers.get("APCA-API-KEY-ID"), self.headers.get("APCA-API-SECRET-KEY")
+            if (key, secret) != (API_KEY, SECRET_KEY):
+                return self.reply(401, {"message": "unauthorized."})
+            if path != "/v2/stocks/bars":
+                return self.reply(404, {"message": "Not Found"})
+            symbols = [s for s in query.get("symbols", "").split(",") if s]
+            unknown = [s for s in symbols if s not in fake.bars]
+            if unknown:
+                return self.reply(422, {"code": 42210000, "message": f"invalid symbol: {unknown[0]}"})
+            self.reply(200, self.page(symbols, int(query.get("page_token", "0")), int(query["limit"]),
+                                      fake.bars, query))
+
+        def over_rate_limit(self, record: dict) -> bool:
+            """Whether this request is beyond ``fake.rate_limit`` (counted on ``fake.clock``)."""
+            if fake.rate_limit is None or fake.clock is None:
+                return False
+            limit, window = fake.rate_limit
+            recent = [r for r in fake.requests if "t" in r and record["t"] - window < r["t"] <= record["t"]]
+            return len(recent) > limit
+
+        def page(self, pairs: list[str], offset: int, limit: int, series: dict | None = None,
+                 query: dict | None = None) -> dict:
+            """One page: at most min(limit, page size) bars over all ``pairs``, from ``offset`` on (with
+            ``full_api``: only the bars within the query's ``start``/``end``)."""
+            series = fake.crypto_bars if series is None else series
+            flat = [(pair, bar) for pair in pairs for bar in series[pair]]
+            if fake.full_api and query is not None:
+                first, last = _wire_time(query.get("start"), "0"), _wire_time(query.get("end"), "9")
+                flat = [(p, b) for p, b in flat if first <= b["t"] <= last]
+            size = min(limit, fake.page_size)
             chunk = flat[offset : offset + size]
             bars: dict[str, list[dict]] = {}
             for pair, bar in chunk:
@@ -112,6 +163,14 @@ def make_data_handler(fake: FakeAlpacaData) -> type:
             return {"bars": bars, "next_page_token": token}
 
     return Handler
+
+
+def _wire_time(value: str | None, absent: str) -> str:
+    """A query's time in the bars' own spelling (``2024-01-05T20:00:00Z``, which sorts as text);
+    ``absent`` when the query has none ("0" sorts before every time, "9" after)."""
+    if value is None:
+        return absent
+    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextmanager
