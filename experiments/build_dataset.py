@@ -23,6 +23,7 @@ from experiments.common import (
     symbols_from_args,
 )
 from features.bars import find_gaps, large_overnight_moves
+from features.calendars import asset_class_of
 from features.dataset import build_market_data
 from features.loading import load_bars
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
         bars = load_bars(list(config.symbols), config.timeframe, config.start, config.end, config.source,
                          config.cache_dir)
         for symbol, frame in bars.items():
-            gaps = find_gaps(frame, config.timeframe)
+            gaps = find_gaps(frame, config.timeframe, asset_class_of(symbol))  # missing sessions of its calendar
             moves = large_overnight_moves(frame)
             note = f"; {len(moves)} overnight move(s) > 40% at {[str(t.date()) for t in moves.index]}" if len(moves) else ""
             print(f"{symbol:<8} {len(frame):>6} bars {frame.index[0].date()} .. {frame.index[-1].date()}, "

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..bars import Timeframe
+from ..calendars import asset_class_of
 from .config import NewsConfig
 from .frame import select_symbols, validate_news
 from .loading import load_news
@@ -37,7 +38,8 @@ def news_feature_tables(
     config = NewsConfig.coerce(settings)
     tf = Timeframe.parse(timeframe) if isinstance(timeframe, str) else timeframe
     symbols = list(frames)
-    closes = {s: bar_close_times(frames[s].index, tf, config.session_close, config.session_timezone) for s in symbols}
+    closes = {s: bar_close_times(frames[s].index, tf, config.session_close, config.session_timezone,
+                                 asset_class=asset_class_of(s)) for s in symbols}
     start = pd.Timestamp(min(int(c[0]) for c in closes.values()) - tf.seconds * 1_000_000_000, tz="UTC")
     end = pd.Timestamp(max(int(c[-1]) for c in closes.values()), tz="UTC")
     if articles is None:
