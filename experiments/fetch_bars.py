@@ -65,7 +65,7 @@ def build_parser():
     add("--symbols-per-request", type=positive_int, default=DEFAULT_SYMBOLS_PER_REQUEST,
         help="symbols asked together in one request")
     add("--chunk-days", type=float, default=None,
-        help="days of bars per request and resume step (default: about 10 pages of 10,000 bars)")
+        help="days of bars per request and resume step (default: about 40 pages of 10,000 bars of 24/7 trading)")
     add("--max-retries", type=int, default=4, help="retries of a request after a 429, a 5xx or a timeout")
     add("--url-override", default=None, help="base URL of Alpaca's data API, e.g. a proxy (default: Alpaca's)")
     add("--no-progress", action="store_true", help="hide the progress bar")

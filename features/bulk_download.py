@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +64,8 @@ DEFAULT_RATE_LIMIT = 200  # requests a minute: Alpaca's free plan
 DEFAULT_BURST = 10
 DEFAULT_SYMBOLS_PER_REQUEST = 50
 PAGE_BARS = 10_000  # Alpaca's largest page
-PAGES_PER_UNIT = 10  # the chunk length aims at about this many pages per unit
+PAGES_PER_UNIT = 40  # the chunk length aims at about this many pages of 24/7 bars per unit (a kill loses
+# at most one unit: about 12 s of requests at 200 a minute; fewer, larger units write each file less often)
 FREE_PLAN_DELAY = pd.Timedelta(minutes=15)
 _END_PAD = pd.Timedelta(seconds=1)  # inclusive end <-> exclusive stop
 
@@ -312,6 +316,27 @@ def fetch_batch(symbols: list[str], timeframe: str, span: Range, settings: Fetch
     :return: ``{symbol: validated bars}`` for the symbols that had bars (others are left out).
     :raises AlpacaDataError: Alpaca refused or could not be reached (after the retries).
     """
+    return bars_frames(fetch_raw(symbols, timeframe, span, settings), symbols)
+
+
+def bars_frames(raw: dict[str, list[dict]], symbols: list[str]) -> dict[str, pd.DataFrame]:
+    """``{symbol: validated bars}`` from Alpaca's raw answer, for the symbols that had bars.
+
+    :param raw: ``{symbol: [wire bar, ...]}`` as alpaca-py returns it with ``raw_data=True``.
+    :param symbols: the symbols asked (Alpaca's spelling; matched case-insensitively).
+    """
+    upper = {k.upper(): v for k, v in raw.items()}
+    return {s: _bars_frame(upper[s.upper()], s) for s in symbols if upper.get(s.upper())}
+
+
+def fetch_raw(symbols: list[str], timeframe: str, span: Range, settings: FetchSettings) -> dict[str, list[dict]]:
+    """Alpaca's raw answer (``{symbol: [wire bar, ...]}``, every page) for :func:`fetch_batch`'s request.
+
+    :param symbols: all stocks or all crypto pairs.
+    :param timeframe: Alpaca's spelling.
+    :param span: half-open UTC range.
+    :param settings: keys, server and network settings, limiter.
+    """
     from alpaca.data.enums import Adjustment, DataFeed
     from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
     from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
@@ -341,9 +366,8 @@ def fetch_batch(symbols: list[str], timeframe: str, span: Range, settings: Fetch
     raw = call_alpaca(lambda: get(request), session=session, redact=redact, symbol=label,
                       where=settings.url_override or "Alpaca's data API",
                       span=f"{span[0]} to {span[1] - _END_PAD}", request_name=name, hints=hints,
-                      connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout) or {}
-    upper = {k.upper(): v for k, v in raw.items()}
-    return {s: _bars_frame(upper[s.upper()], s) for s in symbols if upper.get(s.upper())}
+                      connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+    return raw or {}
 
 
 def _timed_sleep(settings: FetchSettings) -> Callable[[float], Any]:
@@ -507,7 +531,7 @@ def bulk_download(
     :param settings: keys, server, adjustment, feed, network settings and limiter (None: defaults, a
         200-a-minute :class:`TokenBucket`).
     :param symbols_per_request: the most symbols asked in one request.
-    :param chunk_days: days of bars per request (None: about 10 pages' worth).
+    :param chunk_days: days of bars per request (None: about 40 pages' worth).
     :param progress: called after each unit with the symbols it covered and a label.
     :param on_plan: called once with the number of (symbol, range) pieces to fetch, before any request.
     :return: counts and timings.
@@ -534,15 +558,17 @@ def bulk_download(
     limiter_before = settings.limiter.waited_s if settings.limiter else 0.0
     acquired_before = settings.limiter.acquired if settings.limiter else 0
     request_before, backoff_before = settings.request_s, settings.backoff_s
+    writer = _StoreThread(metas, root)
     try:
         for unit in units:
-            frames = fetch_batch(unit.symbols, timeframe, unit.span, settings)
-            for symbol in unit.symbols:
-                _store(metas[symbol], frames.get(symbol), unit.span, root)
+            raw = fetch_raw(unit.symbols, timeframe, unit.span, settings)
+            writer.submit(unit, raw)
             result.units_fetched += 1
             if progress is not None:
                 progress(len(unit.symbols), f"{unit.symbols[0]} {unit.span[0]:%Y-%m-%d}")
+        writer.close()
     finally:
+        writer.close()  # after a failure or a kill: the units fetched before it are still stored
         result.wall_s = time.perf_counter() - began
         if settings.limiter is not None:
             result.limiter_s = settings.limiter.waited_s - limiter_before
@@ -552,11 +578,64 @@ def bulk_download(
     return result
 
 
+class _StoreThread:
+    """Stores fetched units in order in one background thread, so parsing and writing overlap the waits
+    for the rate limit and the server. :meth:`close` stores what was submitted, then stops; an error in
+    the thread is raised by the next :meth:`submit` or by :meth:`close` (unless one is already raising).
+
+    :param metas: each symbol's metadata (updated as units are stored).
+    :param root: the cache root.
+    """
+
+    def __init__(self, metas: dict[str, CacheMeta], root: str | Path) -> None:
+        self.metas, self.root = metas, root
+        self.queue: queue.Queue[tuple[Unit, dict] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="bars-store", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: nothing after a failed unit is stored (its ranges stay missing)
+            unit, raw = item
+            try:
+                frames = bars_frames(raw, unit.symbols)
+                for symbol in unit.symbols:
+                    _store(self.metas[symbol], frames.get(symbol), unit.span, self.root)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+
+    def submit(self, unit: Unit, raw: dict) -> None:
+        """Queue a fetched unit (waits while the previous one is still being stored).
+
+        :param unit: the unit.
+        :param raw: its raw answer.
+        """
+        self._raise()
+        self.queue.put((unit, raw))
+
+    def close(self) -> None:
+        """Store everything submitted and stop the thread; raise its error unless one is in flight."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if sys.exc_info()[0] is None:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
 def _store(meta: CacheMeta, bars: pd.DataFrame | None, span: Range, root: str | Path) -> None:
     """Merge a unit's bars into the Parquet (atomically), then record the range as covered (atomically)."""
     if bars is not None and len(bars):
         path = write_cached_bars(bars, meta.symbol, meta.timeframe, root=root, merge=True)
-        meta.bars = len(pd.read_parquet(path, columns=[]))
+        import pyarrow.parquet as pq
+
+        meta.bars = pq.ParquetFile(path).metadata.num_rows
     meta.covered = merge_ranges([*meta.covered, span])
     write_metadata(meta, root)
 

@@ -210,7 +210,7 @@ def test_killed_download_resumes_with_only_what_is_missing_and_ends_with_the_sam
     covered = {s: merge_ranges([(pd.Timestamp(a), pd.Timestamp(b)) for a, b in
                                 json.loads(metadata_path(s, "1Hour", tmp_path).read_text())["covered"]])
                for s in SYMBOLS if metadata_path(s, "1Hour", tmp_path).exists()}
-    assert 0 < len(covered) < len(SYMBOLS) or any(len(c) for c in covered.values())
+    assert 0 < len(covered) < len(SYMBOLS)  # killed part way
     killed_requests = len(fake.requests)
 
     fetch(fake, tmp_path, clock)
@@ -283,6 +283,15 @@ def test_cached_bars_without_metadata_are_refused_not_mixed(served, tmp_path, ca
     assert code == 2 and err.count("\n") == 1
     assert str(cache_path("S000", "1Hour", tmp_path)) in err and "adjustment is unknown" in err
     assert fake.requests == []
+
+
+def test_bad_bars_from_the_server_are_a_one_line_error_and_nothing_after_them_is_recorded(served, tmp_path, capsys):
+    fake, clock = served
+    fake.bars["S001"][3]["l"] = fake.bars["S001"][3]["h"] + 1.0  # low above high
+    code, err = run(fake, tmp_path, clock, capsys, symbols=STOCKS[:3])
+    assert code == 2 and err.count("\n") == 1 and "S001" in err
+    assert not metadata_path("S001", "1Hour", tmp_path).exists()
+    assert not cache_path("S001", "1Hour", tmp_path).exists()
 
 
 def test_token_bucket_bounds_every_window_and_waits_only_when_empty():
