@@ -15,8 +15,8 @@ from experiments import agent_cli, backtest, build_dataset
 from experiments.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ["backtest", "benchmark", "build_dataset", "check_lookahead", "fetch_news", "hpo", "hpo_agent",
-                "paper_trade", "pipeline", "train_dqn", "train_ppo", "train_supervised"]
+ENTRY_POINTS = ["backtest", "benchmark", "build_dataset", "check_lookahead", "fetch_bars", "fetch_news", "hpo",
+                "hpo_agent", "paper_trade", "pipeline", "train_dqn", "train_portfolio", "train_ppo", "train_supervised"]
 
 
 def one_error_line(stderr: str) -> str:
@@ -123,7 +123,7 @@ def test_help_shows_the_defaults(name, capsys) -> None:
     assert code in (0, None)
     out = capsys.readouterr().out
     assert "default" in out and "--debug" in out
-    assert "(default: runs)" in out or name in ("build_dataset", "check_lookahead", "fetch_news")
+    assert "(default: runs)" in out or name in ("build_dataset", "check_lookahead", "fetch_bars", "fetch_news")
     source = Path(module.__file__).read_text()
     assert "cli(main)" in source or "run_cli(" in source  # the one wrapper behind python -m
 
