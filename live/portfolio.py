@@ -37,7 +37,6 @@ loop never decided on - a long outage live - does not count).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 from typing import Any, Callable
@@ -55,7 +54,7 @@ from sim.portfolio import (ASSET_FIELDS, CASH, EQUITY, FILL_COMMISSION, FILL_DEL
                            PortfolioSimulator, _fill)
 
 from .alerts import Alerter
-from .broker import BUY, SELL, Account, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position, Session
+from .broker import BUY, SELL, Account, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position
 from .config import PaperConfig
 from .journal import Journal, client_order_id, iso, stamp
 from .loop import CycleReport, LiveLoop, _plain
@@ -614,22 +613,6 @@ class PortfolioSimBroker(JournalReplay):
         self.phase = "close"
         if self.tick + 1 >= len(self.ticks):
             self.finished = True
-
-    def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
-        sessions = []
-        for tick in range(len(self.ticks)):
-            opened = self._time(tick, "open")
-            if start <= opened.date() <= end:
-                sessions.append(Session(opened.date(), opened, self._time(tick, "close")))
-        return sessions
-
-    def session_date(self, moment: pd.Timestamp) -> dt.date:
-        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
-        return pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
-
-    def bar_time_of(self, moment: pd.Timestamp, timeframe: str) -> pd.Timestamp:
-        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
-        return pd.Timestamp(int(self.ticks[k]), tz="UTC")
 
     # ----- market data ----------------------------------------------------------------------
     def _complete(self, symbol: str) -> int:

@@ -57,10 +57,28 @@ class _Book:
 
 
 class JournalReplay:
-    """Resuming a replaying broker from a run's journal (:class:`SimBroker`, ``live.portfolio.PortfolioSimBroker``):
-    the replay walks its clock to the journal's last moment and sends again, at each bar open, the orders the
-    journal says reached the broker then, each checked to fill as journalled. The broker has ``ticks``, ``tick``,
-    ``phase``, ``_time(tick, phase)``, ``sleep(seconds)`` and ``submit_order(request)``."""
+    """What the replaying brokers (:class:`SimBroker`, ``live.portfolio.PortfolioSimBroker``) share: their calendar
+    (a session per replayed bar) and resuming from a run's journal - the replay walks its clock to the journal's
+    last moment and sends again, at each bar open, the orders the journal says reached the broker then, each
+    checked to fill as journalled. The broker has ``ticks``, ``tick``, ``phase``, ``_time(tick, phase)``,
+    ``sleep(seconds)`` and ``submit_order(request)``."""
+
+    def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
+        sessions = []
+        for tick in range(len(self.ticks)):
+            opened = self._time(tick, "open")
+            if start <= opened.date() <= end:
+                sessions.append(Session(opened.date(), opened, self._time(tick, "close")))
+        return sessions
+
+    def session_date(self, moment: pd.Timestamp) -> dt.date:
+        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
+        return pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
+
+    def bar_time_of(self, moment: pd.Timestamp, timeframe: str) -> pd.Timestamp:
+        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
+        return pd.Timestamp(int(self.ticks[k]), tz="UTC")
+
 
     def send_journal_again(self, journal: Journal) -> tuple[pd.Timestamp, int] | None:
         """Replay to ``journal``'s last moment, sending its orders again; ``(that moment, orders sent)``, or None for
@@ -255,22 +273,6 @@ class SimBroker(JournalReplay):
                     raise JournalMismatch(f"{journal.path}: sleeve {symbol} has {name} {theirs!r} in the journal, the "
                                           f"replayed account {ours!r} - the journal was changed outside the run or "
                                           f"written on other data; start a new --run-name")
-
-    def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
-        sessions = []
-        for tick in range(len(self.ticks)):
-            opened = self._time(tick, "open")
-            if start <= opened.date() <= end:
-                sessions.append(Session(opened.date(), opened, self._time(tick, "close")))
-        return sessions
-
-    def session_date(self, moment: pd.Timestamp) -> dt.date:
-        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
-        return pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
-
-    def bar_time_of(self, moment: pd.Timestamp, timeframe: str) -> pd.Timestamp:
-        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
-        return pd.Timestamp(int(self.ticks[k]), tz="UTC")
 
     # ----- market data ----------------------------------------------------------------------
     def _complete(self, book: _Book) -> int:
