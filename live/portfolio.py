@@ -582,22 +582,6 @@ class PortfolioSimBroker(JournalReplay):
         """The panel row of the last complete bar."""
         return int(self.sim.ints[0, 0])
 
-    def _time(self, tick: int, phase: str) -> pd.Timestamp:
-        start = int(self.ticks[tick])
-        if phase == "open":
-            return pd.Timestamp(start, tz="UTC")
-        end = start + self.bar_ns
-        if tick + 1 < len(self.ticks):
-            end = min(end, int(self.ticks[tick + 1]))
-        return pd.Timestamp(end - 1, tz="UTC")
-
-    def clock(self) -> Clock:
-        now = self._time(self.tick, self.phase)
-        nxt = min(self.tick + 1, len(self.ticks) - 1)
-        next_open = self._time(nxt, "open") if self.phase == "close" else now
-        next_close = self._time(self.tick if self.phase == "open" else nxt, "close")
-        return Clock(now, self.phase == "open" and not self.finished, next_open, next_close)
-
     def sleep(self, seconds: float, stop: object = None) -> None:
         """The replay's next event (close -> next bar's open -> its close), whatever ``seconds``."""
         if self.finished:

@@ -57,11 +57,28 @@ class _Book:
 
 
 class JournalReplay:
-    """What the replaying brokers (:class:`SimBroker`, ``live.portfolio.PortfolioSimBroker``) share: their calendar
-    (a session per replayed bar) and resuming from a run's journal - the replay walks its clock to the journal's
-    last moment and sends again, at each bar open, the orders the journal says reached the broker then, each
-    checked to fill as journalled. The broker has ``ticks``, ``tick``, ``phase``, ``_time(tick, phase)``,
-    ``sleep(seconds)`` and ``submit_order(request)``."""
+    """What the replaying brokers (:class:`SimBroker`, ``live.portfolio.PortfolioSimBroker``) share: their clock and
+    calendar (a session per replayed bar: open at its start, close just before the next one) and resuming from a
+    run's journal - the replay walks its clock to the journal's last moment and sends again, at each bar open, the
+    orders the journal says reached the broker then, each checked to fill as journalled. The broker has ``ticks`` (each bar's start), ``bar_ns``, ``tick``, ``phase``,
+    ``finished``, ``sleep(seconds)`` and ``submit_order(request)``."""
+
+    def _time(self, tick: int, phase: str) -> pd.Timestamp:
+        """The clock at bar ``tick``'s open or close."""
+        start = int(self.ticks[tick])
+        if phase == "open":
+            return pd.Timestamp(start, tz="UTC")
+        end = start + self.bar_ns
+        if tick + 1 < len(self.ticks):
+            end = min(end, int(self.ticks[tick + 1]))
+        return pd.Timestamp(end - 1, tz="UTC")  # before the next bar opens: the close belongs to this bar's day
+
+    def clock(self) -> Clock:
+        now = self._time(self.tick, self.phase)
+        nxt = min(self.tick + 1, len(self.ticks) - 1)
+        next_open = self._time(nxt, "open") if self.phase == "close" else now
+        next_close = self._time(self.tick if self.phase == "open" else nxt, "close")
+        return Clock(now, self.phase == "open" and not self.finished, next_open, next_close)
 
     def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
         sessions = []
@@ -199,22 +216,6 @@ class SimBroker(JournalReplay):
             book.position = 0 if book.times[0] == ticks[0] else -1
 
     # ----- time -----------------------------------------------------------------------------
-    def _time(self, tick: int, phase: str) -> pd.Timestamp:
-        start = int(self.ticks[tick])
-        if phase == "open":
-            return pd.Timestamp(start, tz="UTC")
-        end = start + self.bar_ns
-        if tick + 1 < len(self.ticks):
-            end = min(end, int(self.ticks[tick + 1]))
-        return pd.Timestamp(end - 1, tz="UTC")  # before the next bar opens: the close belongs to this bar's day
-
-    def clock(self) -> Clock:
-        now = self._time(self.tick, self.phase)
-        nxt = min(self.tick + 1, len(self.ticks) - 1)
-        next_open = self._time(nxt, "open") if self.phase == "close" else now
-        next_close = self._time(self.tick if self.phase == "open" else nxt, "close")
-        return Clock(now, self.phase == "open" and not self.finished, next_open, next_close)
-
     def sleep(self, seconds: float, stop: object = None) -> None:
         """Move to the next event of the replay (close -> next bar's open -> its close ...), whatever ``seconds``."""
         if self.finished:
