@@ -21,7 +21,7 @@ from features.dataset import DatasetConfig, build_dataset, build_market_data
 from features.market_data import MarketData
 from features.splits import SPLITS
 from sim.engine import FILL_AT, Costs, Simulator
-from sim.settings import check_setting
+from sim.settings import check_choice, check_setting
 
 from . import kernel
 from .layout import BARS_HELD_SCALE, ObservationLayout
@@ -95,14 +95,10 @@ class EnvConfig:
     record_trades: bool = False
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split={self.split!r} is not known; expected one of {list(SPLITS)}")
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode={self.action_mode!r} is not known; expected one of {list(ACTION_MODES)}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward={self.reward!r} is not known; expected one of {list(REWARDS)}")
-        if self.fill_at not in FILL_AT:
-            raise ValueError(f"fill_at={self.fill_at!r} is not known; expected one of {list(FILL_AT)}")
+        check_choice("split", self.split, SPLITS)
+        check_choice("action_mode", self.action_mode, ACTION_MODES)
+        check_choice("reward", self.reward, REWARDS)
+        check_choice("fill_at", self.fill_at, FILL_AT)
         # one rule per setting, the same as the simulator's, the benchmark's and live's (sim.settings)
         for name in ("window", "episode_length"):
             if getattr(self, name) is not None:

@@ -31,7 +31,7 @@ from features.panel import Panel
 from features.splits import SPLITS
 from sim.engine import FILL_AT, Costs
 from sim.portfolio import OK, PortfolioSimulator
-from sim.settings import check_setting
+from sim.settings import check_choice, check_setting
 
 from . import portfolio_kernel as kernel
 from .rewards import REWARDS, make_reward
@@ -109,14 +109,10 @@ class PortfolioConfig:
     record_fills: bool = False
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split={self.split!r} is not known; expected one of {list(SPLITS)}")
-        if self.action_transform not in TRANSFORMS:
-            raise ValueError(f"action_transform={self.action_transform!r} is not known; expected one of {list(TRANSFORMS)}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward={self.reward!r} is not known; expected one of {list(REWARDS)}")
-        if self.fill_at not in FILL_AT:
-            raise ValueError(f"fill_at={self.fill_at!r} is not known; expected one of {list(FILL_AT)}")
+        check_choice("split", self.split, SPLITS)
+        check_choice("action_transform", self.action_transform, TRANSFORMS)
+        check_choice("reward", self.reward, REWARDS)
+        check_choice("fill_at", self.fill_at, FILL_AT)
         for name in ("window", "episode_length", "rebalance_every"):
             if getattr(self, name) is not None:
                 rule = "window" if name == "rebalance_every" else name

@@ -149,6 +149,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return _positive_int(name, value)
 
 
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a :class:`SettingError` naming the setting and listing them."""
+    if value not in choices:
+        raise SettingError(f"{name}={_shown(value)} is not known; expected one of {list(choices)}")
+    return value
+
+
 def check_setting(name: str, value: Any, *, rule: str | None = None) -> Any:
     """``value`` checked (and normalised: a float, an int or a bool) by the rule of setting ``name``.
 
