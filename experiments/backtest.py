@@ -36,6 +36,7 @@ from experiments.common import (
     cli,
     dataset_from_args,
     make_parser,
+    portfolio_and_policy,
     policy_label,
     resolve_policy_path,
     staged_run_directory,
@@ -119,37 +120,11 @@ def _symbols_flag(args: argparse.Namespace) -> str:
 
 def portfolio_main(args: argparse.Namespace) -> dict:
     """``--portfolio``: one account across the universe (see the module docstring)."""
-    from agents.allocation import ALLOCATIONS
-    from agents.portfolio_baselines import CashPolicy, fit_allocation_policy
     from envs.portfolio_backtest import backtest_portfolio
-    from features.panel import Panel, PanelError
 
-    names = ("cash",) + ALLOCATIONS
     asked = symbols_from_args(args, None, "--symbol")
-    data = dataset_from_args(args)
-    symbols = asked or data.symbols
-    unknown = [s for s in symbols if s not in data.symbols]
-    if unknown:
-        raise UsageError(f"{_symbols_flag(args)} {', '.join(unknown)} is not in the dataset",
-                         f"pass two or more of {', '.join(data.symbols)} (or no --symbol for all)")
-    try:
-        panel = Panel.from_market_data(data, symbols)
-    except PanelError as error:
-        raise UsageError(str(error), "a portfolio needs two or more symbols of one calendar family") from None
-    if args.rebalance_every < 1:
-        raise UsageError(f"--rebalance-every {args.rebalance_every} must be >= 1", "bars between rebalances")
-    if args.policy == "cash":
-        policy = CashPolicy(panel.symbols)
-    elif args.policy in ALLOCATIONS:
-        policy = fit_allocation_policy(args.policy, panel, "train", rebalance_every=args.rebalance_every)
-    else:
-        path = Path(args.policy)
-        if not path.exists():
-            raise UsageError(f"--policy {args.policy!r} is neither an allocation nor a folder",
-                             f"pass one of {', '.join(names)} or a saved portfolio agent folder")
-        from agents.portfolio_agent import load_portfolio_agent
-
-        policy = load_portfolio_agent(path)
+    panel, policy = portfolio_and_policy(dataset_from_args(args), asked, _symbols_flag(args), args.policy,
+                                         args.rebalance_every)
     costs = Costs(commission=args.commission, fixed_fee=args.fixed_fee, slippage=args.slippage_bps)
     fill_at = args.fill_at or "next_open"
     prefix = f"backtest_portfolio_{policy_label(args.policy)}_{args.split}"

@@ -363,6 +363,45 @@ def symbols_from_args(args: argparse.Namespace, default: list[str] | None,
     return symbols
 
 
+def portfolio_and_policy(data: MarketData, symbols: list[str] | None, symbols_flag: str, policy: str,
+                         rebalance_every: int) -> tuple[Any, Any]:
+    """The universe (a :class:`features.Panel` of ``symbols``, default all of ``data``'s) and the portfolio policy
+    ``--policy`` names: ``cash``, an allocation fitted on the train split (rebalanced every ``rebalance_every``
+    bars; buy_and_hold never) or a saved portfolio agent folder (checked against the universe). Mistakes are one
+    :class:`UsageError` (``experiments.backtest --portfolio`` and ``experiments.paper_trade --portfolio``).
+
+    :param symbols_flag: the flag that chose the symbols, for the message.
+    """
+    from agents.allocation import ALLOCATIONS
+    from agents.portfolio_baselines import CashPolicy, fit_allocation_policy
+    from features.panel import Panel, PanelError
+
+    names = ("cash",) + tuple(ALLOCATIONS)
+    if policy not in names and not Path(policy).is_dir():
+        raise UsageError(f"--policy {policy!r} is neither a portfolio allocation nor a folder",
+                         f"pass one of {', '.join(names)} or a saved portfolio agent folder")
+    if rebalance_every < 1:
+        raise UsageError(f"--rebalance-every {rebalance_every} must be >= 1", "bars between rebalances")
+    symbols = list(symbols or data.symbols)
+    unknown = [s for s in symbols if s not in data.symbols]
+    if unknown:
+        raise UsageError(f"{symbols_flag} {', '.join(unknown)} is not in the dataset",
+                         f"pass two or more of {', '.join(data.symbols)} (or none for all)")
+    try:
+        panel = Panel.from_market_data(data, symbols)
+    except PanelError as error:
+        raise UsageError(str(error), "a portfolio needs two or more symbols of one calendar family") from None
+    if policy == "cash":
+        return panel, CashPolicy(panel.symbols)
+    if policy in ALLOCATIONS:
+        return panel, fit_allocation_policy(policy, panel, "train", rebalance_every=rebalance_every)
+    from agents.portfolio_agent import load_portfolio_agent
+
+    agent = load_portfolio_agent(policy)
+    agent.check_panel(panel)
+    return panel, agent
+
+
 def existing_file(path: str | Path, flag: str) -> Path:
     """``path`` if it is a file, else :class:`PathError` saying so."""
     path = Path(path)

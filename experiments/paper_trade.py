@@ -33,6 +33,7 @@ from experiments.common import (
     existing_file,
     make_parser,
     policy_label,
+    portfolio_and_policy,
     positive_int,
     resolve_dataset_path,
     resolve_policy_path,
@@ -232,34 +233,11 @@ def _portfolio_policy(args: argparse.Namespace, config: PaperConfig) -> tuple[An
     :param args: the parsed arguments.
     :param config: the paper config (``sim.dataset``, ``sim.split``).
     """
-    from agents.allocation import ALLOCATIONS
-    from agents.portfolio_baselines import DEFAULT_REBALANCE_EVERY, CashPolicy, fit_allocation_policy
-    from features.panel import Panel, PanelError
+    from agents.portfolio_baselines import DEFAULT_REBALANCE_EVERY
 
-    names = ("cash",) + tuple(ALLOCATIONS)
-    is_name = args.policy in names
-    if not is_name and not Path(args.policy).is_dir():
-        raise UsageError(f"--policy {args.policy!r} is neither a portfolio allocation nor a folder",
-                         f"pass one of {', '.join(names)} or a saved portfolio agent folder")
     data = _replay_data(args, config, None)
-    symbols = args.symbols or list(data.symbols)
-    unknown = [s for s in symbols if s not in data.symbols]
-    if unknown:
-        raise UsageError(f"--symbols {', '.join(unknown)} not in the dataset",
-                         f"pass two or more of {', '.join(data.symbols)} (or no --symbols for all)")
-    try:
-        panel = Panel.from_market_data(data, symbols)
-    except PanelError as error:
-        raise UsageError(str(error), "a portfolio needs two or more symbols of one calendar family") from None
-    if args.policy == "cash":
-        return data, panel, CashPolicy(panel.symbols)
-    if is_name:
-        every = args.rebalance_every or DEFAULT_REBALANCE_EVERY
-        return data, panel, fit_allocation_policy(args.policy, panel, "train", rebalance_every=every)
-    from agents.portfolio_agent import load_portfolio_agent
-
-    policy = load_portfolio_agent(args.policy)
-    policy.check_panel(panel)
+    panel, policy = portfolio_and_policy(data, args.symbols, "--symbols", args.policy,
+                                         args.rebalance_every or DEFAULT_REBALANCE_EVERY)
     return data, panel, policy
 
 
