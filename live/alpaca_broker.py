@@ -14,6 +14,12 @@ the trading calls share the same behaviour through a session installed in alpaca
 
 Keys come from ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY`` (or the arguments) and never appear in a
 message, an exception or a log line. Only paper trading: there is no switch to the live endpoint.
+
+Crypto pairs (a symbol with ``/``, ``"BTC/USD"``) trade round the clock: their orders are sent at any hour
+with fractional quantities (:data:`CRYPTO_QTY_DECIMALS`, whatever ``fractional`` says) and
+``time_in_force="gtc"`` (Alpaca refuses ``"day"`` for crypto); a crypto bar is complete once its start plus
+its length has passed, and every bar of the UTC grid is expected (no sessions, no weekends). Their bars and
+latest trades come from Alpaca's crypto data API. Stocks follow Alpaca's equity calendar as before.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from features.alpaca_source import (
     fetch_alpaca_bars,
 )
 from features.bars import Timeframe
+from features.parquet_cache import is_crypto_symbol
 
 from .broker import Account, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position, Session
 
@@ -48,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 MARKET_TZ = "America/New_York"
 REGULAR_SESSION_HOURS = 6.5
+#: Decimals of a crypto order's quantity (Alpaca accepts up to 9); crypto is always fractional.
+CRYPTO_QTY_DECIMALS = 9
 
 
 class AlpacaBroker:
@@ -90,6 +99,7 @@ class AlpacaBroker:
         self._trading = TradingClient(*self._keys, paper=True, url_override=trading_url)
         _install_session(self._trading, self._session("trading API"))
         self._data_client: Any = None
+        self._crypto_client: Any = None
         self._calendar: dict[dt.date, Session] = {}
         self._calendar_span: tuple[dt.date, dt.date] | None = None
 
@@ -109,6 +119,23 @@ class AlpacaBroker:
             self._data_client = StockHistoricalDataClient(*self._keys, raw_data=True, url_override=self.data_url)
             _install_session(self._data_client, self._session("market data API"))
         return self._data_client
+
+    def _crypto_data(self) -> Any:
+        """alpaca-py's crypto data client (latest trades), with the same retrying session."""
+        if self._crypto_client is None:
+            from alpaca.data.historical import CryptoHistoricalDataClient
+
+            self._crypto_client = CryptoHistoricalDataClient(*self._keys, raw_data=True, url_override=self.data_url)
+            _install_session(self._crypto_client, self._session("crypto data API"))
+        return self._crypto_client
+
+    def quantity_decimals(self, symbol: str) -> int:
+        """Decimals an order's quantity of ``symbol`` is rounded to: :data:`CRYPTO_QTY_DECIMALS` for a crypto pair,
+        else ``qty_decimals`` (0: whole shares).
+
+        :param symbol: a ticker or a crypto pair.
+        """
+        return CRYPTO_QTY_DECIMALS if is_crypto_symbol(symbol) else self.qty_decimals
 
     def _call(self, what: str, fn: Callable[[], Any], setting: str = "trading_url") -> Any:
         """Run an alpaca-py call; its errors become one-line :class:`BrokerError` s naming the endpoint, the
@@ -227,7 +254,8 @@ class AlpacaBroker:
                 qty = -qty
             basis = math.copysign(abs(_number(model.cost_basis)), qty)
             price = _number(model.current_price) if model.current_price is not None else None
-            out[model.symbol] = Position(model.symbol, qty, _number(model.avg_entry_price), basis, price)
+            symbol = _pair_spelling(model.symbol, str(getattr(model.asset_class, "value", model.asset_class)))
+            out[symbol] = Position(symbol, qty, _number(model.avg_entry_price), basis, price)
         return out
 
     # ----- orders -------------------------------------------------------------------------------------
@@ -255,14 +283,16 @@ class AlpacaBroker:
                 raise
 
     def submit_order(self, request: OrderRequest) -> Order:
-        """Send a market day order; on an unclear failure, look it up by ``client_order_id`` before resending."""
+        """Send a market order (``day`` for a stock, ``gtc`` for a crypto pair: Alpaca refuses ``day`` for crypto); on
+        an unclear failure, look it up by ``client_order_id`` before resending."""
         from alpaca.common.exceptions import APIError
         from alpaca.trading.enums import OrderSide, TimeInForce
         from alpaca.trading.requests import MarketOrderRequest
         from requests.exceptions import RequestException
 
         body = MarketOrderRequest(symbol=request.symbol, qty=request.qty, side=OrderSide(request.side),
-                                  time_in_force=TimeInForce.DAY, client_order_id=request.client_order_id)
+                                  time_in_force=TimeInForce.GTC if is_crypto_symbol(request.symbol) else TimeInForce.DAY,
+                                  client_order_id=request.client_order_id)
         what = f"{request.symbol}: {request.side} {request.qty:g} ({request.client_order_id})"
         last = ""
         for attempt in range(1, self.max_retries + 2):
@@ -296,7 +326,10 @@ class AlpacaBroker:
     def bars(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
         now = self.clock().timestamp
         tf = Timeframe.parse(timeframe)
-        if tf.is_intraday:
+        crypto = is_crypto_symbol(symbol)
+        if crypto:  # every bar of the grid exists: no sessions, no weekends
+            days = count * tf.seconds / 86400 + 2
+        elif tf.is_intraday:
             per_day = max(1.0, REGULAR_SESSION_HOURS * 3600 / tf.seconds)
             days = count / per_day * 7 / 5 + 10
         else:
@@ -314,7 +347,7 @@ class AlpacaBroker:
             if "returned no" in str(error):
                 return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
             raise
-        complete = self._complete(frame.index, tf, now)
+        complete = _complete_24_7(frame.index, tf, now) if crypto else self._complete(frame.index, tf, now)
         return frame[complete].iloc[-int(count):]
 
     def _complete(self, index: pd.DatetimeIndex, tf: Timeframe, now: pd.Timestamp) -> Any:
@@ -329,6 +362,8 @@ class AlpacaBroker:
 
     def expected_bar_times(self, symbol: str, timeframe: str, after: pd.Timestamp, until: pd.Timestamp) -> list[pd.Timestamp]:
         tf = Timeframe.parse(timeframe)
+        if is_crypto_symbol(symbol):
+            return _grid_bar_times(tf, after, until)
         sessions = self.calendar(self.session_date(after), self.session_date(until))
         out = []
         for session in sessions:
@@ -346,15 +381,65 @@ class AlpacaBroker:
         return out
 
     def reference_price(self, symbol: str) -> float:
-        from alpaca.data.requests import StockLatestTradeRequest
+        from alpaca.data.requests import CryptoLatestTradeRequest, StockLatestTradeRequest
 
-        request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=self.feed)
-        raw = self._call(f"{symbol} latest trade", lambda: self._data().get_stock_latest_trade(request), "data_url")
+        if is_crypto_symbol(symbol):
+            crypto = CryptoLatestTradeRequest(symbol_or_symbols=symbol)
+            raw = self._call(f"{symbol} latest trade", lambda: self._crypto_data().get_crypto_latest_trade(crypto),
+                             "data_url")
+        else:
+            request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=self.feed)
+            raw = self._call(f"{symbol} latest trade", lambda: self._data().get_stock_latest_trade(request), "data_url")
         trade = (raw or {}).get(symbol)
         price = _number(trade.get("p")) if isinstance(trade, dict) and trade.get("p") is not None else float("nan")
         if not (math.isfinite(price) and price > 0):
             raise BrokerError(f"{symbol}: no latest trade price from Alpaca's data API")
         return price
+
+
+#: Quote currencies of Alpaca's crypto pairs, longest first (``BTCUSDT`` is ``BTC/USDT``, not ``BTCU/SDT``).
+_CRYPTO_QUOTES = ("USDT", "USDC", "USD", "BTC")
+
+
+def _pair_spelling(symbol: str, asset_class: str) -> str:
+    """A position's symbol as the run spells it: Alpaca lists crypto positions without the slash (``BTCUSD``),
+    its orders with it (``BTC/USD``); stocks are unchanged.
+
+    :param symbol: the position's symbol as Alpaca sent it.
+    :param asset_class: the position's asset class (``"crypto"``, ``"us_equity"``).
+    """
+    if asset_class != "crypto" or "/" in symbol:
+        return symbol
+    for quote in _CRYPTO_QUOTES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{symbol[: -len(quote)]}/{quote}"
+    raise BrokerError(f"crypto position {symbol!r}: expected a pair ending in one of {', '.join(_CRYPTO_QUOTES)}")
+
+
+def _complete_24_7(index: pd.DatetimeIndex, tf: Timeframe, now: pd.Timestamp) -> Any:
+    """Which bars of a 24/7 market have closed by ``now``: those whose start plus their length is not after it.
+
+    :param index: the bars' start times (UTC).
+    :param tf: the bars' length.
+    :param now: the current time.
+    """
+    return (index + pd.Timedelta(seconds=tf.seconds)) <= now
+
+
+def _grid_bar_times(tf: Timeframe, after: pd.Timestamp, until: pd.Timestamp) -> list[pd.Timestamp]:
+    """Every bar of a 24/7 market's UTC grid that starts after ``after`` and has closed by ``until``.
+
+    :param tf: the bars' length (a daily bar starts at 00:00 UTC).
+    :param after: the newest bar already had (exclusive).
+    :param until: the current time.
+    """
+    step = pd.Timedelta(seconds=tf.seconds)
+    start = pd.Timestamp(after).tz_convert("UTC").floor(step) + step
+    out = []
+    while start + step <= until:
+        out.append(start)
+        start += step
+    return out
 
 
 def _order(model: Any) -> Order:

@@ -34,6 +34,12 @@ bars); a newer bar supersedes it.
 
 The loop waits between cycles through ``broker.sleep``: real time for Alpaca, the replay's next event for
 the simulator broker, so ``--broker sim`` runs the identical code path fast.
+
+Each symbol follows its own calendar (:mod:`features.calendars`). A crypto pair (``BTC/USD``) trades round the
+clock: its decisions are executed, its positions flattened and priced whatever the equity clock's ``is_open``
+says, and its next bar closes on the 24/7 grid; a stock waits for the equity market as always (its next bar
+close comes from the broker's equity clock, Alpaca's own calendar). The next wake is the earliest over the
+symbols.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from features.bars import Timeframe
+from features.calendars import asset_class_of, calendar_for
 from sim.settings import check_integer
 
 from .alerts import Alerter, json_line
@@ -156,6 +163,12 @@ class LiveLoop:
         self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
         self.jsonl = self.run_dir / "cycles.jsonl"
         self.monitor_path = self.run_dir / "monitor.html"
+
+    @property
+    def crypto(self) -> frozenset[str]:
+        """The traded symbols that are crypto pairs (24/7 markets); a property, so a subclass that builds its own
+        ``symbols`` (the portfolio loop) has it too."""
+        return frozenset(symbol for symbol in self.symbols if asset_class_of(symbol) == "crypto")
 
     # ----- start --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -291,7 +304,7 @@ class LiveLoop:
         """Steps 6 and 7 of the cycle: decide on the newest bars, then execute when the market is open (the
         portfolio loop decides once for the universe instead)."""
         self._decide(clock.timestamp, bars, positions, report)
-        if clock.is_open:
+        if clock.is_open or self.crypto:
             self._execute(clock, bars, report)
 
     # ----- bars and marks ----------------------------------------------------------------------
@@ -395,7 +408,7 @@ class LiveLoop:
         day = str(self.broker.session_date(now))
         for symbol in self.symbols:
             frame = bars[symbol]
-            if frame is None:
+            if frame is None or not self._tradable(symbol, clock):
                 continue
             bar_time = frame.index[-1]
             decision = self.journal.decision(symbol, bar_time)
@@ -433,7 +446,7 @@ class LiveLoop:
             plan = plan_order(frame, reference, target=target, last_target=self.journal.last_target(symbol),
                               cash=sleeve.cash, units=sleeve.units, costs=self.costs,
                               allow_short=self.policy.allow_short, min_rebalance=self.config.loop.min_rebalance)
-            units = round_quantity(plan.units, self.qty_decimals)
+            units = round_quantity(plan.units, self._decimals(symbol))
         if units == 0.0:
             self.journal.mark_executed(symbol, bar_time, now, "no order (target reached or below the rebalance band)")
             return
@@ -444,6 +457,23 @@ class LiveLoop:
         self.journal.mark_executed(symbol, bar_time, now, f"order {cid} {status}")
         report.orders.append({"client_order_id": cid, "symbol": symbol, "side": BUY if units > 0 else SELL,
                               "qty": abs(units), "target": target, "reference_price": reference, "status": status})
+
+    def _tradable(self, symbol: str, clock: Clock) -> bool:
+        """Whether ``symbol``'s market trades now: a crypto pair always, a stock while the equity clock is open.
+
+        :param symbol: a ticker or a crypto pair.
+        :param clock: the broker's (equity) clock.
+        """
+        return clock.is_open or symbol in self.crypto
+
+    def _decimals(self, symbol: str) -> int | None:
+        """Decimals an order of ``symbol`` is rounded to: the broker's per-symbol rule when it has one (crypto is
+        fractional even when stocks trade whole shares), else its ``qty_decimals``.
+
+        :param symbol: a ticker or a crypto pair.
+        """
+        per_symbol = getattr(self.broker, "quantity_decimals", None)
+        return per_symbol(symbol) if per_symbol is not None else self.qty_decimals
 
     # ----- limits: daily loss, halt, kill -----------------------------------------------------------
     def _daily_loss(self, clock: Clock, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> bool:
@@ -489,7 +519,7 @@ class LiveLoop:
 
         :param marks: the journal's latest marks (read when None and needed).
         """
-        if clock.is_open:
+        if self._tradable(symbol, clock):
             try:
                 return float(self.broker.reference_price(symbol))
             except BrokerError:
@@ -536,12 +566,12 @@ class LiveLoop:
         held = {s: sleeve for s, sleeve in self.journal.sleeves().items() if sleeve.units != 0.0}
         if not held:
             return True
-        if not clock.is_open:
-            self.alert(now, "halted", f"the market is closed: {', '.join(held)} stay open until it opens",
+        waiting = [s for s in held if not self._tradable(s, clock)]
+        if waiting:
+            self.alert(now, "halted", f"the market is closed: {', '.join(waiting)} stay open until it opens",
                        key=f"closed:{intent}:{self.broker.session_date(now)}")
-            return False
         bar_time = self.broker.bar_time_of(now, self.timeframe)
-        for symbol in held:
+        for symbol in (s for s in held if s not in waiting):
             cid = client_order_id(self.run_name, symbol, bar_time, intent)
             existing = self.journal.order(cid)
             if existing is not None and existing["status"] != "not_sent":
@@ -584,9 +614,10 @@ class LiveLoop:
         clock = report.clock
         if clock is None or report.status == "broker error":
             return now + poll
-        pending = bool(self.journal.orders(pending_only=True))
+        open_orders = self.journal.orders(pending_only=True)
+        pending = bool(open_orders)
         following = self._next_bar_close(clock, delay)
-        if pending and clock.is_open:  # poll open orders, backing off while they stay open
+        if any(self._tradable(row["symbol"], clock) for row in open_orders):  # poll open orders, backing off
             self.pending_streak += 1
             return min(now + poll * 2 ** min(self.pending_streak - 1, 6), following)
         self.pending_streak = 0
@@ -594,17 +625,49 @@ class LiveLoop:
             self.waiting_streak += 1
             return min(now + poll * 2 ** min(self.waiting_streak - 1, 8), following)
         self.waiting_streak = 0
-        if not clock.is_open and (pending or self.journal.unexecuted_decisions() or self.journal.meta("halted")):
+        if not clock.is_open and self._waits_for_open(pending):
             following = min(following, clock.next_open + pd.Timedelta(seconds=1))  # nothing fills while closed
         return max(following, now)
 
+    def _waits_for_open(self, pending: bool) -> bool:
+        """Whether something of a stock waits for the equity market to open: an open order, a decision not
+        executed, or a halt (a crypto pair's wait for nothing: it trades now).
+
+        :param pending: the journal has open orders.
+        """
+        stocks = [s for s in self.symbols if s not in self.crypto]
+        if not stocks:
+            return False
+        if pending and any(row["symbol"] not in self.crypto for row in self.journal.orders(pending_only=True)):
+            return True
+        if any(row["symbol"] not in self.crypto for row in self.journal.unexecuted_decisions()):
+            return True
+        return bool(self.journal.meta("halted"))
+
     def _next_bar_close(self, clock: Clock, delay: pd.Timedelta) -> pd.Timestamp:
+        """When the next bar of any symbol closes (plus ``delay``): the earliest over the symbols' calendars.
+
+        :param clock: the broker's (equity) clock.
+        :param delay: how long after the close its bar is looked for.
+        """
+        closes = []
+        if any(s not in self.crypto for s in self.symbols):
+            closes.append(self._next_equity_bar_close(clock))
+        if self.crypto:
+            closes.append(calendar_for("crypto").next_bar_close(clock.timestamp, self.timeframe))
+        return min(closes) + delay
+
+    def _next_equity_bar_close(self, clock: Clock) -> pd.Timestamp:
+        """The next stock bar's close from the broker's equity clock (Alpaca's own sessions and holidays).
+
+        :param clock: the broker's (equity) clock.
+        """
         if self.bar >= pd.Timedelta(days=1):
-            return clock.next_close + delay
+            return clock.next_close
         grid = clock.timestamp.floor(self.bar) + self.bar
         if not clock.is_open:
             grid = clock.next_open.floor(self.bar) + self.bar
-        return min(grid, clock.next_close) + delay
+        return min(grid, clock.next_close)
 
     def _publish(self, report: CycleReport, final: bool = False) -> None:
         report.alerts = self.alert.take()

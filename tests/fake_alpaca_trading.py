@@ -17,6 +17,12 @@ an error status (with headers such as ``Retry-After``), a request that hangs, an
 the connection dropped (or a 500, or a hang) before the reply. Fill behaviour per symbol: full, partial
 (a fraction now, the rest later or never), rejected. ``lag_bars`` hides the newest closed bars (stale
 data). :meth:`FakeAlpaca.trade_outside` trades as a user in the dashboard would (outside the run).
+
+Crypto pairs (a symbol with ``/``: ``BTC/USD``) trade 24/7 as on Alpaca: their orders fill at any hour, in
+fractional quantities, and an order with ``time_in_force`` ``"day"`` is refused with HTTP 400 (Alpaca accepts
+``gtc``/``ioc`` for crypto); a ``gtc`` order never expires at the close. Their bars close at start + bar length
+whatever the weekday, and are served on Alpaca's crypto data paths (``/v1beta3/crypto/us/bars``,
+``/v1beta3/crypto/us/latest/trades``); positions list them without the slash (``BTCUSD``), as Alpaca does.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ API_KEY = "PKFAKETRADING42"
 SECRET_KEY = "fake-secret-9d8c7b6a"
 MARKET_TZ = "America/New_York"
 PAGE_SIZE = 10_000
+CRYPTO_BARS_PATH = "/v1beta3/crypto/us/bars"
+CRYPTO_TRADES_PATH = "/v1beta3/crypto/us/latest/trades"
+
+
+def is_crypto(symbol: str) -> bool:
+    """A crypto pair in Alpaca's spelling has a slash (``BTC/USD``)."""
+    return "/" in symbol
 
 
 @dataclass
@@ -88,6 +101,16 @@ def market_close(day: dt.date) -> pd.Timestamp:
     return pd.Timestamp(day).tz_localize(MARKET_TZ).replace(hour=16).tz_convert("UTC")
 
 
+def crypto_hourly_bars(start: str, n: int, seed: int = 0, start_price: float = 40_000.0,
+                       sigma: float = 0.005) -> pd.DataFrame:
+    """Synthetic hourly bars of a 24/7 pair: ``n`` bars from ``start`` (UTC), nights and weekends included."""
+    from features import synthetic_bars
+
+    frame = synthetic_bars(n, sigma=sigma, seed=seed, start_price=start_price, freq="h")
+    frame.index = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq="h", name="timestamp").as_unit("ns")
+    return frame
+
+
 def daily_bars(days: list[dt.date], seed: int = 0, start_price: float = 100.0, sigma: float = 0.02) -> pd.DataFrame:
     """Synthetic daily bars stamped as Alpaca stamps them (midnight New York of each date, in UTC)."""
     from features import synthetic_bars
@@ -131,7 +154,8 @@ class FakeAlpaca:
         self.days = [d for d in pd.date_range(first.tz_convert(MARKET_TZ).date() - dt.timedelta(days=10),
                                               last.tz_convert(MARKET_TZ).date() + dt.timedelta(days=30)).date
                      if d.weekday() < 5]
-        self.closes = {s: pd.DatetimeIndex([self.bar_close(t) for t in f.index]).as_unit("ns") for s, f in self.bars.items()}
+        self.closes = {s: pd.DatetimeIndex([self.bar_close(t, s) for t in f.index]).as_unit("ns")
+                       for s, f in self.bars.items()}
         self.expire_day_orders = True  # like Alpaca: a day order still open at the close expires
         self.now = pd.Timestamp(now).tz_convert("UTC")
         self.cash = float(cash)
@@ -174,6 +198,7 @@ class FakeAlpaca:
             if qty == 0.0:
                 raise ValueError(f"nothing to trade: {symbol} position is {held}")
             status, order = self.accept({"symbol": symbol, "qty": _num(abs(qty)), "side": "buy" if qty > 0 else "sell",
+                                         "time_in_force": "gtc" if is_crypto(symbol) else "day",
                                          "client_order_id": f"dashboard-{uuid.uuid4().hex[:12]}"})
             if status != 200:
                 raise ValueError(f"the outside trade was refused: {order}")
@@ -208,8 +233,9 @@ class FakeAlpaca:
                 break
         return opens, closes
 
-    def bar_close(self, start: pd.Timestamp) -> pd.Timestamp:
-        if self.timeframe == "1Day":
+    def bar_close(self, start: pd.Timestamp, symbol: str = "") -> pd.Timestamp:
+        """When the bar starting at ``start`` closes: its session's close for a stock's daily bar, else its end."""
+        if self.timeframe == "1Day" and not is_crypto(symbol):
             return market_close(start.tz_convert(MARKET_TZ).date())
         return start + self.bar
 
@@ -241,6 +267,8 @@ class FakeAlpaca:
             return 422, {"code": 40010001, "message": "client_order_id must be unique"}
         if symbol not in self.bars:
             return 422, {"code": 40010001, "message": f"asset {symbol} not found"}
+        if is_crypto(symbol) and body.get("time_in_force", "day") not in ("gtc", "ioc"):
+            return 400, {"code": 40010001, "message": "invalid crypto time_in_force"}
         qty = float(body["qty"])
         side = body["side"]
         price = self.price(symbol)
@@ -257,7 +285,7 @@ class FakeAlpaca:
             "id": str(uuid.uuid4()), "client_order_id": cid, "created_at": stamp, "updated_at": stamp,
             "submitted_at": stamp, "filled_at": None, "expired_at": None, "canceled_at": None, "failed_at": None,
             "replaced_at": None, "replaced_by": None, "replaces": None, "asset_id": self.asset_ids[symbol],
-            "symbol": symbol, "asset_class": "us_equity", "notional": None, "qty": _num(qty), "filled_qty": "0",
+            "symbol": symbol, "asset_class": "crypto" if is_crypto(symbol) else "us_equity", "notional": None, "qty": _num(qty), "filled_qty": "0",
             "filled_avg_price": None, "order_class": "", "order_type": "market", "type": "market", "side": side,
             "time_in_force": body.get("time_in_force", "day"), "limit_price": None, "stop_price": None,
             "status": "accepted", "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None,
@@ -279,14 +307,15 @@ class FakeAlpaca:
         every request is served)."""
         if self.expire_day_orders:
             for order in self.orders:
-                if order["status"] in ("accepted", "new", "partially_filled"):
+                if order["status"] in ("accepted", "new", "partially_filled") and order["time_in_force"] == "day":
                     day = pd.Timestamp(order["submitted_at"]).tz_convert(MARKET_TZ).date()
                     if self.now >= market_close(day):
                         order.update(status="expired", expired_at=_wire_time(self.now), updated_at=_wire_time(self.now))
-        if not self.is_open():
-            return
+        market_open_now = self.is_open()
         for order in self.orders:
             if order["status"] not in ("accepted", "new", "partially_filled"):
+                continue
+            if not (market_open_now or is_crypto(order["symbol"])):  # crypto trades 24/7
                 continue
             mode = order["_mode"]  # as it was when the order was accepted
             order["_requests_seen"] += 1
@@ -349,8 +378,10 @@ class FakeAlpaca:
         for symbol, p in sorted(self.positions.items()):
             qty, price = p["qty"], self.price(symbol)
             value = qty * price
+            crypto = is_crypto(symbol)
             out.append({
-                "asset_id": self.asset_ids[symbol], "symbol": symbol, "exchange": "NASDAQ", "asset_class": "us_equity",
+                "asset_id": self.asset_ids[symbol], "symbol": symbol.replace("/", ""),
+                "exchange": "CRYPTO" if crypto else "NASDAQ", "asset_class": "crypto" if crypto else "us_equity",
                 "asset_marginable": True, "qty": _num(qty), "avg_entry_price": _num(p["cost"] / qty),
                 "side": "long" if qty > 0 else "short", "market_value": _num(value), "cost_basis": _num(p["cost"]),
                 "unrealized_pl": _num(value - p["cost"]), "unrealized_plpc": _num((value - p["cost"]) / abs(p["cost"])),
@@ -501,6 +532,12 @@ def make_handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
                 return 200, fake.wire_order(order)
             if method == "GET" and path == "/v2/stocks/bars":
                 return 200, fake.wire_bars(query)
+            if method == "GET" and path == CRYPTO_BARS_PATH:
+                return 200, fake.wire_bars(query)
+            if method == "GET" and path == CRYPTO_TRADES_PATH:
+                trades = {s: {"t": _wire_time(fake.now), "p": fake.price(s), "s": 0.5, "tks": "B", "i": 1}
+                          for s in query.get("symbols", "").split(",") if s in fake.bars and is_crypto(s)}
+                return 200, {"trades": trades}
             if method == "GET" and path == "/v2/stocks/trades/latest":
                 trades = {s: {"t": _wire_time(fake.now), "x": "V", "p": fake.price(s), "s": 100, "c": ["@"], "i": 1,
                               "z": "C"} for s in query.get("symbols", "").split(",") if s in fake.bars}
