@@ -123,6 +123,21 @@ class LiveLoop:
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols {symbols} repeat a symbol")
         self.policy = policy
+        self._open(policy.preprocessing, broker, journal, symbols, config, run_name=run_name, run_dir=run_dir,
+                   crash=crash, clear_halt=clear_halt, write_monitor=write_monitor, alert_post=alert_post)
+        fill_at = policy.env_settings.get("fill_at", "next_open")
+        if fill_at != "next_open":
+            raise ValueError(f"the policy was trained with fill_at={fill_at!r}, the backtest's optimistic fill at the "
+                             f"decision bar's close; live orders fill at the next price - backtest it with "
+                             f"--fill-at next_open to see what it does live")
+        self.actors = {symbol: policy.actor() for symbol in self.symbols}
+
+    def _open(self, pre: Any, broker: Broker, journal: Journal, symbols: list[str], config: PaperConfig, *,
+              run_name: str, run_dir: str | Path, crash: Callable[[str], None] | None, clear_halt: bool,
+              write_monitor: bool, alert_post: Callable[..., Any] | None) -> None:
+        """What every loop sets up (this one and the portfolio loop): the run, the symbols checked against the
+        preprocessing ``pre`` the observations are built with, the timeframe and history, the order desk, alerts,
+        the kill switch and the cycle counters."""
         self.broker = broker
         self.journal = journal
         self.symbols = list(symbols)
@@ -132,7 +147,6 @@ class LiveLoop:
         self.crash = crash
         self.clear_halt = clear_halt
         self.write_monitor = write_monitor
-        pre = policy.preprocessing
         for symbol in self.symbols:
             pre.asset_id(symbol)  # a symbol the policy never saw is an error naming the ones it knows
         timeframe = config.loop.timeframe or pre.timeframe
@@ -145,17 +159,11 @@ class LiveLoop:
         if self.history_bars < pre.min_bars:
             raise ValueError(f"loop.history_bars={self.history_bars} is below the policy's {pre.min_bars} bars of "
                              f"warm-up + window — raise it or leave it null")
-        fill_at = policy.env_settings.get("fill_at", "next_open")
-        if fill_at != "next_open":
-            raise ValueError(f"the policy was trained with fill_at={fill_at!r}, the backtest's optimistic fill at the "
-                             f"decision bar's close; live orders fill at the next price - backtest it with "
-                             f"--fill-at next_open to see what it does live")
         self.costs = config.costs.costs()
         self.qty_decimals = getattr(broker, "qty_decimals", None)
         self.alert = Alerter(journal, config.alerts, run_name, post=alert_post)
         self.desk = OrderDesk(broker, journal, self.alert, self.timeframe, crash=self._crash)
         self.killswitch = KillSwitch(self.run_dir / config.risk.kill_file)
-        self.actors = {symbol: policy.actor() for symbol in self.symbols}
         self.stopped: str | None = None
         self.broker_error_streak = 0
         self.waiting_streak = 0
@@ -163,6 +171,7 @@ class LiveLoop:
         self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
         self.jsonl = self.run_dir / "cycles.jsonl"
         self.monitor_path = self.run_dir / "monitor.html"
+
 
     @property
     def crypto(self) -> frozenset[str]:

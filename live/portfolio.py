@@ -53,14 +53,10 @@ from sim.portfolio import (ASSET_FIELDS, CASH, EQUITY, FILL_COMMISSION, FILL_DEL
                            HAS_BAR, INT_FIELDS, MARKET_FIELDS, OPEN, SEND, SLIP_BASE, ADV, TARGET, UNITS,
                            PortfolioSimulator, _fill)
 
-from .alerts import Alerter
 from .broker import BUY, SELL, Account, Broker, BrokerError, Clock, Order, OrderRejected, OrderRequest, Position
 from .config import PaperConfig
 from .journal import Journal, client_order_id, iso, stamp
 from .loop import CycleReport, LiveLoop, _plain
-from .orders import OrderDesk
-from .policy import settled_history_bars
-from .risk import KillSwitch
 from .sim_broker import JournalMismatch, JournalReplay, _bars_frame
 from .sizing import round_quantity
 
@@ -272,8 +268,6 @@ class PortfolioLiveLoop(LiveLoop):
                  config: PaperConfig, *, run_name: str, run_dir: Any, crash: Callable[[str], None] | None = None,
                  clear_halt: bool = False, write_monitor: bool = True, alert_post: Callable[..., Any] | None = None,
                  policy_name: str | None = None) -> None:
-        from pathlib import Path
-
         if len(symbols) < 2:
             raise PortfolioLiveError(f"a portfolio needs at least 2 symbols; got {list(symbols)}")
         if len(set(symbols)) != len(symbols):
@@ -289,43 +283,13 @@ class PortfolioLiveLoop(LiveLoop):
         n_assets = getattr(policy, "n_assets", len(symbols))
         if n_assets != len(symbols):
             raise PortfolioLiveError(f"policy allocates over {n_assets} assets; the run trades {len(symbols)}")
-        for symbol in symbols:
-            preprocessing.asset_id(symbol)  # a symbol the dataset does not know is an error naming the ones it does
         self.policy = policy
         self.preprocessing = preprocessing
         self.transform = str(getattr(policy, "action_transform", "weights"))
         self.rebalance_every = getattr(policy, "rebalance_every", None)
         self.policy_name = str(policy_name or getattr(policy, "name", type(policy).__name__))
-        self.broker = broker
-        self.journal = journal
-        self.symbols = list(symbols)
-        self.config = config
-        self.run_name = run_name
-        self.run_dir = Path(run_dir)
-        self.crash = crash
-        self.clear_halt = clear_halt
-        self.write_monitor = write_monitor
-        timeframe = config.loop.timeframe or preprocessing.timeframe
-        if Timeframe.parse(timeframe).seconds != Timeframe.parse(preprocessing.timeframe).seconds:
-            raise PortfolioLiveError(f"timeframe {timeframe} differs from the dataset's {preprocessing.timeframe}")
-        self.timeframe = str(Timeframe.parse(timeframe))
-        self.bar = pd.Timedelta(seconds=Timeframe.parse(self.timeframe).seconds)
-        self.history_bars = int(config.loop.history_bars or settled_history_bars(preprocessing))
-        if self.history_bars < preprocessing.min_bars:
-            raise PortfolioLiveError(f"loop.history_bars={self.history_bars} is below the {preprocessing.min_bars} "
-                                     f"bars of warm-up + window the observation needs")
-        self.costs = config.costs.costs()
-        self.qty_decimals = getattr(broker, "qty_decimals", None)
-        self.alert = Alerter(journal, config.alerts, run_name, post=alert_post)
-        self.desk = OrderDesk(broker, journal, self.alert, self.timeframe, crash=self._crash)
-        self.killswitch = KillSwitch(self.run_dir / config.risk.kill_file)
-        self.stopped: str | None = None
-        self.broker_error_streak = 0
-        self.waiting_streak = 0
-        self.pending_streak = 0
-        self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
-        self.jsonl = self.run_dir / "cycles.jsonl"
-        self.monitor_path = self.run_dir / "monitor.html"
+        self._open(preprocessing, broker, journal, symbols, config, run_name=run_name, run_dir=run_dir, crash=crash,
+                   clear_halt=clear_halt, write_monitor=write_monitor, alert_post=alert_post)
         self.capital = 0.0
 
     # ----- start --------------------------------------------------------------------------------
