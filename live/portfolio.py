@@ -621,15 +621,6 @@ class PortfolioSimBroker(JournalReplay):
         return out
 
     # ----- orders -----------------------------------------------------------------------------
-    def open_orders(self) -> list[Order]:
-        return [order for order in self.orders.values() if not order.is_final]
-
-    def order_by_client_id(self, client_order_id: str) -> Order | None:
-        return self.orders.get(client_order_id)
-
-    def cancel_order(self, order: Order) -> None:
-        """Orders fill at once: nothing is ever open to cancel."""
-
     def submit_order(self, request: OrderRequest) -> Order:
         """Fill ``request`` at once at this bar's open with the simulator's slippage and commission."""
         if request.client_order_id in self.orders:  # idempotent, as Alpaca's unique client_order_id

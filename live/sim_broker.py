@@ -58,10 +58,20 @@ class _Book:
 
 class JournalReplay:
     """What the replaying brokers (:class:`SimBroker`, ``live.portfolio.PortfolioSimBroker``) share: their clock and
-    calendar (a session per replayed bar: open at its start, close just before the next one) and resuming from a
-    run's journal - the replay walks its clock to the journal's last moment and sends again, at each bar open, the
-    orders the journal says reached the broker then, each checked to fill as journalled. The broker has ``ticks`` (each bar's start), ``bar_ns``, ``tick``, ``phase``,
-    ``finished``, ``sleep(seconds)`` and ``submit_order(request)``."""
+    calendar (a session per replayed bar: open at its start, close just before the next one), their order book
+    (orders fill at once) and resuming from a run's journal - the replay walks its clock to the journal's last
+    moment and sends again, at each bar open, the orders the journal says reached the broker then, each checked to
+    fill as journalled. The broker has ``ticks`` (each bar's start), ``bar_ns``, ``tick``, ``phase``, ``finished``,
+    ``orders`` (client order id -> order), ``sleep(seconds)`` and ``submit_order(request)``."""
+
+    def open_orders(self) -> list[Order]:
+        return [order for order in self.orders.values() if not order.is_final]
+
+    def order_by_client_id(self, client_order_id: str) -> Order | None:
+        return self.orders.get(client_order_id)
+
+    def cancel_order(self, order: Order) -> None:
+        """Orders fill at once: nothing is ever open to cancel."""
 
     def _time(self, tick: int, phase: str) -> pd.Timestamp:
         """The clock at bar ``tick``'s open or close."""
@@ -327,15 +337,6 @@ class SimBroker(JournalReplay):
         return out
 
     # ----- orders -----------------------------------------------------------------------------
-    def open_orders(self) -> list[Order]:
-        return [order for order in self.orders.values() if not order.is_final]
-
-    def order_by_client_id(self, client_order_id: str) -> Order | None:
-        return self.orders.get(client_order_id)
-
-    def cancel_order(self, order: Order) -> None:
-        """Orders fill at once: nothing is ever open to cancel."""
-
     def submit_order(self, request: OrderRequest) -> Order:
         if request.client_order_id in self.orders:  # idempotent, as Alpaca's unique client_order_id
             return self.orders[request.client_order_id]
