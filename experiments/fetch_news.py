@@ -2,12 +2,15 @@
 
     python -m experiments.fetch_news --symbols AAPL MSFT --start 2024-01-01 [--end 2024-06-30]
                                      [--scorer lexicon|finbert] [--model ProsusAI/finbert|DIR]
+    python -m experiments.fetch_news --symbols BTC/USD ETH/USD --start 2024-01-01
     python -m experiments.fetch_news --universe configs/universes/seed.yaml --categories etfs --start 2024-01-01
 
 Downloads from Alpaca (keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY) only the date ranges the cache
 (--cache-dir, default data/news) lacks, then scores every article once (scores are cached per article,
 scorer and model) and prints a per-symbol summary. A dataset built with the same cache and
 `news: {source: alpaca, scorer: ...}` then reads both caches without downloading or scoring again.
+A crypto pair is given as Alpaca's bars spell it (BTC/USD): the news API is asked for BTCUSD, the
+articles are cached under articles/BTC~USD.parquet (the bars cache's name) and keep the name BTC/USD.
 --source csv/parquet --path FILE scores your own headlines instead; their times must be ISO 8601
 unless --time-format declares another format (e.g. "%d/%m/%Y %H:%M"; times without %z are UTC).
 """
@@ -29,7 +32,7 @@ PROG = "python -m experiments.fetch_news"
 def build_parser():
     parser = make_parser(PROG, __doc__)
     add = parser.add_argument
-    add("--symbols", nargs="+", default=None, metavar="SYMBOL", help="tickers, e.g. AAPL MSFT (default: none; required unless --universe)")
+    add("--symbols", nargs="+", default=None, metavar="SYMBOL", help="tickers or crypto pairs, e.g. AAPL MSFT BTC/USD (default: none; required unless --universe)")
     add_universe_arguments(parser)
     add("--start", required=True, help="earliest publication time (date or ISO time; naive = UTC)")
     add("--end", default=None, help="latest publication time (default: now)")

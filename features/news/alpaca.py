@@ -12,11 +12,18 @@ timeouts on every page, retries with exponential backoff on 429/5xx/network erro
 ``Retry-After``, alpaca-py's own retry switched off, keys never in a message or log, and
 :class:`~features.alpaca_source.AlpacaDataError` when the retries run out.
 
-The cache: ``{cache_dir}/articles/{SYMBOL}.parquet`` holds one symbol's articles (one row per article,
+Crypto pairs: the rest of this package spells a pair as Alpaca's trading and bars APIs do, ``BTC/USD``;
+the news API spells it without the slash, ``BTCUSD``, both in the ``symbols`` parameter and in the
+articles' ``symbols`` lists (Alpaca's news docs show an article naming ``"BTCUSD"`` and ``"DOGEUSD"``
+next to ``"TSLA"``). So a request for ``BTC/USD`` asks for ``BTCUSD``, and its articles' ``BTCUSD`` rows
+come back, and are cached, as ``BTC/USD`` (:func:`features.news.frame.select_symbols`).
+
+The cache: ``{cache_dir}/articles/{NAME}.parquet`` holds one symbol's articles (one row per article,
 de-duplicated by id, the latest download winning) and, in the file's metadata, the time ranges already
-downloaded. A request downloads only the parts of its range not yet covered, so extending a range
-fetches just the new days and a covered range needs no network (nor keys). The file is replaced
-atomically. Coverage stops :data:`SETTLE` before "now": articles reach the API a little after their
+downloaded; ``NAME`` is the bars cache's name of the symbol (:func:`features.parquet_cache.symbol_dir_name`:
+``AAPL.parquet``, ``BTC~USD.parquet`` for ``BTC/USD``, whose rows read back as ``BTC/USD``). A request
+downloads only the parts of its range not yet covered, so extending a range fetches just the new days
+and a covered range needs no network (nor keys). The file is replaced atomically. Coverage stops :data:`SETTLE` before "now": articles reach the API a little after their
 publication time, so the most recent minutes are fetched again next time.
 
 Known limit: Alpaca serves an article's latest version. A headline edited after publication is seen
@@ -48,8 +55,8 @@ from ..alpaca_source import (
     install_retrying_session,
     _utc,
 )
-from ..parquet_cache import _check_symbol
-from .frame import NEWS_COLUMNS, empty_news, select_symbols, validate_news
+from ..parquet_cache import symbol_dir_name
+from .frame import NEWS_COLUMNS, empty_news, news_api_symbol, select_symbols, validate_news
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +77,15 @@ Interval = tuple[pd.Timestamp, pd.Timestamp]
 
 
 def news_cache_path(symbol: str, cache_dir: str | Path) -> Path:
-    """``{cache_dir}/articles/{SYMBOL}.parquet`` (the symbol must be usable as a file name)."""
-    _check_symbol(symbol)
-    return Path(cache_dir) / ARTICLES_DIR / f"{symbol}.parquet"
+    """``{cache_dir}/articles/{NAME}.parquet``, ``NAME`` being the bars cache's name of the symbol
+    (:func:`features.parquet_cache.symbol_dir_name`: ``AAPL``, or ``BTC~USD`` for ``BTC/USD``).
+
+    :param symbol: a ticker or a crypto pair as Alpaca's trading and bars APIs spell it.
+    :param cache_dir: the news cache root.
+    :raises ValueError: a symbol that cannot be a file name (a path separator other than a pair's one
+        ``/``, a ``~``, ``.``/``..``).
+    """
+    return Path(cache_dir) / ARTICLES_DIR / f"{symbol_dir_name(symbol)}.parquet"
 
 
 def read_cached_news(symbol: str, cache_dir: str | Path) -> tuple[pd.DataFrame, list[Interval]]:
@@ -111,7 +124,7 @@ def write_cached_news(news: pd.DataFrame, symbol: str, cache_dir: str | Path, co
     spans = json.dumps([[a.isoformat(), b.isoformat()] for a, b in merge_intervals(coverage)])
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _COVERAGE_KEY: spans.encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{symbol}-", suffix=".parquet.tmp", dir=path.parent)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".parquet.tmp", dir=path.parent)
     os.close(fd)
     temp = Path(temp_name)
     try:
@@ -171,7 +184,9 @@ def fetch_alpaca_news(
 ) -> pd.DataFrame:
     """Download the articles naming ``symbol`` published in ``[start, end]``, every page of them.
 
-    :param symbol: the ticker (``"AAPL"``).
+    :param symbol: the ticker (``"AAPL"``) or crypto pair (``"BTC/USD"``); the request spells a pair as
+        the news API does (``BTCUSD``, :func:`features.news.frame.news_api_symbol`), and its articles'
+        rows come back as ``symbol``.
     :param start: earliest publication time (inclusive); naive times are UTC.
     :param end: latest publication time (inclusive); None: now.
     :param api_key: Alpaca key id; None reads ``APCA_API_KEY_ID``.
@@ -190,7 +205,7 @@ def fetch_alpaca_news(
     from alpaca.data.historical.news import NewsClient
     from alpaca.data.requests import NewsRequest
 
-    _check_symbol(symbol)
+    symbol_dir_name(symbol)  # a name the cache can hold (and a pair that is BASE/QUOTE)
     api_key, secret_key = _resolve_keys(api_key, secret_key)
     _check_network_options(connect_timeout, read_timeout, max_retries, backoff_base, backoff_max, sleep)
     start_ts = _utc(start, "start")
@@ -207,7 +222,7 @@ def fetch_alpaca_news(
         sleep=sleep, what="news",
     )
     request = NewsRequest(
-        symbols=symbol, start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), sort="asc",
+        symbols=news_api_symbol(symbol), start=start_ts.to_pydatetime(), end=end_ts.to_pydatetime(), sort="asc",
         include_content=False, exclude_contentless=False,
     )
     raw = call_alpaca(lambda: client.get_news(request), session=session, redact=redact, symbol=symbol,
@@ -255,7 +270,7 @@ def download_news_to_cache(
     Each missing range is written as soon as it arrives, so a failure keeps what came before it.
     Keys are needed only when something is missing.
 
-    :param symbols: one ticker or several.
+    :param symbols: one ticker or crypto pair (``"BTC/USD"``), or several.
     :param start: earliest publication time (inclusive); naive times are UTC.
     :param end: latest publication time (inclusive); None: now.
     :param cache_dir: the news cache root.

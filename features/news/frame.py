@@ -4,7 +4,8 @@ A news frame has one row per (article, symbol it names), sorted by publication t
 
 - ``published_at``: UTC ``datetime64[ns, UTC]``, when the article was published;
 - ``id``: the article id (a string; Alpaca's integer ids become their decimal text);
-- ``symbol``: one symbol the article names;
+- ``symbol``: one symbol the article names, as the caller asked for it (a crypto pair keeps its slash,
+  ``BTC/USD``, although Alpaca's news API spells it ``BTCUSD``: :func:`select_symbols`);
 - ``headline``: non-empty text;
 - ``summary``: text, ``""`` when there is none;
 - ``source``: who published it (``"benzinga"``), ``""`` when unknown.
@@ -27,6 +28,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from ..parquet_cache import CRYPTO_SEPARATOR, is_crypto_symbol
 
 NEWS_COLUMNS: tuple[str, ...] = ("published_at", "id", "symbol", "headline", "summary", "source")
 
@@ -186,12 +189,43 @@ def read_news_file(
     return validated
 
 
+def news_api_symbol(symbol: str) -> str:
+    """How Alpaca's news API spells a symbol, in its ``symbols`` parameter and in its articles' ``symbols``
+    lists: a crypto pair without its slash (``"BTC/USD"`` -> ``"BTCUSD"``), a ticker as it is.
+
+    :param symbol: a ticker (``"AAPL"``) or a crypto pair as Alpaca's trading and bars APIs spell it
+        (``"BTC/USD"``, :func:`features.parquet_cache.is_crypto_symbol`).
+    """
+    return symbol.replace(CRYPTO_SEPARATOR, "") if is_crypto_symbol(symbol) else symbol
+
+
 def select_symbols(news: pd.DataFrame, symbols: Iterable[str]) -> pd.DataFrame:
-    """Rows of ``news`` whose symbol is one of ``symbols`` (case-insensitive), spelled as in ``symbols``."""
-    wanted = {str(s).upper(): str(s) for s in symbols}
-    upper = news["symbol"].str.upper()
-    kept = news[upper.isin(list(wanted))].copy()
-    kept["symbol"] = upper[upper.isin(list(wanted))].map(wanted).astype(object)
+    """Rows of ``news`` whose symbol is one of ``symbols`` (case-insensitive), spelled as in ``symbols``.
+
+    A crypto pair is also matched in the news API's spelling (:func:`news_api_symbol`): rows of
+    ``BTCUSD`` are kept as ``BTC/USD`` when ``BTC/USD`` is asked for. An article given under both
+    spellings is one row.
+
+    :param news: a news frame.
+    :param symbols: the symbols to keep, as the caller spells them.
+    :raises ValueError: two different symbols asked for share a spelling (``BTCUSD`` and ``BTC/USD``).
+    """
+    wanted: dict[str, str] = {}
+    for symbol in map(str, symbols):
+        for key in dict.fromkeys((symbol.upper(), news_api_symbol(symbol).upper())):
+            other = wanted.get(key)
+            if other is not None and other.upper() != symbol.upper():
+                raise ValueError(
+                    f"symbols {other!r} and {symbol!r} are both spelt {key!r} by Alpaca's news API, so their "
+                    f"articles cannot be told apart; ask for one of them"
+                )
+            wanted[key] = symbol
+    upper = news["symbol"].astype(str).str.upper()
+    keep = upper.isin(list(wanted))
+    kept = news[keep].copy()
+    kept["symbol"] = upper[keep].map(wanted).astype(object)
+    if "id" in kept.columns:
+        kept = kept.drop_duplicates(subset=["id", "symbol"], keep="last")
     return kept.reset_index(drop=True)
 
 
@@ -290,4 +324,7 @@ def _derived_id(time_text: str, headline: str) -> str:
     return "h" + hashlib.sha256(f"{time_text.strip()}\n{headline.strip()}".encode()).hexdigest()[:16]
 
 
-__all__ = ["NEWS_COLUMNS", "NewsValidationError", "check_time_format", "empty_news", "read_news_file", "validate_news"]
+__all__ = [
+    "NEWS_COLUMNS", "NewsValidationError", "check_time_format", "empty_news", "news_api_symbol", "read_news_file",
+    "select_symbols", "validate_news",
+]

@@ -27,13 +27,16 @@ def load_news(
 ) -> pd.DataFrame:
     """Load the articles naming ``symbols`` published in ``[start, end]`` as one validated news frame.
 
-    :param symbols: one symbol or several.
+    :param symbols: one symbol or several: tickers, or crypto pairs spelt as Alpaca's bars spell them
+        (``"BTC/USD"``; Alpaca's news API and a user's file may name them ``BTCUSD``, the rows come back as
+        ``BTC/USD``).
     :param start: earliest publication time kept (inclusive; naive = UTC); needed for ``"alpaca"``.
     :param end: latest publication time kept (inclusive); None: everything (``"alpaca"``: up to now).
     :param source: ``"alpaca"`` (download what the cache lacks, then read the cache; keys from
         ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``, needed only when something is missing),
         ``"parquet"`` (``path``, or the cache offline when ``path`` is None) or ``"csv"`` (``path``).
-    :param cache_dir: root of the news cache (``{cache_dir}/articles/{SYMBOL}.parquet``).
+    :param cache_dir: root of the news cache (``{cache_dir}/articles/{NAME}.parquet``, ``NAME`` being
+        :func:`features.parquet_cache.symbol_dir_name` of the symbol: ``AAPL``, ``BTC~USD``).
     :param path: your own CSV/Parquet file of headlines (see :func:`features.news.read_news_file`).
     :param time_format: the strptime format of the times in ``path`` (e.g. ``"%d/%m/%Y %H:%M"``; times
         without ``%z`` are UTC); None: ISO 8601 only (any other spelling is refused, never guessed).

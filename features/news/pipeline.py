@@ -26,7 +26,8 @@ def news_feature_tables(
 ) -> tuple[dict[str, pd.DataFrame], str]:
     """The news columns of each symbol's bars, and a sha256 of them all.
 
-    :param frames: ``{symbol: validated bars}``.
+    :param frames: ``{symbol: validated bars}`` (tickers, or crypto pairs spelt ``BTC/USD``: their bars close
+        at their end, :func:`features.calendars.asset_class_of`).
     :param timeframe: the bars' timeframe.
     :param settings: the news settings (source, scorer, merge parameters).
     :param articles: a news frame to use instead of loading from ``settings.source`` (validated here, text
