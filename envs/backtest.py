@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from sim.engine import Costs
-from sim.metrics import bars_per_year, compute_metrics, drawdown_curve, format_metrics_table, metrics_to_json
+from features.calendars import annualisation
+from sim.metrics import compute_metrics, drawdown_curve, format_metrics_table, metrics_to_json
 
 from .core import resolve_data
 from .trading_env import TradingEnv
@@ -358,7 +359,9 @@ def _result(env: TradingEnv, policy: Policy, split: str, costs: Costs, equity: n
     sim = core.sim
     trades = sim.trade_log()
     stamps = core.data.timestamps
-    periods = bars_per_year(stamps[core.data.symbol_rows(core.symbols[0])])
+    data = core.data
+    symbol = data.symbol_index(core.symbols[0])
+    periods, _ = annualisation(data.calendars[symbol], data.timeframe, stamps[data.symbol_rows(core.symbols[0])])
     fills = sim.fill_log()
     metrics = compute_metrics(
         equity, stamps[rows], trades, periods_per_year=periods, position=position,

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from features.atomic_io import write_bytes_atomic, write_text_atomic
+from features.calendars import annualisation, timeline_calendar
 from features.panel import Panel
 from sim.engine import FILL_AT, Costs
-from sim.metrics import bars_per_year, compute_metrics, drawdown_curve, format_metrics_table, metrics_to_json
+from sim.metrics import compute_metrics, drawdown_curve, format_metrics_table, metrics_to_json
 
 from .portfolio_core import PortfolioConfig, PortfolioCore, resolve_panel
 
@@ -402,9 +403,21 @@ def _notes(panel: Panel, fill_at: str) -> list[str]:
     return notes
 
 
+def panel_periods_per_year(panel: Panel) -> float:
+    """Bars per year of a universe's union timeline: round the clock (365 days, 8,760 hours) when any symbol is a
+    crypto pair, the symbols' one calendar (XNYS) when they share it, else measured from the timeline
+    (:func:`features.calendars.timeline_calendar`, :func:`features.calendars.annualisation`).
+
+    :param panel: the universe's panel.
+    """
+    data = panel.data
+    calendars = [data.calendars[data.symbol_index(symbol)] for symbol in panel.symbols]
+    return annualisation(timeline_calendar(calendars), data.timeframe, panel.timestamps)[0]
+
+
 def _result(core: PortfolioCore, name: str, description: str, cost: Costs, equity: np.ndarray,
             weights: np.ndarray, rows: np.ndarray) -> PortfolioBacktestResult:
-    """Assemble the result and its metrics (annualised by the universe timeline's bars per year).
+    """Assemble the result and its metrics (annualised by the universe timeline's calendar: :func:`panel_periods_per_year`).
 
     :param core: the core after the run.
     :param name: the policy's name.
@@ -418,7 +431,7 @@ def _result(core: PortfolioCore, name: str, description: str, cost: Costs, equit
     stamps = panel.timestamps[rows]
     fills = _fills_frame(core)
     metrics = compute_metrics(
-        equity, stamps, None, periods_per_year=bars_per_year(panel.timestamps),
+        equity, stamps, None, periods_per_year=panel_periods_per_year(panel),
         position=np.abs(weights[:, :-1]).sum(axis=1), traded_notional=float(sim.traded_notional[0]),
         costs_paid=float(sim.costs_paid[0]))
     for key in _ROUND_TRIP_KEYS:

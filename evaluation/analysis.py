@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.metrics import bars_per_year
+from features.calendars import NO_CALENDAR, annualisation, timeline_calendar
 
 from . import statistics as st
 from .config import BenchmarkConfig, MarketSpec
@@ -78,7 +78,12 @@ def _analyse_market(config: BenchmarkConfig, market_spec: MarketSpec, folds: lis
     any_meta = next(iter(metas.values()))
     first_symbol = any_meta["symbols"][0]
     stamps = next(r for j, r in jobs).arrays[f"{first_symbol}|timestamps"]
-    periods = float(bars_per_year(stamps)) if len(stamps) > 2 else 252.0
+    # stale jobs reused by --reuse-stale-jobs may predate the recorded calendar: measured, as their code did
+    calendar = timeline_calendar([m.get("calendar", NO_CALENDAR) for m in metas.values()])
+    if calendar == NO_CALENDAR and len(stamps) <= 2:
+        periods, annualised_by = 252.0, "252 bars a year (too few bars to measure a frequency)"
+    else:
+        periods, annualised_by = annualisation(calendar, any_meta.get("timeframe", "1Day"), stamps)
     fold_ids = [f.index for f in folds]
 
     def seeds_of(policy: str) -> list[int]:
@@ -201,6 +206,7 @@ def _analyse_market(config: BenchmarkConfig, market_spec: MarketSpec, folds: lis
         # what the scores say about the data (close-only data fills at the next close), once each
         "notes": sorted({note for m in metas.values() for note in (m["scores"][base].get("notes") or [])}),
         "periods_per_year": periods,
+        "annualised_by": annualised_by,
         "mean_block": int(block),
         "n_trials": n_trials,
         "policies": out_policies,

@@ -301,7 +301,9 @@ def render_markdown(report: Mapping[str, Any], charts: Mapping[str, Mapping[str,
         symbols = ", ".join(market.get("symbols") or []) or NA
         timeframe = ((config.get("markets") or {}).get(name) or {}).get("timeframe")
         bars = _num(market.get("periods_per_year"))
-        facts = [f"{timeframe} bars" if timeframe else "", f"{bars:,.0f} bars per year" if bars is not None else ""]
+        basis = market.get("annualised_by")
+        facts = [f"{timeframe} bars" if timeframe else "",
+                 f"annualised by {basis}" if basis else f"{bars:,.0f} bars per year" if bars is not None else ""]
         facts = [f for f in facts if f]
         lines.append(f"- Market **{name}**: {symbols}" + (f" ({', '.join(facts)})" if facts else ""))
         for note in market.get("notes") or []:

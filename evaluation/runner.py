@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from envs.backtest import backtest_many
+from features.calendars import timeline_calendar
 from features.dataset import DatasetConfig
 from features.loading import load_bars
 from features.market_data import MarketData
@@ -97,6 +98,8 @@ def run_job(job: Job) -> JobResult:
         symbols=[PORTFOLIO_SLEEVE] if portfolio else [s for s in data.symbols if f"{s}|timestamps" in arrays],
         scores=scores,
         base_level=level_name(*spec["base_cost"]),
+        # the calendar of the symbols' timeline annualises the market's metrics (features.calendars.annualisation)
+        calendar=timeline_calendar(data.calendars), timeframe=data.timeframe,
     )
     return JobResult(job.key, meta, arrays, artifact)
 

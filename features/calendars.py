@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -133,6 +133,16 @@ class MarketCalendar:
         """
         raise NotImplementedError
 
+    def follows(self, timestamps_ns: np.ndarray, timeframe: str | Timeframe) -> bool:
+        """Whether every bar lies on this calendar: a daily bar's UTC date is a session, an intraday bar
+        overlaps a session; weekly and monthly bars always do. Bars outside the dates the calendar covers
+        do not.
+
+        :param timestamps_ns: the bars' start times, int64 UTC nanoseconds.
+        :param timeframe: the bars' length.
+        """
+        raise NotImplementedError
+
     def periods_per_year(self, timeframe: str | Timeframe) -> float:
         """Bars of ``timeframe`` in a year of this market (see the module docstring for the source).
 
@@ -196,6 +206,10 @@ class CryptoCalendar(MarketCalendar):
         if tf.unit == "Month":
             return 12.0 / tf.amount
         return 365.0 * 86_400 / tf.seconds
+
+    def follows(self, timestamps_ns: np.ndarray, timeframe: str | Timeframe) -> bool:
+        parse_timeframe(timeframe)
+        return True
 
     def session_bounds(self, start: Any, end: Any) -> tuple[np.ndarray, np.ndarray]:
         opens = self.sessions(start, end).tz_localize("UTC").asi8
@@ -287,6 +301,21 @@ class EquityCalendar(MarketCalendar):
         step = tf.seconds * _NS
         return pd.Timestamp(min((start // step + 1) * step, close), tz="UTC")
 
+    def follows(self, timestamps_ns: np.ndarray, timeframe: str | Timeframe) -> bool:
+        tf = parse_timeframe(timeframe)
+        stamps = np.asarray(timestamps_ns, dtype=np.int64)
+        if stamps.size == 0 or tf.unit in ("Week", "Month"):
+            return True
+        if stamps.min() < self._opens[0] - _DAY_NS or stamps.max() >= self._closes[-1]:
+            return False  # outside the dates the calendar covers: whether they are sessions is not known
+        if tf.unit == "Day":
+            days = stamps - stamps % _DAY_NS  # the bar's UTC date (bars are stamped 00:00-23:59 UTC on it)
+            positions = np.clip(np.searchsorted(self._dates.asi8, days), 0, len(self._dates) - 1)
+            return bool(np.all(self._dates.asi8[positions] == days))
+        index = np.searchsorted(self._closes, stamps, side="right")  # the first session closing after the start
+        return bool(np.all((index < len(self._closes))
+                           & (self._opens[np.minimum(index, len(self._opens) - 1)] < stamps + tf.seconds * _NS)))
+
     def periods_per_year(self, timeframe: str | Timeframe) -> float:
         tf = parse_timeframe(timeframe)
         if tf.unit == "Month":
@@ -353,7 +382,73 @@ def resolve_calendar(calendar: "str | MarketCalendar") -> MarketCalendar:
     return calendar_for(calendar)
 
 
+#: What a dataset records for a symbol whose bars follow no known calendar (synthetic bars on every business
+#: day, hourly FX): its metrics are annualised by the bars' measured frequency (:func:`sim.metrics.bars_per_year`).
+NO_CALENDAR = "none"
+
+
+def calendar_named(name: str) -> MarketCalendar:
+    """The calendar a dataset records by ``name`` (``"XNYS"`` or ``"24/7 (UTC days)"``).
+
+    :param name: a calendar's :attr:`MarketCalendar.name`.
+    :raises CalendarError: no calendar has that name (:data:`NO_CALENDAR` names none).
+    """
+    for asset_class in ASSET_CLASSES:
+        calendar = calendar_for(asset_class)
+        if calendar.name == name:
+            return calendar
+    known = [calendar_for(a).name for a in ASSET_CLASSES]
+    raise CalendarError(f"calendar {name!r} is not known; expected one of {known}")
+
+
+def bars_calendar(symbol: str, timestamps_ns: np.ndarray, timeframe: str | Timeframe) -> str:
+    """The calendar ``symbol``'s bars follow: its asset class's (``"XNYS"`` for a stock, ``"24/7 (UTC days)"``
+    for a pair) when every bar lies on it (:meth:`MarketCalendar.follows`), else :data:`NO_CALENDAR`.
+
+    :param symbol: the ticker or pair (its asset class by :func:`asset_class_of`).
+    :param timestamps_ns: its bars' start times, int64 UTC nanoseconds.
+    :param timeframe: the bars' length.
+    """
+    calendar = calendar_for(asset_class_of(symbol))
+    return calendar.name if calendar.follows(timestamps_ns, timeframe) else NO_CALENDAR
+
+
+def timeline_calendar(calendars: Sequence[str]) -> str:
+    """The calendar of a timeline that is the union of symbols' bar times: round the clock if any symbol
+    trades round the clock, the one calendar all symbols share, else :data:`NO_CALENDAR`.
+
+    :param calendars: each symbol's recorded calendar.
+    """
+    names = set(calendars)
+    crypto = calendar_for("crypto").name
+    if crypto in names:
+        return crypto
+    return names.pop() if len(names) == 1 else NO_CALENDAR
+
+
+def annualisation(calendar: str, timeframe: str | Timeframe, timestamps_ns: np.ndarray) -> tuple[float, str]:
+    """Bars per year for annualised metrics, and the rule that gave it (for reports).
+
+    A known calendar gives its :meth:`MarketCalendar.periods_per_year` (crypto: 365 days, 8,760 hours; XNYS:
+    its sessions and trading hours per year); :data:`NO_CALENDAR` measures the bars' frequency over
+    ``timestamps_ns`` (:func:`sim.metrics.bars_per_year`).
+
+    :param calendar: a calendar name (as a dataset records it) or :data:`NO_CALENDAR`.
+    :param timeframe: the bars' length.
+    :param timestamps_ns: the bars' times (used only with :data:`NO_CALENDAR`).
+    """
+    tf = parse_timeframe(timeframe)
+    if calendar == NO_CALENDAR:
+        from sim.metrics import bars_per_year
+
+        periods = float(bars_per_year(timestamps_ns))
+        return periods, f"measured: {periods:,.1f} bars a year (the bars follow no known calendar)"
+    periods = float(calendar_named(calendar).periods_per_year(tf))
+    return periods, f"{calendar} calendar: {periods:,.1f} {tf} bars a year"
+
+
 __all__ = [
     "ASSET_CLASSES", "AVERAGE_YEARS", "CALENDAR_START", "CalendarError", "CryptoCalendar", "EQUITY_CALENDAR_CODE",
-    "EquityCalendar", "MarketCalendar", "asset_class_of", "calendar_for", "parse_timeframe", "resolve_calendar",
+    "EquityCalendar", "MarketCalendar", "NO_CALENDAR", "annualisation", "asset_class_of", "bars_calendar",
+    "calendar_for", "calendar_named", "parse_timeframe", "resolve_calendar", "timeline_calendar",
 ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from .atomic_io import write_directory_atomic
+from .calendars import asset_class_of
 from .scaling import FeatureScaler
 from .splits import SPLITS
 
@@ -25,11 +26,12 @@ if TYPE_CHECKING:  # labels imports nothing from here, but keep the import graph
     from .dataset import DatasetConfig
     from .labels import LabelConfig
 
-# 3: the manifest carries field_sha256 (a digest of each of its fields); 2 had digests of the arrays only
-FORMAT_VERSION = 3
+# 4: each symbol's asset class and calendar; 3: the manifest carries field_sha256 (a digest of each of its
+# fields); 2 had digests of the arrays only
+FORMAT_VERSION = 4
 _FIELD_DIGESTS = "field_sha256"
-_REQUIRED_FIELDS = ("symbols", "asset_ids", "feature_names", "window", "timeframe", "label", "scaler",
-                    "split_ranges", "config", "hashes", "arrays", _FIELD_DIGESTS)
+_REQUIRED_FIELDS = ("symbols", "asset_ids", "asset_classes", "calendars", "feature_names", "window", "timeframe",
+                    "label", "scaler", "split_ranges", "config", "hashes", "arrays", _FIELD_DIGESTS)
 _REBUILD = "rebuild the dataset with python -m experiments.build_dataset"
 _ARRAYS = ("timestamps", "prices", "vwap", "raw_features", "features", "labels", "row_asset_ids", "offsets")
 # dtype and number of dimensions of each array (shapes are checked against each other on load)
@@ -67,6 +69,11 @@ class MarketData:
     :param label: the label definition (profit, stop, horizon).
     :param config: the dataset config as a plain dict.
     :param hashes: ``config`` and ``source`` sha256 digests.
+    :param asset_classes: each symbol's asset class (``"us_equity"``, ``"crypto"``:
+        :func:`features.calendars.asset_class_of`); empty: derived from the symbols.
+    :param calendars: the calendar each symbol's bars follow (``"XNYS"``, ``"24/7 (UTC days)"``, or ``"none"``:
+        :func:`features.calendars.bars_calendar`); it annualises the symbol's metrics. Empty: derived from the
+        timestamps.
     """
 
     symbols: list[str]
@@ -87,6 +94,14 @@ class MarketData:
     label: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
+    asset_classes: list[str] = field(default_factory=list)
+    calendars: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.asset_classes:
+            self.asset_classes = [asset_class_of(symbol) for symbol in self.symbols]
+        if not self.calendars:
+            self.calendars = _bars_calendars(self)
 
     # ----- lookups -------------------------------------------------------------------------
     @property
@@ -219,6 +234,8 @@ class MarketData:
             "format_version": FORMAT_VERSION,
             "symbols": self.symbols,
             "asset_ids": [int(v) for v in self.asset_ids],
+            "asset_classes": list(self.asset_classes),
+            "calendars": list(self.calendars),
             "feature_names": self.feature_names,
             "window": self.window,
             "timeframe": self.timeframe,
@@ -286,6 +303,8 @@ class MarketData:
         data = cls(
             symbols=_typed_list(manifest, "symbols", str, manifest_path),
             asset_ids=_typed_list(manifest, "asset_ids", int, manifest_path),
+            asset_classes=_typed_list(manifest, "asset_classes", str, manifest_path),
+            calendars=_typed_list(manifest, "calendars", str, manifest_path),
             feature_names=_typed_list(manifest, "feature_names", str, manifest_path),
             window=_typed_value(manifest, "window", int, manifest_path),
             timeframe=_typed_value(manifest, "timeframe", str, manifest_path),
@@ -359,8 +378,8 @@ class MarketData:
             config = DatasetConfig.from_dict(self.config)
         except (TypeError, ValueError) as exc:
             return [f"config is not a dataset config ({exc})"]
-        checks = (_symbol_problems, _timeframe_problems, _window_problems, _label_problems, _split_problems,
-                  _feature_problems, _scaler_problems)
+        checks = (_symbol_problems, _timeframe_problems, _calendar_problems, _window_problems, _label_problems,
+                  _split_problems, _feature_problems, _scaler_problems)
         return [problem for check in checks for problem in check(self, config)]
 
 def field_digests(manifest: Mapping[str, Any]) -> dict[str, str]:
@@ -393,8 +412,10 @@ def _check_manifest_fields(manifest: dict[str, Any], manifest_path: Path) -> Non
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         older = isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION
-        why = (" (it was saved before manifests carried field_sha256, so its fields cannot be checked)"
-               if older else "")
+        why = ""
+        if older:
+            why = (" (it was saved before datasets recorded each symbol's asset class and calendar)" if version == 3
+                   else " (it was saved before manifests carried field_sha256, so its fields cannot be checked)")
         raise DatasetIntegrityError(
             f"{manifest_path}: format_version {version} is not supported (expected {FORMAT_VERSION}){why}; {_REBUILD}"
         )
@@ -512,6 +533,33 @@ def _symbol_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
     if data.hashes.get("source") != source:
         problems.append(f"symbols {data.symbols[:8]} with timestamps.npy and prices.npy do not match hashes.source "
                         f"(the digest of each symbol's bars at build time): names reordered or renamed?")
+    return problems
+
+
+def _bars_calendars(data: MarketData) -> list[str]:
+    """The calendar each symbol's bars follow (:func:`features.calendars.bars_calendar`)."""
+    from .calendars import bars_calendar
+
+    return [bars_calendar(symbol, np.asarray(data.timestamps[rows]), data.timeframe) for _, symbol, rows in _blocks(data)]
+
+
+def _calendar_problems(data: MarketData, config: "DatasetConfig") -> list[str]:
+    """``asset_classes`` against the symbols and ``calendars`` against each symbol's timestamps."""
+    from .calendars import CalendarError
+
+    problems = []
+    if len(data.asset_classes) != len(data.symbols) or len(data.calendars) != len(data.symbols):
+        return [f"asset_classes ({len(data.asset_classes)}) and calendars ({len(data.calendars)}) must give one "
+                f"entry per symbol ({len(data.symbols)})"]
+    expected = [asset_class_of(symbol) for symbol in data.symbols]
+    problems += [f"asset_classes gives {symbol} {got!r}, but {symbol} is {want!r}"
+                 for symbol, got, want in zip(data.symbols, data.asset_classes, expected) if got != want]
+    try:
+        followed = _bars_calendars(data)
+    except CalendarError as exc:
+        return problems + [f"calendars: {exc}"]
+    problems += [f"calendars gives {symbol} {got!r}, but its bars follow {want!r}"
+                 for symbol, got, want in zip(data.symbols, data.calendars, followed) if got != want]
     return problems
 
 

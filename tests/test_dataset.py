@@ -304,7 +304,7 @@ def test_manifest_records_config_features_and_hashes(default_data: MarketData, t
     default_data.save(tmp_path / "ds")
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     config = DatasetConfig()
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
     assert manifest["config"] == json.loads(json.dumps(config.to_dict()))
     assert DatasetConfig.from_dict(manifest["config"]) == config
     assert manifest["feature_names"] == feature_names(FeatureConfig()) == default_data.feature_names
@@ -481,7 +481,7 @@ def test_unsupported_format_version_is_named(saved: Path) -> None:
     manifest = json.loads((saved / "manifest.json").read_text())
     manifest["format_version"] = 99
     (saved / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 3\)"):
+    with pytest.raises(ValueError, match=r"format_version 99 is not supported \(expected 4\)"):
         load_dataset(saved)
 
 

@@ -111,7 +111,7 @@ def test_an_untouched_dataset_loads_and_round_trips(built: MarketData, saved: Pa
 
 def test_the_manifest_records_a_digest_of_every_field(saved: Path) -> None:
     manifest = json.loads((saved / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 3
+    assert manifest["format_version"] == FORMAT_VERSION == 4
     assert set(manifest["field_sha256"]) == set(manifest) - {"field_sha256"}
 
 
@@ -158,7 +158,7 @@ def test_a_digestless_manifest_of_the_previous_format_is_refused_with_a_rebuild_
         m["format_version"] = 2
 
     edit_manifest(saved, older)
-    with pytest.raises(DatasetIntegrityError, match=r"manifest.json: format_version 2 is not supported \(expected 3\) "
+    with pytest.raises(DatasetIntegrityError, match=r"manifest.json: format_version 2 is not supported \(expected 4\) "
                                                     r"\(it was saved before manifests carried field_sha256.*\); "
                                                     r"rebuild the dataset with python -m experiments.build_dataset$"):
         load(saved)
@@ -283,3 +283,24 @@ def test_fractional_split_rows_are_refused_not_truncated(saved: Path) -> None:
 )
 def test_malformed_forged_fields_are_one_line_errors_naming_the_field(saved: Path, change: Change, message: str) -> None:
     forged(saved, change, LOADERS["load_dataset"], message)
+
+
+def test_a_dataset_of_format_3_is_refused_saying_what_it_lacks(saved: Path) -> None:
+    def older(m: dict) -> None:
+        m.pop("asset_classes"), m.pop("calendars")
+        m["format_version"] = 3
+
+    edit_manifest(saved, older, resign=True)
+    with pytest.raises(DatasetIntegrityError, match=r"format_version 3 is not supported \(expected 4\) \(it was saved "
+                                                    r"before datasets recorded each symbol's asset class and calendar\)"):
+        load_dataset(saved)
+
+
+def test_a_forged_calendar_is_refused_naming_the_symbol(saved: Path, load: Callable[[Path], MarketData]) -> None:
+    forged(saved, lambda m: m.__setitem__("calendars", ["24/7 (UTC days)", m["calendars"][1]]), load,
+           r"calendars gives A '24/7 \(UTC days\)', but its bars follow 'none'")
+
+
+def test_a_forged_asset_class_is_refused_naming_the_symbol(saved: Path, load: Callable[[Path], MarketData]) -> None:
+    forged(saved, lambda m: m.__setitem__("asset_classes", ["crypto", "us_equity"]), load,
+           r"asset_classes gives A 'crypto', but A is 'us_equity'")
