@@ -3,7 +3,9 @@
 The real alpaca-py ``NewsClient`` is pointed at the server with ``url_override``; nothing inside
 alpaca-py is mocked. alpaca-py 0.44 calls ``GET {base}/v1beta1/news?symbols=...&start=...&end=...
 &sort=asc&limit=50[&page_token=...]`` and follows ``next_page_token``; the server pages by 3 to make
-pagination visible. Faults (a 429 with Retry-After, a 500, an answer that never comes, the request's
+pagination visible. A crypto pair is tagged and asked for as Alpaca's news API spells it, without the
+slash (``BTCUSD``; :func:`crypto_articles`): the server matches the query's symbols against the articles'
+tags as they are spelt, so ``BTC/USD`` finds nothing. Faults (a 429 with Retry-After, a 500, an answer that never comes, the request's
 headers echoed back) are served on cue; ``sleep=waits.append`` records backoff waits instead of sleeping.
 """
 
@@ -12,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
@@ -57,6 +61,20 @@ def default_articles() -> list[dict]:
     articles.append(wire_article(7, "2024-01-03T18:00:00Z", ["AAPL", "MSFT"], "Apple and Microsoft sign deal"))
     articles.append(wire_article(8, "2024-01-04T12:00:00Z", ["MSFT"], "Microsoft losses widen"))
     return articles
+
+
+def crypto_articles() -> list[dict]:
+    """Crypto articles tagged as Alpaca's news API tags them (``BTCUSD``, ``ETHUSD``: no slash), over a
+    weekend: Friday 2024-01-05 21:00 UTC, Saturday 10:30 and 22:30, Sunday 12:00 (also naming AAPL) and a
+    Monday ETH-only one. Not among the defaults: add them (``fake.articles += crypto_articles()``)."""
+    spec = [
+        ("2024-01-05T21:00:00Z", ["BTCUSD"], "Bitcoin gains as funds buy"),
+        ("2024-01-06T10:30:00Z", ["BTCUSD"], "Bitcoin rallies on Saturday"),
+        ("2024-01-06T22:30:00Z", ["BTCUSD", "ETHUSD"], "Crypto losses widen late Saturday"),
+        ("2024-01-07T12:00:00Z", ["AAPL", "BTCUSD"], "Apple and bitcoin in the news"),
+        ("2024-01-08T09:00:00Z", ["ETHUSD"], "Ether upgrade ships"),
+    ]
+    return [wire_article(1000 + i, created, symbols, headline) for i, (created, symbols, headline) in enumerate(spec)]
 
 
 @dataclass
@@ -146,22 +164,38 @@ def make_handler(fake: FakeNews) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def fake_news(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
-    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
-    fake = FakeNews()
+@contextmanager
+def serve_news(fake: FakeNews) -> Iterator[FakeNews]:
+    """Serve ``fake`` on 127.0.0.1 (a free port; its URL goes into ``fake.url``) until the block ends.
+
+    :param fake: the articles to serve, and where the requests are recorded.
+    """
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    fake.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def no_proxy_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reach 127.0.0.1 directly, and start with no Alpaca keys in the environment."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+
+
+@pytest.fixture
+def fake_news(monkeypatch):
+    no_proxy_no_keys(monkeypatch)
+    with serve_news(FakeNews()) as fake:
+        yield fake
 
 
 @pytest.fixture
