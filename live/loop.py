@@ -39,7 +39,8 @@ Each symbol follows its own calendar (:mod:`features.calendars`). A crypto pair 
 clock: its decisions are executed, its positions flattened and priced whatever the equity clock's ``is_open``
 says, and its next bar closes on the 24/7 grid; a stock waits for the equity market as always (its next bar
 close comes from the broker's equity clock, Alpaca's own calendar). The next wake is the earliest over the
-symbols.
+symbols. A replaying broker says itself which symbols trade at a moment (``can_trade``: a bar of the symbol opens
+then), so a replay of stocks beside crypto trades each at its own bars, as the backtest does.
 """
 
 from __future__ import annotations
@@ -468,11 +469,15 @@ class LiveLoop:
                               "qty": abs(units), "target": target, "reference_price": reference, "status": status})
 
     def _tradable(self, symbol: str, clock: Clock) -> bool:
-        """Whether ``symbol``'s market trades now: a crypto pair always, a stock while the equity clock is open.
+        """Whether ``symbol``'s market trades now: a crypto pair always, a stock while the equity clock is open; a
+        replaying broker that knows (``can_trade``: a bar of the symbol opens now) says so itself.
 
         :param symbol: a ticker or a crypto pair.
         :param clock: the broker's (equity) clock.
         """
+        can_trade = getattr(self.broker, "can_trade", None)
+        if can_trade is not None:
+            return bool(can_trade(symbol))
         return clock.is_open or symbol in self.crypto
 
     def _decimals(self, symbol: str) -> int | None:

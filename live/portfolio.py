@@ -57,7 +57,7 @@ from .broker import BUY, SELL, Account, Broker, BrokerError, Clock, Order, Order
 from .config import PaperConfig
 from .journal import Journal, client_order_id, iso, stamp
 from .loop import CycleReport, LiveLoop, _plain
-from .sim_broker import JournalMismatch, JournalReplay, _bars_frame
+from .sim_broker import JournalMismatch, JournalReplay, _bars_frame, stock_opens
 from .sizing import round_quantity
 
 logger = logging.getLogger("live.portfolio")
@@ -341,26 +341,34 @@ class PortfolioLiveLoop(LiveLoop):
     # ----- the cycle --------------------------------------------------------------------------------
     def _trade(self, clock: Clock, bars: dict[str, pd.DataFrame | None], positions: dict[str, Position],
                report: CycleReport) -> None:
-        """The cycle's decide and execute steps (:meth:`live.loop.LiveLoop.cycle`), for the universe at once."""
+        """The cycle's decide and execute steps (:meth:`live.loop.LiveLoop.cycle`), for the universe at once: the
+        decision is executed once any of its symbols trades (a crypto pair while the equity market is closed)."""
         self._decide_portfolio(clock.timestamp, bars, report)
-        if clock.is_open:
+        if any(self._tradable(symbol, clock) for symbol in self.symbols):
             self._execute_portfolio(clock, bars, report)
 
     def _mark(self, bars: dict[str, pd.DataFrame | None], report: CycleReport) -> None:
-        """Mark each symbol at its last close (sleeve cash + value: the marks add up to the account's equity), its
-        position the asset's weight in the account; the report's equity is the account's (exact cash)."""
+        """Mark each symbol at the universe's newest bar, at its last close (a stock over a weekend: Friday's; sleeve
+        cash + value: the marks of a bar add up to the account's equity), its position the asset's weight in the
+        account; the report's equity is the account's (exact cash). A symbol whose own newer bar should have
+        closed but has not come yet is marked once it comes (a bar's first mark is kept)."""
         sleeves = self.journal.sleeves()
-        if any(bars[s] is None for s in self.symbols):
+        bar_time = self._universe_bar(bars)
+        if bar_time is None:
             return
         cash, units, _ = self.account_state()
         closes = {s: float(bars[s]["close"].iloc[-1]) for s in self.symbols}
         equity = cash
         for i, symbol in enumerate(self.symbols):
             equity += units[i] * closes[symbol]
+        now = report.at
         for symbol in self.symbols:
+            own = bars[symbol].index[-1]
+            if own < bar_time and self.broker.expected_bar_times(symbol, self.timeframe, own, now):
+                continue  # its bar of this time is late: its close is not known yet
             sleeve = sleeves[symbol]
             value = sleeve.units * closes[symbol]
-            self.journal.record_equity(symbol, bars[symbol].index[-1], closes[symbol], sleeve.cash, sleeve.units,
+            self.journal.record_equity(symbol, bar_time, closes[symbol], sleeve.cash, sleeve.units,
                                        sleeve.cash + value, value / equity if equity > 0 else 0.0)
         report.equity = equity
 
@@ -435,7 +443,7 @@ class PortfolioLiveLoop(LiveLoop):
         if plan is None:
             if not self.desk.cancel(now, "superseded by a newer decision", report.fills):
                 return  # an older order is still open: cancel it, then plan against what filled
-            plan = self._plan(bar_time, rows, bars)
+            plan = self._plan(bar_time, rows, bars, clock)
             sent_today = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
             if plan and sent_today + len(plan) > self.config.risk.max_orders_per_day:
                 self.alert(now, "trades_per_day", f"{sent_today} orders today + {len(plan)} of this rebalance pass "
@@ -458,18 +466,29 @@ class PortfolioLiveLoop(LiveLoop):
                                   "reference_price": order["reference"],
                                   "status": "rejected" if sent is None else sent.status})
         outcome = f"{len(plan)} order(s) of the rebalance sent" if plan else "no order (targets reached)"
+        traded = {order["symbol"] for order in plan if order["reference"] is not None}
         for symbol in self.symbols:
-            self.journal.mark_executed(symbol, bar_time, now, outcome)
+            held = symbol not in traded and not self._tradable(symbol, clock)
+            self.journal.mark_executed(symbol, bar_time, now, "held: its market is closed" if held else outcome)
         sent = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
         if sent > self.config.alerts.max_trades_per_day:
             self.alert(now, "trades_per_day", f"{sent} orders today, above alerts.max_trades_per_day="
                        f"{self.config.alerts.max_trades_per_day}", key=f"trades:{day}")
 
-    def _plan(self, bar_time: pd.Timestamp, rows: list[Any], bars: dict[str, pd.DataFrame | None]) -> list[dict]:
+    def _plan(self, bar_time: pd.Timestamp, rows: list[Any], bars: dict[str, pd.DataFrame | None],
+              clock: Clock) -> list[dict]:
         """The orders of the decision on ``bar_time``: the simulator's step on a copy of the account at the
-        broker's reference prices; sells first, then buys, each in asset order (the simulator's fill order)."""
+        broker's reference prices; sells first, then buys, each in asset order (the simulator's fill order).
+
+        A symbol whose market does not trade now (a stock while the equity market is closed, an asset without a bar
+        in a replay) has no reference price: it holds and cannot trade, valued at its last close, as an asset
+        without a bar in the simulator, and the buys are sized on the cash there is.
+        """
         reference: dict[str, float | None] = {}
         for symbol in self.symbols:
+            if not self._tradable(symbol, clock):
+                reference[symbol] = None
+                continue
             try:
                 reference[symbol] = float(self.broker.reference_price(symbol))
             except OrderRejected:  # no bar opens for it now: it holds and cannot trade (as in the simulator)
@@ -482,7 +501,7 @@ class PortfolioLiveLoop(LiveLoop):
                                        min_rebalance=self.config.loop.min_rebalance)
         orders = []
         for i, symbol in enumerate(self.symbols):
-            units_i = round_quantity(float(deltas[i]), self.qty_decimals)
+            units_i = round_quantity(float(deltas[i]), self._decimals(symbol))
             if units_i != 0.0:
                 orders.append({"cid": client_order_id(self.run_name, symbol, bar_time, INTENT), "symbol": symbol,
                                "units": units_i, "target": float(targets[i]), "reference": reference[symbol]})
@@ -528,6 +547,9 @@ class PortfolioSimBroker(JournalReplay):
         self.sim = PortfolioSimulator(panel.open, panel.high, panel.low, panel.close, panel.volume, panel.has_bar,
                                       self.costs, n_accounts=1, initial_cash=self.capital, fill_at="next_open")
         self.ticks = panel.timestamps[self.start_row: self.end_row].astype(np.int64)
+        rows = slice(self.start_row, self.end_row)
+        self.stock_opens = stock_opens(self.ticks, {s: self.ticks[panel.has_bar[rows, i]]
+                                                    for i, s in enumerate(self.symbols)})
         self._open_account()
 
     def _open_account(self) -> None:
@@ -589,10 +611,14 @@ class PortfolioSimBroker(JournalReplay):
             raise OrderRejected(f"{symbol} is not replayed by this simulator broker; it has {self.symbols}")
         if self.phase != "open" or self.finished:
             raise BrokerError(f"{symbol}: the market is closed (the replay is at a bar's close)")
-        i = self.symbols.index(symbol)
-        if not self.sim.market[HAS_BAR, self.row + 1, i]:
+        if not self._opens_now(symbol):
             raise OrderRejected(f"{symbol}: no bar opens at {self._time(self.tick, 'open')}")
-        return i
+        return self.symbols.index(symbol)
+
+    def _opens_now(self, symbol: str) -> bool:
+        """Whether a bar of ``symbol`` opens at this tick (the simulator's fill row has a bar of it)."""
+        self._frame(symbol)  # an unknown symbol is a one-line error
+        return bool(self.sim.market[HAS_BAR, self.row + 1, self.symbols.index(symbol)])
 
     def reference_price(self, symbol: str) -> float:
         i = self._fill_asset(symbol)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from features.bars import Timeframe
+from features.calendars import asset_class_of
 from features.market_data import MarketData
 from sim.engine import Costs, Simulator
 
@@ -61,8 +62,15 @@ class JournalReplay:
     calendar (a session per replayed bar: open at its start, close just before the next one), their order book
     (orders fill at once) and resuming from a run's journal - the replay walks its clock to the journal's last
     moment and sends again, at each bar open, the orders the journal says reached the broker then, each checked to
-    fill as journalled. The broker has ``ticks`` (each bar's start), ``bar_ns``, ``tick``, ``phase``, ``finished``,
-    ``orders`` (client order id -> order), ``sleep(seconds)`` and ``submit_order(request)``."""
+    fill as journalled. The broker has ``ticks`` (each bar's start), ``stock_opens`` (per tick: a stock's bar opens
+    there), ``bar_ns``, ``tick``, ``phase``, ``finished``, ``orders`` (client order id -> order), ``sleep(seconds)``,
+    ``submit_order(request)`` and ``_opens_now(symbol)`` (a bar of the symbol opens at this tick).
+
+    Stocks beside 24/7 crypto: the timeline is the union of the symbols' bars, so some ticks (a weekend, a night)
+    open a crypto bar and no stock's. The clock is the equity market's, as Alpaca's is: open at a tick's open only
+    when a stock's bar opens there (at every bar open when the universe has no stock), and :meth:`can_trade` says
+    which symbols trade at a moment - those whose bar opens now, the simulator's rule (an asset without a bar holds
+    and cannot trade)."""
 
     def open_orders(self) -> list[Order]:
         return [order for order in self.orders.values() if not order.is_final]
@@ -84,11 +92,21 @@ class JournalReplay:
         return pd.Timestamp(end - 1, tz="UTC")  # before the next bar opens: the close belongs to this bar's day
 
     def clock(self) -> Clock:
+        """The equity market's clock in the replay: open at a tick's open where a stock's bar opens."""
         now = self._time(self.tick, self.phase)
-        nxt = min(self.tick + 1, len(self.ticks) - 1)
-        next_open = self._time(nxt, "open") if self.phase == "close" else now
-        next_close = self._time(self.tick if self.phase == "open" else nxt, "close")
-        return Clock(now, self.phase == "open" and not self.finished, next_open, next_close)
+        is_open = self.phase == "open" and not self.finished and bool(self.stock_opens[self.tick])
+        if is_open:
+            return Clock(now, True, now, self._time(self.tick, "close"))
+        later = np.flatnonzero(self.stock_opens[self.tick + 1:])
+        nxt = self.tick + 1 + int(later[0]) if len(later) else min(self.tick + 1, len(self.ticks) - 1)
+        return Clock(now, False, self._time(nxt, "open"), self._time(nxt, "close"))
+
+    def can_trade(self, symbol: str) -> bool:
+        """Whether an order of ``symbol`` fills now: at a tick's open where a bar of it opens.
+
+        :param symbol: a replayed symbol.
+        """
+        return self.phase == "open" and not self.finished and self._opens_now(symbol)
 
     def calendar(self, start: dt.date, end: dt.date) -> list[Session]:
         sessions = []
@@ -216,6 +234,7 @@ class SimBroker(JournalReplay):
                                        _bars_frame(data, i), start - offset)
         ticks = np.unique(np.concatenate([book.times for book in self.books.values()]))
         self.ticks = ticks
+        self.stock_opens = stock_opens(ticks, {s: book.times for s, book in self.books.items()})
         self.tick = 0
         self.phase = "close"
         self.orders: dict[str, Order] = {}
@@ -310,10 +329,15 @@ class SimBroker(JournalReplay):
     def _fill_row(self, book: _Book) -> int:
         if self.phase != "open" or self.finished:
             raise BrokerError(f"{book.symbol}: the market is closed (the replay is at a bar's close)")
-        k = book.position + 1
-        if k >= len(book.times) or book.times[k] != self.ticks[self.tick] or book.position < 0:
+        if not self._opens_now(book.symbol):
             raise OrderRejected(f"{book.symbol}: no bar opens at {self._time(self.tick, 'open')}")
-        return k
+        return book.position + 1
+
+    def _opens_now(self, symbol: str) -> bool:
+        """Whether the symbol's next bar starts at this tick (and it has a complete bar before it)."""
+        book = self._book(symbol)
+        k = book.position + 1
+        return book.position >= 0 and k < len(book.times) and book.times[k] == self.ticks[self.tick]
 
     # ----- account ----------------------------------------------------------------------------
     def _mark(self, book: _Book) -> float:
@@ -372,6 +396,19 @@ class SimBroker(JournalReplay):
             return self.books[symbol]
         except KeyError:
             raise BrokerError(f"{symbol} is not replayed by this simulator broker; it has {sorted(self.books)}") from None
+
+
+def stock_opens(ticks: np.ndarray, times: dict[str, np.ndarray]) -> np.ndarray:
+    """Per tick of a replay, whether a stock's bar starts there: when the equity market's clock is open (every tick
+    when no symbol is a stock: no equity calendar to follow).
+
+    :param ticks: int64 (T,) the replay's bar starts (the union of the symbols' bar times).
+    :param times: symbol -> int64 its bar starts.
+    """
+    stocks = [t for s, t in times.items() if asset_class_of(s) != "crypto"]
+    if not stocks:
+        return np.ones(len(ticks), dtype=bool)
+    return np.isin(ticks, np.concatenate(stocks))
 
 
 def _sequence(broker_id: str, path: object) -> int:
