@@ -39,7 +39,7 @@ def portfolio_equity(result: JobResult, level: str) -> pd.Series:
         stamps = pd.to_datetime(result.arrays[f"{symbol}|timestamps"], utc=True)
         equity = result.arrays[f"{symbol}|{level}|equity"]
         curves.append(pd.Series(equity / equity[0], index=stamps, name=symbol))
-    frame = pd.concat(curves, axis=1).sort_index().ffill().fillna(1.0)
+    frame = pd.concat(curves, axis=1, sort=True).ffill().fillna(1.0)
     return frame.mean(axis=1)
 
 

@@ -80,6 +80,17 @@ class MarketSpec:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     policies: tuple[str, ...] | None = None
 
+    def uncached_symbols(self) -> list[str]:
+        """The symbols of a ``parquet`` market whose bars are not in its cache (none for other sources: the
+        embedded ones ship with the package, ``alpaca`` downloads what is missing)."""
+        if self.dataset.source != "parquet":
+            return []
+        from features.dataset import source_timeframe
+        from features.parquet_cache import cache_path
+
+        timeframe = source_timeframe(self.dataset)
+        return [s for s in self.dataset.symbols if not cache_path(s, timeframe, self.dataset.cache_dir).exists()]
+
     def runs(self, policy: "PolicySpec") -> bool:
         """Whether ``policy`` is run on this market."""
         if self.policies is not None and policy.name not in self.policies:
@@ -527,6 +538,29 @@ class BenchmarkConfig:
         if unknown or not names:
             raise ValueError(f"--markets {unknown or names}: not markets of this config; its markets are {known}")
         return dataclasses.replace(self, markets=tuple(m for m in self.markets if m.name in names))
+
+    def without_uncached_markets(self) -> tuple["BenchmarkConfig", list[str]]:
+        """This config without the ``parquet`` markets whose bars are not cached, and a line for each one left
+        out naming the symbols and the download command (a run that names the market with ``--markets`` reads
+        the cache instead, and its error names the missing file).
+
+        :raises ValueError: no market is left.
+        """
+        kept, notes = [], []
+        for market in self.markets:
+            missing = market.uncached_symbols()
+            if not missing:
+                kept.append(market)
+                continue
+            dataset = market.dataset
+            notes.append(
+                f"market {market.name} left out: no cached {dataset.timeframe or '1Day'} bars of {', '.join(missing)} "
+                f"in {dataset.cache_dir}; download them with python -m experiments.fetch_bars --symbols "
+                f"{' '.join(missing)} --timeframe {dataset.timeframe or '1Day'} --start {dataset.start or '2019-01-01'}"
+                f" (or name it with --markets to run it)")
+        if not kept:
+            raise ValueError("no market of this config has its bars: " + "; ".join(notes))
+        return dataclasses.replace(self, markets=tuple(kept)), notes
 
     def to_dict(self) -> dict[str, Any]:
         out = config_to_dict(self)

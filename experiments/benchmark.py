@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
         config = config.with_quick()
     if args.markets:
         config = config.only_markets(args.markets)
+    else:
+        config, left_out = config.without_uncached_markets()
+        for note in left_out:
+            print(note)
     name = check_run_name(args.run_name) if args.run_name else f"benchmark{'_quick' if args.quick else ''}_{timestamp()}"
     run_dir = args.runs_dir / name
     report = run_benchmark(config, run_dir, workers=args.workers, scheduler=args.scheduler,
