@@ -173,6 +173,7 @@ def fit_hmm(train_returns: np.ndarray, config: OverlayConfig, symbol: str) -> tu
     :param symbol: named in errors.
     """
     from hmmlearn.hmm import GaussianHMM
+    from threadpoolctl import threadpool_limits
 
     train_returns = np.asarray(train_returns, dtype=np.float64)
     scale = float(np.std(train_returns, ddof=1)) if len(train_returns) > 1 else 0.0
@@ -181,7 +182,8 @@ def fit_hmm(train_returns: np.ndarray, config: OverlayConfig, symbol: str) -> tu
                            f"(std {scale:g}); it needs at least 20 that vary")
     model = GaussianHMM(n_components=2, covariance_type="diag", n_iter=int(config.hmm_iterations), tol=HMM_TOL,
                         random_state=int(config.seed))
-    model.fit((train_returns / scale)[:, None])
+    with threadpool_limits(limits=1):  # k-means' OpenMP initialisation: 10x faster on shared cores, one summation order
+        model.fit((train_returns / scale)[:, None])
     history = list(model.monitor_.history)
     converged = len(history) >= 2 and history[-1] - history[-2] < HMM_TOL
     finite = all(np.isfinite(a).all() for a in (model.means_, model.covars_, model.transmat_, model.startprob_))
