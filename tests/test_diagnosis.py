@@ -10,19 +10,24 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from agents.policy_loader import load_policy
+from envs.backtest import backtest
 from evaluation.diagnosis import (
     PSI_EPSILON,
+    bin_proportions,
     calibration,
     diagnose,
     expected_calibration_error,
     ks,
     psi,
+    psi_cuts,
     trade_economics,
 )
 from experiments import diagnose as diagnose_cli
 from experiments.common import run_cli
 from features import DatasetConfig, LabelConfig, build_market_data, synthetic_bars
 from features.preprocessing import Preprocessing
+from sim.engine import Costs
 from sim.trade_log import TRADE_FIELDS
 from supervised.bundle import save_bundle
 from supervised.models import ModelConfig
@@ -55,9 +60,15 @@ def test_psi_on_four_train_quantile_bins_equals_the_formula() -> None:
 
 
 def test_psi_gives_an_empty_bin_the_documented_epsilon() -> None:
-    expected, actual = [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]  # actual's first bin is empty
+    half, full = [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]  # full's first bin is empty
     formula = (PSI_EPSILON - 0.5) * math.log(PSI_EPSILON / 0.5) + (1.0 - 0.5) * math.log(1.0 / 0.5)
-    assert psi(expected, actual, bins=[0.5]) == pytest.approx(formula, rel=1e-12)
+    assert psi(half, full, bins=[0.5]) == pytest.approx(formula, rel=1e-12)
+    assert psi(full, half, bins=[0.5]) == pytest.approx(formula, rel=1e-12)  # empty in the expected sample
+
+
+def test_a_value_on_a_cut_falls_in_the_bin_above_it() -> None:
+    assert bin_proportions([0.0, 1.0, 2.0, 3.0], [1.0]).tolist() == [0.25, 0.75]
+    assert bin_proportions([0.0, 1.0, 2.0, 3.0], psi_cuts([0.0, 1.0, 2.0, 3.0], bins=2)).tolist() == [0.5, 0.5]
 
 
 def test_psi_of_a_shifted_normal_is_a_major_shift() -> None:
@@ -196,6 +207,7 @@ def tiny(tmp_path_factory):
 def test_diagnose_a_bundle_reports_shift_calibration_and_economics(tiny) -> None:
     folder, data = tiny
     result = diagnose(str(folder / "sup" / "model"), data)
+    policy = load_policy(str(folder / "sup" / "model"), data)
     assert result.kind == "supervised" and result.score_kind == "probability"
     assert len(result.shift) == len(data.feature_names)
     largest = [max(row["psi_validation"], row["psi_test"]) for row in result.shift]
@@ -207,6 +219,10 @@ def test_diagnose_a_bundle_reports_shift_calibration_and_economics(tiny) -> None
         economics = result.economics[split]
         assert economics["net_pnl"] == pytest.approx(economics["gross_pnl"] - economics["costs"])
         assert economics["cost_per_side"] == pytest.approx(0.0015)  # the backtester's 0.10% + 5 bps
+        plain = [backtest(policy, data, split, Costs(), symbol=s) for s in data.symbols]  # at the base costs
+        assert economics["log_return"] == pytest.approx(np.mean([np.log(r.equity[-1] / r.equity[0]) for r in plain]))
+        assert economics["n_trades"] == sum(len(r.trades["size"]) for r in plain)
+        assert economics["costs_paid"] == pytest.approx(sum(r.metrics["costs_paid"] for r in plain))
     assert result.scores["train"]["psi_vs_train"] == 0.0
     json.dumps(result.to_json(), allow_nan=False)
 
