@@ -13,6 +13,7 @@ from scipy.stats import ks_2samp
 from agents.policy_loader import load_policy
 from envs.backtest import backtest
 from evaluation.diagnosis import (
+    BREAK_EVEN_SCALES,
     PSI_EPSILON,
     bin_proportions,
     calibration,
@@ -223,6 +224,15 @@ def test_diagnose_a_bundle_reports_shift_calibration_and_economics(tiny) -> None
         assert economics["log_return"] == pytest.approx(np.mean([np.log(r.equity[-1] / r.equity[0]) for r in plain]))
         assert economics["n_trades"] == sum(len(r.trades["size"]) for r in plain)
         assert economics["costs_paid"] == pytest.approx(sum(r.metrics["costs_paid"] for r in plain))
+        assert economics["annual_turnover"] == pytest.approx(np.mean([r.metrics["annual_turnover"] for r in plain]))
+        assert economics["annual_cost_drag"] == pytest.approx(economics["annual_turnover"] * 0.0015)
+        sweep = economics["cost_sweep"]
+        assert sweep["cost_per_side_bps"] == pytest.approx([15.0 * k for k in BREAK_EVEN_SCALES])
+        assert sweep["log_return"][BREAK_EVEN_SCALES.index(1.0)] == economics["log_return"]
+        if economics["break_even_bps_per_side"] is not None:  # the sweep's net log return crosses 0 there
+            assert np.interp(economics["break_even_bps_per_side"], sweep["cost_per_side_bps"],
+                             sweep["log_return"]) == pytest.approx(0.0, abs=1e-12)
+    assert any(result.economics[s]["break_even_bps_per_side"] is not None for s in result.economics)
     assert result.scores["train"]["psi_vs_train"] == 0.0
     json.dumps(result.to_json(), allow_nan=False)
 
@@ -251,6 +261,23 @@ def test_the_cli_writes_the_report_of_a_bundle(tiny, tmp_path) -> None:
         assert heading in text
     assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in names if name.endswith(".png"))
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left
+
+
+def test_an_agents_own_training_costs_are_the_default_and_flags_override_them(tmp_path) -> None:
+    agent = tmp_path / "best"
+    agent.mkdir()
+    env = {"commission": 0.0002, "slippage": 3.0, "fixed_fee": 1.0, "borrow_rate": 0.0001}
+    (agent / "agent.json").write_text(json.dumps({"config": {"env": env}}))
+    costs, source = diagnose_cli.resolve_costs(str(agent), None, None, None)
+    assert (costs.commission, costs.slippage.bps, costs.fixed_fee, costs.borrow_rate) == (0.0002, 3.0, 1.0, 0.0001)
+    assert "agent.json" in source
+    costs, source = diagnose_cli.resolve_costs(str(agent), 0.001, None, None)
+    assert (costs.commission, costs.slippage.bps) == (0.001, 3.0) and source.startswith("the command line, else")
+    costs, source = diagnose_cli.resolve_costs(str(tmp_path), None, None, None)  # a bundle records none
+    assert (costs.commission, costs.slippage.bps, costs.fixed_fee) == (0.001, 5.0, 0.0)
+    (agent / "agent.json").write_text(json.dumps({"config": {}}))
+    with pytest.raises(ValueError, match=r"agent.json: cannot read the agent's costs at config.env"):
+        diagnose_cli.resolve_costs(str(agent), None, None, None)
 
 
 def test_a_bad_policy_path_is_one_line_naming_it(tmp_path, capsys) -> None:
