@@ -263,6 +263,27 @@ def test_the_cli_writes_the_report_of_a_bundle(tiny, tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left
 
 
+def test_the_cli_diagnoses_a_saved_agent_at_its_training_costs(tiny, tmp_path) -> None:
+    from agents.config import AgentConfig
+    from agents.training import train_agent
+
+    folder, data = tiny
+    config = AgentConfig.from_dict({"total_timesteps": 256, "n_envs": 2, "eval_freq": 256,
+                                    "ppo": {"n_steps": 128, "batch_size": 128}, "min_tstat": -1e9,
+                                    "min_improvement": -1e9,
+                                    "env": {"episode_length": 64, "commission": 0.0005, "slippage": 2.0}})
+    train_agent(config, data, tmp_path / "rl", progress=False)
+    result = diagnose_cli.main(["--policy", str(tmp_path / "rl"), "--dataset", str(folder / "dataset"),
+                                "--out", str(tmp_path / "report"), "--no-progress"])
+    assert result.kind == "agent" and result.score_kind == "exposure" and result.calibration is None
+    assert result.costs["cost_per_side"] == pytest.approx(0.0005 + 0.0002) and "agent.json" in result.costs["source"]
+    shares = [result.scores["test"][k] for k in ("share_short", "share_part_short", "share_flat", "share_part_long",
+                                                 "share_long")]
+    assert sum(shares) == pytest.approx(1.0)
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "diagnosis.json", "diagnosis.md", "economics.png", "scores.png", "shift.png"]
+
+
 def test_an_agents_own_training_costs_are_the_default_and_flags_override_them(tmp_path) -> None:
     agent = tmp_path / "best"
     agent.mkdir()
