@@ -278,10 +278,9 @@ def _metric_halves(matrix: np.ndarray, bounds: list[tuple[int, int]], combos: np
     rows = [np.arange(start, stop) for start, stop in bounds]
     in_sample = np.empty((len(combos), matrix.shape[1]))
     out_of_sample = np.empty_like(in_sample)
-    for index, combo in enumerate(combos):
-        chosen = set(int(s) for s in combo)
-        for target, blocks in ((in_sample, sorted(chosen)), (out_of_sample,
-                                                              [s for s in range(n_splits) if s not in chosen])):
+    for index, combo in enumerate(combos.tolist()):
+        rest = [s for s in range(n_splits) if s not in combo]
+        for target, blocks in ((in_sample, combo), (out_of_sample, rest)):
             values = np.asarray(metric(matrix[np.concatenate([rows[s] for s in blocks])]), dtype=float)
             if values.shape != (matrix.shape[1],):
                 raise PBOError(f"metric {name} returned shape {values.shape}; expected ({matrix.shape[1]},), "

@@ -116,11 +116,12 @@ def test_permuting_the_strategy_columns_does_not_change_pbo() -> None:
 
 
 def test_sharpe_from_block_statistics_matches_the_metric_on_copied_halves() -> None:
-    # unequal blocks (1003 bars into 8), cash, a column flat on some halves, a constant non-zero column
-    # and a step with tiny noise: the fast default path must give what per_bar_sharpe gives on each half
-    returns = np.random.default_rng(3).normal(0.001, 0.01, size=(1003, 7))
+    # unequal blocks (1003 bars into 8), cash, columns flat on a half, a constant non-zero column and a
+    # step with tiny noise: the fast default path must give what per_bar_sharpe gives on each half
+    returns = np.random.default_rng(3).normal(0.001, 0.01, size=(1003, 8))
     returns[:, 2] = 0.0
-    returns[:500, 3] = 0.0
+    returns[:503, 3] = 0.0               # blocks 0-3 (126 + 126 + 126 + 125 bars): a flat half
+    returns[:503, 6] = 0.1               # flat at a value whose mean does not round back exactly
     returns[:, 4] = 0.5
     returns[:, 5] = np.repeat([0.01, 0.0100001], [600, 403]) + returns[:, 5] * 1e-9
     fast = probability_of_backtest_overfitting(returns, n_splits=8)
