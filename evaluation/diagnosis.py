@@ -276,7 +276,8 @@ class Diagnosis:
     :param base_rates: per split, the label's sample count and positive rate.
     :param score_kind: ``"probability"`` (a supervised bundle's P(label = 1)) or ``"exposure"`` (the position
         an agent or baseline held after each bar of the backtest).
-    :param scores: per split, the score distribution and its PSI against train.
+    :param scores: per split, the score distribution and its PSI against train (a probability on quantile bins of
+        train; an exposure on :data:`EXPOSURE_CUTS`, with the share of each of those bins).
     :param calibration: per split (supervised bundles only), see :func:`calibration`.
     :param economics: per split, :func:`trade_economics` of the backtest's trades, its metrics and the
         break-even cost of the cost sweep.
@@ -394,6 +395,9 @@ def diagnose(policy: Any, data: MarketData, costs: Costs | None = None, *, symbo
     """
     from agents.policy_loader import load_policy
 
+    for name, value in (("psi_bins", psi_bins), ("calibration_bins", calibration_bins)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name}={value} must be a whole number >= 1")
     costs = costs or Costs()
     per_side = cost_per_side(costs)
     spec = str(policy) if isinstance(policy, (str, Path)) else getattr(policy, "name", type(policy).__name__)

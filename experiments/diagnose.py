@@ -7,12 +7,12 @@
 Writes diagnosis.md, diagnosis.json and PNGs into --out (default: <runs-dir>/diagnose_<policy>_<YYYYmmdd-HHMMSS>),
 built in a temporary folder and renamed into place whole:
 
-- shift.png: the features whose distribution moved most from train (population stability index, PSI, on 10
-  quantile bins of train; an empty bin counts as a 1e-4 share), with the Kolmogorov-Smirnov test in the tables;
+- shift.png: the features whose distribution moved most from train (population stability index, PSI, on
+  --psi-bins quantile bins of train; an empty bin counts as a 1e-4 share), with the Kolmogorov-Smirnov test in the tables;
 - scores.png: the model's score per split (a supervised bundle's predicted probability; an agent's or baseline's
   exposure held after each bar of the backtest);
 - calibration.png (supervised bundles): reliability curves per split, with Brier score, expected calibration
-  error (10 equal-width bins) and precision/recall/F1 at the bundle's threshold in the tables;
+  error (--calibration-bins equal-width bins) and precision/recall/F1 at the bundle's threshold in the tables;
 - economics.png: per trade of the backtest, the gross move over the holding against a round trip's cost, and
   the holding time in bars; the tables give the share of trades whose gross move does not cover a round trip,
   turnover per year and the break-even cost per side (backtests re-run at 0 to 4 times the costs).
