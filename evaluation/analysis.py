@@ -24,6 +24,7 @@ import pandas as pd
 from features.calendars import NO_CALENDAR, annualisation, timeline_calendar
 
 from . import statistics as st
+from .overfitting import probability_of_backtest_overfitting
 from .config import BenchmarkConfig, MarketSpec
 from .folds import Fold, fold_summary
 from .jobs import Job, JobResult
@@ -113,6 +114,8 @@ def _analyse_market(config: BenchmarkConfig, market_spec: MarketSpec, folds: lis
             if pooled.std(ddof=1) > 0:
                 trial_sharpes.append(pooled.mean() / pooled.std(ddof=1))
     n_trials = sum(len(seeds_of(p)) for p in policies)
+    overfitting = _overfitting(curves, [(p, s) for p in policies for s in seeds_of(p)], fold_ids, base,
+                               stats.pbo_splits)
     trial_variance = float(np.var(trial_sharpes, ddof=1)) if len(trial_sharpes) > 1 else 0.0
 
     out_policies: dict[str, Any] = {}
@@ -211,7 +214,9 @@ def _analyse_market(config: BenchmarkConfig, market_spec: MarketSpec, folds: lis
         "n_trials": n_trials,
         "policies": out_policies,
         "ranking": ranking,
-        "verdicts": _verdicts(market, out_policies, config.statistics.confidence),
+        "overfitting": overfitting,
+        "verdicts": _verdicts(market, out_policies, config.statistics.confidence)
+        + [f"{market}: {overfitting['verdict']}"],
         "equity_curves": curves_out,
     }
 
@@ -235,6 +240,37 @@ def _trading_totals(meta: dict[str, Any], level: str) -> dict[str, float]:
         "turnover": float(np.mean([m["turnover"] or 0 for m in per_symbol])),
         "exposure": float(np.mean([m["exposure"] or 0 for m in per_symbol])),
     }
+
+
+def _overfitting(curves: dict[tuple[str, int, int], dict[str, pd.Series]], columns: list[tuple[str, int]],
+                 fold_ids: list[int], base: str, n_splits: int) -> dict[str, Any]:
+    """The probability of backtest overfitting over every policy x seed the market ran (one column each: its
+    per-bar log returns at the base costs over every fold's test bars, in time order), by CSCV
+    (:mod:`evaluation.overfitting`). Fewer blocks than ``n_splits`` when the bars are too few; none at all
+    (a verdict saying so) under 4 bars or 2 columns.
+
+    :param curves: ``(policy, fold, seed) -> {level: equity}``.
+    :param columns: the ``(policy, seed)`` runs, in report order.
+    :param fold_ids: the folds, in time order.
+    :param base: the base cost level.
+    :param n_splits: the configured number of blocks S.
+    """
+    pieces = []
+    for fold in fold_ids:
+        frame = pd.concat([curves[(policy, fold, seed)][base].rename(f"{policy} seed {seed}")
+                           for policy, seed in columns], axis=1, sort=True).ffill().bfill()
+        pieces.append(np.diff(np.log(frame.to_numpy()), axis=0))
+    returns = np.concatenate(pieces) if pieces else np.zeros((0, len(columns)))
+    labels = [f"{policy} seed {seed}" for policy, seed in columns]
+    splits = min(n_splits, (len(returns) // 2) // 2 * 2)
+    if len(columns) < 2 or splits < 2:
+        return {"pbo": None, "verdict": f"PBO not computed: {len(columns)} configuration(s) over {len(returns)} "
+                                        f"test bars (needs 2 or more over 4 bars or more)"}
+    result = probability_of_backtest_overfitting(returns, n_splits=splits, labels=labels)
+    summary = result.to_dict()
+    for picked in summary["most_picked"]:
+        picked["name"] = labels[picked["column"]]
+    return {**summary, "verdict": result.verdict()}
 
 
 def _verdicts(market: str, policies: dict[str, Any], confidence: float) -> list[str]:

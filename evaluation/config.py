@@ -244,12 +244,15 @@ class StatisticsConfig:
     :param confidence: two-sided level of every interval.
     :param mean_block: mean block length in bars; None: chosen from the data.
     :param seed: seed of the bootstrap.
+    :param pbo_splits: blocks S of the probability of backtest overfitting's combinatorially symmetric
+        cross-validation (even; fewer when the pooled test bars are under 2 S).
     """
 
     bootstrap_resamples: int = 1000
     confidence: float = 0.95
     mean_block: int | None = None
     seed: int = 0
+    pbo_splits: int = 16
 
     def __post_init__(self) -> None:
         if not _is_number(self.confidence) or not 0.0 < self.confidence < 1.0:
@@ -262,6 +265,9 @@ class StatisticsConfig:
                              f"(chosen from the data)")
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"statistics.seed={self.seed!r} must be an integer >= 0")
+        if not _is_int(self.pbo_splits) or self.pbo_splits < 2 or self.pbo_splits % 2 or self.pbo_splits > 16:
+            raise ValueError(f"statistics.pbo_splits={self.pbo_splits!r} must be an even integer from 2 to 16 "
+                             f"(C(16, 8) = 12,870 combinations)")
 
 
 def check_cost_level(key: str, commission: Any, slippage_bps: Any) -> None:

@@ -513,6 +513,14 @@ def _market_section(name: str, market: Mapping[str, Any], charts: Mapping[str, s
 
     verdicts = market.get("verdicts") or []
     lines += ["### Verdicts", ""] + ([f"- {v}" for v in verdicts] or [f"- {NA}"]) + [""]
+    overfitting = market.get("overfitting") or {}
+    if overfitting.get("pbo") is not None:
+        picked = ", ".join(f"{p.get('name', p['column'])} ({p['share']:.0%})" for p in overfitting["most_picked"])
+        lines += ["### Probability of backtest overfitting", "",
+                  f"CSCV over every policy x seed above (per-bar Sharpe at the base costs, {overfitting['n_bars']:,} "
+                  f"pooled test bars in {overfitting['n_splits']} blocks): PBO {overfitting['pbo']:.2f}, probability "
+                  f"of an out-of-sample loss {overfitting['probability_of_loss']:.2f}; most often best in sample: "
+                  f"{picked}.", ""]
     return lines
 
 

@@ -130,3 +130,14 @@ def test_only_markets_selects_and_names_unknown_ones() -> None:
     assert [m.name for m in config.only_markets(["eq"]).markets] == ["eq"]
     with pytest.raises(ValueError, match=r"\['nope'\]: not markets of this config; its markets are \['eq', 'fx'\]"):
         config.only_markets(["nope"])
+
+
+def test_each_market_reports_its_probability_of_backtest_overfitting_over_every_policy_and_seed(finished) -> None:
+    config, run_dir, report = finished
+    market = report["markets"]["eq"]
+    overfitting = market["overfitting"]
+    assert overfitting["n_strategies"] == sum(p["n_seeds"] for p in market["policies"].values())
+    assert 0.0 <= overfitting["pbo"] <= 1.0 and overfitting["n_splits"] % 2 == 0
+    assert {p["name"].split(" seed ")[0] for p in overfitting["most_picked"]} <= set(market["policies"])
+    assert any(v.startswith("eq: PBO ") for v in report["verdicts"])
+    assert "### Probability of backtest overfitting" in (run_dir / "report.md").read_text()
