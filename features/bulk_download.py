@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import queue
+import re
 import sys
 import threading
 import time
@@ -68,6 +69,8 @@ PAGES_PER_UNIT = 40  # the chunk length aims at about this many pages of 24/7 ba
 # at most one unit: about 12 s of requests at 200 a minute; fewer, larger units write each file less often)
 FREE_PLAN_DELAY = pd.Timedelta(minutes=15)
 _END_PAD = pd.Timedelta(seconds=1)  # inclusive end <-> exclusive stop
+RAW_PAGES = "\x00pages"  # fetch_raw's key of the unparsed page bodies (no symbol is spelt so)
+MEMORY_ROWS = 5_000_000  # the store thread keeps up to this many bars of the files it wrote (no re-read)
 
 
 class CacheMetadataError(ValueError):
@@ -325,8 +328,37 @@ def bars_frames(raw: dict[str, list[dict]], symbols: list[str]) -> dict[str, pd.
     :param raw: ``{symbol: [wire bar, ...]}`` as alpaca-py returns it with ``raw_data=True``.
     :param symbols: the symbols asked (Alpaca's spelling; matched case-insensitively).
     """
-    upper = {k.upper(): v for k, v in raw.items()}
+    upper = {k.upper(): v for k, v in parse_pages(raw, _label(symbols)).items()}
     return {s: _bars_frame(upper[s.upper()], s) for s in symbols if upper.get(s.upper())}
+
+
+def _label(symbols: list[str]) -> str:
+    return symbols[0] if len(symbols) == 1 else f"{symbols[0]}..{symbols[-1]} ({len(symbols)} symbols)"
+
+
+def parse_pages(raw: dict[str, list], label: str = "bars") -> dict[str, list[dict]]:
+    """``{symbol: [wire bar, ...]}`` from :func:`fetch_raw`'s answer, whose pages may still be unparsed bodies
+    (under :data:`RAW_PAGES`: the JSON of each page, in order; their bars are appended page by page, as
+    alpaca-py merges pages).
+
+    :param raw: :func:`fetch_raw`'s answer.
+    :param label: the symbols asked, for messages.
+    """
+    if RAW_PAGES not in raw:
+        return raw
+    merged: dict[str, list[dict]] = {k: list(v) for k, v in raw.items() if k != RAW_PAGES}
+    for number, body in enumerate(raw[RAW_PAGES], 1):
+        try:
+            page = json.loads(body)
+        except ValueError as exc:
+            raise ValueError(f"{label}: page {number} of the bars answer is not JSON ({exc})") from None
+        bars = page.get("bars") if isinstance(page, dict) else None
+        if not isinstance(bars, dict):
+            raise ValueError(f"{label}: page {number} of the bars answer holds no 'bars' mapping of symbol -> "
+                             f"bars; got {type(bars).__name__}")
+        for symbol, rows in bars.items():
+            merged.setdefault(symbol, []).extend(rows)
+    return merged
 
 
 def fetch_raw(symbols: list[str], timeframe: str, span: Range, settings: FetchSettings) -> dict[str, list[dict]]:
@@ -356,7 +388,7 @@ def fetch_raw(symbols: list[str], timeframe: str, span: Range, settings: FetchSe
             **times, adjustment=_enum(Adjustment, settings.adjustment, "adjustment"),
             feed=_enum(DataFeed, settings.feed, "feed") if settings.feed is not None else None)
         get, hints, name = client.get_stock_bars, _STATUS_HINTS, f"{timeframe} bars"
-    label = symbols[0] if len(symbols) == 1 else f"{symbols[0]}..{symbols[-1]} ({len(symbols)} symbols)"
+    label = _label(symbols)
     session, redact = install_retrying_session(
         client, symbol=label, keys=keys, connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout, max_retries=settings.max_retries, backoff_base=settings.backoff_base,
@@ -381,7 +413,10 @@ def _timed_sleep(settings: FetchSettings) -> Callable[[float], Any]:
 
 
 def _time_requests(session: Any, settings: FetchSettings) -> None:
-    """Add the time of every HTTP exchange (``session.send``) to ``settings.request_s``."""
+    """Add the time of every HTTP exchange (``session.send``) to ``settings.request_s``, and leave each
+    successful page's JSON unparsed: alpaca-py gets ``{"bars": {RAW_PAGES: [body]}, "next_page_token": ...}``
+    (the token read from the body alone, see :func:`_page_token`), so the bars are parsed by the store thread
+    (:func:`parse_pages`) while this one waits for the next request."""
     send = session.send
 
     def timed_send(*args: Any, **kwargs: Any) -> Any:
@@ -389,11 +424,34 @@ def _time_requests(session: Any, settings: FetchSettings) -> None:
         try:
             response = send(*args, **kwargs)
             response.content  # noqa: B018 (read the body here: it is the server's time)
-            return response
         finally:
             settings.request_s += time.perf_counter() - began
+        if response.status_code == 200:
+            body = response.content
+            response.json = lambda **_: {"bars": {RAW_PAGES: [body]}, "next_page_token": _page_token(body)}
+        return response
 
     session.send = timed_send
+
+
+_TOKEN = re.compile(rb'"next_page_token"\s*:\s*(null|"(?:[^"\\]|\\.)*")')
+
+
+def _page_token(body: bytes) -> str | None:
+    """A bars page's ``next_page_token`` (None: the last page) without parsing its bars: the key's one
+    occurrence in the body (bars hold numbers and times, symbols no quotes); anything else parses it whole.
+
+    :param body: the page's JSON.
+    """
+    found = _TOKEN.findall(body)
+    if len(found) == 1:
+        token = json.loads(found[0])
+    else:
+        page = json.loads(body)
+        token = page.get("next_page_token") if isinstance(page, dict) else None
+    if token is not None and not isinstance(token, str):
+        raise ValueError(f"a bars page from Alpaca has next_page_token={token!r}; expected text or null")
+    return token
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -591,6 +649,7 @@ class _StoreThread:
         self.metas, self.root = metas, root
         self.queue: queue.Queue[tuple[Unit, dict] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
+        self.written = _WrittenFrames()
         self.thread = threading.Thread(target=self._run, name="bars-store", daemon=True)
         self.thread.start()
 
@@ -602,7 +661,7 @@ class _StoreThread:
             try:
                 frames = bars_frames(raw, unit.symbols)
                 for symbol in unit.symbols:
-                    _store(self.metas[symbol], frames.get(symbol), unit.span, self.root)
+                    _store(self.metas[symbol], frames.get(symbol), unit.span, self.root, self.written)
             except BaseException as exc:  # handed to the main thread
                 self.error = exc
 
@@ -629,13 +688,86 @@ class _StoreThread:
             raise error
 
 
-def _store(meta: CacheMeta, bars: pd.DataFrame | None, span: Range, root: str | Path) -> None:
-    """Merge a unit's bars into the Parquet (atomically), then record the range as covered (atomically)."""
-    if bars is not None and len(bars):
-        path = write_cached_bars(bars, meta.symbol, meta.timeframe, root=root, merge=True)
-        import pyarrow.parquet as pq
+class _WrittenFrames:
+    """The bars the store thread last wrote to each file (up to ``limit`` bars in all, the oldest dropped
+    first), with the file's identity then (inode, size, mtime): a later unit whose bars all follow them is
+    appended in memory instead of reading the file back, unless the file changed since.
 
-        meta.bars = pq.ParquetFile(path).metadata.num_rows
+    :param limit: the most bars kept.
+    """
+
+    def __init__(self, limit: int = MEMORY_ROWS) -> None:
+        self.limit = limit
+        self.frames: dict[Path, tuple[pd.DataFrame, tuple[int, int, int]]] = {}
+        self.rows = 0
+
+    def get(self, path: Path) -> pd.DataFrame | None:
+        """What was written to ``path``, if kept and the file is still that one.
+
+        :param path: a cache file.
+        """
+        entry = self.frames.get(path)
+        if entry is None or _identity(path) != entry[1]:
+            return None
+        return entry[0]
+
+    def put(self, path: Path, frame: pd.DataFrame | None) -> None:
+        """Record what was just written to ``path`` (None: not known; forget it).
+
+        :param path: a cache file.
+        :param frame: its bars.
+        """
+        old = self.frames.pop(path, None)
+        self.rows -= len(old[0]) if old is not None else 0
+        if frame is None or len(frame) > self.limit:
+            return
+        self.frames[path] = (frame, _identity(path))
+        self.rows += len(frame)
+        while self.rows > self.limit:
+            oldest = next(iter(self.frames))
+            self.rows -= len(self.frames.pop(oldest)[0])
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return (-1, -1, -1)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _store(meta: CacheMeta, bars: pd.DataFrame | None, span: Range, root: str | Path,
+           written: _WrittenFrames | None = None) -> None:
+    """Merge a unit's bars into the Parquet (atomically), then record the range as covered (atomically).
+
+    The merge reads the file back unless ``written`` holds what was last written there and the new bars all
+    follow it (a download's chunks come in time order), or there is no file yet.
+
+    :param meta: the symbol's metadata (updated).
+    :param bars: the unit's validated bars of the symbol (None or empty: none).
+    :param span: the unit's range.
+    :param root: the cache root.
+    :param written: the store thread's frames (None: always read the file back).
+    """
+    if bars is not None and len(bars):
+        path = cache_path(meta.symbol, meta.timeframe, root)
+        before = written.get(path) if written is not None else None
+        if before is not None and before.index[-1] < bars.index[0]:
+            frame = pd.concat([before, bars])
+        elif not path.is_file():
+            frame = bars
+        else:
+            frame = None
+        if frame is None:
+            write_cached_bars(bars, meta.symbol, meta.timeframe, root=root, merge=True)
+            import pyarrow.parquet as pq
+
+            meta.bars = pq.ParquetFile(path).metadata.num_rows
+        else:
+            write_cached_bars(frame, meta.symbol, meta.timeframe, root=root, merge=False)
+            meta.bars = len(frame)
+        if written is not None:
+            written.put(path, frame)
     meta.covered = merge_ranges([*meta.covered, span])
     write_metadata(meta, root)
 
