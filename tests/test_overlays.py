@@ -21,6 +21,7 @@ from agents.overlays import (
     forward_probabilities,
     log_returns,
 )
+from agents.supervised_policy import SupervisedThresholdPolicy
 from envs import TradingEnv, backtest
 from envs.backtest import backtest_many
 from features import DatasetConfig, build_market_data
@@ -103,6 +104,17 @@ class EventOnly:
         return self.policy.act(observation)
 
 
+class WindowModel:
+    """A stand-in classifier: P(up) a fixed function of the window (the supervised policy's model protocol)."""
+
+    def __init__(self, data) -> None:
+        self.window, self.feature_names = data.window, list(data.feature_names)
+        self.label, self.threshold = data.label, 0.55
+
+    def predict_proba(self, windows: np.ndarray, asset_ids: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.asarray(windows, dtype=np.float64)[:, -1, :5].sum(axis=1)))
+
+
 def constant_overlay(data, risk_on: bool) -> RegimeOverlay:
     return RegimeOverlay(OverlayConfig("volatility"), data, np.full(len(data.timestamps), risk_on))
 
@@ -116,8 +128,9 @@ def test_each_filter_value_at_t_uses_closes_up_to_t_only(kind, market, truncated
         assert part.fitted == full.fitted, f"{kind} t={t}: fitted on other rows"
         for symbol in market.symbols:
             rows, part_rows = market.symbol_rows(symbol), part_data.symbol_rows(symbol)
-            np.testing.assert_array_equal(part.value[part_rows], full.value[rows][: t + 1], err_msg=f"{kind} {symbol} t={t}")
-            np.testing.assert_array_equal(part.risk_on[part_rows], full.risk_on[rows][: t + 1], err_msg=f"{kind} {symbol} t={t}")
+            where = f"{kind} {symbol} t={t}"
+            np.testing.assert_array_equal(part.value[part_rows], full.value[rows][: t + 1], err_msg=where)
+            np.testing.assert_array_equal(part.risk_on[part_rows], full.risk_on[rows][: t + 1], err_msg=where)
         assert np.isfinite(full.value[market.symbol_rows("SYN")][100:]).all()
 
 
@@ -130,7 +143,8 @@ def test_the_truncation_check_catches_smoothed_hmm_posteriors(market) -> None:
     moved_smoothed = moved_filtered = 0.0
     for t in CUTS:
         moved_smoothed = max(moved_smoothed, np.abs(model.predict_proba(x[: t + 1]) - smoothed[: t + 1]).max())
-        moved_filtered = max(moved_filtered, np.abs(forward_probabilities(model, x[: t + 1, 0]) - filtered[: t + 1]).max())
+        prefix = forward_probabilities(model, x[: t + 1, 0])
+        moved_filtered = max(moved_filtered, np.abs(prefix - filtered[: t + 1]).max())
     assert moved_smoothed > 0.01
     assert moved_filtered == 0.0
 
@@ -184,7 +198,8 @@ def test_risk_on_follows_each_documented_rule(market) -> None:
     expected = np.std(np.diff(np.log(close[t - 10 : t + 1])), ddof=1)
     assert volatility.value[rows][t] == pytest.approx(expected, rel=1e-12)
     threshold = volatility.fitted["SYN"]["threshold"]
-    np.testing.assert_array_equal(volatility.risk_on[rows], np.nan_to_num(volatility.value[rows], nan=np.inf) < threshold)
+    below = np.nan_to_num(volatility.value[rows], nan=np.inf) < threshold
+    np.testing.assert_array_equal(volatility.risk_on[rows], below)
     hmm = fit_overlay(FILTERS["hmm"], market)
     np.testing.assert_array_equal(hmm.risk_on, np.nan_to_num(hmm.value, nan=0.0) >= 0.5)
     assert 0.1 < hmm.risk_on.mean() < 0.95 and ((hmm.value > 0.1) & (hmm.value < 0.5)).any()
@@ -206,7 +221,8 @@ def test_index_filter_reads_the_index_bar_at_or_before_each_traded_bar(planted) 
     lambda data: SMACrossoverPolicy(data, 10, 50),
     lambda data: EventOnly(SMACrossoverPolicy(data, 10, 50)),
     lambda data: RandomPolicy(seed=4),
-], ids=["buy_and_hold", "sma_fast_path", "sma_event_path", "random"])
+    lambda data: SupervisedThresholdPolicy(WindowModel(data)),
+], ids=["buy_and_hold", "sma_fast_path", "sma_event_path", "random", "supervised"])
 def test_always_risk_on_equals_the_wrapped_policy_backtest(make, market) -> None:
     costs = [Costs(), Costs(commission=0.003)]
     plain = backtest_many(make(market), market, "test", costs, market.symbols)
