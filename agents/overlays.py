@@ -45,6 +45,7 @@ import pandas as pd
 from scipy.special import logsumexp
 from scipy.stats import norm
 
+from envs.layout import STATE_FIELDS
 from features.market_data import MarketData
 
 KINDS: tuple[str, ...] = ("index_trend", "volatility", "hmm", "drawdown")
@@ -81,14 +82,18 @@ class OverlayConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise OverlayError(f"OverlayConfig.kind={self.kind!r} is not an overlay; expected one of {list(KINDS)}")
-        if not isinstance(self.window, (int, np.integer)) or isinstance(self.window, bool) or self.window < 2:
+        if not _is_integer(self.window) or self.window < 2:
             raise OverlayError(f"OverlayConfig.window={self.window!r} must be an integer >= 2 bars")
-        if not 0.0 < float(self.quantile) < 1.0:
+        if not _is_real(self.quantile) or not 0.0 < self.quantile < 1.0:
             raise OverlayError(f"OverlayConfig.quantile={self.quantile!r} must be in (0, 1)")
-        if not 0.0 < float(self.brake_threshold) < 1.0:
+        if not _is_real(self.brake_threshold) or not 0.0 < self.brake_threshold < 1.0:
             raise OverlayError(f"OverlayConfig.brake_threshold={self.brake_threshold!r} must be a drawdown in (0, 1)")
-        if int(self.hmm_iterations) < 1:
-            raise OverlayError(f"OverlayConfig.hmm_iterations={self.hmm_iterations!r} must be >= 1")
+        if not _is_integer(self.hmm_iterations) or self.hmm_iterations < 1:
+            raise OverlayError(f"OverlayConfig.hmm_iterations={self.hmm_iterations!r} must be an integer >= 1")
+        if not _is_integer(self.seed):
+            raise OverlayError(f"OverlayConfig.seed={self.seed!r} must be an integer")
+        if self.index_symbol is not None and not isinstance(self.index_symbol, str):
+            raise OverlayError(f"OverlayConfig.index_symbol={self.index_symbol!r} must be a symbol name or None")
 
     def describe(self) -> str:
         on = f" of {self.index_symbol}" if self.index_symbol else ""
@@ -99,6 +104,15 @@ class OverlayConfig:
         if self.kind == "hmm":
             return f"HMM{on} P(calm) >= 0.5"
         return f"drawdown brake {self.brake_threshold:.0%}, re-arm <= {self.window} bars"
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 # ----- causal series -------------------------------------------------------------------------------
@@ -477,7 +491,7 @@ class OverlayPolicy:
         """
         observation = np.asarray(observation, dtype=np.float32).reshape(-1)
         n_features = self.locator.features.shape[1]
-        n_window_values = len(observation) - 5  # position state (4) and asset id (1) follow the window
+        n_window_values = len(observation) - len(STATE_FIELDS) - 1  # the position state and asset id follow
         if n_window_values <= 0 or n_window_values % n_features:
             raise OverlayError(f"overlay: an observation of {len(observation)} values does not hold windows of "
                                f"the overlay's {n_features} features")

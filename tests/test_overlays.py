@@ -384,7 +384,9 @@ def test_wrapped_policy_with_preprocessing_is_backtested_on_its_own_data(market)
     ({"kind": "volatility", "quantile": 0.0}, r"OverlayConfig.quantile=0.0 must be in \(0, 1\)"),
     ({"kind": "volatility", "quantile": 1.0}, r"OverlayConfig.quantile=1.0 must be in \(0, 1\)"),
     ({"kind": "drawdown", "brake_threshold": 1.5}, r"OverlayConfig.brake_threshold=1.5 must be a drawdown in \(0, 1\)"),
-    ({"kind": "hmm", "hmm_iterations": 0}, "OverlayConfig.hmm_iterations=0 must be >= 1"),
+    ({"kind": "hmm", "hmm_iterations": 0}, "OverlayConfig.hmm_iterations=0 must be an integer >= 1"),
+    ({"kind": "volatility", "quantile": "high"}, r"OverlayConfig.quantile='high' must be in \(0, 1\)"),
+    ({"kind": "hmm", "seed": 1.5}, "OverlayConfig.seed=1.5 must be an integer"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message) -> None:
     with pytest.raises(OverlayError, match=message) as error:
