@@ -30,6 +30,19 @@ bar's open (the close for close-only data) with the simulator's per-fill slippag
 (:func:`sim.portfolio._fill`), fractional units. So ``--broker sim`` ends with the fills and equity of
 :func:`envs.portfolio_backtest.backtest_portfolio` on the same data, split and costs.
 
+Each asset follows its own calendar (:mod:`features.calendars`), as in the portfolio simulator, where an asset
+without a bar holds its position and cannot trade. The decision is executed as soon as any symbol of the universe
+trades: while the equity market is closed (a weekend, a night) a crypto pair (``BTC/USD``) still does, so the crypto
+legs are rebalanced alone - a stock has no reference price then (it is masked as without a bar, valued at its last
+close), holds its units, gets no order, and the buys are sized on the cash there is; its decision row is marked
+``held: its market is closed``. The account is valued with a stock at its last close while its market is closed
+and crypto at its latest trade (:meth:`live.loop.LiveLoop._price`); every symbol is marked at the universe's newest
+bar at its last close (a stock's over a weekend is Friday's), so the marks of a bar add up to the account's equity on
+the universe's timeline. Crypto quantities stay fractional when stocks trade whole shares; the next wake is the
+earliest next bar close over the symbols (:meth:`live.loop.LiveLoop.next_wake`). The replay's clock is the equity market's and the replay says which
+symbols trade at a tick (:class:`live.sim_broker.JournalReplay`), so ``--broker sim`` on stocks beside 24/7 crypto
+still equals the backtest.
+
 Limits: long-only (no shorts, no leverage), no cash interest or borrow, no covariance in the observation, no
 encoder bundle; such a policy is refused in one line. The rebalance schedule counts decided bars (a bar the
 loop never decided on - a long outage live - does not count).
@@ -466,9 +479,9 @@ class PortfolioLiveLoop(LiveLoop):
                                   "reference_price": order["reference"],
                                   "status": "rejected" if sent is None else sent.status})
         outcome = f"{len(plan)} order(s) of the rebalance sent" if plan else "no order (targets reached)"
-        traded = {order["symbol"] for order in plan if order["reference"] is not None}
+        planned = {order["symbol"] for order in plan}
         for symbol in self.symbols:
-            held = symbol not in traded and not self._tradable(symbol, clock)
+            held = symbol not in planned and not self._tradable(symbol, clock)
             self.journal.mark_executed(symbol, bar_time, now, "held: its market is closed" if held else outcome)
         sent = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
         if sent > self.config.alerts.max_trades_per_day:
@@ -516,8 +529,9 @@ class PortfolioSimBroker(JournalReplay):
     row, as :func:`envs.portfolio_backtest.backtest_portfolio` does: at the *close* of row ``r`` the market is
     closed and bars up to ``r`` are complete; at the *open* of ``r + 1`` a market order fills at once at that
     bar's open with the simulator's per-fill slippage and commission (:func:`sim.portfolio._fill`, on the
-    account's own arrays), fractional units; an asset with no bar there cannot trade. Long-only: a buy the cash
-    cannot pay is rejected.
+    account's own arrays), fractional units; an asset with no bar there cannot trade (:meth:`can_trade` says so, and
+    the clock, the equity market's, is closed at a row where no stock has a bar: a weekend beside 24/7 crypto).
+    Long-only: a buy the cash cannot pay is rejected.
 
     :param panel: the universe (its dataset is replayed).
     :param split: the split replayed.
