@@ -39,9 +39,9 @@ close), holds its units, gets no order, and the buys are sized on the cash there
 and crypto at its latest trade (:meth:`live.loop.LiveLoop._price`); every symbol is marked at the universe's newest
 bar at its last close (a stock's over a weekend is Friday's), so the marks of a bar add up to the account's equity on
 the universe's timeline. Crypto quantities stay fractional when stocks trade whole shares; the next wake is the
-earliest next bar close over the symbols (:meth:`live.loop.LiveLoop.next_wake`). The replay's clock is the equity market's and the replay says which
-symbols trade at a tick (:class:`live.sim_broker.JournalReplay`), so ``--broker sim`` on stocks beside 24/7 crypto
-still equals the backtest.
+earliest next bar close over the symbols (:meth:`live.loop.LiveLoop.next_wake`). The replay's clock is the equity
+market's and the replay says which symbols trade at a tick (:class:`live.sim_broker.JournalReplay`), so
+``--broker sim`` on stocks beside 24/7 crypto still equals the backtest.
 
 Limits: long-only (no shorts, no leverage), no cash interest or borrow, no covariance in the observation, no
 encoder bundle; such a policy is refused in one line. The rebalance schedule counts decided bars (a bar the
