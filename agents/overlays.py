@@ -542,7 +542,8 @@ class _OverlayBatch:
         self.policy = policy
         make = getattr(policy.policy, "batch_actor", None)
         self.inner = make(n) if callable(make) else None
-        self.copies = [policy.policy] if n == 1 else [copy.deepcopy(policy.policy) for _ in range(n)]
+        self.copies = [] if self.inner is not None else \
+            [policy.policy] if n == 1 else [copy.deepcopy(policy.policy) for _ in range(n)]
         self.accounts = [policy.new_account() for _ in range(n)]
 
     def reset(self) -> None:
