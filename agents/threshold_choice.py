@@ -129,7 +129,7 @@ def fit_calibrator(probabilities: np.ndarray, labels: np.ndarray, method: str = 
     from sklearn.linear_model import LogisticRegression
 
     x = logit(np.clip(p, PLATT_EPS, 1.0 - PLATT_EPS))[:, None]
-    fitted = LogisticRegression(penalty=None).fit(x, y)
+    fitted = LogisticRegression(C=np.inf).fit(x, y)  # unpenalised (penalty=None is deprecated)
     return ProbabilityCalibrator("platt", (float(fitted.coef_[0, 0]),), (float(fitted.intercept_[0]),))
 
 

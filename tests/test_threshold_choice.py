@@ -291,3 +291,32 @@ def test_bad_grids_are_named(planted) -> None:
     with pytest.raises(ThresholdChoiceError, match="field 'objective'"):
         ThresholdChoice.from_dict({**ThresholdChoice(True, None, None, None, 4, "t_stat", 0.0).to_dict(),
                                    "objective": "f1"})
+
+
+def test_vol_target_gives_no_position_when_a_return_hit_the_scaler_clip(planted) -> None:
+    _, rows, data = planted
+    preprocessing = Preprocessing.of(data)
+    policy = SupervisedThresholdPolicy(RowModel([data], rows, preprocessing=preprocessing), sizing="vol_target",
+                                       target_volatility=0.001)
+    windows = data.windows(np.arange(600, 603)).copy()
+    windows[0, -1, list(data.feature_names).index("logret_1")] = preprocessing.scaler.clip  # an unknown return
+    sizes = policy.sizes(np.full(3, 0.5), windows)
+    assert sizes[0] == 0.0 and (sizes[1:] > 0).all()
+
+
+def test_calibrators_reproduce_scikit_learn() -> None:
+    from scipy.special import logit
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 300)
+    y = (rng.uniform(size=300) < p ** 2).astype(float)
+    grid = np.linspace(0.0, 1.0, 41)
+    isotonic = fit_calibrator(p, y, "isotonic")
+    assert isotonic(grid) == pytest.approx(IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(p, y)
+                                           .predict(grid), abs=1e-12)
+    platt = fit_calibrator(p, y, "platt")
+    fitted = LogisticRegression(C=np.inf).fit(logit(p)[:, None], y)
+    inner = grid[1:-1]
+    assert platt(inner) == pytest.approx(fitted.predict_proba(logit(inner)[:, None])[:, 1], rel=1e-9)
