@@ -188,9 +188,9 @@ class SupervisedEnsemble:
         :param models: the members, in the recorded order.
         :param record: the recorded mapping.
         """
-        names = [member_name(m, i) for i, m in enumerate(models)]
-        if list(record["members"]) != names:
-            raise EnsembleMismatch(f"the record's members {record['members']} are not these members {names}")
+        if len(record["members"]) != len(models):  # names are for reading: bundles move between runs
+            raise EnsembleMismatch(f"the record has {len(record['members'])} members {record['members']}; "
+                                   f"got {len(models)} models")
         if record["weighting"] == "stacking":
             return cls(models, "stacking", threshold=record["threshold"], seed=record["seed"], stacking=record["stacking"])
         return cls(models, record["weights"], threshold=record["threshold"], seed=record["seed"])
@@ -206,20 +206,25 @@ def _explicit_weights(weights: Sequence[float], n: int) -> np.ndarray:
 
 
 # ----- FinRL's agent selection ---------------------------------------------------------------------------
-def select_per_window(validation_sharpes: Mapping[str, Sequence[float]]) -> list[str | None]:
+def select_per_window(validation_sharpes: Mapping[str, Sequence[float]], lag: int = 1) -> list[str | None]:
     """The policy to trade each window with: the best Sharpe on the window before it.
 
     ``validation_sharpes[name][k]`` is the Sharpe of policy ``name`` measured on window k. Window k is traded by
-    the name with the highest Sharpe on window k - 1, so the choice for window k reads only windows < k.
-    Rules: window 0 has no earlier window: cash (None). A best Sharpe <= 0 does not beat cash: None.
+    the name with the highest Sharpe on window ``k - lag``, so with ``lag=1`` (the default) the choice for window
+    k reads only windows < k. ``lag=0`` is for tables whose entry k is already measured before window k (a
+    walk-forward fold's own validation split, which ends before its test window).
+    Rules: a window with no earlier entry (k < lag) is cash (None). A best Sharpe <= 0 does not beat cash: None.
     Ties go to the name listed first.
 
     :param validation_sharpes: per policy name, one Sharpe per window (all the same length, finite).
+    :param lag: windows between the Sharpe read and the window traded (>= 0).
     :return: one name (or None for cash) per window.
     """
     names = list(validation_sharpes)
     if not names:
         raise EnsembleMismatch("validation_sharpes is empty; give at least one policy")
+    if isinstance(lag, bool) or int(lag) != lag or lag < 0:
+        raise EnsembleMismatch(f"lag={lag!r} must be a whole number of windows >= 0")
     lengths = {name: len(validation_sharpes[name]) for name in names}
     if len(set(lengths.values())) != 1:
         raise EnsembleMismatch(f"validation_sharpes have different numbers of windows: {lengths}")
@@ -227,11 +232,14 @@ def select_per_window(validation_sharpes: Mapping[str, Sequence[float]]) -> list
         for k, value in enumerate(validation_sharpes[name]):
             if not math.isfinite(float(value)):
                 raise EnsembleMismatch(f"validation_sharpes[{name!r}][{k}]={value} is not a finite Sharpe")
-    choices: list[str | None] = [None]
-    for k in range(1, lengths[names[0]]):
-        best = max(names, key=lambda name: (float(validation_sharpes[name][k - 1]), -names.index(name)))
-        choices.append(best if float(validation_sharpes[best][k - 1]) > 0.0 else None)
-    return choices[: lengths[names[0]]]
+    choices: list[str | None] = []
+    for k in range(lengths[names[0]]):
+        if k < lag:
+            choices.append(None)
+            continue
+        best = max(names, key=lambda name: (float(validation_sharpes[name][k - lag]), -names.index(name)))
+        choices.append(best if float(validation_sharpes[best][k - lag]) > 0.0 else None)
+    return choices
 
 
 class AgentSelector:

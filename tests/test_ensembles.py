@@ -135,6 +135,8 @@ def test_select_per_window_uses_only_earlier_windows() -> None:
     for k in range(5):  # changing window k and later changes no choice up to window k
         changed = {name: values[:k] + [-v * 7 for v in values[k:]] for name, values in sharpes.items()}
         assert select_per_window(changed)[: k + 1] == select_per_window(sharpes)[: k + 1]
+    # lag 0: entry k is measured before window k (a fold's own validation split)
+    assert select_per_window(sharpes, lag=0) == ["a", "b", "a", None, "a"]
     with pytest.raises(EnsembleMismatch, match=r"validation_sharpes\['b'\]\[1\]=nan"):
         select_per_window({"a": [0.1, 0.2], "b": [0.1, float("nan")]})
 
