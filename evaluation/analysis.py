@@ -34,10 +34,14 @@ BENCHMARK_POLICIES = ("cash", "buy_and_hold")
 
 
 def portfolio_equity(result: JobResult, level: str) -> pd.Series:
-    """Equal-weight portfolio equity (starting at 1) of a job's symbols at one cost level."""
+    """Equal-weight portfolio equity (starting at 1) of a job's symbols at one cost level, on the union of their
+    times (daily bars by their UTC date, as :class:`features.Panel` lays them: a stock stamped at midnight New
+    York and a pair stamped at 00:00 UTC share a date)."""
     curves = []
+    daily = result.meta.get("timeframe") == "1Day"
     for symbol in result.meta["symbols"]:
         stamps = pd.to_datetime(result.arrays[f"{symbol}|timestamps"], utc=True)
+        stamps = stamps.floor("D") if daily else stamps
         equity = result.arrays[f"{symbol}|{level}|equity"]
         curves.append(pd.Series(equity / equity[0], index=stamps, name=symbol))
     frame = pd.concat(curves, axis=1, sort=True).ffill().fillna(1.0)

@@ -344,7 +344,8 @@ ALLOCATION_POLICIES = ("equal_weight", "inverse_volatility", "minimum_variance",
 
 def default_markets() -> tuple[MarketSpec, ...]:
     """The embedded daily equities (with the allocations), the embedded hourly EUR/USD (volatility-scaled labels),
-    and the embedded 20-stock universe (per-symbol sleeves, allocations and portfolio agents)."""
+    the embedded 20-stock universe (per-symbol sleeves, allocations and portfolio agents), and two markets of the
+    Parquet cache: crypto pairs hourly and ETFs with pairs daily (left out of a run while not cached)."""
     from features.embedded import SKFOLIO_SYMBOLS
 
     per_symbol = tuple(p.name for p in default_policies() if p.kind not in PORTFOLIO_KINDS)
@@ -358,6 +359,15 @@ def default_markets() -> tuple[MarketSpec, ...]:
         MarketSpec("sp500_20", DatasetConfig(symbols=SKFOLIO_SYMBOLS, source="skfolio", window=8),
                    ("cash", "buy_and_hold", "sma_crossover", "supervised_mlp", "ppo") + ALLOCATION_POLICIES
                    + ("portfolio_ppo", "portfolio_sac", "portfolio_ppo_encoder")),
+        MarketSpec("crypto_hourly", DatasetConfig(
+            symbols=("BTC/USD", "ETH/USD", "SOL/USD"), source="parquet", timeframe="1Hour",
+            labels={"barrier": "volatility", "profit": 1.5, "stop": 1.0, "horizon": 8, "volatility_window": 20},
+        ), ("cash", "buy_and_hold", "random", "sma_crossover", "supervised_mlp", "ppo", "dqn", "equal_weight",
+            "inverse_volatility", "minimum_variance", "portfolio_ppo")),
+        MarketSpec("stocks_and_crypto_daily", DatasetConfig(
+            symbols=("SPY", "QQQ", "TLT", "GLD", "BTC/USD", "ETH/USD"), source="parquet", timeframe="1Day", window=8,
+        ), ("cash", "buy_and_hold", "sma_crossover", "supervised_mlp", "ppo", "equal_weight", "inverse_volatility",
+            "minimum_variance", "hierarchical_risk_parity", "portfolio_ppo")),
     )
 
 

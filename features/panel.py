@@ -39,7 +39,8 @@ class Panel:
 
     :param data: the dataset the panel reads (its ``symbols`` may be more than the panel's).
     :param symbols: the panel's symbols, in asset order.
-    :param timestamps: int64 (T,) UTC nanoseconds, the union of the symbols' bar times.
+    :param timestamps: int64 (T,) UTC nanoseconds, the union of the symbols' bar times (for daily bars, of their
+        UTC dates at 00:00: a stock stamped at midnight New York and a pair stamped at 00:00 UTC share a date's row).
     :param has_bar: bool (T, N): the asset traded a bar at that time.
     :param rows: int64 (T, N): the dataset row of the asset's latest bar at or before that time, -1 before
         its first bar.
@@ -131,7 +132,7 @@ class Panel:
         if not 0.0 < float(min_coverage) <= 1.0:
             raise PanelError(f"min_coverage={min_coverage!r} must be in (0, 1]")
         blocks = [data.symbol_rows(s) for s in symbols]
-        stamps = [data.timestamps[b] for b in blocks]
+        stamps = [_time_keys(symbol, data.timestamps[b], data.timeframe) for symbol, b in zip(symbols, blocks)]
         timeline = np.unique(np.concatenate(stamps))
         n, t_len, window = len(symbols), len(timeline), data.window
         has_bar = np.zeros((t_len, n), dtype=bool)
@@ -188,6 +189,32 @@ class Panel:
         return cls(data=data, symbols=symbols, timestamps=timeline, has_bar=has_bar, rows=rows, open=open_, high=high,
                    low=low, close=close, volume=volume, close_only=close_only, window_start=window_start,
                    padded_features=np.concatenate(padded), split_rows=split_rows)
+
+
+def _time_keys(symbol: str, stamps: np.ndarray, timeframe: str) -> np.ndarray:
+    """The times a symbol's bars take on the timeline: their stamps, or for daily bars their UTC date.
+
+    Daily bars of one date are one time of the universe whatever hour each source stamps them at (Alpaca
+    stamps a stock's day at midnight New York, 04:00 or 05:00 UTC, and a crypto pair's at 00:00 UTC): a
+    decision on that date's row sees every asset's bar of that date, and fills at the next date's opens.
+
+    :param symbol: the symbol (for the message).
+    :param stamps: its bar times, int64 UTC nanoseconds, increasing.
+    :param timeframe: the dataset's timeframe.
+    """
+    from .bars import Timeframe
+
+    tf = Timeframe.parse(timeframe)
+    if tf.unit != "Day" or tf.amount != 1:
+        return np.asarray(stamps, dtype=np.int64)
+    day = 86_400 * 1_000_000_000
+    keys = np.asarray(stamps, dtype=np.int64) // day * day
+    repeated = np.flatnonzero(np.diff(keys) <= 0)
+    if repeated.size:
+        i = int(repeated[0]) + 1
+        raise PanelError(f"{symbol}: two daily bars on one UTC date ({np.datetime64(int(stamps[i - 1]), 'ns')} and "
+                         f"{np.datetime64(int(stamps[i]), 'ns')}); daily bars must be one per date")
+    return keys
 
 
 __all__ = ["Panel", "PanelError"]

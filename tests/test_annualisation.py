@@ -13,6 +13,7 @@ from envs.backtest import backtest
 from agents.portfolio_baselines import fit_allocation_policy
 from envs.portfolio_backtest import backtest_portfolio
 from features import DatasetConfig, build_market_data, synthetic_bars
+from features.panel import Panel, PanelError
 from features.calendars import (
     NO_CALENDAR,
     CalendarError,
@@ -160,3 +161,28 @@ def test_a_mixed_universe_on_daily_bars_is_annualised_round_the_clock() -> None:
     stocks = build_market_data({k: v for k, v in bars.items() if "/" not in k}, CONFIG)
     result = backtest_portfolio(fit_allocation_policy("equal_weight", stocks), stocks, "test")
     assert result.metrics["periods_per_year"] == pytest.approx(251.6, abs=0.05)
+
+
+def test_daily_bars_of_one_date_share_a_row_whatever_hour_each_source_stamps_them() -> None:
+    """Alpaca stamps a stock's day at midnight New York and a pair's at 00:00 UTC: one date, one universe row."""
+    sessions = pd.DatetimeIndex(calendar_for("us_equity").sessions("2019-01-01", "2021-12-31"))
+    stocks = sessions.tz_localize("America/New_York").tz_convert("UTC")
+    bars = {"AAA": frame(stocks), "BBB": frame(stocks, seed=3), "BTC/USD": frame(every_day("2019-01-01", 3 * 365), 1)}
+    data = build_market_data(bars, CONFIG)
+    panel = Panel.from_market_data(data)
+    dates = pd.date_range("2019-01-01", "2021-12-31", freq="D", tz="UTC")  # the pair's 1,095 days and 2021-12-31
+    assert np.array_equal(panel.timestamps, dates.as_unit("ns").asi8)  # every date once, not a stock row and a pair row per weekday
+    weekday = int(np.searchsorted(panel.timestamps, pd.Timestamp("2021-03-03", tz="UTC").value))
+    assert panel.has_bar[weekday].all() and not panel.has_bar[weekday + 3, :2].any()  # Wed: all; Sat: pair only
+    result = backtest_portfolio(fit_allocation_policy("equal_weight", data), data, "test")
+    assert result.metrics["periods_per_year"] == pytest.approx(365.0)
+
+
+def test_two_daily_bars_of_one_symbol_on_one_date_are_refused_naming_it() -> None:
+    twice = pd.DatetimeIndex(["2021-03-01 00:00", "2021-03-01 23:00"], tz="UTC")
+    days = every_day("2021-01-01", 59).append(twice).append(every_day("2021-03-02", 300))
+    bars = {"AAA": frame(every_day("2021-01-01", 361)), "BTC/USD": frame(days, 1)}
+    data = build_market_data(bars, DatasetConfig(window=4, timeframe="1Day",
+                                                 split={"train": 0.6, "validation": 0.2, "test": 0.2}))
+    with pytest.raises(PanelError, match=r"BTC/USD: two daily bars on one UTC date \(2021-03-01T00:00"):
+        Panel.from_market_data(data)

@@ -154,7 +154,8 @@ def test_the_shipped_config_and_its_quick_variant_load() -> None:
 
     config = BenchmarkConfig.from_yaml(CONFIG_DIR / "benchmark.yaml")
     assert config.hash() == BenchmarkConfig().hash()
-    assert [m.name for m in config.markets] == ["equities_daily", "eurusd_hourly", "sp500_20"]
+    assert [m.name for m in config.markets] == ["equities_daily", "eurusd_hourly", "sp500_20", "crypto_hourly",
+                                                "stocks_and_crypto_daily"]
     quick = config.with_quick()
     assert quick.folds.n_folds == 2 and quick.seeds == 1 and quick.budgets.ppo["total_timesteps"] < 20_000
     assert quick.budgets.portfolio_agent["total_timesteps"] < 20_000

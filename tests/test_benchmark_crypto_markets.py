@@ -42,7 +42,9 @@ def write_market_caches(root: Path) -> None:
     for i, symbol in enumerate(shipped["crypto_hourly"]["symbols"]):
         write_cached_bars(random_walk(hours, i), symbol, "1Hour", root)
     days = pd.date_range("2019-01-01", "2022-12-31", freq="D", tz="UTC")
-    sessions = pd.DatetimeIndex(calendar_for("us_equity").sessions("2019-01-01", "2022-12-31"), tz="UTC")
+    # as Alpaca stamps daily bars: a stock's day at midnight New York (04:00/05:00 UTC), a pair's at 00:00 UTC
+    sessions = pd.DatetimeIndex(calendar_for("us_equity").sessions("2019-01-01", "2022-12-31")).tz_localize(
+        "America/New_York").tz_convert("UTC")
     for i, symbol in enumerate(shipped["stocks_and_crypto_daily"]["symbols"]):
         write_cached_bars(random_walk(days if "/" in symbol else sessions, 10 + i), symbol, "1Day", root)
 
