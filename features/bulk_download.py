@@ -65,8 +65,12 @@ DEFAULT_RATE_LIMIT = 200  # requests a minute: Alpaca's free plan
 DEFAULT_BURST = 10
 DEFAULT_SYMBOLS_PER_REQUEST = 50
 PAGE_BARS = 10_000  # Alpaca's largest page
-PAGES_PER_UNIT = 40  # the chunk length aims at about this many pages of 24/7 bars per unit (a kill loses
-# at most one unit: about 12 s of requests at 200 a minute; fewer, larger units write each file less often)
+PAGES_PER_UNIT = 40  # the chunk length aims at no more than about this many pages per unit (about 12 s of
+# requests at 200 a minute; a kill loses the units fetched but not yet stored; fewer, larger units write each
+# file less often)
+STOCK_WEEK_SHARE = 5 / 7  # stocks trade on weekdays
+STOCK_DAY_SHARE = 16 / 24  # intraday stock bars: 04:00-20:00 New York at most (extended hours included)
+STORE_QUEUE_UNITS = 4  # fetched units waiting for the store thread (then the fetching waits)
 FREE_PLAN_DELAY = pd.Timedelta(minutes=15)
 _END_PAD = pd.Timedelta(seconds=1)  # inclusive end <-> exclusive stop
 RAW_PAGES = "\x00pages"  # fetch_raw's key of the unparsed page bodies (no symbol is spelt so)
@@ -307,6 +311,7 @@ class FetchSettings:
     limiter: TokenBucket | None = None
     request_s: float = 0.0
     backoff_s: float = 0.0
+    on_page: Callable[[Page], Any] | None = None  # each page as soon as it is received (bulk_download's store)
 
 
 def fetch_batch(symbols: list[str], timeframe: str, span: Range, settings: FetchSettings) -> dict[str, pd.DataFrame]:
@@ -347,9 +352,9 @@ def parse_pages(raw: dict[str, list], label: str = "bars") -> dict[str, list[dic
     if RAW_PAGES not in raw:
         return raw
     merged: dict[str, list[dict]] = {k: list(v) for k, v in raw.items() if k != RAW_PAGES}
-    for number, body in enumerate(raw[RAW_PAGES], 1):
+    for number, item in enumerate(raw[RAW_PAGES], 1):
         try:
-            page = json.loads(body)
+            page = item.value() if isinstance(item, Page) else json.loads(item)
         except ValueError as exc:
             raise ValueError(f"{label}: page {number} of the bars answer is not JSON ({exc})") from None
         bars = page.get("bars") if isinstance(page, dict) else None
@@ -427,11 +432,46 @@ def _time_requests(session: Any, settings: FetchSettings) -> None:
         finally:
             settings.request_s += time.perf_counter() - began
         if response.status_code == 200:
-            body = response.content
-            response.json = lambda **_: {"bars": {RAW_PAGES: [body]}, "next_page_token": _page_token(body)}
+            page = Page(response.content)
+            if settings.on_page is not None:
+                settings.on_page(page)
+            response.json = lambda **_: {"bars": {RAW_PAGES: [page]}, "next_page_token": _page_token(page.body)}
         return response
 
     session.send = timed_send
+
+
+class Page:
+    """One page of Alpaca's bars answer as received: its JSON body, parsed once, when first asked (the store
+    thread parses it ahead of its unit: see :class:`_StoreThread`).
+
+    :param body: the page's JSON.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self._parsed: Any = None
+        self._error: ValueError | None = None
+        self._done = False
+
+    def parse(self) -> None:
+        """Parse the body now, once (an error is kept for :meth:`value`)."""
+        if not self._done:
+            try:
+                self._parsed = json.loads(self.body)
+            except ValueError as exc:
+                self._error = exc
+            self._done = True
+
+    def value(self) -> Any:
+        """The parsed page.
+
+        :raises ValueError: the body is not JSON.
+        """
+        self.parse()
+        if self._error is not None:
+            raise self._error
+        return self._parsed
 
 
 _TOKEN = re.compile(rb'"next_page_token"\s*:\s*(null|"(?:[^"\\]|\\.)*")')
@@ -521,40 +561,51 @@ def _utc_arg(value: Any, name: str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def chunk_length(timeframe: str, symbols_per_request: int, chunk_days: float | None = None) -> pd.Timedelta:
-    """The time chunk of a unit: given, or about :data:`PAGES_PER_UNIT` full pages of 24/7 bars.
+def chunk_length(timeframe: str, symbols_per_request: int, chunk_days: float | None = None,
+                 crypto: bool = True) -> pd.Timedelta:
+    """The time chunk of a unit: given, or at most about :data:`PAGES_PER_UNIT` full pages of bars.
+
+    Crypto trades 24/7; stocks trade on weekdays only, intraday bars at most from 04:00 to 20:00 New York
+    (extended hours included): :data:`STOCK_WEEK_SHARE` of the week, so their chunk is longer by its inverse.
 
     :param timeframe: Alpaca's spelling.
     :param symbols_per_request: symbols asked together.
     :param chunk_days: days per chunk (None: computed).
+    :param crypto: the chunk of crypto pairs (True) or of stocks (False).
     """
     if chunk_days is not None:
         if not isinstance(chunk_days, (int, float)) or not 0 < chunk_days < math.inf:
             raise ValueError(f"chunk_days={chunk_days!r} must be a positive number of days")
         return pd.Timedelta(days=chunk_days)
+    tf = Timeframe.parse(timeframe)
+    share = 1.0 if crypto else STOCK_WEEK_SHARE * (STOCK_DAY_SHARE if tf.is_intraday else 1.0)
     bars = PAGES_PER_UNIT * PAGE_BARS / max(1, symbols_per_request)
-    days = max(1, math.floor(bars * Timeframe.parse(timeframe).seconds / 86_400))
+    days = max(1, math.floor(bars * tf.seconds / 86_400 / share))
     return pd.Timedelta(days=days)
 
 
-def plan_units(metas: dict[str, CacheMeta], span: Range, chunk: pd.Timedelta, symbols_per_request: int) -> list[Unit]:
-    """The requests still needed: per asset class and batch of symbols, per chunk, the ranges not covered.
+def plan_units(metas: dict[str, CacheMeta], span: Range, chunk: pd.Timedelta, symbols_per_request: int,
+               crypto_chunk: pd.Timedelta | None = None) -> list[Unit]:
+    """The requests still needed: per asset class (stocks first) and batch of symbols, per chunk, the ranges
+    not covered.
 
     Symbols of a batch that miss exactly the same range of a chunk share one request.
 
     :param metas: each symbol's metadata (its ``covered`` ranges).
     :param span: the download's half-open range.
-    :param chunk: the chunk length.
+    :param chunk: the chunk length of stocks.
     :param symbols_per_request: the most symbols in one request.
+    :param crypto_chunk: the chunk length of crypto pairs (None: ``chunk``).
     """
-    chunks, cursor = [], span[0]
-    while cursor < span[1]:
-        chunks.append((cursor, min(cursor + chunk, span[1])))
-        cursor = chunks[-1][1]
     symbols = list(metas)
-    groups = [[s for s in symbols if not is_crypto_symbol(s)], [s for s in symbols if is_crypto_symbol(s)]]
+    groups = [([s for s in symbols if not is_crypto_symbol(s)], chunk),
+              ([s for s in symbols if is_crypto_symbol(s)], crypto_chunk or chunk)]
     units = []
-    for group in groups:
+    for group, length in groups:
+        chunks, cursor = [], span[0]
+        while cursor < span[1]:
+            chunks.append((cursor, min(cursor + length, span[1])))
+            cursor = chunks[-1][1]
         for i in range(0, len(group), symbols_per_request):
             batch = group[i : i + symbols_per_request]
             for piece in chunks:
@@ -609,7 +660,8 @@ def bulk_download(
     span = time_span(start, end, timeframe)
     metas = {s: read_metadata(s, timeframe, root, None if is_crypto_symbol(s) else settings.adjustment,
                               None if is_crypto_symbol(s) else settings.feed) for s in symbols}
-    units = plan_units(metas, span, chunk_length(timeframe, symbols_per_request, chunk_days), symbols_per_request)
+    units = plan_units(metas, span, chunk_length(timeframe, symbols_per_request, chunk_days, crypto=False),
+                       symbols_per_request, chunk_length(timeframe, symbols_per_request, chunk_days, crypto=True))
     result = DownloadResult(units_total=len(units))
     if on_plan is not None:
         on_plan(sum(len(u.symbols) for u in units))
@@ -617,6 +669,7 @@ def bulk_download(
     acquired_before = settings.limiter.acquired if settings.limiter else 0
     request_before, backoff_before = settings.request_s, settings.backoff_s
     writer = _StoreThread(metas, root)
+    on_page, settings.on_page = settings.on_page, writer.prefetch
     try:
         for unit in units:
             raw = fetch_raw(unit.symbols, timeframe, unit.span, settings)
@@ -626,6 +679,7 @@ def bulk_download(
                 progress(len(unit.symbols), f"{unit.symbols[0]} {unit.span[0]:%Y-%m-%d}")
         writer.close()
     finally:
+        settings.on_page = on_page
         writer.close()  # after a failure or a kill: the units fetched before it are still stored
         result.wall_s = time.perf_counter() - began
         if settings.limiter is not None:
@@ -647,7 +701,8 @@ class _StoreThread:
 
     def __init__(self, metas: dict[str, CacheMeta], root: str | Path) -> None:
         self.metas, self.root = metas, root
-        self.queue: queue.Queue[tuple[Unit, dict] | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[tuple[Unit, dict] | Page | None] = queue.Queue()
+        self.slots = threading.Semaphore(STORE_QUEUE_UNITS)
         self.error: BaseException | None = None
         self.written = _WrittenFrames()
         self.thread = threading.Thread(target=self._run, name="bars-store", daemon=True)
@@ -655,23 +710,37 @@ class _StoreThread:
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain: nothing after a failed unit is stored (its ranges stay missing)
-            unit, raw = item
+            if isinstance(item, Page):
+                if self.error is None:
+                    item.parse()  # ahead of its unit, while the next pages are fetched
+                continue
             try:
+                if self.error is not None:
+                    continue  # drain: nothing after a failed unit is stored (its ranges stay missing)
+                unit, raw = item
                 frames = bars_frames(raw, unit.symbols)
                 for symbol in unit.symbols:
                     _store(self.metas[symbol], frames.get(symbol), unit.span, self.root, self.written)
             except BaseException as exc:  # handed to the main thread
                 self.error = exc
+            finally:
+                self.slots.release()
+
+    def prefetch(self, page: Page) -> None:
+        """Queue a page just received, to be parsed as soon as the thread gets to it.
+
+        :param page: the page.
+        """
+        self.queue.put(page)
 
     def submit(self, unit: Unit, raw: dict) -> None:
-        """Queue a fetched unit (waits while the previous one is still being stored).
+        """Queue a fetched unit (waits while :data:`STORE_QUEUE_UNITS` units are already waiting).
 
         :param unit: the unit.
         :param raw: its raw answer.
         """
         self._raise()
+        self.slots.acquire()
         self.queue.put((unit, raw))
 
     def close(self) -> None:

@@ -17,9 +17,15 @@ from fake_alpaca_data import API_KEY, SECRET_KEY, FakeAlpacaData, Fault, crypto_
 
 from experiments.common import run_cli
 from experiments.fetch_bars import main
+from features.alpaca_source import _bars_frame
 from features.bulk_download import (
+    PAGES_PER_UNIT,
+    CacheMeta,
     FetchSettings,
     TokenBucket,
+    _store,
+    _WrittenFrames,
+    chunk_length,
     merge_ranges,
     metadata_path,
     missing_ranges,
@@ -292,6 +298,38 @@ def test_bad_bars_from_the_server_are_a_one_line_error_and_nothing_after_them_is
     assert code == 2 and err.count("\n") == 1 and "S001" in err
     assert not metadata_path("S001", "1Hour", tmp_path).exists()
     assert not cache_path("S001", "1Hour", tmp_path).exists()
+
+
+def test_a_page_that_is_not_bars_is_a_one_line_error_naming_the_request(served, tmp_path, capsys):
+    fake, clock = served
+    fake.faults = [Fault(status=200, payload={"message": "maintenance"})]  # a 200 whose body holds no bars
+    code, err = run(fake, tmp_path, clock, capsys, symbols=STOCKS[:3])
+    assert code == 2 and err.count("\n") == 1
+    assert "S000..S002 (3 symbols)" in err and "no 'bars' mapping" in err
+    assert not metadata_path("S000", "1Hour", tmp_path).exists()
+
+
+def test_stock_chunks_are_longer_than_crypto_chunks_yet_stay_within_the_pages_of_a_unit():
+    stocks, crypto = chunk_length("1Hour", 50, crypto=False), chunk_length("1Hour", 50, crypto=True)
+    assert stocks > 2 * crypto
+    extended_hours_bars = stocks.days * 5 / 7 * 16 * 50  # 04:00-20:00 New York on weekdays, 50 symbols
+    assert extended_hours_bars <= PAGES_PER_UNIT * 10_000
+    assert chunk_length("1Hour", 50, 7, crypto=False) == chunk_length("1Hour", 50, 7) == pd.Timedelta(days=7)
+
+
+def test_a_cache_file_changed_between_two_units_is_read_back_not_overwritten(tmp_path):
+    meta = CacheMeta("S000", "1Hour", "all")
+    bars = _bars_frame(stock_wire_bars(10.0), "S000")
+    first, second = bars.iloc[:20], bars.iloc[20:]
+    written = _WrittenFrames()
+    _store(meta, first, (bars.index[0], bars.index[20]), tmp_path, written)
+    edited = pd.concat([read_cached_bars("S000", "1Hour", tmp_path), first.iloc[:1].set_axis(
+        [first.index[0] - pd.Timedelta(days=1)]).rename_axis("timestamp")]).sort_index()
+    write_cached_bars(edited, "S000", "1Hour", root=tmp_path, merge=False)  # someone else's bar, before them
+    _store(meta, second, (bars.index[20], bars.index[-1] + pd.Timedelta(hours=1)), tmp_path, written)
+    cached = read_cached_bars("S000", "1Hour", tmp_path)
+    assert len(cached) == len(bars) + 1 and cached.index[0] == first.index[0] - pd.Timedelta(days=1)
+    assert meta.bars == len(cached)
 
 
 def test_token_bucket_bounds_every_window_and_waits_only_when_empty():
