@@ -4,8 +4,10 @@
     from evaluation.config import BenchmarkConfig
     report = run_benchmark(BenchmarkConfig.from_yaml("configs/benchmark.yaml"), "runs/bench", workers=2)
 
-Jobs run in two waves through one executor (local processes or Dask): every job that needs nothing,
-then the agents that start from a supervised bundle of the same market, fold and seed. Each finished
+Jobs run in waves through one executor (local processes or Dask): every job that needs nothing, then
+the jobs that need finished ones of the same market, fold and seed (the agents that start from a supervised
+bundle, the ensembles of supervised models), then those that need these (an agent selector over pretrained
+agents). Each finished
 job is cached under ``<run>/jobs/<key>`` as it completes; a rerun skips it, so a killed benchmark resumes
 and a finished one rebuilds its report in seconds.
 
@@ -59,7 +61,7 @@ def plan(config: BenchmarkConfig) -> tuple[dict[str, list[Fold]], list[Job]]:
             keys: dict[tuple[str, int], str] = {}
             for policy in _dependencies_first(tuple(p for p in config.policies if market.runs(p))):
                 for seed in range(config.seeds) if policy.seeded else [0]:
-                    depends_on = keys.get((policy.pretrained, seed)) if policy.pretrained else None
+                    depends_on = _depends_on(policy, seed, keys, market.name)
                     spec = {
                         "dataset": dataset,
                         "fold": dataclasses.asdict(fold),
@@ -69,7 +71,7 @@ def plan(config: BenchmarkConfig) -> tuple[dict[str, list[Fold]], list[Job]]:
                         "seed": seed,
                         "cost_levels": levels,
                         "base_cost": base,
-                        "depends_on": depends_on,
+                        "depends_on": list(depends_on) if isinstance(depends_on, tuple) else depends_on,
                     }
                     key = job_key(spec)
                     keys[(policy.name, seed)] = key
@@ -146,12 +148,11 @@ def _run(config: BenchmarkConfig, run_dir: Path, *, workers: int, scheduler: str
     stale = _stale(cached, code)
     if stale and not reuse_stale:
         raise StaleJobsError(_stale_message(run_dir, stale, code))
-    pending_first = [job for job in jobs if job.depends_on is None and job.key not in cached]
-    pending_second = [job for job in jobs if job.depends_on is not None and job.key not in cached]
-    check_label_positives(pending_first)
+    waves = job_waves(jobs)
+    pending = [job for job in jobs if job.key not in cached]
+    check_label_positives([job for job in pending if waves[job.key] == 0])
     if progress:
-        print(f"benchmark: {len(jobs)} jobs ({len(cached)} cached, {len(pending_first) + len(pending_second)} "
-              f"to run) in {run_dir}")
+        print(f"benchmark: {len(jobs)} jobs ({len(cached)} cached, {len(pending)} to run) in {run_dir}")
     own_executor = executor is None
     executor = executor or make_executor(workers, scheduler)
     try:
@@ -162,11 +163,12 @@ def _run(config: BenchmarkConfig, run_dir: Path, *, workers: int, scheduler: str
             cache.save(result)
 
         try:
-            if pending_first:
-                executor.run(run_job, pending_first, on_result=save, progress=progress, description="jobs")
-            if pending_second:
-                ready = [dataclasses.replace(job, inputs=cache.artifact(job.depends_on)) for job in pending_second]
-                executor.run(run_job, ready, on_result=save, progress=progress, description="pretrained agents")
+            for wave in sorted({waves[job.key] for job in pending}):
+                batch = [job for job in pending if waves[job.key] == wave]
+                if wave:
+                    batch = [dataclasses.replace(job, inputs=_inputs(cache, job)) for job in batch]
+                executor.run(run_job, batch, on_result=save, progress=progress,
+                             description="jobs" if wave == 0 else f"dependent jobs (wave {wave + 1})")
         except JobError as error:
             if isinstance(error.error, ValueError):  # the job refused its input: one line, not a traceback
                 raise JobInputError(str(error)) from error
@@ -291,8 +293,56 @@ def _remove_if_no_job(created: list[Path], run_dir: Path) -> None:
             folder.rmdir()  # only if empty: another process may have written beside it meanwhile
 
 
+def job_waves(jobs: list[Job]) -> dict[str, int]:
+    """The wave of each job (by key): 0 for a job that needs none, else one more than the latest wave among the
+    jobs it needs; a wave runs once the earlier ones have finished.
+
+    :param jobs: the planned jobs, dependencies before dependants (as :func:`plan` gives them).
+    """
+    waves: dict[str, int] = {}
+    for job in jobs:
+        waves[job.key] = 1 + max((waves[key] for key in job.dependencies), default=-1)
+    return waves
+
+
+def _inputs(cache: JobCache, job: Job) -> Any:
+    """What a dependent job receives: the artifact of its one ``pretrained`` job, or the whole result of each of
+    its members (read from the cache, where every earlier wave saved them)."""
+    if isinstance(job.depends_on, str):
+        return cache.artifact(job.depends_on)
+    return tuple(cache.load(key) for key in job.dependencies)
+
+
+def _depends_on(policy: PolicySpec, seed: int, keys: dict[tuple[str, int], str], market: str) -> str | tuple[str, ...] | None:
+    """The key (``pretrained``) or keys (members) of the jobs of the same market, fold and seed that ``policy``'s
+    job needs.
+
+    :param policy: the policy.
+    :param seed: the job's seed.
+    :param keys: ``(policy, seed) -> key`` of the fold's jobs planned so far.
+    :param market: named in the error of a dependency not planned.
+    """
+    missing = [name for name in policy.dependencies if (name, seed) not in keys]
+    if missing:
+        raise ValueError(f"policies.{policy.name} needs {missing} on market {market!r}, which do not run there")
+    if policy.pretrained:
+        return keys[(policy.pretrained, seed)]
+    if policy.members:
+        return tuple(keys[(name, seed)] for name in policy.members)
+    return None
+
+
 def _dependencies_first(policies: tuple[PolicySpec, ...]) -> list[PolicySpec]:
-    return sorted(policies, key=lambda p: p.pretrained is not None)
+    """``policies`` with every policy after those it depends on (stable otherwise)."""
+    by_name = {p.name: p for p in policies}
+
+    def depth(policy: PolicySpec, seen: tuple[str, ...] = ()) -> int:
+        if policy.name in seen:
+            raise ValueError(f"policies.{policy.name} depends on itself through {list(seen)}")
+        return 1 + max((depth(by_name[d], seen + (policy.name,)) for d in policy.dependencies if d in by_name),
+                       default=-1)
+
+    return sorted(policies, key=depth)
 
 
 def _budget(config: BenchmarkConfig, policy: PolicySpec) -> dict[str, Any]:
@@ -341,5 +391,5 @@ def _write_marker(run_dir: Path, config: BenchmarkConfig, created: list[Path]) -
                       json.dumps({"hash": config.hash(), "config": config.to_dict()}, indent=1, default=str) + "\n")
 
 
-__all__ = ["DamagedJobWarning", "JobInputError", "StaleJobsError", "check_label_positives", "check_settings", "plan",
-           "run_benchmark"]
+__all__ = ["DamagedJobWarning", "JobInputError", "StaleJobsError", "check_label_positives", "check_settings",
+           "job_waves", "plan", "run_benchmark"]

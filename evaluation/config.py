@@ -22,12 +22,25 @@ from features.dataset import DatasetConfig
 from sim.engine import Costs
 
 POLICY_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover", "supervised", "ppo", "dqn",
-                                  "allocation", "portfolio_agent")
+                                  "allocation", "portfolio_agent", "ensemble", "agent_selector")
 # kinds that allocate one account across a market's symbols (markets of 2 symbols or more); the others trade each
 # symbol in its own account, and the market's return is their equal-capital sleeves
 PORTFOLIO_KINDS: tuple[str, ...] = ("allocation", "portfolio_agent")
 PORTFOLIO_ALGOS: tuple[str, ...] = ("ppo", "sac")
 BASELINE_KINDS: tuple[str, ...] = ("cash", "buy_and_hold", "random", "sma_crossover")
+# the options of a probability model's threshold policy (kinds supervised and ensemble): how thresholds are chosen
+# on the fold's validation split (f1: the classifier's F1; the others: agents.threshold_choice, for money after the
+# base costs) and how positions are sized (agents.supervised_policy.SIZINGS)
+THRESHOLD_KINDS: tuple[str, ...] = ("supervised", "ensemble")
+THRESHOLD_CHOICES: tuple[str, ...] = ("f1", "net_log_return", "t_stat")
+SIZING_OPTIONS: dict[str, tuple[str, ...]] = {"all_in": (), "kelly": ("kelly_fraction", "max_fraction"),
+                                              "vol_target": ("target_volatility", "volatility_window", "max_fraction")}
+# the kinds a risk overlay (agents.overlays) may wrap: single-asset policies that can trade (not cash, not the
+# portfolio kinds, not the selector, which copies its members' results)
+OVERLAY_KINDS: tuple[str, ...] = ("buy_and_hold", "random", "sma_crossover", "supervised", "ppo", "dqn", "ensemble")
+# the policies an agent selector may choose among: single-asset trained jobs that record a validation Sharpe
+SELECTOR_MEMBER_KINDS: tuple[str, ...] = ("supervised", "ppo", "dqn", "ensemble")
+ENSEMBLE_WEIGHTS: tuple[str, ...] = ("equal", "inverse_loss", "stacking")
 SECTIONS: tuple[str, ...] = ("markets", "folds", "seeds", "policies", "budgets", "costs", "statistics", "quick")
 
 
@@ -115,6 +128,24 @@ class PolicySpec:
     :param rebalance_every: for ``allocation``: bars between rebalances to the fitted weights (buy_and_hold never
         rebalances).
     :param algo: for ``portfolio_agent``: ``ppo`` or ``sac``.
+    :param thresholds: for ``supervised``/``ensemble``: ``f1`` (the threshold of the best validation F1), or
+        ``net_log_return``/``t_stat`` (entry, exit and minimum hold chosen by that objective on the fold's validation
+        split after the base costs, :func:`agents.threshold_choice.choose_thresholds_for_money`; may be "stay in
+        cash").
+    :param sizing: for ``supervised``/``ensemble``: ``all_in``, ``kelly`` (calibrated on validation) or
+        ``vol_target`` (needs ``sizing_options.target_volatility``).
+    :param sizing_options: the sizing's arguments (kelly: ``kelly_fraction``, ``max_fraction``; vol_target:
+        ``target_volatility``, ``volatility_window``, ``max_fraction``).
+    :param min_holding: for ``supervised``/``ensemble``: bars held before an exit. With ``thresholds: f1`` one number
+        (None: 0); with a money objective the grid the chooser picks from (a number or a list; None: its default
+        grid).
+    :param overlay: a risk overlay (:class:`agents.overlays.OverlayConfig` fields, ``kind`` among them) wrapped
+        around a single-asset policy, fitted on each fold's train rows; its ``index_symbol`` must be a traded symbol
+        of every market the policy runs on (it is scored as a sleeve like the others).
+    :param members: for ``ensemble``: names of ``supervised`` policies whose models (same market, fold, seed) are
+        combined; for ``agent_selector``: names of ``supervised``/``ppo``/``dqn``/``ensemble`` policies, one of which
+        trades each fold (the best validation Sharpe).
+    :param weights: for ``ensemble``: ``equal``, ``inverse_loss`` or ``stacking`` (fitted on validation).
     """
 
     name: str
@@ -127,6 +158,13 @@ class PolicySpec:
     method: str | None = None
     rebalance_every: int | None = 21
     algo: str | None = None
+    thresholds: str = "f1"
+    sizing: str = "all_in"
+    sizing_options: dict[str, Any] = field(default_factory=dict)
+    min_holding: int | tuple[int, ...] | None = None
+    overlay: dict[str, Any] | None = None
+    members: tuple[str, ...] | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
@@ -157,11 +195,88 @@ class PolicySpec:
             raise ValueError(f"policies.{self.name}: init_from_classifier applies to ppo and dqn only")
         if self.init_from_classifier and not self.pretrained:
             raise ValueError(f"policies.{self.name}: init_from_classifier needs pretrained: <a supervised policy>")
+        self._check_threshold_options()
+        self._check_overlay()
+        self._check_members()
+
+    def _check_threshold_options(self) -> None:
+        """thresholds, sizing, sizing_options and min_holding: for the kinds of :data:`THRESHOLD_KINDS` only."""
+        where = f"policies.{self.name}"
+        if self.kind not in THRESHOLD_KINDS:
+            if (self.thresholds != "f1" or self.sizing != "all_in" or self.sizing_options
+                    or self.min_holding is not None):
+                raise ValueError(f"{where}: thresholds/sizing/sizing_options/min_holding apply to kinds "
+                                 f"{list(THRESHOLD_KINDS)} only, not {self.kind!r}")
+            return
+        if self.thresholds not in THRESHOLD_CHOICES:
+            raise ValueError(f"{where}.thresholds={self.thresholds!r} is not known; expected one of "
+                             f"{list(THRESHOLD_CHOICES)}")
+        if self.sizing not in SIZING_OPTIONS:
+            raise ValueError(f"{where}.sizing={self.sizing!r} is not known; expected one of {list(SIZING_OPTIONS)}")
+        if not isinstance(self.sizing_options, Mapping):
+            raise ValueError(f"{where}.sizing_options must be a mapping, got {self.sizing_options!r}")
+        allowed = SIZING_OPTIONS[self.sizing]
+        unknown = sorted(set(self.sizing_options) - set(allowed), key=str)
+        if unknown:
+            raise ValueError(f"{where}.sizing_options: {unknown} do not apply to sizing {self.sizing!r}; its options: "
+                             f"{list(allowed) or 'none'}")
+        for key, value in self.sizing_options.items():
+            integral = key == "volatility_window"
+            if not (_is_int(value) if integral else _is_number(value)) or not value > 0:
+                raise ValueError(f"{where}.sizing_options.{key}={value!r} must be a "
+                                 f"{'whole number of bars >= 2' if integral else 'number > 0'}")
+        if self.sizing == "vol_target" and "target_volatility" not in self.sizing_options:
+            raise ValueError(f"{where}: sizing 'vol_target' needs sizing_options.target_volatility (the per-bar "
+                             f"standard deviation of log returns aimed at, e.g. 0.01)")
+        holds = self.min_holding if isinstance(self.min_holding, tuple) else (
+            () if self.min_holding is None else (self.min_holding,))
+        if self.thresholds == "f1" and isinstance(self.min_holding, tuple):
+            raise ValueError(f"{where}.min_holding={list(self.min_holding)}: a list is the grid of a money "
+                             f"objective (thresholds net_log_return or t_stat); with thresholds f1 give one number")
+        if (isinstance(self.min_holding, tuple) and not holds) or any(not _is_int(h) or h < 0 for h in holds):
+            raise ValueError(f"{where}.min_holding={self.min_holding!r} must be whole numbers of bars >= 0")
+
+    def _check_overlay(self) -> None:
+        """overlay: an :class:`agents.overlays.OverlayConfig` mapping, on the kinds of :data:`OVERLAY_KINDS`."""
+        if self.overlay is None:
+            return
+        where = f"policies.{self.name}.overlay"
+        if self.kind not in OVERLAY_KINDS:
+            raise ValueError(f"{where}: an overlay wraps a single-asset policy that trades ({list(OVERLAY_KINDS)}), "
+                             f"not kind {self.kind!r}")
+        if not isinstance(self.overlay, Mapping) or "kind" not in self.overlay:
+            raise ValueError(f"{where} must be a mapping with kind: one of index_trend, volatility, hmm, drawdown; "
+                             f"got {self.overlay!r}")
+        make_overlay_config(self.overlay, where)
+
+    def _check_members(self) -> None:
+        """members and weights: for ``ensemble`` and ``agent_selector`` only (the kinds of the members are checked
+        by :class:`BenchmarkConfig`, which knows every policy)."""
+        where = f"policies.{self.name}"
+        if self.kind not in ("ensemble", "agent_selector"):
+            if self.members is not None or self.weights is not None:
+                raise ValueError(f"{where}: members/weights apply to kinds ensemble and agent_selector only")
+            return
+        if not self.members or len(set(self.members)) != len(self.members):
+            raise ValueError(f"{where}: kind {self.kind!r} needs members: a list of distinct policy names; "
+                             f"got {None if self.members is None else list(self.members)}")
+        if self.kind == "ensemble" and self.weights not in ENSEMBLE_WEIGHTS:
+            raise ValueError(f"{where}: kind 'ensemble' needs weights: one of {list(ENSEMBLE_WEIGHTS)}; "
+                             f"got {self.weights!r}")
+        if self.kind == "agent_selector" and self.weights is not None:
+            raise ValueError(f"{where}: weights apply to kind 'ensemble' only")
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The policies whose jobs (same market, fold and seed) this one's jobs need."""
+        if self.pretrained:
+            return (self.pretrained,)
+        return tuple(self.members or ())
 
     @property
     def trained(self) -> bool:
         """Whether it is trained per fold (and run for every seed)."""
-        return self.kind in ("supervised", "ppo", "dqn", "portfolio_agent")
+        return self.kind in ("supervised", "ppo", "dqn", "portfolio_agent", "ensemble", "agent_selector")
 
     @property
     def seeded(self) -> bool:
@@ -300,15 +415,46 @@ def _times(scale: Any, value: Any) -> Any:
     return float(scale) * float(value) if _is_number(scale) and _is_number(value) else scale
 
 
+def make_overlay_config(settings: Mapping[str, Any], where: str) -> Any:
+    """The :class:`agents.overlays.OverlayConfig` of a policy's ``overlay:`` settings; an unknown key or a value it
+    refuses is a ``ValueError`` naming ``where``.
+
+    :param settings: the ``overlay:`` mapping (``kind`` and the other fields).
+    :param where: e.g. ``policies.supervised_mlp_hmm.overlay``.
+    """
+    from agents.overlays import OverlayConfig
+
+    valid = [f.name for f in dataclasses.fields(OverlayConfig)]
+    unknown = sorted(set(settings) - set(valid), key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {valid}")
+    try:
+        return OverlayConfig(**dict(settings))
+    except ValueError as error:
+        raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
+
+
+# the fields added after job keys existed: left out of a policy's settings while at their defaults, so the job keys
+# of the policies that do not use them read as before
+_OPTIONAL_FIELDS: dict[str, Any] = {"thresholds": "f1", "sizing": "all_in", "sizing_options": {}, "min_holding": None,
+                                    "overlay": None, "members": None, "weights": None}
+
+
 def policy_settings(policy: PolicySpec) -> dict[str, Any]:
     """A policy's settings as a plain dict (no name); the portfolio-only fields only for the kinds they belong to,
-    so that the other policies' settings (and job keys) read as they did before those fields existed."""
+    and the options (thresholds, sizing, overlay, members...) only where set, so that the other policies' settings
+    (and job keys) read as they did before those fields existed."""
     settings = {k: v for k, v in dataclasses.asdict(policy).items() if k != "name"}
     if policy.kind != "allocation":
         settings.pop("method")
         settings.pop("rebalance_every")
     if policy.kind != "portfolio_agent":
         settings.pop("algo")
+    for key, default in _OPTIONAL_FIELDS.items():
+        if settings[key] == default:
+            settings.pop(key)
+        elif isinstance(settings[key], tuple):
+            settings[key] = list(settings[key])
     return settings
 
 
@@ -335,6 +481,27 @@ def default_policies() -> tuple[PolicySpec, ...]:
         PolicySpec("portfolio_ppo", "portfolio_agent", algo="ppo"),
         PolicySpec("portfolio_sac", "portfolio_agent", algo="sac"),
         PolicySpec("portfolio_ppo_encoder", "portfolio_agent", algo="ppo", pretrained="supervised_mlp"),
+        *option_policies(),
+    )
+
+
+SUPERVISED_MODELS = ("supervised_mlp", "supervised_lstm", "supervised_gru", "supervised_cnn_lstm")
+
+
+def option_policies() -> tuple[PolicySpec, ...]:
+    """Issue 24's options in the default benchmark, run on the daily equities only: thresholds and sizing chosen
+    for money, risk overlays, ensembles of the four supervised models, and FinRL's per-fold agent selection."""
+    return (
+        PolicySpec("supervised_mlp_money", "supervised", model="mlp", thresholds="net_log_return"),
+        PolicySpec("supervised_mlp_kelly", "supervised", model="mlp", sizing="kelly"),
+        PolicySpec("supervised_mlp_vol_target", "supervised", model="mlp", sizing="vol_target",
+                   sizing_options={"target_volatility": 0.01}),
+        PolicySpec("supervised_mlp_volatility", "supervised", model="mlp", overlay={"kind": "volatility"}),
+        PolicySpec("supervised_mlp_hmm", "supervised", model="mlp", overlay={"kind": "hmm"}),
+        PolicySpec("supervised_mlp_drawdown", "supervised", model="mlp", overlay={"kind": "drawdown"}),
+        PolicySpec("ensemble_inverse_loss", "ensemble", members=SUPERVISED_MODELS, weights="inverse_loss"),
+        PolicySpec("ensemble_stacking", "ensemble", members=SUPERVISED_MODELS, weights="stacking"),
+        PolicySpec("agent_selector", "agent_selector", members=("ppo", "dqn", "ppo_frozen_encoder")),
     )
 
 
@@ -348,14 +515,15 @@ def default_markets() -> tuple[MarketSpec, ...]:
     Parquet cache: crypto pairs hourly and ETFs with pairs daily (left out of a run while not cached)."""
     from features.embedded import SKFOLIO_SYMBOLS
 
-    per_symbol = tuple(p.name for p in default_policies() if p.kind not in PORTFOLIO_KINDS)
+    options = {p.name for p in option_policies()}
+    per_symbol = tuple(p.name for p in default_policies() if p.kind not in PORTFOLIO_KINDS and p.name not in options)
     return (
         MarketSpec("equities_daily", DatasetConfig(symbols=("AAPL", "IBM", "MSFT", "GOOG")),
-                   per_symbol + ALLOCATION_POLICIES),
+                   per_symbol + ALLOCATION_POLICIES + tuple(p.name for p in option_policies())),
         MarketSpec("eurusd_hourly", DatasetConfig(
             symbols=("EURUSD",), timeframe="1Hour",
             labels={"barrier": "volatility", "profit": 1.5, "stop": 1.0, "horizon": 8, "volatility_window": 20},
-        )),
+        ), per_symbol),
         MarketSpec("sp500_20", DatasetConfig(symbols=SKFOLIO_SYMBOLS, source="skfolio", window=8),
                    ("cash", "buy_and_hold", "sma_crossover", "supervised_mlp", "ppo") + ALLOCATION_POLICIES
                    + ("portfolio_ppo", "portfolio_sac", "portfolio_ppo_encoder")),
@@ -419,6 +587,7 @@ class BenchmarkConfig:
                         f"policies.{policy.name}.pretrained={policy.pretrained!r} must name a 'supervised' policy "
                         f"of this benchmark; supervised ones: {[p.name for p in self.policies if p.kind == 'supervised']}"
                     )
+        self._check_members(by_name)
         markets = [m.name for m in self.markets]
         if not markets or len(set(markets)) != len(markets):
             raise ValueError(f"markets must be a non-empty list with unique names, got {markets}")
@@ -442,6 +611,37 @@ class BenchmarkConfig:
                 if source is not None and source not in market.policies:
                     raise ValueError(f"markets.{market.name}.policies has {name!r}, whose pretrained encoder comes from "
                                      f"{source!r}: list {source!r} too")
+                missing = [m for m in by_name[name].members or () if m not in market.policies]
+                if missing:
+                    raise ValueError(f"markets.{market.name}.policies has {name!r}, whose members include {missing}: "
+                                     f"list them too")
+        self._check_overlay_symbols()
+
+    def _check_members(self, by_name: Mapping[str, PolicySpec]) -> None:
+        """Each ensemble's members are supervised policies of this benchmark, each selector's are policies of
+        :data:`SELECTOR_MEMBER_KINDS`."""
+        for policy in self.policies:
+            if policy.kind not in ("ensemble", "agent_selector"):
+                continue
+            kinds = ("supervised",) if policy.kind == "ensemble" else SELECTOR_MEMBER_KINDS
+            for member in policy.members or ():
+                if member not in by_name or by_name[member].kind not in kinds:
+                    found = by_name[member].kind if member in by_name else "not a policy of this benchmark"
+                    raise ValueError(
+                        f"policies.{policy.name}.members: {member!r} ({found}) must name a policy of kind "
+                        f"{' or '.join(kinds)}; those of this benchmark: "
+                        f"{[p.name for p in self.policies if p.kind in kinds]}")
+
+    def _check_overlay_symbols(self) -> None:
+        """An overlay's ``index_symbol`` must be a traded symbol of every market its policy runs on."""
+        for market in self.markets:
+            for policy in self.policies:
+                index = (policy.overlay or {}).get("index_symbol")
+                if index is not None and market.runs(policy) and index not in market.dataset.symbols:
+                    raise ValueError(f"policies.{policy.name}.overlay.index_symbol={index!r} is not a symbol of market "
+                                     f"{market.name!r} ({list(market.dataset.symbols)}): the index must be one of the "
+                                     f"market's traded symbols (list it in the market's symbols, or set "
+                                     f"markets.{market.name}.policies without {policy.name!r})")
 
     # ----- YAML -------------------------------------------------------------------------------
     @classmethod
@@ -626,4 +826,4 @@ def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 
 __all__ = ["BenchmarkConfig", "Budgets", "CostGrid", "FoldConfig", "MarketSpec", "POLICY_KINDS", "PolicySpec",
-           "StatisticsConfig", "default_markets", "default_policies"]
+           "StatisticsConfig", "default_markets", "default_policies", "make_overlay_config"]

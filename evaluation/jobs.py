@@ -41,8 +41,10 @@ class Job:
     :param policy: policy name.
     :param seed: seed.
     :param spec: everything that defines the job, JSON-able (hashed into ``key``).
-    :param depends_on: key of the job whose artifact this one needs (a pretrained supervised bundle).
-    :param inputs: that artifact (a tar.gz of its directory), filled in by the coordinator.
+    :param depends_on: the key of the job whose artifact this one needs (a ``pretrained`` supervised bundle), or
+        the keys of the jobs whose results it needs (an ensemble's or an agent selector's members), in order.
+    :param inputs: filled in by the coordinator: that artifact (a tar.gz of its directory) for one key, the
+        :class:`JobResult` of each key (artifact included) for a tuple of keys.
     """
 
     key: str
@@ -51,12 +53,19 @@ class Job:
     policy: str
     seed: int
     spec: dict[str, Any]
-    depends_on: str | None = None
-    inputs: bytes | None = field(default=None, repr=False)
+    depends_on: str | tuple[str, ...] | None = None
+    inputs: bytes | tuple["JobResult", ...] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return f"{self.market}/fold{self.fold}/{self.policy}/seed{self.seed}"
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The keys of the jobs this one needs (none, one or several)."""
+        if self.depends_on is None:
+            return ()
+        return (self.depends_on,) if isinstance(self.depends_on, str) else tuple(self.depends_on)
 
     def __repr__(self) -> str:
         return f"Job({self.name}, key={self.key[:12]})"

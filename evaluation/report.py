@@ -27,7 +27,7 @@ import numpy as np
 
 from features.atomic_io import write_bytes_atomic, write_text_atomic
 
-TRAINED_KINDS = ("supervised", "ppo", "dqn")
+TRAINED_KINDS = ("supervised", "ppo", "dqn", "ensemble", "agent_selector")
 NA = "n/a"
 _MAX_NOTED_PATHS = 20
 

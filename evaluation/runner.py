@@ -3,11 +3,29 @@ then score it on the fold's test window once per cost level, without retraining.
 
 :func:`run_job` is a top-level function of plain inputs (a :class:`evaluation.jobs.Job`), so the same
 call runs in-process, in local worker processes or on a Dask cluster.
+
+Options of a policy (see :class:`evaluation.config.PolicySpec`), all chosen or fitted on the fold's train and
+validation rows only:
+
+- ``thresholds``/``sizing``/``min_holding`` (kinds ``supervised`` and ``ensemble``): the threshold policy on the
+  model, its thresholds by validation F1 or by :func:`agents.threshold_choice.choose_thresholds_for_money` at the
+  base costs; ``meta["threshold_choice"]`` records what was chosen (a money choice may be "stay in cash").
+- ``overlay``: the policy wrapped in :class:`agents.overlays.OverlayPolicy`, fitted on the fold's train rows;
+  ``meta["overlay"]`` records the settings, what was fitted and the share of test bars risk on.
+- ``ensemble``: :class:`agents.ensembles.SupervisedEnsemble` of the member jobs' bundles (``job.inputs``).
+- ``agent_selector``: nothing trained; the member with the best ``meta["validation_sharpe"]`` (every supervised,
+  ppo, dqn and ensemble job records it: the per-bar Sharpe, mean / std of the per-bar log returns of the equal-
+  capital sleeves, of its final policy on the fold's validation split at the base costs) is chosen by
+  :func:`agents.ensembles.select_per_window` (``lag=0``: a fold's validation ends before its test window), and
+  its test results are the selector's. Ties go to the member listed first; a member without a finite recorded
+  value (a job of older code) is left out of the comparison (the selection line names it); cash when no member's
+  value is above 0 (cash's Sharpe), and an error when no member has one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from functools import lru_cache
@@ -24,7 +42,7 @@ from features.market_data import MarketData
 from sim.engine import Costs
 
 from .code_version import code_version
-from .config import PORTFOLIO_KINDS, merged
+from .config import PORTFOLIO_KINDS, SELECTOR_MEMBER_KINDS, merged
 from .folds import Fold, fold_market_data
 from .jobs import Job, JobResult, pack_directory, unpack_directory
 
@@ -81,16 +99,20 @@ def run_job(job: Job) -> JobResult:
     started = time.perf_counter()
     portfolio = spec["policy"]["kind"] in PORTFOLIO_KINDS
     with tempfile.TemporaryDirectory(prefix="bench_job_") as tmp:
-        if portfolio:
-            policy, env_settings, meta, artifact_dir = _portfolio_policy(job, data, Path(tmp))
+        if spec["policy"]["kind"] == "agent_selector":
+            meta, scores, arrays = _select_agent(job, data)
+            train_seconds, artifact = time.perf_counter() - started, None
         else:
-            policy, env_settings, meta, artifact_dir = _trained_policy(job, data, Path(tmp))
-        train_seconds = time.perf_counter() - started
-        artifact = pack_directory(artifact_dir) if artifact_dir is not None else None
-        if portfolio:
-            scores, arrays = _score_portfolio(policy, data, env_settings, spec["cost_levels"])
-        else:
-            scores, arrays = _score(policy, data, env_settings, spec["cost_levels"])
+            if portfolio:
+                policy, env_settings, meta, artifact_dir = _portfolio_policy(job, data, Path(tmp))
+            else:
+                policy, env_settings, meta, artifact_dir = _trained_policy(job, data, Path(tmp))
+            train_seconds = time.perf_counter() - started
+            artifact = pack_directory(artifact_dir) if artifact_dir is not None else None
+            if portfolio:
+                scores, arrays = _score_portfolio(policy, data, env_settings, spec["cost_levels"])
+            else:
+                scores, arrays = _score(policy, data, env_settings, spec["cost_levels"])
     meta.update(
         code=code_version(),  # the code that computed this result (a rerun of other code does not reuse it silently)
         key=job.key, name=job.name, market=job.market, fold=job.fold, policy=job.policy, seed=job.seed,
@@ -112,14 +134,21 @@ def _trained_policy(job: Job, data: MarketData, tmp: Path) -> tuple[Any, dict[st
     if kind in ("cash", "buy_and_hold", "random", "sma_crossover"):
         from agents.baselines import make_baseline
 
-        return make_baseline(kind, data, seed=job.seed), {}, {"selection": "fixed rule"}, None
-    if kind == "supervised":
-        return _train_supervised(job, data, tmp)
-    return _train_agent(job, data, tmp)
+        policy, env_settings, meta, artifact = make_baseline(kind, data, seed=job.seed), {}, {"selection": "fixed rule"}, None
+    elif kind == "supervised":
+        policy, env_settings, meta, artifact = _train_supervised(job, data, tmp)
+    elif kind == "ensemble":
+        policy, env_settings, meta, artifact = _ensemble_policy(job, data, tmp)
+    else:
+        policy, env_settings, meta, artifact = _train_agent(job, data, tmp)
+    if policy_spec.get("overlay"):
+        policy, meta = _with_overlay(job, policy, data, meta)
+    if kind in SELECTOR_MEMBER_KINDS:
+        meta["validation_sharpe"] = validation_sharpe(policy, data, env_settings, spec["base_cost"])
+    return policy, env_settings, meta, artifact
 
 
 def _train_supervised(job: Job, data: MarketData, tmp: Path):
-    from agents.supervised_policy import SupervisedThresholdPolicy
     from features.preprocessing import Preprocessing
     from supervised.bundle import load_model, save_bundle
     from supervised.evaluation import choose_threshold, threshold_sweep
@@ -135,11 +164,155 @@ def _train_supervised(job: Job, data: MarketData, tmp: Path):
     save_bundle(bundle, result.classifier, result.model_config, preprocessing=Preprocessing.of(data),
                 label=data.label, threshold=chosen["threshold"], dataset_hashes=data.hashes,
                 metrics={"validation_f1": chosen["f1"]})
-    policy = SupervisedThresholdPolicy(load_model(bundle))
-    meta = {"selection": f"threshold {chosen['threshold']:.2f} by validation F1 ({chosen['f1']:.3f}); "
-                         f"best epoch {result.best_epoch} by validation F1",
-            "threshold": chosen["threshold"], "validation_f1": chosen["f1"], "best_epoch": result.best_epoch}
-    return policy, {}, meta, bundle
+    f1_text = f"threshold {chosen['threshold']:.2f} by validation F1 ({chosen['f1']:.3f})"
+    policy, record, text = _threshold_policy(job, load_model(bundle), data, f1_text)
+    meta = {"selection": f"{text}; best epoch {result.best_epoch} by validation F1",
+            "threshold": chosen["threshold"], "validation_f1": chosen["f1"], "best_epoch": result.best_epoch,
+            "threshold_choice": record}
+    return policy, dict(getattr(policy, "env_settings", {})), meta, bundle
+
+
+def _threshold_policy(job: Job, model: Any, data: MarketData, f1_text: str) -> tuple[Any, dict[str, Any], str]:
+    """The threshold policy of a probability model (a bundle's model, an ensemble) with the job's ``thresholds``,
+    ``sizing`` and ``min_holding``; what was chosen (JSON-able) and a line saying so.
+
+    :param job: a ``supervised`` or ``ensemble`` job.
+    :param model: the model, whose ``threshold`` is the one chosen by validation F1.
+    :param data: the fold's data (only its validation split is read).
+    :param f1_text: how the F1 threshold was chosen, for the line.
+    """
+    from agents.supervised_policy import SupervisedThresholdPolicy
+    from agents.threshold_choice import DEFAULT_MIN_HOLDS, choose_thresholds_for_money, fit_calibrator
+    from agents.threshold_choice import validation_probabilities
+
+    policy_spec = job.spec["policy"]
+    objective, sizing = policy_spec.get("thresholds", "f1"), policy_spec.get("sizing", "all_in")
+    options, holds = dict(policy_spec.get("sizing_options") or {}), policy_spec.get("min_holding")
+    sized = "" if sizing == "all_in" else f", sizing {sizing}{' ' + str(options) if options else ''}"
+    with _named(f"policies.{job.policy}"):
+        if objective != "f1":
+            grid = DEFAULT_MIN_HOLDS if holds is None else tuple(holds) if isinstance(holds, (list, tuple)) else (holds,)
+            commission, slippage = job.spec["base_cost"]
+            choice = choose_thresholds_for_money(model, data, Costs(commission=float(commission),
+                                                                    slippage=float(slippage)),
+                                                 objective=objective, min_holds=grid, sizing=sizing,
+                                                 sizing_options=options)
+            return choice.policy(model), choice.to_dict(), f"by validation {objective} after costs: {choice.describe()}"
+        calibrator = fit_calibrator(*validation_probabilities(model, data)) if sizing == "kelly" else None
+        policy = SupervisedThresholdPolicy(model, min_holding=int(holds or 0), sizing=sizing, calibrator=calibrator,
+                                           **options)
+    record = {"objective": "f1", "stay_in_cash": False, "entry_threshold": policy.entry_threshold,
+              "exit_threshold": policy.exit_threshold, "min_holding": policy.min_holding,
+              "max_holding": policy.max_holding, "sizing": sizing, "sizing_options": options,
+              "calibrator": None if calibrator is None else calibrator.to_dict(), "split": "validation"}
+    held = f", min hold {policy.min_holding}" if holds else ""
+    calibrated = f" ({calibrator.method} calibration on validation)" if calibrator is not None else ""
+    return policy, record, f"{f1_text}{held}{sized}{calibrated}"
+
+
+def _ensemble_policy(job: Job, data: MarketData, tmp: Path):
+    """The threshold policy of the ensemble of the member jobs' bundles (``job.inputs``, in ``members`` order),
+    weighted on the fold's validation split."""
+    from agents.ensembles import SupervisedEnsemble
+    from supervised.bundle import load_model
+
+    policy_spec = job.spec["policy"]
+    members = list(policy_spec["members"])
+    if not isinstance(job.inputs, tuple) or len(job.inputs) != len(members):
+        raise ValueError(f"{job.name} needs the results of its members {members} (jobs {job.depends_on})")
+    models = []
+    for name, result in zip(members, job.inputs):
+        if result.artifact is None:
+            raise ValueError(f"{job.name}: member {name!r} (job {result.key[:12]}) has no bundle")
+        models.append(load_model(unpack_directory(result.artifact, tmp / "members" / name)))
+    with _named(f"policies.{job.policy}"):
+        ensemble = SupervisedEnsemble(models, policy_spec["weights"], data=data, seed=job.seed)
+    record = {**ensemble.to_dict(), "members": members}
+    f1_text = f"threshold {ensemble.threshold:.2f} by validation F1"
+    policy, choice, text = _threshold_policy(job, ensemble, data, f1_text)
+    weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(members, ensemble.weights))
+    how = "stacked by a logistic regression on validation" if policy_spec["weights"] == "stacking" else \
+        f"{policy_spec['weights']} weights ({weights})"
+    meta = {"selection": f"ensemble of {len(members)} models, {how}; {text}", "ensemble": record,
+            "threshold_choice": choice}
+    return policy, dict(getattr(policy, "env_settings", {})), meta, None
+
+
+def _with_overlay(job: Job, policy: Any, data: MarketData, meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``policy`` wrapped in the job's risk overlay, fitted on the fold's train rows; ``meta`` with the overlay's
+    record and its selection line extended."""
+    from agents.overlays import OverlayPolicy, fit_overlay
+
+    from .config import make_overlay_config
+
+    where = f"policies.{job.policy}.overlay"
+    config = make_overlay_config(job.spec["policy"]["overlay"], where)
+    with _named(where):
+        overlay = fit_overlay(config, data)
+        wrapped = OverlayPolicy(policy, overlay)
+    test = np.concatenate([np.arange(*data.split_range("test", s)) for s in data.symbols])
+    risk_on = float(np.mean(overlay.risk_on[test])) if len(test) else float("nan")
+    meta = {**meta, "selection": f"{meta.get('selection') or 'fixed rule'}; overlay {overlay.describe()} "
+                                 f"(fitted on train rows; risk on {risk_on:.0%} of test bars)",
+            "overlay": {"config": dataclasses.asdict(config), "fitted": overlay.fitted, "risk_on_test_share": risk_on}}
+    return wrapped, meta
+
+
+def validation_sharpe(policy: Any, data: MarketData, env_settings: dict[str, Any], base_cost: list[float]) -> float:
+    """The per-bar Sharpe (mean / std, ddof 1, not annualised) of the per-bar log returns of ``policy``'s equal-
+    capital sleeves on the fold's VALIDATION split at the base costs (as the report pools a market's test bars;
+    0.0 when they do not vary: cash).
+
+    :param policy: the job's final policy (overlay included).
+    :param data: the fold's data.
+    :param env_settings: the env settings the policy acts in.
+    :param base_cost: ``[commission, slippage_bps]``.
+    """
+    from .analysis import portfolio_equity
+
+    level = level_name(*base_cost)
+    scores, arrays = _score(policy, data, env_settings, [list(base_cost)], split="validation")
+    symbols = list(scores[level]["per_symbol"])
+    if not symbols:
+        raise ValueError(f"no symbol of {list(data.symbols)} has 2 validation bars to measure a validation Sharpe")
+    equity = portfolio_equity(JobResult("", {"symbols": symbols, "timeframe": data.timeframe}, arrays), level)
+    returns = np.diff(np.log(equity.to_numpy()))
+    spread = float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0
+    return float(np.mean(returns) / spread) if spread > 0.0 else 0.0
+
+
+def _select_agent(job: Job, data: MarketData) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """The agent selector's fold: the member with the best recorded validation Sharpe (rules in the module
+    docstring) and its test scores and curves, copied (or cash's, scored here, when no member beats cash)."""
+    import math
+
+    from agents.ensembles import select_per_window
+
+    members = list(job.spec["policy"]["members"])
+    if not isinstance(job.inputs, tuple) or len(job.inputs) != len(members):
+        raise ValueError(f"{job.name} needs the results of its members {members} (jobs {job.depends_on})")
+    results = dict(zip(members, job.inputs))
+    recorded = {name: results[name].meta.get("validation_sharpe") for name in members}
+    sharpes = {name: float(v) for name, v in recorded.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    missing = [name for name in members if name not in sharpes]
+    if not sharpes:
+        raise ValueError(f"policies.{job.policy}: no member of {members} recorded a validation Sharpe in fold "
+                         f"{job.fold} (jobs of older code?); rerun them")
+    chosen = select_per_window({name: [value] for name, value in sharpes.items()}, lag=0)[0]
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in sharpes.items())
+    line = (f"fold {job.fold}: {chosen if chosen else 'cash (no member above 0)'} by validation Sharpe ({shown})"
+            + (f"; no recorded value: {', '.join(missing)}" if missing else ""))
+    meta = {"selection": line, "selected": chosen, "validation_sharpes": sharpes,
+            "validation_sharpe": sharpes[chosen] if chosen else 0.0}
+    if chosen is None:
+        from agents.baselines import make_baseline
+
+        scores, arrays = _score(make_baseline("cash", data), data, {}, job.spec["cost_levels"])
+        return meta, scores, arrays
+    source = results[chosen]
+    meta["selected_job"] = source.key
+    return meta, source.meta["scores"], dict(source.arrays)
 
 
 def _train_agent(job: Job, data: MarketData, tmp: Path):
@@ -336,11 +509,12 @@ def check_labels(job: Job) -> None:
 
 
 def _score(policy: Any, data: MarketData, env_settings: dict[str, Any],
-           levels: list[list[float]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Backtest ``policy`` on the test split of every symbol at every cost level (all in one lockstep run)."""
-    symbols = [s for s in data.symbols if np.subtract(*data.split_range("test", s)[::-1]) >= 2]
+           levels: list[list[float]], split: str = "test") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Backtest ``policy`` on the ``split`` (the test split) of every symbol at every cost level (all in one
+    lockstep run)."""
+    symbols = [s for s in data.symbols if np.subtract(*data.split_range(split, s)[::-1]) >= 2]
     costs = [Costs(commission=float(c), slippage=float(s)) for c, s in levels]
-    results = backtest_many(policy, data, "test", costs, symbols, **env_settings)
+    results = backtest_many(policy, data, split, costs, symbols, **env_settings)
     scores: dict[str, Any] = {level_name(c, s): {"commission": float(c), "slippage_bps": float(s), "per_symbol": {}}
                               for c, s in levels}
     arrays: dict[str, np.ndarray] = {}
@@ -363,4 +537,4 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["agent_config", "check_job_settings", "check_labels", "job_data", "level_name", "run_job",
-           "supervised_configs"]
+           "supervised_configs", "validation_sharpe"]

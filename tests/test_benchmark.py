@@ -160,7 +160,14 @@ def test_the_shipped_config_and_its_quick_variant_load() -> None:
     assert quick.folds.n_folds == 2 and quick.seeds == 1 and quick.budgets.ppo["total_timesteps"] < 20_000
     assert quick.budgets.portfolio_agent["total_timesteps"] < 20_000
     assert {p.kind for p in config.policies} == {"cash", "buy_and_hold", "random", "sma_crossover", "supervised",
-                                                 "ppo", "dqn", "allocation", "portfolio_agent"}
+                                                 "ppo", "dqn", "allocation", "portfolio_agent", "ensemble",
+                                                 "agent_selector"}
+    equities = next(m for m in config.markets if m.name == "equities_daily")
+    options = {"supervised_mlp_money", "supervised_mlp_kelly", "supervised_mlp_vol_target", "supervised_mlp_volatility",
+               "supervised_mlp_hmm", "supervised_mlp_drawdown", "ensemble_inverse_loss", "ensemble_stacking",
+               "agent_selector"}
+    assert options <= set(equities.policies)
+    assert not any(m.runs(config.policy(name)) for m in config.markets if m is not equities for name in options)
     universe = next(m for m in config.markets if m.name == "sp500_20")
     assert len(universe.dataset.symbols) == 20 and universe.dataset.source == "skfolio"
     runs = {p.kind for p in config.policies if universe.runs(p)}
