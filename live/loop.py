@@ -217,6 +217,17 @@ class LiveLoop:
             self.journal.set_meta("day_start", None)  # the day's loss counts again from the equity at the restart
         self.journal.set_meta("status", "running")
         self._restore_policy_state()
+        self._remember_replay_history()
+
+    def _remember_replay_history(self) -> None:
+        """A replaying broker knows each symbol's bars up front (``history(symbol)``): the policy computes their
+        features once (:meth:`live.policy.LivePolicy.remember_history`) instead of once per decision; the loop still
+        fetches each cycle's bars and the policy reads the window of exactly those bars."""
+        history = getattr(self.broker, "history", None)
+        if history is None:
+            return
+        for symbol in self.symbols:
+            self.policy.remember_history(history(symbol), symbol)
 
     def _restore_policy_state(self) -> None:
         """A stateful policy (the threshold policy counts bars in position) gets back its state by replaying

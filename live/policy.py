@@ -9,7 +9,7 @@ computed with the same expressions as ``sim.Simulator.position_state``, then the
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class LivePolicy:
     action_mode: str = "discrete"
     allow_short: bool = False
     name: str = "policy"
+    _features: dict[str, "_FeatureHistory"] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def env_settings(self) -> dict[str, Any]:
@@ -80,7 +81,10 @@ class LivePolicy:
         :param symbol: the symbol.
         :param state: the position state (4 floats, see :func:`position_state`).
         """
-        window, asset_id = self.preprocessing.latest_window(bars, symbol)
+        window = self._known_window(bars, symbol)
+        if window is None:
+            window, _ = self.preprocessing.latest_window(bars, symbol)
+        asset_id = self.preprocessing.asset_id(symbol)
         layout = self.layout
         nw = layout.n_window_values
         out = np.empty(layout.size, dtype=np.float32)
@@ -88,6 +92,49 @@ class LivePolicy:
         out[nw: nw + 4] = state
         out[nw + 4] = np.float32(asset_id)
         return out
+
+
+    def remember_history(self, bars: pd.DataFrame, symbol: str) -> None:
+        """Compute the scaled features of a long stretch of ``symbol``'s bars once (a replay's whole history):
+        :meth:`observation` then reads the window of any bars that are a stretch of it instead of building the
+        features again. The features are causal (row ``t`` uses bars up to ``t`` only), so a row's features
+        computed over the longer stretch are those of the bars up to it - the dataset's own, as the backtest
+        sees them - and at least as settled as those of the latest bars alone (:func:`settled_history_bars`).
+
+        :param bars: the bars, oldest first (validated here).
+        :param symbol: the symbol.
+        """
+        scaled = self.preprocessing.transform_bars(bars, symbol)
+        values = bars.to_numpy(np.float64)
+        self._features[symbol] = _FeatureHistory(list(bars.columns), bars.index.asi8.copy(), values, scaled)
+
+    def _known_window(self, bars: pd.DataFrame, symbol: str) -> np.ndarray | None:
+        """The feature window of the last bar of ``bars`` from :meth:`remember_history`, or None when ``bars`` is
+        not, value for value, a stretch of the remembered bars that starts no earlier than they do."""
+        known = self._features.get(symbol)
+        n = len(bars)
+        if (known is None or n < self.preprocessing.min_bars or not isinstance(bars.index, pd.DatetimeIndex)
+                or list(bars.columns) != known.columns):
+            return None
+        times = bars.index.asi8
+        last = int(np.searchsorted(known.times, times[-1]))
+        first = last - n + 1
+        if first < 0 or last >= len(known.times) or known.times[last] != times[-1]:
+            return None
+        if not (np.array_equal(known.times[first: last + 1], times)
+                and np.array_equal(known.values[first: last + 1], bars.to_numpy(np.float64), equal_nan=True)):
+            return None
+        return np.ascontiguousarray(known.scaled[last - self.preprocessing.window + 1: last + 1])
+
+
+@dataclass
+class _FeatureHistory:
+    """A remembered stretch of one symbol's bars and its scaled features (see :meth:`LivePolicy.remember_history`)."""
+
+    columns: list[str]
+    times: np.ndarray  # int64 ns UTC
+    values: np.ndarray  # float64 (n, columns)
+    scaled: np.ndarray  # float32 (n, features)
 
 
 class _SingleActor:

@@ -316,6 +316,14 @@ class SimBroker(JournalReplay):
         last = self._complete(book)
         return book.frame.iloc[max(last - int(count) + 1, 0): last + 1]
 
+    def history(self, symbol: str) -> pd.DataFrame:
+        """Every bar of ``symbol`` in the replay's data (what :meth:`bars` slices), for the loop to compute the policy's
+        causal features once (:meth:`live.loop.LiveLoop.start`); the bars of a cycle are still :meth:`bars`.
+
+        :param symbol: a replayed symbol.
+        """
+        return self._book(symbol).frame
+
     def expected_bar_times(self, symbol: str, timeframe: str, after: pd.Timestamp, until: pd.Timestamp) -> list[pd.Timestamp]:
         book = self._book(symbol)
         index = book.frame.index[: self._complete(book) + 1]
