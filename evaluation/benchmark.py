@@ -186,15 +186,15 @@ def _run(config: BenchmarkConfig, run_dir: Path, *, workers: int, scheduler: str
 
 
 def check_settings(jobs: list[Job]) -> None:
-    """Build every policy's training settings once (from its first job), so a bad one is refused before any
-    job runs.
+    """Build every policy's training settings once per market (from its first job there), so a bad one is refused
+    before any job runs.
 
     :param jobs: the planned jobs.
     """
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for job in jobs:
-        if job.policy not in seen:
-            seen.add(job.policy)
+        if (job.market, job.policy) not in seen:
+            seen.add((job.market, job.policy))
             check_job_settings(job)
 
 
@@ -313,7 +313,8 @@ def _inputs(cache: JobCache, job: Job) -> Any:
     return tuple(cache.load(key) for key in job.dependencies)
 
 
-def _depends_on(policy: PolicySpec, seed: int, keys: dict[tuple[str, int], str], market: str) -> str | tuple[str, ...] | None:
+def _depends_on(policy: PolicySpec, seed: int, keys: dict[tuple[str, int], str],
+                market: str) -> str | tuple[str, ...] | None:
     """The key (``pretrained``) or keys (members) of the jobs of the same market, fold and seed that ``policy``'s
     job needs.
 

@@ -134,7 +134,8 @@ def _trained_policy(job: Job, data: MarketData, tmp: Path) -> tuple[Any, dict[st
     if kind in ("cash", "buy_and_hold", "random", "sma_crossover"):
         from agents.baselines import make_baseline
 
-        policy, env_settings, meta, artifact = make_baseline(kind, data, seed=job.seed), {}, {"selection": "fixed rule"}, None
+        policy, env_settings, meta, artifact = make_baseline(kind, data, seed=job.seed), {}, {}, None
+        meta["selection"] = "fixed rule"
     elif kind == "supervised":
         policy, env_settings, meta, artifact = _train_supervised(job, data, tmp)
     elif kind == "ensemble":
@@ -191,7 +192,8 @@ def _threshold_policy(job: Job, model: Any, data: MarketData, f1_text: str) -> t
     sized = "" if sizing == "all_in" else f", sizing {sizing}{' ' + str(options) if options else ''}"
     with _named(f"policies.{job.policy}"):
         if objective != "f1":
-            grid = DEFAULT_MIN_HOLDS if holds is None else tuple(holds) if isinstance(holds, (list, tuple)) else (holds,)
+            grid = DEFAULT_MIN_HOLDS if holds is None else (
+                tuple(holds) if isinstance(holds, (list, tuple)) else (holds,))
             commission, slippage = job.spec["base_cost"]
             choice = choose_thresholds_for_money(model, data, Costs(commission=float(commission),
                                                                     slippage=float(slippage)),
@@ -480,12 +482,26 @@ def check_job_settings(job: Job) -> None:
     :param job: any job (baselines have no settings to check).
     """
     kind = job.spec["policy"]["kind"]
+    if kind in ("supervised", "ensemble"):
+        _check_min_holding(job)
     if kind == "supervised":
         supervised_configs(job)
     elif kind in ("ppo", "dqn"):
         agent_config(job, None)
     elif kind == "portfolio_agent":
         portfolio_agent_config(job)
+
+
+def _check_min_holding(job: Job) -> None:
+    """Refuse a ``min_holding`` above the market's label horizon (every position is held at most that long)."""
+    from features.labels import LabelConfig
+
+    holds = job.spec["policy"].get("min_holding")
+    holds = [] if holds is None else list(holds) if isinstance(holds, (list, tuple)) else [holds]
+    horizon = LabelConfig(**job.spec["dataset"].get("labels", {})).horizon
+    if any(hold > horizon for hold in holds):
+        raise ValueError(f"policies.{job.policy}.min_holding={job.spec['policy']['min_holding']} exceeds the label "
+                         f"horizon of market {job.market!r} ({horizon} bars), the longest a position is held")
 
 
 def check_labels(job: Job) -> None:
