@@ -253,9 +253,11 @@ def _with_overlay(job: Job, policy: Any, data: MarketData, meta: dict[str, Any])
         overlay = fit_overlay(config, data)
         wrapped = OverlayPolicy(policy, overlay)
     test = np.concatenate([np.arange(*data.split_range("test", s)) for s in data.symbols])
-    risk_on = float(np.mean(overlay.risk_on[test])) if len(test) else float("nan")
+    # the drawdown brake has no filter (it acts on its own paper equity as it trades): no share to tell
+    risk_on = None if overlay.brake or not len(test) else float(np.mean(overlay.risk_on[test]))
+    how = "a brake on its own paper equity" if overlay.brake else f"risk on {risk_on:.0%} of test bars"
     meta = {**meta, "selection": f"{meta.get('selection') or 'fixed rule'}; overlay {overlay.describe()} "
-                                 f"(fitted on train rows; risk on {risk_on:.0%} of test bars)",
+                                 f"(fitted on train rows; {how})",
             "overlay": {"config": dataclasses.asdict(config), "fitted": overlay.fitted, "risk_on_test_share": risk_on}}
     return wrapped, meta
 
