@@ -1,7 +1,8 @@
 """The SQLite journal of a live run: what survives a crash.
 
-Every decision, order, fill, equity mark, alert and reconciliation difference is a row; each write is
-its own committed transaction, written before and after each broker call:
+Every decision, order, fill, equity mark, alert and reconciliation difference is a row. Each write is all or
+nothing; a cycle of the loop writes in one transaction (:meth:`Journal.batch`), committed at its end and before
+every broker call that acts outside the process (:meth:`Journal.commit`, called by :class:`live.orders.OrderDesk`):
 
 - an order's *intent* (its ``client_order_id``, symbol, side, quantity, target) is committed before the
   order is sent, so a restart knows every order that may have reached the broker and asks the broker
@@ -20,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,6 +66,11 @@ CREATE TABLE IF NOT EXISTS reconciliations (
 CREATE TABLE IF NOT EXISTS cycles (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, is_open INTEGER NOT NULL, status TEXT NOT NULL,
     detail TEXT);
+CREATE INDEX IF NOT EXISTS decisions_open ON decisions (symbol, bar_time) WHERE executed_at IS NULL;
+CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
+CREATE INDEX IF NOT EXISTS orders_day ON orders (trading_day);
+CREATE INDEX IF NOT EXISTS orders_symbol ON orders (symbol, created_at);
+CREATE INDEX IF NOT EXISTS reconciliations_field ON reconciliations (symbol, field, at);
 """
 
 #: Orders whose status may still change at the broker (the journal's own states included).
@@ -135,6 +142,7 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._batched = False
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -146,20 +154,51 @@ class Journal:
             raise ValueError(f"{self.path}: journal schema {version} is not supported (expected {SCHEMA_VERSION})")
 
     def close(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+        self._batched = False
         self.conn.close()
 
     # ----- transactions -----------------------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write everything inside in one transaction, committed at the end (also when an exception leaves it, as
+        each write was committed before: the rows written so far stay) and at each :meth:`commit`. A process
+        killed inside loses the writes since the last commit, and nothing else; each write stays all or nothing.
+        Nested: the outer batch commits."""
+        if self._batched:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._batched = True
+        try:
+            yield
+        finally:
+            self._batched = False
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def commit(self) -> None:
+        """Inside :meth:`batch`: commit what is written so far and go on in a new transaction (before a broker call
+        that acts outside the process, such as sending an order). Outside a batch every write is committed already."""
+        if self._batched and self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+
     def _write(self, statements: Iterable[tuple[str, tuple]]) -> None:
-        """Run ``statements`` in one committed transaction (all or nothing)."""
+        """Run ``statements`` all or nothing: in one committed transaction, or a savepoint of the open batch."""
         cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        begin, end, undo = (("SAVEPOINT write", "RELEASE write", ("ROLLBACK TO write", "RELEASE write"))
+                            if self._batched else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
+        cur.execute(begin)
         try:
             for sql, params in statements:
                 cur.execute(sql, params)
         except BaseException:
-            cur.execute("ROLLBACK")
+            for sql in undo:
+                cur.execute(sql)
             raise
-        cur.execute("COMMIT")
+        cur.execute(end)
 
     def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
@@ -387,8 +426,8 @@ class Journal:
 
     def latest_marks(self) -> dict[str, sqlite3.Row]:
         """The latest equity mark of each sleeve."""
-        rows = self._rows("SELECT e.* FROM equity e JOIN (SELECT symbol, MAX(bar_time) AS bar_time FROM equity "
-                          "GROUP BY symbol) m ON e.symbol = m.symbol AND e.bar_time = m.bar_time")
+        rows = self._rows("SELECT e.* FROM sleeves s JOIN equity e ON e.symbol = s.symbol AND e.bar_time = "
+                          "(SELECT MAX(bar_time) FROM equity WHERE symbol = s.symbol) ORDER BY e.symbol")
         return {row["symbol"]: row for row in rows}
 
     def record_alert(self, at: pd.Timestamp, kind: str, message: str, symbol: str | None = None,

@@ -282,7 +282,12 @@ class LiveLoop:
             self.crash(name)
 
     def cycle(self) -> CycleReport:
-        """One pass: sync, reconcile, mark, decide, execute, publish."""
+        """One pass: sync, reconcile, mark, decide, execute, publish; its journal writes in one transaction
+        (:meth:`live.journal.Journal.batch`), committed before each order leaves the process and at the end."""
+        with self.journal.batch():
+            return self._cycle()
+
+    def _cycle(self) -> CycleReport:
         try:
             clock = self.broker.clock()
         except BrokerError as error:

@@ -72,6 +72,9 @@ class JournalReplay:
     which symbols trade at a moment - those whose bar opens now, the simulator's rule (an asset without a bar holds
     and cannot trade)."""
 
+    #: the replay lives in this process and is rebuilt from the journal: an order sent to it needs no commit first
+    in_process = True
+
     def open_orders(self) -> list[Order]:
         return [order for order in self.orders.values() if not order.is_final]
 
