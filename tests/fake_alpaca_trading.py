@@ -15,7 +15,8 @@ a second order with the same ``client_order_id`` (422) and orders beyond buying 
 Faults (:class:`Rule`), each used up ``times`` times on requests matching a method and path prefix:
 an error status (with headers such as ``Retry-After``), a request that hangs, an order accepted and then
 the connection dropped (or a 500, or a hang) before the reply. Fill behaviour per symbol: full, partial
-(a fraction now, the rest later or never), rejected. ``lag_bars`` hides the newest closed bars (stale
+(a fraction now, the rest later or never), rejected; ``fill_prices`` fills a symbol's buys or sells at a chosen
+price instead of the current one (slippage the test sets). ``lag_bars`` hides the newest closed bars (stale
 data). :meth:`FakeAlpaca.trade_outside` trades as a user in the dashboard would (outside the run).
 
 Crypto pairs (a symbol with ``/``: ``BTC/USD``) trade 24/7 as on Alpaca: their orders fill at any hour, in
@@ -169,6 +170,7 @@ class FakeAlpaca:
         self.rules: list[Rule] = []
         self.fill_modes: dict[str, FillMode] = {}
         self.price_overrides: dict[str, float] = {}
+        self.fill_prices: dict[str, dict[str, float]] = {}  # symbol -> {side: price}: fills at a chosen price
         self.lag_bars: dict[str, int] = {}
         self.release = threading.Event()
         self.lock = threading.RLock()
@@ -336,7 +338,7 @@ class FakeAlpaca:
     def _fill(self, order: dict[str, Any], qty: float) -> None:
         if qty <= 0:
             return
-        price = self.price(order["symbol"])
+        price = self.fill_prices.get(order["symbol"], {}).get(order["side"], self.price(order["symbol"]))
         filled = float(order["filled_qty"])
         avg = float(order["filled_avg_price"]) if order["filled_avg_price"] else 0.0
         total = filled + qty
