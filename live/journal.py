@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ CREATE INDEX IF NOT EXISTS orders_symbol ON orders (symbol, created_at);
 CREATE INDEX IF NOT EXISTS reconciliations_field ON reconciliations (symbol, field, at);
 """
 
+_UTC = pd.Timestamp(0, tz="UTC").tz
+
+#: The table a write statement changes.
+_TABLE_WRITTEN = re.compile(r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+
 #: Orders whose status may still change at the broker (the journal's own states included).
 PENDING_STATUSES = ("intent", "submitting", "new", "accepted", "pending_new", "partially_filled", "pending_cancel",
                     "accepted_for_bidding", "calculated", "held", "pending_replace", "pending_review")
@@ -82,6 +88,8 @@ def iso(moment: pd.Timestamp | None) -> str | None:
     """A UTC timestamp as the journal writes it."""
     if moment is None:
         return None
+    if type(moment) is pd.Timestamp and moment.tz is _UTC:  # the common case, without a new Timestamp
+        return moment.isoformat()
     stamp = pd.Timestamp(moment)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.isoformat()
@@ -143,6 +151,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._batched = False
+        self._cache: dict[Any, Any] = {}  # reads of tables only this journal writes, dropped when one is written
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -187,6 +196,10 @@ class Journal:
 
     def _write(self, statements: Iterable[tuple[str, tuple]]) -> None:
         """Run ``statements`` all or nothing: in one committed transaction, or a savepoint of the open batch."""
+        statements = list(statements)
+        written = {match.group(1) for sql, _ in statements for match in _TABLE_WRITTEN.finditer(sql)}
+        for key in [key for key in self._cache if key[0] in written]:
+            del self._cache[key]
         cur = self.conn.cursor()
         begin, end, undo = (("SAVEPOINT write", "RELEASE write", ("ROLLBACK TO write", "RELEASE write"))
                             if self._batched else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
@@ -203,9 +216,18 @@ class Journal:
     def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
 
+    def _cached_rows(self, table: str, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """:meth:`_rows` of a read of ``table`` alone, kept until this journal writes ``table`` (the run's process is
+        its only writer: the run folder is locked)."""
+        key = (table, sql, params)
+        rows = self._cache.get(key)
+        if rows is None:
+            rows = self._cache[key] = self._rows(sql, params)
+        return list(rows)
+
     # ----- meta -------------------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
-        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self._cached_rows("meta", "SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0]["value"]) if rows else default
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -222,7 +244,7 @@ class Journal:
 
     def sleeves(self) -> dict[str, Sleeve]:
         return {row["symbol"]: Sleeve(row["symbol"], row["capital"], row["cash"], row["units"], stamp(row["entry_bar"]))
-                for row in self._rows("SELECT * FROM sleeves ORDER BY symbol")}
+                for row in self._cached_rows("sleeves", "SELECT * FROM sleeves ORDER BY symbol")}
 
     def last_target(self, symbol: str) -> float:
         """The target of the sleeve's latest order that reached the broker and was not refused (0 before any):
@@ -314,7 +336,15 @@ class Journal:
             params.append(trading_day)
         if where:
             sql += " WHERE " + " AND ".join(where)
+        if pending_only and trading_day is None:  # every cycle asks, several times
+            return self._cached_rows("orders", sql + " ORDER BY created_at, client_order_id", tuple(params))
         return self._rows(sql + " ORDER BY created_at, client_order_id", tuple(params))
+
+    def count_orders(self, trading_day: str) -> int:
+        """Orders of ``trading_day`` that reached the broker or may have (every status but ``not_sent``)."""
+        rows = self._rows("SELECT COUNT(*) AS n FROM orders WHERE trading_day = ? AND status != 'not_sent'",
+                          (trading_day,))
+        return int(rows[0]["n"])
 
     def record_intent(self, cid: str, symbol: str, bar_time: pd.Timestamp, intent: str, side: str, qty: float,
                       target: float, reference_price: float, trading_day: str, at: pd.Timestamp) -> None:
@@ -426,8 +456,8 @@ class Journal:
 
     def latest_marks(self) -> dict[str, sqlite3.Row]:
         """The latest equity mark of each sleeve."""
-        rows = self._rows("SELECT e.* FROM sleeves s JOIN equity e ON e.symbol = s.symbol AND e.bar_time = "
-                          "(SELECT MAX(bar_time) FROM equity WHERE symbol = s.symbol) ORDER BY e.symbol")
+        rows = self._rows("SELECT e.* FROM sleeves s CROSS JOIN equity e WHERE e.symbol = s.symbol AND e.bar_time = "
+                          "(SELECT MAX(bar_time) FROM equity WHERE symbol = s.symbol) ORDER BY s.symbol")
         return {row["symbol"]: row for row in rows}
 
     def record_alert(self, at: pd.Timestamp, kind: str, message: str, symbol: str | None = None,

@@ -157,6 +157,7 @@ class LiveLoop:
         self.timeframe = str(Timeframe.parse(timeframe))
         self.bar = pd.Timedelta(seconds=Timeframe.parse(self.timeframe).seconds)
         self.history_bars = int(config.loop.history_bars or settled_history_bars(pre))
+        self.min_bars = pre.min_bars  # a property computed from the feature settings each time it is read
         if self.history_bars < pre.min_bars:
             raise ValueError(f"loop.history_bars={self.history_bars} is below the policy's {pre.min_bars} bars of "
                              f"warm-up + window — raise it or leave it null")
@@ -378,7 +379,7 @@ class LiveLoop:
             bar_time = frame.index[-1]
             if self.journal.decision(symbol, bar_time) is not None:
                 continue
-            if len(frame) < pre.min_bars:
+            if len(frame) < self.min_bars:
                 self.alert(now, "stale_data", f"{symbol}: {len(frame)} bars, the policy needs {pre.min_bars} "
                            f"({pre.warmup} warm-up + {pre.window} window); no decision", symbol,
                            key=f"short:{symbol}:{iso(bar_time)}")
@@ -447,14 +448,14 @@ class LiveLoop:
                 continue
             if not self.desk.cancel(now, "superseded by a newer decision", report.fills, symbol=symbol, keep=cid):
                 continue  # an older order of this symbol is still open: cancel it, then size against what filled
-            sent_today = len([o for o in self.journal.orders(trading_day=day) if o["status"] not in ("not_sent",)])
+            sent_today = self.journal.count_orders(day)
             if sent_today >= self.config.risk.max_orders_per_day:
                 self.alert(now, "trades_per_day", f"{sent_today} orders today reach risk.max_orders_per_day="
                            f"{self.config.risk.max_orders_per_day}; no more orders today", key=f"maxorders:{day}")
                 self.journal.mark_executed(symbol, bar_time, now, "blocked: max orders per day")
                 continue
             self._send(symbol, bar_time, float(decision["risk_target"]), "rebalance", frame, clock, report)
-        sent = len([o for o in self.journal.orders(trading_day=day) if o["status"] != "not_sent"])
+        sent = self.journal.count_orders(day)
         if sent > self.config.alerts.max_trades_per_day:
             self.alert(now, "trades_per_day", f"{sent} orders today, above alerts.max_trades_per_day="
                        f"{self.config.alerts.max_trades_per_day}", key=f"trades:{day}")

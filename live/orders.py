@@ -121,6 +121,9 @@ class OrderDesk:
             return [row for row in self.journal.orders(pending_only=True)
                     if (symbol is None or row["symbol"] == symbol) and row["client_order_id"] != keep]
 
+        if not self.journal.orders(pending_only=True):
+            return True  # nothing to cancel, nothing for sync to book
+
         for row in open_rows():
             order = self.broker.order_by_client_id(row["client_order_id"])
             if order is not None and not order.is_final:

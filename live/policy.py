@@ -106,14 +106,16 @@ class LivePolicy:
         """
         scaled = self.preprocessing.transform_bars(bars, symbol)
         values = bars.to_numpy(np.float64)
-        self._features[symbol] = _FeatureHistory(list(bars.columns), bars.index.asi8.copy(), values, scaled)
+        pre = self.preprocessing
+        self._features[symbol] = _FeatureHistory(list(bars.columns), bars.index.asi8.copy(), values, scaled,
+                                                 pre.min_bars, pre.window)
 
     def _known_window(self, bars: pd.DataFrame, symbol: str) -> np.ndarray | None:
         """The feature window of the last bar of ``bars`` from :meth:`remember_history`, or None when ``bars`` is
         not, value for value, a stretch of the remembered bars that starts no earlier than they do."""
         known = self._features.get(symbol)
         n = len(bars)
-        if (known is None or n < self.preprocessing.min_bars or not isinstance(bars.index, pd.DatetimeIndex)
+        if (known is None or n < known.min_bars or not isinstance(bars.index, pd.DatetimeIndex)
                 or list(bars.columns) != known.columns):
             return None
         times = bars.index.asi8
@@ -124,7 +126,7 @@ class LivePolicy:
         if not (np.array_equal(known.times[first: last + 1], times)
                 and np.array_equal(known.values[first: last + 1], bars.to_numpy(np.float64), equal_nan=True)):
             return None
-        return np.ascontiguousarray(known.scaled[last - self.preprocessing.window + 1: last + 1])
+        return np.ascontiguousarray(known.scaled[last - known.window + 1: last + 1])
 
 
 @dataclass
@@ -135,6 +137,8 @@ class _FeatureHistory:
     times: np.ndarray  # int64 ns UTC
     values: np.ndarray  # float64 (n, columns)
     scaled: np.ndarray  # float32 (n, features)
+    min_bars: int  # the preprocessing's warm-up + window
+    window: int  # the preprocessing's window
 
 
 class _SingleActor:

@@ -21,6 +21,7 @@ The replay lives in the process; a run started again with the same name gets it 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -76,7 +77,15 @@ class JournalReplay:
     in_process = True
 
     def open_orders(self) -> list[Order]:
-        return [order for order in self.orders.values() if not order.is_final]
+        """Orders not final. A replay's order never changes once sent (it fills at once, or is canceled unfilled):
+        the orders sent before a call that found none open are not looked at again."""
+        settled = getattr(self, "_settled", 0)
+        if settled > len(self.orders):  # the book was opened again (restore)
+            settled = 0
+        pending = [order for order in itertools.islice(self.orders.values(), settled, None) if not order.is_final]
+        if not pending:
+            self._settled = len(self.orders)
+        return pending
 
     def order_by_client_id(self, client_order_id: str) -> Order | None:
         return self.orders.get(client_order_id)
@@ -329,8 +338,10 @@ class SimBroker(JournalReplay):
 
     def expected_bar_times(self, symbol: str, timeframe: str, after: pd.Timestamp, until: pd.Timestamp) -> list[pd.Timestamp]:
         book = self._book(symbol)
-        index = book.frame.index[: self._complete(book) + 1]
-        return list(index[index > after])
+        end = self._complete(book) + 1
+        stamps = book.frame.index.asi8
+        first = int(np.searchsorted(stamps[:end], pd.Timestamp(after).value, side="right"))
+        return [pd.Timestamp(int(value), tz="UTC") for value in stamps[first:end]]
 
     def reference_price(self, symbol: str) -> float:
         book = self._book(symbol)

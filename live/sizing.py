@@ -62,17 +62,21 @@ def plan_order(
     """
     if not (np.isfinite(reference_price) and reference_price > 0):
         raise ValueError(f"reference_price={reference_price} must be a positive price")
-    n = len(bars)
-    if n < 1:
+    if len(bars) < 1:
         raise ValueError("plan_order needs at least the last complete bar")
+    if costs.slippage.constant_fraction() is not None:
+        bars = bars.iloc[-1:]  # a constant slippage reads no earlier bar: the simulator over the last one is the same
+    n = len(bars)
+
+    prices = float_columns(bars, ("open", "high", "low", "close", "volume"))
 
     def column(name: str, last: float) -> np.ndarray:
         values = np.empty(n + 1)
-        values[:n] = bars[name].to_numpy(np.float64)
+        values[:n] = prices[name]
         values[n] = last
         return values
 
-    volume = bars["volume"].to_numpy(np.float64)
+    volume = prices["volume"]
     sim = Simulator(
         column("open", reference_price), column("high", reference_price), column("low", reference_price),
         column("close", reference_price), column("volume", float(volume[-1])), costs,
@@ -96,3 +100,21 @@ def round_quantity(units: float, decimals: int | None) -> float:
         return units
     scale = 10.0 ** decimals
     return float(np.trunc(units * scale) / scale)
+
+
+def float_columns(bars: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Columns of a bars frame as float64 arrays by name: views of the frame's one block when it is all float64 (a
+    validated bars frame), else each column converted.
+
+    :param bars: a bars frame.
+    :param names: the columns wanted.
+    :raises KeyError: naming a column the frame does not have.
+    """
+    columns = list(bars.columns)
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise KeyError(f"bars have no column(s) {missing}; they have {columns}")
+    values = bars.to_numpy()
+    if values.dtype == np.float64:
+        return {name: values[:, columns.index(name)] for name in names}
+    return {name: bars[name].to_numpy(np.float64) for name in names}
