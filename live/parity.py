@@ -156,8 +156,8 @@ def parity_report(journal: Journal, costs: Costs, bars: Mapping[str, pd.DataFram
         fills.append(_fill_parity(row, order, costs, bars, first, journal))
     symbols = {symbol: _summary(symbol, [f for f in fills if f.symbol == symbol])
                for symbol in sorted({f.symbol for f in fills})}
-    price = -math.fsum((f.price - f.model_price) * f.units for f in fills)
-    commission = -math.fsum(f.commission - f.model_commission for f in fills)
+    price = 0.0 - math.fsum((f.price - f.model_price) * f.units for f in fills)  # 0.0 - : never -0.0
+    commission = 0.0 - math.fsum(f.commission - f.model_commission for f in fills)
     return ParityReport(costs.slippage.describe(), fills, symbols, price, commission, price + commission)
 
 
