@@ -16,7 +16,7 @@ from experiments.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["backtest", "benchmark", "build_dataset", "check_lookahead", "diagnose", "fetch_bars", "fetch_news",
-                "hpo", "hpo_agent", "paper_trade", "pipeline", "train_dqn", "train_portfolio", "train_ppo",
+                "hpo", "hpo_agent", "paper_report", "paper_trade", "pipeline", "train_dqn", "train_portfolio", "train_ppo",
                 "train_supervised"]
 
 
