@@ -1,8 +1,9 @@
 """The SQLite journal of a live run: what survives a crash.
 
 Every decision, order, fill, equity mark, alert and reconciliation difference is a row. Each write is all or
-nothing; a cycle of the loop writes in one transaction (:meth:`Journal.batch`), committed at its end and before
-every broker call that acts outside the process (:meth:`Journal.commit`, called by :class:`live.orders.OrderDesk`):
+nothing; a cycle of the loop writes in one transaction (:meth:`Journal.batch`), committed at its end, before each
+order is sent or canceled and once the broker's answer is booked (:meth:`Journal.commit`, called by
+:class:`live.orders.OrderDesk`):
 
 - an order's *intent* (its ``client_order_id``, symbol, side, quantity, target) is committed before the
   order is sent, so a restart knows every order that may have reached the broker and asks the broker

@@ -284,7 +284,8 @@ class LiveLoop:
 
     def cycle(self) -> CycleReport:
         """One pass: sync, reconcile, mark, decide, execute, publish; its journal writes in one transaction
-        (:meth:`live.journal.Journal.batch`), committed before each order leaves the process and at the end."""
+        (:meth:`live.journal.Journal.batch`), committed at the end and around each order sent or canceled
+        (:class:`live.orders.OrderDesk`)."""
         with self.journal.batch():
             return self._cycle()
 

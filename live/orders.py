@@ -2,9 +2,9 @@
 
 :class:`OrderDesk` is the only place the loop talks orders with the broker:
 
-- :meth:`OrderDesk.send` commits the order's *intent* (its ``client_order_id``) before sending it (the journal's
-  open transaction, :meth:`live.journal.Journal.commit`) and books
-  the broker's answer after; a refusal is journalled as ``rejected``; an unclear failure leaves the intent
+- :meth:`OrderDesk.send` commits the order's *intent* (its ``client_order_id``) before sending it and books
+  the broker's answer after, committed at once (the journal's open transaction, :meth:`live.journal.Journal.commit`:
+  a killed process leaves the order as the broker has it); a refusal is journalled as ``rejected``; an unclear failure leaves the intent
   in place for :meth:`OrderDesk.sync` to resolve;
 - :meth:`OrderDesk.sync` asks the broker about every journalled order that may still change, by
   ``client_order_id``: fills are booked once (the journal books the difference to what it already has),
@@ -47,13 +47,6 @@ class OrderDesk:
         self.timeframe = timeframe
         self.crash = crash or (lambda name: None)
 
-    def _commit(self) -> None:
-        """Commit the journal before a broker call that acts outside the process (an order sent or canceled), so
-        that a restart knows about it. A replaying broker (``in_process``: it lives in this process and is rebuilt
-        from the journal, :meth:`live.sim_broker.SimBroker.restore`) needs none: what it did dies with the process."""
-        if not getattr(self.broker, "in_process", False):
-            self.journal.commit()
-
     def book(self, order: Order, now: pd.Timestamp, fills: list[dict[str, Any]]) -> None:
         """Journal the broker's view of ``order``; a new fill is appended to ``fills``."""
         booked = self.journal.apply_order(order, now, self.broker.bar_time_of(order.filled_at or now, self.timeframe))
@@ -91,7 +84,7 @@ class OrderDesk:
         side = BUY if units > 0 else SELL
         qty = abs(units)
         self.journal.record_intent(cid, symbol, bar_time, intent, side, qty, target, reference, trading_day, now)
-        self._commit()
+        self.journal.commit()
         self.crash("after_intent")
         try:
             order = self.broker.submit_order(OrderRequest(symbol, side, qty, cid, target, reference))
@@ -105,6 +98,7 @@ class OrderDesk:
             raise
         self.crash("after_submit")
         self.book(order, now, fills)
+        self.journal.commit()
         self.crash("after_book")
         logger.info("%s %s %.6g %s (target %.4g, ~%.6g): %s", cid, side, qty, symbol, target, reference, order.status)
         return order
@@ -127,9 +121,10 @@ class OrderDesk:
         for row in open_rows():
             order = self.broker.order_by_client_id(row["client_order_id"])
             if order is not None and not order.is_final:
-                self._commit()
+                self.journal.commit()
                 self.broker.cancel_order(order)
                 self.journal.record_event(row["client_order_id"], now, "cancel_requested", why)
+                self.journal.commit()
                 self.crash("after_cancel")
         waited = 0.0
         while True:

@@ -73,9 +73,6 @@ class JournalReplay:
     which symbols trade at a moment - those whose bar opens now, the simulator's rule (an asset without a bar holds
     and cannot trade)."""
 
-    #: the replay lives in this process and is rebuilt from the journal: an order sent to it needs no commit first
-    in_process = True
-
     def open_orders(self) -> list[Order]:
         """Orders not final. A replay's order never changes once sent (it fills at once, or is canceled unfilled):
         the orders sent before a call that found none open are not looked at again."""
