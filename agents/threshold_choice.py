@@ -3,7 +3,8 @@
 The F1 threshold (:func:`supervised.evaluation.choose_threshold`) is the best classifier, not the best trader:
 it may trade so often that costs eat the edge. :func:`choose_thresholds_for_money` backtests the threshold
 policy through the simulator (:func:`envs.backtest.backtest_many`, the costs given) on the VALIDATION split
-only, over a small grid of entry thresholds, exit hysteresis gaps (``exit = entry - gap``) and minimum
+only, over a small grid of entry thresholds, exit hysteresis gaps (``exit = entry - gap``; by default both on the
+scale of the model's own validation probabilities: quantiles of them and its F1 threshold) and minimum
 holding periods, and keeps the setting with the best net log return after costs (or its t statistic).
 
 The rule, in order:
@@ -39,8 +40,11 @@ from .supervised_policy import SIZINGS, ProbabilityModel, SupervisedThresholdPol
 
 OBJECTIVES: tuple[str, ...] = ("net_log_return", "t_stat")
 CALIBRATIONS: tuple[str, ...] = ("isotonic", "platt")
-DEFAULT_ENTRIES: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
-DEFAULT_HYSTERESIS: tuple[float, ...] = (0.0, 0.05, 0.1)
+#: Entry thresholds tried by default: these quantiles of the model's own validation probabilities (a model whose
+#: scores live in 0.2-0.38 on a 20% base rate never reaches a fixed 0.5), plus the model's F1 threshold.
+DEFAULT_ENTRY_QUANTILES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+#: Exit gaps tried by default, as shares of the validation probabilities' 10-90% range.
+DEFAULT_GAP_SHARES: tuple[float, ...] = (0.0, 0.1, 0.25)
 DEFAULT_MIN_HOLDS: tuple[int, ...] = (0, 2, 4)
 SPLIT = "validation"
 PLATT_EPS = 1e-6  # probabilities are clipped to [eps, 1 - eps] before the logit
@@ -258,8 +262,8 @@ def choose_thresholds_for_money(
     costs: Costs | None = None,
     *,
     objective: str = "net_log_return",
-    entries: Sequence[float] = DEFAULT_ENTRIES,
-    hysteresis: Sequence[float] = DEFAULT_HYSTERESIS,
+    entries: Sequence[float] | None = None,
+    hysteresis: Sequence[float] | None = None,
     min_holds: Sequence[int] = DEFAULT_MIN_HOLDS,
     max_holding: int | None = None,
     sizing: str = "all_in",
@@ -275,8 +279,10 @@ def choose_thresholds_for_money(
     :param data: the fold's data (train, validation and test splits; only validation is scored).
     :param costs: the costs to score at; None: the defaults (0.10% + 5 bps).
     :param objective: ``"net_log_return"`` (sum of per-bar log returns, pooled over symbols) or ``"t_stat"``.
-    :param entries: entry thresholds to try.
-    :param hysteresis: exit gaps to try (``exit = max(entry - gap, 0)``).
+    :param entries: entry thresholds to try; None: the :data:`DEFAULT_ENTRY_QUANTILES` of the model's validation
+        probabilities and the model's own (F1) threshold.
+    :param hysteresis: exit gaps to try (``exit = max(entry - gap, 0)``); None: :data:`DEFAULT_GAP_SHARES` of the
+        validation probabilities' 10-90% range.
     :param min_holds: minimum holding periods (bars) to try.
     :param max_holding: the holding limit of every setting; None: the label horizon.
     :param sizing: the sizing of every setting (see :class:`agents.supervised_policy.SupervisedThresholdPolicy`).
@@ -295,6 +301,8 @@ def choose_thresholds_for_money(
         raise ThresholdChoiceError(f"sizing='kelly' needs probabilities: {type(model).__name__} has no predict_proba")
     if "action_mode" in env_settings:
         raise ThresholdChoiceError("do not pass action_mode: the policy's sizing sets it")
+    if entries is None or hysteresis is None:
+        entries, hysteresis = _scaled_grid(model, data, entries, hysteresis)
     grid = _grid(entries, hysteresis, min_holds)
     limit = int(model.label["horizon"] if max_holding is None else max_holding)
     if max(hold for _, _, hold in grid) > limit:
@@ -323,6 +331,27 @@ def choose_thresholds_for_money(
         return ThresholdChoice(True, None, None, None, value=0.0, **base)
     return ThresholdChoice(False, best["entry_threshold"], best["exit_threshold"], best["min_holding"],
                            value=float(best[objective]), **base)
+
+
+def _scaled_grid(model: ProbabilityModel, data: MarketData, entries: Sequence[float] | None,
+                 hysteresis: Sequence[float] | None) -> tuple[list[float], list[float]]:
+    """The default entries and gaps, on the scale of the model's validation probabilities (see the defaults).
+
+    :param model: the probability model.
+    :param data: the fold's data.
+    :param entries: given entries (kept), or None.
+    :param hysteresis: given gaps (kept), or None.
+    """
+    probabilities, _ = validation_probabilities(model, data)
+    if entries is None:
+        found = [float(v) for v in np.quantile(probabilities, DEFAULT_ENTRY_QUANTILES)]
+        own = getattr(model, "threshold", None)
+        found += [float(own)] if own is not None else []
+        entries = sorted({round(min(max(v, 0.0), 1.0), 4) for v in found})
+    if hysteresis is None:
+        low, high = np.quantile(probabilities, [0.1, 0.9])
+        hysteresis = sorted({round(float(share * (high - low)), 4) for share in DEFAULT_GAP_SHARES})
+    return list(entries), list(hysteresis)
 
 
 def _grid(entries: Sequence[float], hysteresis: Sequence[float], min_holds: Sequence[int]) -> list[tuple[float, float, int]]:

@@ -11,8 +11,8 @@ import pytest
 
 from agents.baselines import CashPolicy
 from agents.supervised_policy import SupervisedThresholdPolicy
-from agents.threshold_choice import (ThresholdChoice, ThresholdChoiceError, choose_thresholds_for_money,
-                                     fit_calibrator, validation_probabilities)
+from agents.threshold_choice import (DEFAULT_ENTRY_QUANTILES, DEFAULT_GAP_SHARES, ThresholdChoice, ThresholdChoiceError,
+                                     choose_thresholds_for_money, fit_calibrator, validation_probabilities)
 from envs.backtest import backtest
 from envs.layout import ObservationLayout
 from features import DatasetConfig, build_market_data
@@ -146,9 +146,25 @@ def test_stays_in_cash_when_no_setting_beats_cash(planted) -> None:
     _, rows, data = planted
     choice = choose_thresholds_for_money(RowModel([data], rows), data, Costs(commission=0.05), max_holding=4)
     assert choice.stay_in_cash and choice.entry_threshold is None and choice.value == 0.0
-    assert all(r["net_log_return"] < 0 for r in choice.table) and len(choice.table) == 7 * 3 * 3
+    entries, gaps = {r["entry_threshold"] for r in choice.table}, {r["exit_gap"] for r in choice.table}
+    assert all(r["net_log_return"] < 0 for r in choice.table) and len(choice.table) == len(entries) * len(gaps) * 3
     assert isinstance(choice.policy(RowModel([data], rows)), CashPolicy)
     assert choice.describe().startswith("stay in cash")
+
+
+def test_default_entries_are_on_the_scale_of_the_models_validation_probabilities(planted) -> None:
+    """A model whose scores never reach 0.5 still gets thresholds it can trade at: the quantiles of its own
+    validation probabilities and its F1 threshold."""
+    _, rows, data = planted
+    model = RowModel([data], rows)
+    p, _ = validation_probabilities(model, data)
+    choice = choose_thresholds_for_money(model, data, COSTS, max_holding=4, min_holds=(0,))
+    entries = sorted({r["entry_threshold"] for r in choice.table})
+    expected = {round(float(q), 4) for q in np.quantile(p, DEFAULT_ENTRY_QUANTILES)} | {round(model.threshold, 4)}
+    assert entries == sorted(expected)
+    low, high = np.quantile(p, [0.1, 0.9])
+    assert sorted({r["exit_gap"] for r in choice.table}) == sorted({round(float(k * (high - low)), 4)
+                                                                    for k in DEFAULT_GAP_SHARES})
 
 
 def test_ties_go_to_the_more_selective_setting(planted) -> None:
