@@ -384,8 +384,8 @@ def print_table(build: dict[str, Any] | None, download: dict[str, Any] | None, y
         d = download
         over_floor = max(0.0, d["wall_s"] - d["floor_s"]) / d["wall_s"]
         print(f"| download from fake API ({years} y hourly, {rate_limit} req/min) | {d['bars']:,} | {d['symbols']} | "
-              f"{d['wall_s']:.1f} | {d['units']} units, {d['requests']} requests ({d['served']} served); waits: limiter "
-              f"{d['limiter_s']:.1f} s, server {d['server_s']:.1f} s as the client sees it ({d['served_s']:.1f} s in "
+              f"{d['wall_s']:.1f} | {d['units']} units, {d['requests']} requests ({d['served']} served); waits: "
+              f"limiter {d['limiter_s']:.1f} s, server {d['server_s']:.1f} s as the client sees it ({d['served_s']:.1f} s in "
               f"the server's handlers), backoff {d['backoff_s']:.1f} s; **overhead {d['overhead']:.1%}** (with the "
               f"server's handler time instead: {d['strict']:.1%}); wall over the rate limit's floor "
               f"({d['floor_s']:.1f} s): {over_floor:.1%}; client CPU (both threads) {d['cpu_share']:.0%} of wall | "
