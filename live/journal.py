@@ -19,6 +19,7 @@ strings (they sort as times); numbers are SQLite REALs (IEEE doubles, exact).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -89,17 +90,24 @@ def iso(moment: pd.Timestamp | None) -> str | None:
     """A UTC timestamp as the journal writes it."""
     if moment is None:
         return None
-    if type(moment) is pd.Timestamp and moment.tz is _UTC:  # the common case, without a new Timestamp
-        return moment.isoformat()
+    if type(moment) is pd.Timestamp and moment.tz is _UTC:  # the common case: one text per instant, kept
+        return _iso_utc(moment.value)
     stamp = pd.Timestamp(moment)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.isoformat()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _iso_utc(nanoseconds: int) -> str:
+    """:func:`iso` of the UTC instant ``nanoseconds`` after the epoch (a replay writes each bar's many times)."""
+    return pd.Timestamp(nanoseconds, tz="UTC").isoformat()
 
 
 def stamp(text: str | None) -> pd.Timestamp | None:
     return None if text is None else pd.Timestamp(text)
 
 
+@functools.lru_cache(maxsize=4096)
 def client_order_id(run: str, symbol: str, bar_time: pd.Timestamp, intent: str) -> str:
     """The idempotency key of an order: the same (run, symbol, bar, intent) always gives the same id, so a
     retry or a restart finds the order it already sent. Readable, at most 48 characters (Alpaca allows 128).

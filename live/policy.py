@@ -123,8 +123,11 @@ class LivePolicy:
         first = last - n + 1
         if first < 0 or last >= len(known.times) or known.times[last] != times[-1]:
             return None
-        if not (np.array_equal(known.times[first: last + 1], times)
-                and np.array_equal(known.values[first: last + 1], bars.to_numpy(np.float64), equal_nan=True)):
+        values = bars.to_numpy(np.float64)
+        if not np.array_equal(known.times[first: last + 1], times):
+            return None
+        if not (np.array_equal(known.values[first: last + 1], values)  # (NaN vwap: "unknown", compared as equal)
+                or np.array_equal(known.values[first: last + 1], values, equal_nan=True)):
             return None
         return np.ascontiguousarray(known.scaled[last - known.window + 1: last + 1])
 
