@@ -269,8 +269,12 @@ def build_market_data(
     elif scaler.n_features != len(feature_names or []):
         raise ValueError(f"the given scaler has {scaler.n_features} columns for {len(feature_names or [])} features")
 
-    features = np.concatenate([scale_block(scaler, b["raw_features"], warmup) for b in blocks])
+    del train_rows  # a copy of the train rows' raw features: freed before the dataset's arrays are assembled
     lengths = [len(b["timestamps"]) for b in blocks]
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    raw_features = np.concatenate([b.pop("raw_features") for b in blocks])  # the blocks' copies are freed
+    features = np.concatenate([scale_block(scaler, raw_features[lo:hi], warmup)
+                               for lo, hi in zip(bounds[:-1], bounds[1:])])
     ids = [asset_map.id_of(s) for s in symbols]
     return MarketData(
         symbols=symbols,
@@ -278,11 +282,11 @@ def build_market_data(
         feature_names=feature_names or [],
         window=int(config.window),
         timeframe=str(tf),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        offsets=bounds,
         timestamps=np.concatenate([b["timestamps"] for b in blocks]),
         prices=np.concatenate([b["prices"] for b in blocks]),
         vwap=np.concatenate([b["vwap"] for b in blocks]),
-        raw_features=np.concatenate([b["raw_features"] for b in blocks]),
+        raw_features=raw_features,
         features=np.ascontiguousarray(features, dtype=np.float32),
         labels=np.concatenate([b["labels"] for b in blocks]).astype(np.float32),
         row_asset_ids=np.repeat(np.asarray(ids, dtype=np.int64), lengths),
