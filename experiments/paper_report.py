@@ -8,12 +8,14 @@ Equity against buy-and-hold of the traded symbols, orders, fills, costs, each fi
 of it (live.parity: slippage per symbol, the equity difference live minus simulator, drift alerts), risk-limit
 events, alerts and retraining decisions. It reads the journal only (a running loop is not disturbed); --send
 adds the summary (and any drift alert) to the run's alerts: journal, log and the config's webhook.
-Pass the --config the run was started with: its costs are the model the fills are compared to.
+The fills are compared to the cost model the run recorded when it started (a --config with other costs is
+refused); a run started before runs recorded their costs takes --config's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -21,7 +23,8 @@ import pandas as pd
 
 from experiments.common import PathError, UsageError, cli, existing_dir, existing_file, make_parser, resolve_dataset_path
 from live import Journal
-from live.config import PaperConfig
+from live.config import CostConfig, PaperConfig
+from sim.engine import Costs
 from live.report import WHOLE_RUN, Period, day_period, report_facts, send_summary, summary_line, write_report
 
 
@@ -81,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         raise PathError(f"--run {run_dir} holds no journal.sqlite",
                         "pass a paper run folder (runs/<name>) written by experiments.paper_trade")
     config = PaperConfig.from_yaml(existing_file(args.config, "--config") if args.config is not None else None)
-    costs = config.costs.costs()
     journal = Journal(path, durable=False)
     try:
+        costs = _run_costs(journal, config, args.config)
         bars = _bars(args.dataset, journal) if args.dataset is not None else None
         period = WHOLE_RUN if args.all else (day_period(args.date) if args.date else _latest_day(journal))
         facts = report_facts(journal, costs, period, bars, args.drift_bps)
@@ -97,6 +100,25 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     finally:
         journal.close()
     return written
+
+
+def _run_costs(journal: Journal, config: PaperConfig, given: Path | None) -> Costs:
+    """The cost model the run recorded when it started (``meta costs``); a ``--config`` whose costs differ is an
+    error (its fills would be compared to another model). A run that recorded none (started before runs recorded
+    their costs) takes ``--config``'s, or the defaults.
+
+    :param journal: the run's journal.
+    :param config: the paper config given (or the defaults).
+    :param given: the --config path, or None.
+    """
+    recorded = journal.meta("costs")
+    if recorded is None:
+        return config.costs.costs()
+    if given is not None and dataclasses.asdict(config.costs) != recorded:
+        raise UsageError(f"--config {given}: costs {dataclasses.asdict(config.costs)} are not the costs the run "
+                         f"recorded when it started ({recorded})",
+                         "pass the config the run was started with, or leave --config out")
+    return CostConfig(**recorded).costs()
 
 
 def _latest_day(journal: Journal) -> Period:

@@ -45,6 +45,7 @@ then), so a replay of stocks beside crypto trades each at its own bars, as the b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +198,8 @@ class LiveLoop:
             share = capital / len(self.symbols)
             self.journal.set_meta("identity", identity)
             self.journal.set_meta("started_at", iso(clock.timestamp))
+            # the cost model the run sizes (and a replay fills) with: the parity report compares live fills to it
+            self.journal.set_meta("costs", dataclasses.asdict(self.config.costs))
             self.journal.set_meta("cash_offset", account.cash - capital)
             self.journal.open_sleeves({symbol: share for symbol in self.symbols}, clock.timestamp)
             logger.info("run %s: %s on %s, %.2f per symbol, broker %s", self.run_name, self.policy.name,

@@ -7,6 +7,8 @@ the fake Alpaca server makes at chosen prices differ from the model by the amoun
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import yaml
@@ -193,3 +195,21 @@ def test_help_names_the_period_and_send_options(capsys):
     out = capsys.readouterr().out
     for option in ("--run", "--date", "--all", "--send", "--config", "--drift-bps", "(default: runs)"):
         assert option in out
+
+
+def test_the_run_records_its_costs_when_it_starts(sim_run) -> None:
+    run_dir, config, _, _ = sim_run
+    journal = Journal(run_dir / "journal.sqlite", durable=False)
+    try:
+        assert journal.meta("costs") == dataclasses.asdict(config.costs)
+    finally:
+        journal.close()
+
+
+def test_a_config_with_other_costs_than_the_run_recorded_is_a_one_line_error(sim_run, tmp_path, capsys) -> None:
+    run_dir, _, _, _ = sim_run
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"costs": {"commission": 0.002}}))
+    assert run_cli(paper_report.main, ["--run", str(run_dir), "--all", "--config", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "are not the costs the run recorded when it started" in err
