@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
@@ -179,7 +179,19 @@ def serve(fake: FakeAlpacaData) -> Iterator[FakeAlpacaData]:
 
     :param fake: what to serve.
     """
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_data_handler(fake))
+    with serve_handler(fake, make_data_handler(fake)) as served:
+        yield served
+
+
+@contextmanager
+def serve_handler(fake: Any, handler: type) -> Iterator[Any]:
+    """Serve ``handler`` on 127.0.0.1 (a free port) until the block ends; ``fake.url`` is set to its address and
+    ``fake.release`` (an Event that held requests wait on) is set before shutting down.
+
+    :param fake: the fake's state (``url`` and ``release`` attributes).
+    :param handler: the request handler class.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -16,13 +16,14 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
 
+from fake_alpaca_data import serve_handler
 from features import load_news
 from features.alpaca_source import AlpacaDataError
 from features.news import download_news_to_cache, fetch_alpaca_news, news_cache_path, read_cached_news
@@ -170,17 +171,8 @@ def serve_news(fake: FakeNews) -> Iterator[FakeNews]:
 
     :param fake: the articles to serve, and where the requests are recorded.
     """
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_handler(fake, make_handler(fake)) as served:
+        yield served
 
 
 def no_proxy_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
