@@ -192,17 +192,21 @@ class MonitorConfig:
     :param serve_port: serve the run folder on 127.0.0.1:PORT (``--serve`` overrides); None: file only.
     :param chart_bars: bars shown in the equity chart (the latest).
     :param refresh_seconds: the page reloads itself this often when opened in a browser (0: never).
+    :param drift_bps: the page's slippage-drift banner shows when a symbol's mean fill slippage exceeds the
+        simulator model's by more than this many bps (:func:`live.parity.drift_alerts`).
     """
 
     serve_port: int | None = None
     chart_bars: int = 500
     refresh_seconds: int = 30
+    drift_bps: float = 10.0
 
     def __post_init__(self) -> None:
         if self.serve_port is not None:
             check_port("monitor.serve_port", self.serve_port)
         check_integer("monitor.chart_bars", self.chart_bars, 1)
         check_integer("monitor.refresh_seconds", self.refresh_seconds, 0)
+        self.drift_bps = check_number("monitor.drift_bps", self.drift_bps, 0.0)
 
 
 @dataclass
