@@ -1,13 +1,19 @@
 """The monitor page: one self-contained HTML file rebuilt from the journal after every cycle.
 
-Equity and drawdown chart (inline SVG), the figures (equity, P&L, drawdown, orders and fills today),
-positions, today's orders and fills, and the alerts, with a banner for today's. No CDN, no server: it
+Equity (against buy-and-hold of the traded symbols, :func:`live.report.equity_and_buy_and_hold`) and drawdown
+chart (inline SVG), the figures (equity, P&L, drawdown, orders and fills today), positions, today's orders and
+fills, the parity panel (the run's fills against the simulator's prices, :func:`live.parity.parity_report`, with a
+banner for :func:`live.parity.drift_alerts`) and the alerts, with a banner for today's. No CDN, no server: it
 opens from disk (``file://``); a small inline script adds a hover read-out on the chart and the page's
 age, and reloads the page every ``refresh_seconds``. ``serve(run_dir, port)`` serves the folder on
 127.0.0.1 for a browser on another machine of yours (through an SSH tunnel, say).
 
 Every figure is also in a ``data-value`` attribute (``data-figure="equity"``), so a test can read back
 exactly what is shown.
+
+The parity panel compares the fills to the cost model the run recorded when it started (``meta costs``). A run
+that recorded none, a slippage model that reads bars when no bars are given, or any error computing the panel
+shows one line saying why in its place: the page itself never fails because of the panel.
 """
 
 from __future__ import annotations
@@ -15,23 +21,35 @@ from __future__ import annotations
 import errno
 import html
 import json
+import logging
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .config import check_port
+from .config import CostConfig, MonitorConfig, check_port
 from .journal import Journal
+from .parity import ParityReport, drift_alerts, parity_report
+
+logger = logging.getLogger(__name__)
 
 CHART_WIDTH, EQUITY_HEIGHT, DRAWDOWN_HEIGHT, PAD = 960, 240, 90, 48
 
 
-def page_figures(journal: Journal, chart_bars: int = 500) -> dict[str, Any]:
-    """Everything the page shows, computed from the journal (the browser test compares against this)."""
+def page_figures(journal: Journal, chart_bars: int = 500, drift_bps: float = MonitorConfig.drift_bps,
+                 bars: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+    """Everything the page shows, computed from the journal (the browser test compares against this).
+
+    :param journal: the run's journal.
+    :param chart_bars: bars shown in the chart (the latest).
+    :param drift_bps: the slippage-drift banner's threshold (``monitor.drift_bps``).
+    :param bars: per symbol, its bars: needed only by slippage models that read bars (else the parity panel
+        says so).
+    """
     identity = journal.meta("identity", {}) or {}
     sleeves = journal.sleeves()
     capital = sum(s.capital for s in sleeves.values())
@@ -85,12 +103,22 @@ def page_figures(journal: Journal, chart_bars: int = 500) -> dict[str, Any]:
         "alerts_today": [dict(a) for a in alerts if today and str(a["at"]).startswith(today)],
         "curve": curve.iloc[-chart_bars:],
         "drawdown_curve": drawdown_curve.iloc[-chart_bars:] if len(curve) else drawdown_curve,
+        "buy_and_hold": _buy_and_hold(journal, curve).iloc[-chart_bars:],
+        **_parity_panel(journal, drift_bps, bars),
     }
 
 
-def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int = 500) -> str:
-    """The page as one HTML string."""
-    f = page_figures(journal, chart_bars)
+def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int = 500,
+                   drift_bps: float = MonitorConfig.drift_bps, bars: Mapping[str, pd.DataFrame] | None = None) -> str:
+    """The page as one HTML string.
+
+    :param journal: the run's journal.
+    :param refresh_seconds: the page reloads itself this often (0: never).
+    :param chart_bars: bars shown in the chart (the latest).
+    :param drift_bps: the slippage-drift banner's threshold (``monitor.drift_bps``).
+    :param bars: per symbol, its bars (slippage models that read bars).
+    """
+    f = page_figures(journal, chart_bars, drift_bps, bars)
     esc = html.escape
     banner = ""
     if f["halted"]:
@@ -100,6 +128,9 @@ def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int 
         banner += (f'<div class="banner" data-banner="alerts" data-count="{len(f["alerts_today"])}">'
                    f'{len(f["alerts_today"])} alert(s) today: {esc(", ".join(kinds))} - latest: '
                    f'{esc(f["alerts_today"][-1]["message"])}</div>')
+    if f["drift"]:
+        banner += (f'<div class="banner" data-banner="drift" data-count="{len(f["drift"])}">slippage drift against '
+                   f'the simulator: {esc("; ".join(a["message"] for a in f["drift"]))}</div>')
     figures = [
         ("equity", "Equity now", f["equity"], _money(f["equity"])),
         ("pnl", "P&L", f["pnl"], _money(f["pnl"], signed=True)),
@@ -142,8 +173,10 @@ def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int 
         f'<tr class="alert-{esc(a["kind"])}"><td>{esc(a["at"])}</td><td>{esc(a["kind"])}</td>'
         f'<td>{esc(a["symbol"] or "")}</td><td>{esc(a["message"])}</td></tr>'
         for a in f["alerts"]) or '<tr><td colspan="4" class="empty">no alerts</td></tr>'
-    chart = _chart_svg(f["curve"], f["drawdown_curve"])
-    series = json.dumps({"t": [str(t) for t in f["curve"].index], "e": [float(v) for v in f["curve"].to_numpy()]})
+    chart = _chart_svg(f["curve"], f["drawdown_curve"], f["buy_and_hold"])
+    parity = _parity_html(f["parity"], f["parity_reason"], f["drift_bps"])
+    series = json.dumps({"t": [str(t) for t in f["curve"].index], "e": [float(v) for v in f["curve"].to_numpy()],
+                         "b": [float(v) for v in f["buy_and_hold"].to_numpy()]})
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
     title = f"{f['run']} - paper trading monitor"
     return f"""<!DOCTYPE html>
@@ -171,7 +204,7 @@ trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id
 <span id="age"></span></div>
 {banner}
 <div class="cards">{cards}</div>
-<h2>Equity and drawdown</h2>
+<h2>Equity against buy-and-hold, and drawdown</h2>
 {chart}
 <div id="readout"></div>
 <h2>Positions</h2>
@@ -182,6 +215,8 @@ trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id
 <th>filled</th><th>avg price</th><th>client_order_id</th><th>reason</th></tr>{order_rows}</table>
 <h2>Today's fills</h2>
 <table id="fills"><tr><th>at</th><th>symbol</th><th>shares</th><th>price</th><th>commission</th><th>client_order_id</th></tr>{fill_rows}</table>
+<h2>Parity with the simulator</h2>
+{parity}
 <h2>Alerts</h2>
 <table id="alerts"><tr><th>at</th><th>kind</th><th>symbol</th><th>message</th></tr>{alert_rows}</table>
 <script type="application/json" id="series">{html.escape(series, quote=False)}</script>
@@ -195,7 +230,9 @@ trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id
       var x = (ev.clientX - box.left) / box.width * {CHART_WIDTH};
       var i = Math.round((x - {PAD}) / ({CHART_WIDTH - 2 * PAD}) * Math.max(data.t.length - 1, 1));
       i = Math.max(0, Math.min(data.t.length - 1, i));
-      out.textContent = data.t[i] + "  equity " + data.e[i].toLocaleString(undefined, {{maximumFractionDigits: 2}});
+      var money = {{maximumFractionDigits: 2}};
+      out.textContent = data.t[i] + "  equity " + data.e[i].toLocaleString(undefined, money) +
+        (data.b.length === data.e.length ? "  buy-and-hold " + data.b[i].toLocaleString(undefined, money) : "");
     }});
   }}
   var at = Date.parse(document.getElementById("updated").dataset.at);
@@ -210,10 +247,19 @@ trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id
 """
 
 
-def write_monitor(journal: Journal, path: str | Path, refresh_seconds: int = 30, chart_bars: int = 500) -> Path:
-    """Write the page atomically (a browser never reads half a file)."""
+def write_monitor(journal: Journal, path: str | Path, refresh_seconds: int = 30, chart_bars: int = 500,
+                  drift_bps: float = MonitorConfig.drift_bps, bars: Mapping[str, pd.DataFrame] | None = None) -> Path:
+    """Write the page atomically (a browser never reads half a file).
+
+    :param journal: the run's journal.
+    :param path: the page's file.
+    :param refresh_seconds: the page reloads itself this often (0: never).
+    :param chart_bars: bars shown in the chart (the latest).
+    :param drift_bps: the slippage-drift banner's threshold (``monitor.drift_bps``).
+    :param bars: per symbol, its bars (slippage models that read bars).
+    """
     path = Path(path)
-    text = render_monitor(journal, refresh_seconds, chart_bars)
+    text = render_monitor(journal, refresh_seconds, chart_bars, drift_bps, bars)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -252,6 +298,80 @@ def serve(run_dir: str | Path, port: int) -> Any:
 
 
 # ----- helpers ---------------------------------------------------------------------------------------
+def _buy_and_hold(journal: Journal, curve: pd.Series) -> pd.Series:
+    """Buy-and-hold of the traded symbols over the whole run, at the bars of ``curve`` (the page's equity).
+
+    :param journal: the run's journal.
+    :param curve: the run's total equity per bar (:func:`_total_equity`); empty: no bars yet.
+    """
+    if not len(curve):
+        return pd.Series(dtype=float, name="buy_and_hold")
+    from .report import WHOLE_RUN, equity_and_buy_and_hold  # live.report imports this module
+
+    return equity_and_buy_and_hold(journal, WHOLE_RUN)[1]
+
+
+def _parity_panel(journal: Journal, drift_bps: float, bars: Mapping[str, pd.DataFrame] | None) -> dict[str, Any]:
+    """The parity panel's contents: the whole run's fills against the simulator, and the drift alerts; or, when
+    it cannot be computed, the reason (never an exception: the page must still be written).
+
+    :param journal: the run's journal.
+    :param drift_bps: the drift alerts' threshold.
+    :param bars: per symbol, its bars (slippage models that read bars).
+    :return: ``{"parity": ParityReport | None, "parity_reason": str, "drift": [...], "drift_bps": float}``.
+    """
+    empty: dict[str, Any] = {"parity": None, "drift": [], "drift_bps": drift_bps}
+    recorded = journal.meta("costs")
+    if recorded is None:
+        return {**empty, "parity_reason": "no parity with the simulator: this run recorded no cost model when it "
+                                          "started (runs started before runs recorded their costs)"}
+    try:
+        costs = CostConfig(**recorded).costs()
+    except (TypeError, ValueError) as error:
+        return {**empty, "parity_reason": f"no parity with the simulator: the cost model the run recorded "
+                                          f"({recorded!r}) is not a costs section: {error}"}
+    try:
+        parity = parity_report(journal, costs, bars)
+        return {**empty, "parity": parity, "parity_reason": "", "drift": drift_alerts(parity, drift_bps)}
+    except ValueError as error:  # ParityError: bars the model reads not given, an incomplete journal
+        return {**empty, "parity_reason": f"no parity with the simulator: {error}"}
+    except Exception as error:  # noqa: BLE001 - a bug here must not stop the page (nor the loop that writes it)
+        logger.exception("the monitor's parity panel failed")
+        return {**empty, "parity_reason": f"no parity with the simulator: computing it failed "
+                                          f"({type(error).__name__}: {error})"}
+
+
+def _parity_html(parity: ParityReport | None, reason: str, drift_bps: float) -> str:
+    """The parity panel: the per-symbol table (every number also in ``data-value``), or the line saying why not.
+
+    :param parity: the parity report; None: not computed.
+    :param reason: why not (when ``parity`` is None).
+    :param drift_bps: the drift banner's threshold (shown).
+    """
+    esc = html.escape
+    if parity is None:
+        return f'<p class="empty" id="parity-reason">{esc(reason)}</p>'
+    columns = [("fills", "count", "{:d}"), ("mean_bps", "mean_bps", "{:.2f}"), ("median_bps", "median_bps", "{:.2f}"),
+               ("p90_bps", "p90_bps", "{:.2f}"), ("model_bps", "model_mean_bps", "{:.2f}"),
+               ("excess_bps", "excess_bps", "{:+.2f}")]
+    rows = "".join(
+        f'<tr data-symbol="{esc(s.symbol)}"><td>{esc(s.symbol)}</td>'
+        + "".join(f'<td data-col="{col}" data-value="{_raw(getattr(s, name))}">{form.format(getattr(s, name))}</td>'
+                  for col, name, form in columns)
+        + f'<td data-col="difference" data-value="{_raw(s.difference)}">{_money(s.difference, signed=True)}</td></tr>'
+        for s in parity.symbols.values()) or '<tr><td colspan="8" class="empty">no fills yet</td></tr>'
+    return (f'<div class="sub" id="parity-summary">The whole run\'s fills against the simulator\'s price of each '
+            f'(slippage model {esc(parity.model)}); slippage in bps against each order\'s reference price '
+            f'(&gt; 0: worse). Live equity minus the simulator\'s on the same fills: '
+            f'<b data-figure="parity_difference" data-value="{_raw(parity.equity_difference)}">'
+            f'{_money(parity.equity_difference, signed=True)}</b> (prices {_money(parity.price_difference, signed=True)}, '
+            f'commissions {_money(parity.commission_difference, signed=True)}); a banner shows when a symbol\'s '
+            f'excess is above {drift_bps:g} bps.</div>\n'
+            f'<table id="parity"><tr><th>symbol</th><th>fills</th><th>mean slippage bps</th><th>median bps</th>'
+            f'<th>p90 bps</th><th>model bps</th><th>excess bps</th><th>difference (live - simulator)</th></tr>'
+            f'{rows}</table>')
+
+
 def _total_equity(rows: list[Any]) -> pd.Series:
     """Total equity per bar: each sleeve's latest mark carried to the bars where it has none."""
     if not rows:
@@ -282,18 +402,44 @@ def _cost_basis(fills: list[Any]) -> float:
     return basis
 
 
-def _chart_svg(curve: pd.Series, drawdown: pd.Series) -> str:
+def _chart_svg(curve: pd.Series, drawdown: pd.Series, buy_and_hold: pd.Series | None = None) -> str:
+    """The chart: equity (blue) and buy-and-hold (grey) on one scale (``data-low``/``data-high`` on the svg: the
+    values at the bottom and top of the equity panel), the drawdown below.
+
+    :param curve: total equity per bar.
+    :param drawdown: drawdown per bar (same bars).
+    :param buy_and_hold: buy-and-hold per bar (same bars); None or other bars: not drawn.
+    """
     width, height = CHART_WIDTH, EQUITY_HEIGHT + DRAWDOWN_HEIGHT + 30
     if len(curve) < 2:
         return (f'<svg id="chart" width="{width}" height="80" viewBox="0 0 {width} 80"><text x="{PAD}" y="45" '
                 f'fill="#8a93a3">the chart starts after two marked bars</text></svg>')
     values = curve.to_numpy(float)
-    low, high = float(values.min()), float(values.max())
+    held = None
+    if buy_and_hold is not None and buy_and_hold.index.equals(curve.index):
+        held = buy_and_hold.to_numpy(float)
+    shown = values if held is None else np.concatenate([values, held])
+    low, high = float(shown.min()), float(shown.max())
     if high == low:
         low, high = low - 1.0, high + 1.0
     xs = PAD + np.arange(len(values)) / (len(values) - 1) * (width - 2 * PAD)
-    ys = 10 + (1.0 - (values - low) / (high - low)) * (EQUITY_HEIGHT - 20)
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+
+    def points(series: np.ndarray) -> str:
+        ys = 10 + (1.0 - (series - low) / (high - low)) * (EQUITY_HEIGHT - 20)
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+
+    line = points(values)
+    legend_x = width - PAD - 190
+    second = ""
+    if held is not None:
+        second = (f'<polyline id="buy-and-hold-line" points="{points(held)}" fill="none" stroke="#8a93a3" '
+                  f'stroke-width="1.4" stroke-dasharray="5,3"/>\n')
+    legend = (f'<g id="legend" font-size="11" fill="#5b6475"><line x1="{legend_x}" y1="14" x2="{legend_x + 18}" y2="14" '
+              f'stroke="#2f6fde" stroke-width="2"/><text x="{legend_x + 22}" y="18">paper equity</text>'
+              + (f'<line x1="{legend_x + 100}" y1="14" x2="{legend_x + 118}" y2="14" stroke="#8a93a3" stroke-width="2" '
+                 f'stroke-dasharray="5,3"/><text x="{legend_x + 122}" y="18">buy-and-hold</text>' if held is not None
+                 else "")
+              + "</g>")
     dd = drawdown.to_numpy(float)
     depth = max(float(dd.max()), 1e-9)
     top = EQUITY_HEIGHT + 20
@@ -301,9 +447,10 @@ def _chart_svg(curve: pd.Series, drawdown: pd.Series) -> str:
     area = f"{xs[0]:.1f},{top} " + " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, dys)) + f" {xs[-1]:.1f},{top}"
     first, last = curve.index[0], curve.index[-1]
     return f"""<svg id="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img"
- aria-label="equity and drawdown">
+ aria-label="equity against buy-and-hold, and drawdown" data-low="{low!r}" data-high="{high!r}">
 <line x1="{PAD}" y1="{EQUITY_HEIGHT - 10}" x2="{width - PAD}" y2="{EQUITY_HEIGHT - 10}" stroke="#e6e8ee"/>
-<polyline points="{line}" fill="none" stroke="#2f6fde" stroke-width="1.6"/>
+{second}<polyline id="equity-line" points="{line}" fill="none" stroke="#2f6fde" stroke-width="1.6"/>
+{legend}
 <text x="4" y="18" font-size="11" fill="#5b6475">{high:,.0f}</text>
 <text x="4" y="{EQUITY_HEIGHT - 12}" font-size="11" fill="#5b6475">{low:,.0f}</text>
 <polygon points="{area}" fill="#d9534f" fill-opacity="0.35" stroke="#d9534f" stroke-width="0.8"/>
