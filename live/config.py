@@ -1,4 +1,4 @@
-"""The paper-trading config (``configs/paper.yaml``): broker, loop, costs, risk, alerts, monitor, sim.
+"""The paper-trading config (``configs/paper.yaml``): broker, loop, costs, risk, alerts, monitor, sim, retrain.
 
 Keys come from the environment only (``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY``); the config has no
 place for them.
@@ -23,6 +23,7 @@ from sim.engine import Costs
 from sim.settings import check_integer, check_range, check_setting
 
 from .alerts import AlertConfig
+from .retrain import RetrainConfig
 from .risk import RiskConfig
 
 BROKERS = ("alpaca", "sim")
@@ -236,10 +237,13 @@ class PaperConfig:
     alerts: AlertConfig = field(default_factory=AlertConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def __post_init__(self) -> None:
         _check_alerts(self.alerts)
         _check_risk(self.risk)
+        if self.loop.timeframe is not None:  # else the policy's timeframe: checked when the loop is built
+            self.retrain.check_schedule(self.loop.timeframe)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "PaperConfig":

@@ -62,7 +62,8 @@ from .alerts import Alerter, json_line
 from .broker import BUY, SELL, Broker, BrokerError, Clock, Position
 from .config import PaperConfig
 from .journal import Journal, client_order_id, iso
-from .policy import LivePolicy, position_state, settled_history_bars
+from .policy import LivePolicy, load_live_policy, position_state, settled_history_bars
+from .retrain import RETRAIN_KIND, LoopRetrainer, champion_path
 from .orders import OrderDesk
 from .reconcile import OutsideChange, reconcile
 from .risk import KillSwitch, limit_targets
@@ -71,7 +72,8 @@ from .sizing import plan_order, round_quantity
 logger = logging.getLogger("live.loop")
 
 #: Named moments at which tests inject a crash (see ``crash`` of :class:`LiveLoop`).
-CRASH_POINTS = ("after_decide", "after_intent", "after_submit", "after_book", "after_sync", "after_cancel")
+CRASH_POINTS = ("after_decide", "after_intent", "after_submit", "after_book", "after_sync", "after_cancel",
+                "after_retrain_start", "after_promotion")
 
 
 class LoopStopped(Exception):
@@ -115,11 +117,14 @@ class LiveLoop:
     :param clear_halt: resume a run halted by the daily-loss limit.
     :param write_monitor: regenerate ``monitor.html`` after each cycle.
     :param alert_post: the webhook's ``post`` (tests); None: ``requests.post``.
+    :param retrain_command: with a ``retrain`` section: the command a retraining runs (``--run DIR --request N``
+        follow); None: ``python -m experiments.retrain``.
     """
 
     def __init__(self, policy: LivePolicy, broker: Broker, journal: Journal, symbols: list[str], config: PaperConfig,
                  *, run_name: str, run_dir: str | Path, crash: Callable[[str], None] | None = None,
-                 clear_halt: bool = False, write_monitor: bool = True, alert_post: Callable[..., Any] | None = None) -> None:
+                 clear_halt: bool = False, write_monitor: bool = True, alert_post: Callable[..., Any] | None = None,
+                 retrain_command: list[str] | None = None) -> None:
         if not symbols:
             raise ValueError("no symbols to trade — pass --symbols AAPL MSFT ...")
         if len(set(symbols)) != len(symbols):
@@ -133,6 +138,12 @@ class LiveLoop:
                              f"decision bar's close; live orders fill at the next price - backtest it with "
                              f"--fill-at next_open to see what it does live")
         self.actors = {symbol: policy.actor() for symbol in self.symbols}
+        if config.retrain.enabled:
+            config.retrain.check_schedule(self.timeframe)
+            champion_path(policy)  # a champion that cannot be retrained is refused before the run starts
+            self.retrainer = LoopRetrainer(self.run_dir, journal, self.alert, config.retrain,
+                                           dataclasses.asdict(config.costs), wait=bool(getattr(broker, "fast", False)),
+                                           command=retrain_command)
 
     def _open(self, pre: Any, broker: Broker, journal: Journal, symbols: list[str], config: PaperConfig, *,
               run_name: str, run_dir: str | Path, crash: Callable[[str], None] | None, clear_halt: bool,
@@ -174,6 +185,7 @@ class LiveLoop:
         self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
         self.jsonl = self.run_dir / "cycles.jsonl"
         self.monitor_path = self.run_dir / "monitor.html"
+        self.retrainer: LoopRetrainer | None = None  # LiveLoop sets it up when the config has a retrain section
 
 
     @property
@@ -220,8 +232,76 @@ class LiveLoop:
             self.journal.set_meta("halted", None)
             self.journal.set_meta("day_start", None)  # the day's loss counts again from the equity at the restart
         self.journal.set_meta("status", "running")
+        self._load_active_policy()
         self._restore_policy_state()
         self._remember_replay_history()
+
+    # ----- retraining: champion and challenger ------------------------------------------------------
+    def _load_active_policy(self) -> None:
+        """After a promotion the journal's meta ``policy`` names the active policy: a restart trades it (the
+        run's identity stays the policy it was started with)."""
+        active = self.journal.meta("policy")
+        if active is None or active.get("path") is None:
+            return
+        self._swap(load_live_policy(active["path"]), active["path"])
+
+    def _swap(self, policy: LivePolicy, path: str) -> None:
+        """Trade ``policy`` from now on (between cycles only): checked against the run's symbols and timeframe,
+        fresh actors, the replay's history remembered."""
+        for symbol in self.symbols:
+            policy.preprocessing.asset_id(symbol)
+        if Timeframe.parse(policy.preprocessing.timeframe).seconds != self.bar.total_seconds():
+            raise ValueError(f"policy {path} was trained on {policy.preprocessing.timeframe} bars, the run trades "
+                             f"{self.timeframe}")
+        if policy.env_settings.get("fill_at", "next_open") != "next_open":
+            raise ValueError(f"policy {path} was trained with fill_at={policy.env_settings['fill_at']!r}")
+        self.policy = policy
+        self.actors = {symbol: policy.actor() for symbol in self.symbols}
+        self.min_bars = policy.preprocessing.min_bars
+        self._remember_replay_history()
+        logger.info("run %s now trades %s (%s)", self.run_name, policy.name, path)
+
+    def _retrain_poll(self, now: pd.Timestamp) -> None:
+        """At the start of a cycle: journal a finished retraining and, on a promotion, swap the policy (a
+        promoted policy that cannot be loaded is journalled and changes nothing)."""
+        if self.retrainer is None:
+            return
+        decision = self.retrainer.poll(now)
+        if decision is None or not decision.promoted:
+            return
+        try:
+            policy = load_live_policy(decision.challenger)
+            self._swap(policy, str(decision.challenger))
+        except (OSError, ValueError) as error:
+            self.journal.set_meta("policy", {"path": decision.champion, "n": None, "since": iso(now),
+                                             "previous": decision.challenger})
+            self.alert(now, RETRAIN_KIND, f"retraining {decision.n}: the promoted policy could not be loaded "
+                       f"({error}); the champion trades on", key=f"retrain:{decision.n}:load")
+            return
+        self.journal.commit()  # the promotion is durable before anything is decided with the new policy
+        self._crash("after_promotion")
+
+    def _retrain_start(self, now: pd.Timestamp, bars: dict[str, pd.DataFrame | None]) -> None:
+        """After the cycle's decisions: every ``retrain.every`` newly decided bars, start a retraining in its own
+        process on the bars up to now (nothing later exists yet)."""
+        if self.retrainer is None:
+            return
+        state = self.retrainer.state
+        last = state.get("last_bar")
+        rows = self.journal.decisions(self.symbols[0])
+        new = [row["bar_time"] for row in rows if last is None or row["bar_time"] > last]
+        if not self.retrainer.due(len(new)):
+            return
+        fetched = {}
+        for symbol in self.symbols:
+            history = self.broker.bars(symbol, self.timeframe, self.config.retrain.history_bars)
+            if history is None or len(history) == 0:
+                return
+            fetched[symbol] = history
+        active = self.journal.meta("policy") or {}
+        champion = active.get("path") or str(champion_path(self.policy))
+        self.retrainer.start(fetched, Path(champion), now, pd.Timestamp(new[-1]))
+        self._crash("after_retrain_start")
 
     def _remember_replay_history(self) -> None:
         """A replaying broker knows each symbol's bars up front (``history(symbol)``): the policy computes their
@@ -235,10 +315,14 @@ class LiveLoop:
 
     def _restore_policy_state(self) -> None:
         """A stateful policy (the threshold policy counts bars in position) gets back its state by replaying
-        the observations it decided on, in order."""
+        the observations it decided on, in order (since it became the active policy, after a promotion)."""
+        active = self.journal.meta("policy") or {}
+        since = active.get("since")
         for symbol, actor in self.actors.items():
             actor.reset()
             rows = self.journal.decisions(symbol)
+            if since is not None:
+                rows = [row for row in rows if row["decided_at"] >= since]
             if rows and any(row["observation"] is None for row in rows):
                 logger.warning("%s: decisions without observations; a stateful policy restarts its state", symbol)
                 continue
@@ -256,6 +340,9 @@ class LiveLoop:
         """
         if max_cycles is not None:  # 0 or -1 would still run a cycle that can place orders
             check_integer("max_cycles", max_cycles, 1)
+        if self.config.retrain.enabled and self.retrainer is None:
+            raise ValueError("retrain: only a single policy's run is retrained (not --portfolio) — drop the retrain "
+                             "section from the config")
         self.start()
         self.killswitch.install()
         try:
@@ -307,6 +394,7 @@ class LiveLoop:
             if reason is not None:
                 self._kill(clock, reason, report)
                 return report
+            self._retrain_poll(now)
             self.desk.sync(now, report.fills)
             self._crash("after_sync")
             positions = self.broker.positions()
@@ -321,6 +409,7 @@ class LiveLoop:
                 self._halted(clock, bars, report)
             else:
                 self._trade(clock, bars, positions, report)
+                self._retrain_start(now, bars)
             self.broker_error_streak = 0
         except BrokerError as error:
             self._broker_error(report, error)
