@@ -17,7 +17,7 @@ from features.preprocessing import Preprocessing
 from live import Journal, LiveLoop, LivePolicy, Order, PaperConfig, SimBroker
 from live.config import CostConfig
 from live.monitor import EQUITY_HEIGHT, render_monitor, write_monitor
-from live.parity import parity_report
+from live.parity import ParityError, parity_report
 from live.report import WHOLE_RUN, equity_and_buy_and_hold
 
 from live_helpers import MeanReversion, fake, make_loop, server, until  # noqa: F401 (fixtures)
@@ -172,8 +172,9 @@ def test_a_sim_replays_parity_table_is_the_parity_report_with_zero_difference(si
 def test_a_bar_reading_slippage_model_without_bars_shows_why_instead_of_failing_the_page(sim_run):
     journal, _ = sim_run
     page = read(render_monitor(journal))
-    assert page.parity is None
-    assert "no parity with the simulator" in page.reason and "reads bars" in page.reason
+    with pytest.raises(ParityError, match="reads bars") as error:
+        parity_report(journal, CostConfig(**journal.meta("costs")).costs())
+    assert page.parity is None and page.reason == f"no parity with the simulator: {error.value}"
     assert page.lines["equity-line"] and page.lines["buy-and-hold-line"]  # the rest of the page is there
 
 
@@ -204,6 +205,13 @@ def test_a_run_that_recorded_no_cost_model_shows_a_line_saying_why(tmp_path):
     page = read(render_monitor(journal))
     assert page.parity is None and "drift" not in page.banners
     assert page.reason.startswith("no parity with the simulator: this run recorded no cost model when it started")
+
+
+def test_a_recorded_cost_model_that_is_not_a_costs_section_shows_a_line_saying_why(tmp_path):
+    journal = hand_journal(tmp_path, DRIFTING, {**FIVE_BPS, "spread": 1.0})
+    page = read(render_monitor(journal))
+    assert page.parity is None and "spread" in page.reason
+    assert page.reason.startswith("no parity with the simulator: the cost model the run recorded")
 
 
 def test_monitor_drift_bps_is_validated_in_one_line_naming_it():
