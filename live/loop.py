@@ -322,7 +322,8 @@ class LiveLoop:
             actor.reset()
             rows = self.journal.decisions(symbol)
             if since is not None:
-                rows = [row for row in rows if row["decided_at"] >= since]
+                start = pd.Timestamp(since)
+                rows = [row for row in rows if pd.Timestamp(row["decided_at"]) >= start]
             if rows and any(row["observation"] is None for row in rows):
                 logger.warning("%s: decisions without observations; a stateful policy restarts its state", symbol)
                 continue

@@ -487,6 +487,26 @@ def journal_decision(journal: Journal, alert: Callable[..., Any], decision: Deci
     return True
 
 
+def journal_pending(run_dir: Path, journal: Journal, alert: Callable[..., Any], at: pd.Timestamp) -> list[Decision]:
+    """Journal, in order, every decision written and not journalled yet (what a retraining does itself when no
+    loop runs the run); a request without a decision is left for whoever runs it.
+
+    :param run_dir: the run folder.
+    :param journal: the run's journal.
+    :param alert: an alerter writing to ``journal``.
+    :param at: the moment they are taken into account.
+    """
+    state = dict(journal.meta("retrain") or {})
+    done = []
+    for n in range(int(state.get("handled", 0)) + 1, int(state.get("requested", 0)) + 1):
+        decision = read_decision(run_dir, n)
+        if decision is None:
+            break
+        journal_decision(journal, alert, decision, at)
+        done.append(decision)
+    return done
+
+
 class LoopRetrainer:
     """The loop's side of retraining: start ``python -m experiments.retrain`` every ``every`` bars (never
     blocking a cycle), pick up its decision at the start of a later cycle, journal it, say which policy to swap in.
@@ -565,11 +585,8 @@ class LoopRetrainer:
         if not running:
             return None
         n = int(running["n"])
-        if self.process is not None and self.wait:
-            try:
-                self.process.wait(timeout=self.config.max_train_seconds)
-            except subprocess.TimeoutExpired:
-                pass
+        if self.wait:
+            self._wait_for(running)
         decision, failure = self._read(n)
         if decision is None and failure is None:
             alive = self._alive(running)
@@ -590,6 +607,20 @@ class LoopRetrainer:
         self.process = None
         journal_decision(self.journal, self.alert, decision, at)
         return decision
+
+    def _wait_for(self, running: Mapping[str, Any]) -> None:
+        """A replay: wait (at most ``max_train_seconds``) until the running retraining has written its decision or
+        ended - its own child, or one started before a restart."""
+        n = int(running["n"])
+        deadline = time.monotonic() + self.config.max_train_seconds
+        while time.monotonic() < deadline and not decision_path(self.run_dir, n).exists() and self._alive(running):
+            if self.process is not None:
+                try:
+                    self.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.05)
 
     def _handle_orphans(self, at: pd.Timestamp) -> None:
         """Decisions written while no loop watched (a retraining the run started before a restart, a standalone
@@ -650,4 +681,4 @@ def _not_zombie(pid: int) -> bool:
 
 
 __all__ = ["Decision", "LoopRetrainer", "RETRAIN_KIND", "RetrainConfig", "champion_path", "journal_decision",
-           "read_decision", "retrain", "write_request"]
+           "journal_pending", "read_decision", "retrain", "write_request"]
