@@ -16,8 +16,8 @@ from experiments.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["backtest", "benchmark", "build_dataset", "check_lookahead", "diagnose", "fetch_bars", "fetch_news",
-                "hpo", "hpo_agent", "paper_report", "paper_trade", "pipeline", "train_dqn", "train_portfolio", "train_ppo",
-                "train_supervised"]
+                "hpo", "hpo_agent", "paper_report", "paper_trade", "pipeline", "retrain", "train_dqn", "train_portfolio",
+                "train_ppo", "train_supervised"]
 
 
 def one_error_line(stderr: str) -> str:
