@@ -72,8 +72,9 @@ from .sizing import plan_order, round_quantity
 logger = logging.getLogger("live.loop")
 
 #: Named moments at which tests inject a crash (see ``crash`` of :class:`LiveLoop`).
-CRASH_POINTS = ("after_decide", "after_intent", "after_submit", "after_book", "after_sync", "after_cancel",
-                "after_retrain_start", "after_promotion")
+CRASH_POINTS = ("after_decide", "after_intent", "after_submit", "after_book", "after_sync", "after_cancel")
+#: ... and those passed only with a ``retrain`` section (a retraining started; a promotion committed).
+RETRAIN_CRASH_POINTS = ("after_retrain_start", "after_promotion")
 
 
 class LoopStopped(Exception):

@@ -28,6 +28,7 @@ from features import DatasetConfig, LabelConfig, SplitConfig, build_market_data,
 from features.dataset import load_dataset
 from features.preprocessing import Preprocessing
 from live import Journal, LiveLoop, PaperConfig, SimBroker, load_live_policy
+from live.loop import RETRAIN_CRASH_POINTS
 from live.retrain import RETRAIN_KIND, RetrainConfig, decision_path, retrain, write_request
 from supervised.bundle import save_bundle
 from supervised.models import ModelConfig
@@ -247,7 +248,7 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("point", ["after_promotion", "after_retrain_start"])
+@pytest.mark.parametrize("point", RETRAIN_CRASH_POINTS)
 def test_a_run_killed_during_a_retraining_or_right_after_a_promotion_resumes_with_the_right_policy(
         setup, reference, tmp_path, point):
     paths = {k: str(v) for k, v in setup.items() if k in ("root", "champion", "challenger", "script")}
