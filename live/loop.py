@@ -807,7 +807,7 @@ class LiveLoop:
             from .monitor import write_monitor
 
             write_monitor(self.journal, self.monitor_path, refresh_seconds=self.config.monitor.refresh_seconds,
-                          chart_bars=self.config.monitor.chart_bars)
+                          chart_bars=self.config.monitor.chart_bars, drift_bps=self.config.monitor.drift_bps)
 
 
 def _plain(value: Any) -> Any:
