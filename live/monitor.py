@@ -105,7 +105,20 @@ def page_figures(journal: Journal, chart_bars: int = 500, drift_bps: float = Mon
         "drawdown_curve": drawdown_curve.iloc[-chart_bars:] if len(curve) else drawdown_curve,
         "buy_and_hold": _buy_and_hold(journal, curve).iloc[-chart_bars:],
         **_parity_panel(journal, drift_bps, bars),
+        **_retraining_panel(journal),
     }
+
+
+def _retraining_panel(journal: Journal) -> dict[str, Any]:
+    """The active policy (``meta policy``: set by a promotion, else the policy the run started with), a retraining
+    in progress and every decision journaled (``meta retrain``, see :mod:`live.retrain`), newest first.
+
+    :param journal: the run's journal.
+    """
+    active = journal.meta("policy") or {}
+    state = journal.meta("retrain") or {}
+    return {"active_policy": dict(active), "retrain_running": dict(state.get("running") or {}),
+            "retrain_decisions": [dict(d) for d in (state.get("decisions") or [])][::-1]}
 
 
 def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int = 500,
@@ -175,6 +188,7 @@ def render_monitor(journal: Journal, refresh_seconds: int = 30, chart_bars: int 
         for a in f["alerts"]) or '<tr><td colspan="4" class="empty">no alerts</td></tr>'
     chart = _chart_svg(f["curve"], f["drawdown_curve"], f["buy_and_hold"])
     parity = _parity_html(f["parity"], f["parity_reason"], f["drift_bps"])
+    retraining = _retraining_html(f["active_policy"], f["retrain_running"], f["retrain_decisions"])
     series = json.dumps({"t": [str(t) for t in f["curve"].index], "e": [float(v) for v in f["curve"].to_numpy()],
                          "b": [float(v) for v in f["buy_and_hold"].to_numpy()]})
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
@@ -217,6 +231,8 @@ trading day <span data-figure="today">{esc(f['today'])}</span>; updated <span id
 <table id="fills"><tr><th>at</th><th>symbol</th><th>shares</th><th>price</th><th>commission</th><th>client_order_id</th></tr>{fill_rows}</table>
 <h2>Parity with the simulator</h2>
 {parity}
+<h2>Retraining</h2>
+{retraining}
 <h2>Alerts</h2>
 <table id="alerts"><tr><th>at</th><th>kind</th><th>symbol</th><th>message</th></tr>{alert_rows}</table>
 <script type="application/json" id="series">{html.escape(series, quote=False)}</script>
@@ -339,6 +355,39 @@ def _parity_panel(journal: Journal, drift_bps: float, bars: Mapping[str, pd.Data
         logger.exception("the monitor's parity panel failed")
         return {**empty, "parity_reason": f"no parity with the simulator: computing it failed "
                                           f"({type(error).__name__}: {error})"}
+
+
+def _retraining_html(active: dict[str, Any], running: dict[str, Any], decisions: list[dict[str, Any]]) -> str:
+    """The retraining section: the active policy, a retraining in progress and the decisions (newest first).
+
+    :param active: ``meta policy`` (empty: the policy the run started with is active, no promotion yet).
+    :param running: the retraining in progress (empty: none).
+    :param decisions: the journaled decisions, newest first.
+    """
+    esc = html.escape
+    if active.get("path"):
+        since = f" since {esc(str(active.get('since', '')))}" if active.get("since") else ""
+        now = (f'<div class="sub">active policy <b id="active-policy" data-n="{esc(str(active.get("n")))}">'
+               f'{esc(str(active["path"]))}</b>{since}</div>')
+    else:
+        now = '<div class="sub" id="active-policy" data-n="">active policy: the one the run started with</div>'
+    if running:
+        now += (f'<div class="sub" id="retrain-running" data-n="{esc(str(running.get("n")))}">retraining '
+                f'{esc(str(running.get("n")))} running since {esc(str(running.get("started", "")))}</div>')
+
+    def number(value: Any, fmt: str) -> str:
+        return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+    rows = "".join(
+        f'<tr data-n="{esc(str(d.get("n")))}"><td>{esc(str(d.get("n")))}</td><td>{esc(str(d.get("at", "")))}</td>'
+        f'<td data-col="status">{esc(str(d.get("status", "")))}</td>'
+        f'<td data-col="promoted">{"promoted" if d.get("promoted") else "kept champion"}</td>'
+        f'<td data-col="advantage" data-value="{_raw(d.get("advantage"))}">{number(d.get("advantage"), "+.4f")}</td>'
+        f'<td data-col="t" data-value="{_raw(d.get("t"))}">{number(d.get("t"), ".2f")}</td>'
+        f'<td>{esc(", ".join(f"{k} {v:+.4f}" for k, v in (d.get("log_returns") or {}).items()))}</td></tr>'
+        for d in decisions) or '<tr><td colspan="7" class="empty">no retraining yet</td></tr>'
+    return (now + '<table id="retraining"><tr><th>n</th><th>at</th><th>status</th><th>decision</th>'
+            '<th>advantage</th><th>t</th><th>log returns on the window</th></tr>' + rows + "</table>")
 
 
 def _parity_html(parity: ParityReport | None, reason: str, drift_bps: float) -> str:

@@ -209,6 +209,22 @@ def test_a_promotion_is_journalled_with_its_numbers_and_swaps_the_policy_between
     assert reference["promoted"][0] != reference["plain"][0]  # the always-long challenger trades otherwise
 
 
+def test_the_monitor_page_shows_the_active_policy_and_every_decision(setup, reference):
+    from live.monitor import page_figures, render_monitor
+
+    journal = reference["promoted_loop"].journal
+    figures = page_figures(journal)
+    state = journal.meta("retrain")
+    assert figures["active_policy"] == journal.meta("policy")
+    assert [d["n"] for d in figures["retrain_decisions"]] == [d["n"] for d in state["decisions"]][::-1]
+    page = render_monitor(journal)
+    assert f'<b id="active-policy" data-n="{journal.meta("policy")["n"]}">' in page
+    for decision in state["decisions"]:
+        row = page.split(f'<tr data-n="{decision["n"]}">')[1].split("</tr>")[0]
+        assert ("promoted" if decision["promoted"] else "kept champion") in row
+        assert f'data-value="{float(decision["advantage"])!r}"' in row
+
+
 def test_a_decision_that_does_not_promote_is_journalled_and_changes_nothing(setup, reference, tmp_path):
     loop, names = replay(setup, tmp_path, "keep")
     alerts = retraining_alerts(loop.journal)
