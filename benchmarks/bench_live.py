@@ -56,7 +56,7 @@ def train_policies(data: Any, folder: Path, seed: int) -> tuple[Path, Path]:
     windows = np.stack([data.features[r - data.window + 1: r + 1] for r in range(lo, hi)])
     for threshold in (0.5, None):
         if threshold is None:
-            probabilities = load_model(bundle).predict_proba(windows, np.full(len(windows), data.asset_ids[lo]))
+            probabilities = load_model(bundle).predict_proba(windows, np.full(len(windows), data.row_asset_ids[lo]))
             threshold = float(np.median(probabilities))
         save_bundle(bundle, result.classifier, result.model_config, preprocessing=Preprocessing.of(data),
                     label=data.label, threshold=threshold, dataset_hashes=data.hashes)
