@@ -51,7 +51,7 @@ class AgentPolicy:
     def act(self, observation: np.ndarray) -> Any:
         if self.fallback == "cash":
             return np.zeros(1, dtype=np.float32) if self._continuous else self._flat
-        action, _ = self.model.predict(observation, deterministic=True)
+        action = self._predict(observation)
         return action if self._continuous else int(action)
 
     def batch_actor(self, n: int) -> "_AgentBatch":
@@ -64,8 +64,37 @@ class AgentPolicy:
         n = len(observations)
         if self.fallback == "cash":
             return [np.zeros(1, dtype=np.float32) if self._continuous else self._flat for _ in range(n)]
-        actions, _ = self.model.predict(observations, deterministic=True)
+        actions = self._predict(observations)
         return [a for a in actions] if self._continuous else [int(a) for a in actions]
+
+    def _predict(self, observation: np.ndarray) -> np.ndarray:
+        """``model.predict(observation, deterministic=True)``'s actions. SB3's ``BasePolicy.predict`` sets every
+        module to eval mode on each call, which costs more than a small network's forward pass when one bar is
+        decided at a time (the backtester, the live loop): when the policy does not override ``predict`` and all its
+        modules are in eval mode already, the same steps run without that switch (same tensors, same actions).
+
+        :param observation: one observation or a batch of them.
+        """
+        from gymnasium import spaces
+        from stable_baselines3.common.base_class import BaseAlgorithm
+        from stable_baselines3.common.policies import BasePolicy
+        import torch
+
+        policy = getattr(self.model, "policy", None)
+        if (type(self.model).predict is not BaseAlgorithm.predict  # DQN's explores (not when deterministic; kept)
+                or not isinstance(policy, BasePolicy) or type(policy).predict is not BasePolicy.predict
+                or any(module.training for module in policy.modules())):
+            return self.model.predict(observation, deterministic=True)[0]  # it also leaves the modules in eval mode
+        obs_tensor, vectorized = policy.obs_to_tensor(observation)
+        with torch.no_grad():
+            actions = policy._predict(obs_tensor, deterministic=True)
+        actions = actions.cpu().numpy().reshape((-1, *policy.action_space.shape))
+        if isinstance(policy.action_space, spaces.Box):
+            if policy.squash_output:
+                actions = policy.unscale_action(actions)
+            else:
+                actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
+        return actions if vectorized else actions.squeeze(axis=0)
 
 
 class _AgentBatch:

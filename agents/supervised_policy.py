@@ -297,16 +297,38 @@ class _ThresholdBatch:
         self.entry_size[:] = np.nan
 
     def act(self, observations: np.ndarray) -> list[int] | list[float]:
+        """The actions of the ``n`` accounts on their observations ``(n, d)``: :meth:`forward`, then :meth:`act_on`.
+
+        :param observations: one flat float32 observation per account, in account order.
+        """
+        return self.act_on(observations, self.forward(observations))
+
+    def forward(self, observations: np.ndarray) -> np.ndarray:
+        """The stateless part: P(label = 1) of each observation's window, float64 ``(m,)``, one ``predict_proba``.
+        Any number of observations: a caller holding several one-account batches of the same policy (the live loop,
+        one per symbol) computes theirs in one pass and hands each its row (:meth:`act_on`).
+
+        :param observations: flat float32 observations ``(m, d)``.
+        """
         policy = self.policy
         observations = np.asarray(observations, dtype=np.float32)
         policy.layout.check(observations.shape[1], "observation")
+        windows, asset_ids = self._inputs(observations)
+        return np.asarray(policy.model.predict_proba(windows, asset_ids), dtype=np.float64)
+
+    def act_on(self, observations: np.ndarray, probabilities: np.ndarray) -> list[int] | list[float]:
+        """The entry/exit rule of the ``n`` accounts given their :meth:`forward` probabilities (state updated).
+
+        :param observations: the accounts' observations ``(n, d)``, in account order.
+        :param probabilities: :meth:`forward` of them, ``(n,)``.
+        """
+        policy = self.policy
+        observations = np.asarray(observations, dtype=np.float32)
         layout = policy.layout
-        windows = observations[:, : layout.n_window_values].reshape(len(observations), layout.window, layout.n_features)
-        asset_ids = np.rint(observations[:, layout.asset_index]).astype(np.int64)
-        probabilities = np.asarray(policy.model.predict_proba(windows, asset_ids), dtype=np.float64)
+        windows, _ = self._inputs(observations)
         in_position = observations[:, layout.state_slice.start] > 0.0
         actions = []
-        for i, probability in enumerate(probabilities.tolist()):
+        for i, probability in enumerate(np.asarray(probabilities, dtype=np.float64).tolist()):
             action, self.bars_held[i] = policy.decide(bool(in_position[i]), int(self.bars_held[i]), probability)
             if policy.sizing != "all_in":
                 action, self.entry_size[i] = policy.target(
@@ -314,3 +336,9 @@ class _ThresholdBatch:
                     lambda i=i, p=probability: policy.sizes(np.array([p]), windows[i : i + 1]))
             actions.append(action)
         return actions
+
+    def _inputs(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's windows ``(m, window, features)`` and int64 asset ids of float32 observations ``(m, d)``."""
+        layout = self.policy.layout
+        windows = observations[:, : layout.n_window_values].reshape(len(observations), layout.window, layout.n_features)
+        return windows, np.rint(observations[:, layout.asset_index]).astype(np.int64)

@@ -62,7 +62,7 @@ from .alerts import Alerter, json_line
 from .broker import BUY, SELL, Broker, BrokerError, Clock, Position
 from .config import PaperConfig
 from .journal import Journal, client_order_id, iso
-from .policy import LivePolicy, load_live_policy, position_state, settled_history_bars
+from .policy import LivePolicy, act_together, load_live_policy, position_state, settled_history_bars
 from .retrain import RETRAIN_KIND, LoopRetrainer, champion_path
 from .orders import OrderDesk
 from .reconcile import OutsideChange, reconcile
@@ -466,7 +466,7 @@ class LiveLoop:
                 report: CycleReport) -> None:
         pre = self.policy.preprocessing
         sleeves = self.journal.sleeves()
-        new: dict[str, tuple[pd.Timestamp, Any, float, np.ndarray]] = {}
+        observed: dict[str, tuple[pd.Timestamp, np.ndarray]] = {}
         for symbol in self.symbols:
             frame = bars[symbol]
             if frame is None:
@@ -494,11 +494,15 @@ class LiveLoop:
             close = float(frame["close"].iloc[-1])
             basis = positions[symbol].cost_basis if symbol in positions and sleeve.units != 0 else 0.0
             state = position_state(sleeve.cash, sleeve.units, close, basis, self._bars_held(symbol, sleeve.entry_bar, frame))
-            observation = self.policy.observation(frame, symbol, state)
-            action = self.actors[symbol].act(observation[None])[0]
-            new[symbol] = (bar_time, action, self.policy.target(action), observation)
-        if not new:
+            observed[symbol] = (bar_time, self.policy.observation(frame, symbol, state))
+        if not observed:
             return
+        # one forward pass for every symbol decided now (each symbol's actor keeps its own state)
+        actions = act_together([self.actors[symbol] for symbol in observed],
+                               np.stack([observation for _, observation in observed.values()]))
+        new: dict[str, tuple[pd.Timestamp, Any, float, np.ndarray]] = {}
+        for (symbol, (bar_time, observation)), action in zip(observed.items(), actions):
+            new[symbol] = (bar_time, action, self.policy.target(action), observation)
         equity, held = {}, {}
         for symbol, sleeve in sleeves.items():
             frame = bars.get(symbol)

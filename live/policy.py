@@ -144,6 +144,24 @@ class _FeatureHistory:
     window: int  # the preprocessing's window
 
 
+def act_together(actors: list[Any], observations: np.ndarray) -> list[Any]:
+    """Each actor's action on its own observation, ``actors[i]`` on ``observations[i]``, with one forward pass for
+    all of them when they are one-account batches of the same policy that split ``act`` into a stateless
+    ``forward(observations)`` and a stateful ``act_on(observations, outputs)`` (the supervised threshold policy, a
+    saved agent); else one ``act`` each. Each actor's state moves exactly as by its own ``act``.
+
+    :param actors: per-symbol actors (:meth:`LivePolicy.actor`).
+    :param observations: ``(len(actors), d)`` flat float32 observations, one per actor, in order.
+    """
+    first = actors[0] if actors else None
+    owner = getattr(first, "policy", None)
+    if (first is None or not hasattr(first, "forward") or not hasattr(first, "act_on")
+            or any(type(actor) is not type(first) or actor.policy is not owner for actor in actors)):
+        return [actor.act(observations[i: i + 1])[0] for i, actor in enumerate(actors)]
+    outputs = first.forward(observations)
+    return [actor.act_on(observations[i: i + 1], outputs[i: i + 1])[0] for i, actor in enumerate(actors)]
+
+
 class _SingleActor:
     """The batch protocol over one policy without ``batch_actor``."""
 

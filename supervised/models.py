@@ -134,7 +134,11 @@ class Classifier(nn.Module):
         if asset_ids.dtype != torch.int64 and not asset_ids.is_floating_point():
             asset_ids = asset_ids.long()
         was_training = self.training
-        self.eval()
+        # a live loop calls this once per bar: setting every submodule's mode costs more than the forward pass, so
+        # it is skipped when all of them are in eval mode already (what eval() then train(False) leaves anyway)
+        switch = any(module.training for module in self.modules())
+        if switch:
+            self.eval()
         # filled batch by batch (not a list of per-batch outputs joined at the end): small outputs kept
         # alive between batches fragment glibc's heap around each batch's freed activations
         out = np.empty(len(windows), dtype=np.float64)
@@ -144,7 +148,8 @@ class Classifier(nn.Module):
                 out[i : i + batch_size] = torch.sigmoid(batch).double().numpy()
                 del batch  # freed before the next batch's forward pass
         finally:
-            self.train(was_training)
+            if switch:
+                self.train(was_training)
         return out
 
 
