@@ -67,7 +67,7 @@ from .retrain import RETRAIN_KIND, LoopRetrainer, champion_path
 from .orders import OrderDesk
 from .reconcile import OutsideChange, reconcile
 from .risk import KillSwitch, limit_targets
-from .sizing import plan_order, round_quantity
+from .sizing import OrderPlanner, round_quantity
 
 logger = logging.getLogger("live.loop")
 
@@ -175,6 +175,7 @@ class LiveLoop:
             raise ValueError(f"loop.history_bars={self.history_bars} is below the policy's {pre.min_bars} bars of "
                              f"warm-up + window — raise it or leave it null")
         self.costs = config.costs.costs()
+        self._planner: OrderPlanner | None = None  # the simulator's sizing rule, built at the first order
         self.qty_decimals = getattr(broker, "qty_decimals", None)
         self.alert = Alerter(journal, config.alerts, run_name, post=alert_post)
         self.desk = OrderDesk(broker, journal, self.alert, self.timeframe, crash=self._crash)
@@ -569,9 +570,12 @@ class LiveLoop:
         if intent != "rebalance" or frame is None:
             units = -sleeve.units  # flatten: sell (or cover) exactly what is held
         else:
-            plan = plan_order(frame, reference, target=target, last_target=self.journal.last_target(symbol),
-                              cash=sleeve.cash, units=sleeve.units, costs=self.costs,
-                              allow_short=self.policy.allow_short, min_rebalance=self.config.loop.min_rebalance)
+            planner = self._planner
+            if planner is None or planner.allow_short != self.policy.allow_short:  # (a promoted policy may differ)
+                planner = self._planner = OrderPlanner(self.costs, self.policy.allow_short,
+                                                       self.config.loop.min_rebalance)
+            plan = planner.plan(frame, reference, target=target, last_target=self.journal.last_target(symbol),
+                                cash=sleeve.cash, units=sleeve.units)
             units = round_quantity(plan.units, self._decimals(symbol))
         if units == 0.0:
             self.journal.mark_executed(symbol, bar_time, now, "no order (target reached or below the rebalance band)")

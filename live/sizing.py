@@ -60,37 +60,78 @@ def plan_order(
     :param allow_short: whether negative targets are allowed (else treated as flat).
     :param min_rebalance: the simulator's no-trade band.
     """
-    if not (np.isfinite(reference_price) and reference_price > 0):
-        raise ValueError(f"reference_price={reference_price} must be a positive price")
-    if len(bars) < 1:
-        raise ValueError("plan_order needs at least the last complete bar")
-    if costs.slippage.constant_fraction() is not None:
-        bars = bars.iloc[-1:]  # a constant slippage reads no earlier bar: the simulator over the last one is the same
-    n = len(bars)
+    return OrderPlanner(costs, allow_short, min_rebalance).plan(bars, reference_price, target=target,
+                                                                last_target=last_target, cash=cash, units=units)
 
-    prices = float_columns(bars, ("open", "high", "low", "close", "volume"))
 
-    def column(name: str, last: float) -> np.ndarray:
-        values = np.empty(n + 1)
-        values[:n] = prices[name]
-        values[n] = last
-        return values
+class OrderPlanner:
+    """:func:`plan_order` for one cost model and short rule, called once per order (the live loop holds one).
 
-    volume = prices["volume"]
-    sim = Simulator(
-        column("open", reference_price), column("high", reference_price), column("low", reference_price),
-        column("close", reference_price), column("volume", float(volume[-1])), costs,
-        n_accounts=1, initial_cash=1.0, fill_at="next_open", allow_short=allow_short,
-        min_rebalance=min_rebalance, record_trades=True,
-    )
-    sim.reset(n - 1)
-    sim.cash[0], sim.units[0], sim.target[0] = cash, units, last_target
-    sim.step(np.array([float(target)]))
-    fills = sim.fill_log()
-    if len(fills["units"]) == 0:
-        return OrderPlan(0.0, float(sim.target[0]), reference_price, 0.0)
-    return OrderPlan(float(fills["units"][0]), float(sim.target[0]), float(fills["fill_price"][0]),
-                     float(fills["commission"][0]))
+    With a constant slippage fraction the simulator reads only the last bar and the reference row, so one
+    one-account simulator is built once and reused: each plan writes those two rows' prices into its arrays in
+    place and resets its account (the same state a new simulator starts with), then steps it as
+    :func:`plan_order` always did. A slippage that looks back gets a new simulator over the bars each time.
+
+    :param costs: the cost model.
+    :param allow_short: whether negative targets are allowed (else treated as flat).
+    :param min_rebalance: the simulator's no-trade band.
+    """
+
+    def __init__(self, costs: Costs, allow_short: bool, min_rebalance: float = 0.0) -> None:
+        self.costs = costs
+        self.allow_short = allow_short
+        self.min_rebalance = min_rebalance
+        self._constant = costs.slippage.constant_fraction() is not None
+        self._sim: Simulator | None = None
+
+    def plan(self, bars: pd.DataFrame, reference_price: float, *, target: float, last_target: float, cash: float,
+             units: float) -> OrderPlan:
+        """The order the simulator would send (see :func:`plan_order` for the parameters)."""
+        if not (np.isfinite(reference_price) and reference_price > 0):
+            raise ValueError(f"reference_price={reference_price} must be a positive price")
+        if len(bars) < 1:
+            raise ValueError("plan_order needs at least the last complete bar")
+        if self._constant:
+            bars = bars.iloc[-1:]  # a constant slippage reads no earlier bar: the simulator over the last one is the same
+        sim = self._simulator(bars, reference_price)
+        sim.reset(len(bars) - 1)
+        sim.cash[0], sim.units[0], sim.target[0] = cash, units, last_target
+        sim.step(np.array([float(target)]))
+        fills = sim.fill_log()
+        if len(fills["units"]) == 0:
+            return OrderPlan(0.0, float(sim.target[0]), reference_price, 0.0)
+        return OrderPlan(float(fills["units"][0]), float(sim.target[0]), float(fills["fill_price"][0]),
+                         float(fills["commission"][0]))
+
+    def _simulator(self, bars: pd.DataFrame, reference_price: float) -> Simulator:
+        """A one-account simulator over ``bars`` plus a row at ``reference_price`` (the reused one, its prices
+        rewritten in place, when the slippage is constant)."""
+        n = len(bars)
+        prices = float_columns(bars, ("open", "high", "low", "close", "volume"))
+        last = {"open": reference_price, "high": reference_price, "low": reference_price, "close": reference_price,
+                "volume": float(prices["volume"][-1])}
+        sim = self._sim
+        if sim is not None:
+            for name, values in (("open", sim.open), ("high", sim.high), ("low", sim.low), ("close", sim.close),
+                                 ("volume", sim.volume)):
+                values[0] = prices[name][-1]
+                values[1] = last[name]
+            return sim
+
+        def column(name: str) -> np.ndarray:
+            values = np.empty(n + 1)
+            values[:n] = prices[name]
+            values[n] = last[name]
+            return values
+
+        sim = Simulator(
+            column("open"), column("high"), column("low"), column("close"), column("volume"), self.costs,
+            n_accounts=1, initial_cash=1.0, fill_at="next_open", allow_short=self.allow_short,
+            min_rebalance=self.min_rebalance, record_trades=True,
+        )
+        if self._constant:
+            self._sim = sim
+        return sim
 
 
 def round_quantity(units: float, decimals: int | None) -> float:
