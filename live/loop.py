@@ -67,7 +67,7 @@ from .retrain import RETRAIN_KIND, LoopRetrainer, champion_path
 from .orders import OrderDesk
 from .reconcile import OutsideChange, reconcile
 from .risk import KillSwitch, limit_targets
-from .sizing import OrderPlanner, round_quantity
+from .sizing import OrderPlanner, float_columns, round_quantity
 
 logger = logging.getLogger("live.loop")
 
@@ -455,7 +455,7 @@ class LiveLoop:
             sleeve = sleeves[symbol]
             if frame is None:
                 continue
-            close = float(frame["close"].iloc[-1])
+            close = _last_close(frame)
             equity = sleeve.cash + sleeve.units * close
             position = sleeve.units * close / equity if equity > 0 else 0.0
             self.journal.record_equity(symbol, frame.index[-1], close, sleeve.cash, sleeve.units, equity, position)
@@ -492,7 +492,7 @@ class LiveLoop:
                                key=f"stale:{symbol}:{iso(behind[-1])}")
                 continue
             sleeve = sleeves[symbol]
-            close = float(frame["close"].iloc[-1])
+            close = _last_close(frame)
             basis = positions[symbol].cost_basis if symbol in positions and sleeve.units != 0 else 0.0
             state = position_state(sleeve.cash, sleeve.units, close, basis, self._bars_held(symbol, sleeve.entry_bar, frame))
             observed[symbol] = (bar_time, self.policy.observation(frame, symbol, state))
@@ -507,7 +507,7 @@ class LiveLoop:
         equity, held = {}, {}
         for symbol, sleeve in sleeves.items():
             frame = bars.get(symbol)
-            close = float(frame["close"].iloc[-1]) if frame is not None else 0.0
+            close = _last_close(frame) if frame is not None else 0.0
             equity[symbol] = sleeve.cash + sleeve.units * close
             held[symbol] = sleeve.units * close / equity[symbol] if equity[symbol] > 0 else 0.0
         limited = limit_targets({s: v[2] for s, v in new.items()}, equity, held, self.config.risk)
@@ -660,7 +660,7 @@ class LiveLoop:
                 pass
         frame = bars.get(symbol)
         if frame is not None:
-            return float(frame["close"].iloc[-1])
+            return _last_close(frame)
         marks = self.journal.latest_marks() if marks is None else marks
         return float(marks[symbol]["close"]) if symbol in marks else 0.0
 
@@ -816,6 +816,12 @@ class LiveLoop:
 
             write_monitor(self.journal, self.monitor_path, refresh_seconds=self.config.monitor.refresh_seconds,
                           chart_bars=self.config.monitor.chart_bars, drift_bps=self.config.monitor.drift_bps)
+
+
+def _last_close(frame: pd.DataFrame) -> float:
+    """The close of the last bar of ``frame`` (read from the frame's values: a column lookup and ``iloc`` cost more
+    than the rest of a mark)."""
+    return float(float_columns(frame, ("close",))["close"][-1])
 
 
 def _plain(value: Any) -> Any:

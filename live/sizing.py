@@ -91,10 +91,11 @@ class OrderPlanner:
             raise ValueError(f"reference_price={reference_price} must be a positive price")
         if len(bars) < 1:
             raise ValueError("plan_order needs at least the last complete bar")
-        if self._constant:
-            bars = bars.iloc[-1:]  # a constant slippage reads no earlier bar: the simulator over the last one is the same
-        sim = self._simulator(bars, reference_price)
-        sim.reset(len(bars) - 1)
+        prices = float_columns(bars, ("open", "high", "low", "close", "volume"))
+        if self._constant:  # a constant slippage reads no earlier bar: the simulator over the last one is the same
+            prices = {name: values[-1:] for name, values in prices.items()}
+        sim = self._simulator(prices, reference_price)
+        sim.reset(len(prices["close"]) - 1)
         sim.cash[0], sim.units[0], sim.target[0] = cash, units, last_target
         sim.step(np.array([float(target)]))
         fills = sim.fill_log()
@@ -103,11 +104,10 @@ class OrderPlanner:
         return OrderPlan(float(fills["units"][0]), float(sim.target[0]), float(fills["fill_price"][0]),
                          float(fills["commission"][0]))
 
-    def _simulator(self, bars: pd.DataFrame, reference_price: float) -> Simulator:
-        """A one-account simulator over ``bars`` plus a row at ``reference_price`` (the reused one, its prices
-        rewritten in place, when the slippage is constant)."""
-        n = len(bars)
-        prices = float_columns(bars, ("open", "high", "low", "close", "volume"))
+    def _simulator(self, prices: dict[str, np.ndarray], reference_price: float) -> Simulator:
+        """A one-account simulator over the bars' ``prices`` plus a row at ``reference_price`` (the reused one, its
+        prices rewritten in place, when the slippage is constant)."""
+        n = len(prices["close"])
         last = {"open": reference_price, "high": reference_price, "low": reference_price, "close": reference_price,
                 "volume": float(prices["volume"][-1])}
         sim = self._sim
