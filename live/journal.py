@@ -79,6 +79,7 @@ CREATE INDEX IF NOT EXISTS reconciliations_field ON reconciliations (symbol, fie
 _UTC = pd.Timestamp(0, tz="UTC").tz
 
 #: The table a write statement changes.
+_META_READ = "SELECT value FROM meta WHERE key = ?"
 _TABLE_WRITTEN = re.compile(r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
 #: Orders whose status may still change at the broker (the journal's own states included).
@@ -209,6 +210,9 @@ class Journal:
         written = {match.group(1) for sql, _ in statements for match in _TABLE_WRITTEN.finditer(sql)}
         for key in [key for key in self._cache if key[0] in written]:
             del self._cache[key]
+        if len(statements) == 1:  # one statement is all or nothing by itself (SQLite's statement journal)
+            self.conn.execute(*statements[0])
+            return
         cur = self.conn.cursor()
         begin, end, undo = (("SAVEPOINT write", "RELEASE write", ("ROLLBACK TO write", "RELEASE write"))
                             if self._batched else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
@@ -236,11 +240,17 @@ class Journal:
 
     # ----- meta -------------------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
-        rows = self._cached_rows("meta", "SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self._cached_rows("meta", _META_READ, (key,))
         return json.loads(rows[0]["value"]) if rows else default
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._write([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))])
+        """Write meta ``key`` (JSON); the cached reads of the other keys stay valid, this key's read is the value
+        written."""
+        text = json.dumps(value)
+        cached = {k: v for k, v in self._cache.items() if k[0] == "meta" and k[1] == _META_READ and k[2] != (key,)}
+        self._write([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, text))])
+        self._cache.update(cached)
+        self._cache[("meta", _META_READ, (key,))] = [{"value": text}]
 
     # ----- sleeves ----------------------------------------------------------------------------
     def open_sleeves(self, capital: dict[str, float], at: pd.Timestamp) -> None:
@@ -266,7 +276,7 @@ class Journal:
             "AND status NOT IN ('intent', 'not_sent', 'rejected', 'lost') "
             "AND NOT (status IN ('canceled', 'expired') AND filled_qty = 0) ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (symbol,))
-        adopted = self._rows(
+        adopted = self._cached_rows("reconciliations",
             "SELECT broker AS target, at FROM reconciliations WHERE symbol = ? AND field = 'last_target' "
             "ORDER BY at DESC, rowid DESC LIMIT 1", (symbol,))
         latest = max(rows + adopted, key=lambda row: row["at"], default=None)

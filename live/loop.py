@@ -185,6 +185,7 @@ class LiveLoop:
         self.waiting_streak = 0
         self.pending_streak = 0
         self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
+        self._closes: dict[str, tuple[pd.DataFrame, float]] = {}  # this cycle's last closes (see _close)
         self.jsonl = self.run_dir / "cycles.jsonl"
         self.monitor_path = self.run_dir / "monitor.html"
         self.retrainer: LoopRetrainer | None = None  # LiveLoop sets it up when the config has a retrain section
@@ -401,6 +402,7 @@ class LiveLoop:
             self.desk.sync(now, report.fills)
             self._crash("after_sync")
             positions = self.broker.positions()
+            self._closes = {}
             bars = self._latest_bars(now, report)
             changes = reconcile(self.journal, self.broker, self.alert, self.symbols, positions, now,
                                 self.config.risk.adopt_broker_positions,
@@ -455,12 +457,26 @@ class LiveLoop:
             sleeve = sleeves[symbol]
             if frame is None:
                 continue
-            close = _last_close(frame)
+            close = self._close(symbol, frame)
             equity = sleeve.cash + sleeve.units * close
             position = sleeve.units * close / equity if equity > 0 else 0.0
             self.journal.record_equity(symbol, frame.index[-1], close, sleeve.cash, sleeve.units, equity, position)
             total += equity
         report.equity = total
+
+    def _close(self, symbol: str, frame: pd.DataFrame) -> float:
+        """The close of ``frame``'s last bar, read once per cycle and symbol (the cycle's bars do not change while it
+        runs; the memo is emptied when a cycle fetches its bars and holds the frame it was read from).
+
+        :param symbol: the frame's symbol.
+        :param frame: its bars (this cycle's).
+        """
+        hit = self._closes.get(symbol)
+        if hit is not None and hit[0] is frame:
+            return hit[1]
+        close = _last_close(frame)
+        self._closes[symbol] = (frame, close)
+        return close
 
     # ----- decisions ------------------------------------------------------------------------------
     def _decide(self, now: pd.Timestamp, bars: dict[str, pd.DataFrame | None], positions: dict[str, Position],
@@ -492,7 +508,7 @@ class LiveLoop:
                                key=f"stale:{symbol}:{iso(behind[-1])}")
                 continue
             sleeve = sleeves[symbol]
-            close = _last_close(frame)
+            close = self._close(symbol, frame)
             basis = positions[symbol].cost_basis if symbol in positions and sleeve.units != 0 else 0.0
             state = position_state(sleeve.cash, sleeve.units, close, basis, self._bars_held(symbol, sleeve.entry_bar, frame))
             observed[symbol] = (bar_time, self.policy.observation(frame, symbol, state))
@@ -507,7 +523,7 @@ class LiveLoop:
         equity, held = {}, {}
         for symbol, sleeve in sleeves.items():
             frame = bars.get(symbol)
-            close = _last_close(frame) if frame is not None else 0.0
+            close = self._close(symbol, frame) if frame is not None else 0.0
             equity[symbol] = sleeve.cash + sleeve.units * close
             held[symbol] = sleeve.units * close / equity[symbol] if equity[symbol] > 0 else 0.0
         limited = limit_targets({s: v[2] for s, v in new.items()}, equity, held, self.config.risk)
@@ -660,7 +676,7 @@ class LiveLoop:
                 pass
         frame = bars.get(symbol)
         if frame is not None:
-            return _last_close(frame)
+            return self._close(symbol, frame)
         marks = self.journal.latest_marks() if marks is None else marks
         return float(marks[symbol]["close"]) if symbol in marks else 0.0
 

@@ -56,6 +56,7 @@ class _Book:
     first_local: int  # index of the first replayed row in frame
     position: int = 0  # index into rows of the last complete bar (close phase) / the bar before the open
     stepped: bool = False  # stepped during the current open phase
+    last_slice: tuple[int, int, pd.DataFrame] | None = None  # bars()'s last answer: (start, stop, frame)
 
 
 class JournalReplay:
@@ -323,7 +324,13 @@ class SimBroker(JournalReplay):
     def bars(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
         book = self._book(symbol)
         last = self._complete(book)
-        return book.frame.iloc[max(last - int(count) + 1, 0): last + 1]
+        start, stop = max(last - int(count) + 1, 0), last + 1
+        cached = book.last_slice
+        if cached is not None and cached[0] == start and cached[1] == stop:  # the same bars as the last call
+            return cached[2]
+        frame = book.frame.iloc[start:stop]
+        book.last_slice = (start, stop, frame)
+        return frame
 
     def history(self, symbol: str) -> pd.DataFrame:
         """Every bar of ``symbol`` in the replay's data (what :meth:`bars` slices), for the loop to compute the policy's
