@@ -72,22 +72,26 @@ class AgentPolicy:
         module to eval mode on each call, which costs more than a small network's forward pass when one bar is
         decided at a time (the backtester, the live loop): when the policy does not override ``predict`` and all its
         modules are in eval mode already, the same steps run without that switch (same tensors, same actions).
+        A plain ``ActorCriticPolicy`` with a Gaussian action distribution (PPO's continuous actions) skips building
+        the distribution: its deterministic action is its mean, the action net's output, exactly.
 
         :param observation: one observation or a batch of them.
         """
+        import torch
         from gymnasium import spaces
         from stable_baselines3.common.base_class import BaseAlgorithm
         from stable_baselines3.common.policies import BasePolicy
-        import torch
 
         policy = getattr(self.model, "policy", None)
         if (type(self.model).predict is not BaseAlgorithm.predict  # DQN's explores (not when deterministic; kept)
                 or not isinstance(policy, BasePolicy) or type(policy).predict is not BasePolicy.predict
-                or any(module.training for module in policy.modules())):
+                or any(module.training for module in self._modules(policy))):
             return self.model.predict(observation, deterministic=True)[0]  # it also leaves the modules in eval mode
         obs_tensor, vectorized = policy.obs_to_tensor(observation)
-        with torch.no_grad():
-            actions = policy._predict(obs_tensor, deterministic=True)
+        with torch.inference_mode():
+            actions = _gaussian_mean(policy, obs_tensor)
+            if actions is None:
+                actions = policy._predict(obs_tensor, deterministic=True)
         actions = actions.cpu().numpy().reshape((-1, *policy.action_space.shape))
         if isinstance(policy.action_space, spaces.Box):
             if policy.squash_output:
@@ -95,6 +99,34 @@ class AgentPolicy:
             else:
                 actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
         return actions if vectorized else actions.squeeze(axis=0)
+
+    def _modules(self, policy: Any) -> list[Any]:
+        """``policy.modules()`` as a list, kept while the model's policy is the same object (its modules do not
+        change after it is built; their ``training`` flags are read on every call).
+
+        :param policy: the model's SB3 policy.
+        """
+        cached = getattr(self, "_module_list", None)
+        if cached is None or cached[0] is not policy:
+            cached = self._module_list = (policy, list(policy.modules()))
+        return cached[1]
+
+
+def _gaussian_mean(policy: Any, obs_tensor: Any) -> Any:
+    """The deterministic action of a plain SB3 ``ActorCriticPolicy`` with a ``DiagGaussianDistribution``: the
+    distribution's mode is its mean, the action net's output (``get_distribution`` without building the Normal); None
+    for any other policy or distribution (the caller runs the policy's own ``_predict``).
+
+    :param policy: an SB3 policy in eval mode.
+    :param obs_tensor: the observations as a tensor (``policy.obs_to_tensor``).
+    """
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+    from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
+
+    if type(policy) is not ActorCriticPolicy or type(policy.action_dist) is not DiagGaussianDistribution:
+        return None
+    features = BaseModel.extract_features(policy, obs_tensor, policy.pi_features_extractor)
+    return policy.action_net(policy.mlp_extractor.forward_actor(features))
 
 
 class _AgentBatch:
