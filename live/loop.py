@@ -185,7 +185,7 @@ class LiveLoop:
         self.waiting_streak = 0
         self.pending_streak = 0
         self.late_since: dict[tuple[str, pd.Timestamp], pd.Timestamp] = {}
-        self._closes: dict[str, tuple[pd.DataFrame, float]] = {}  # this cycle's last closes (see _close)
+        self._closes: dict[str, tuple[pd.DataFrame, float, pd.Timestamp]] = {}  # this cycle's last bars (see _last_bar)
         self.jsonl = self.run_dir / "cycles.jsonl"
         self.monitor_path = self.run_dir / "monitor.html"
         self.retrainer: LoopRetrainer | None = None  # LiveLoop sets it up when the config has a retrain section
@@ -460,23 +460,37 @@ class LiveLoop:
             close = self._close(symbol, frame)
             equity = sleeve.cash + sleeve.units * close
             position = sleeve.units * close / equity if equity > 0 else 0.0
-            self.journal.record_equity(symbol, frame.index[-1], close, sleeve.cash, sleeve.units, equity, position)
+            self.journal.record_equity(symbol, self._bar_time(symbol, frame), close, sleeve.cash, sleeve.units, equity, position)
             total += equity
         report.equity = total
 
     def _close(self, symbol: str, frame: pd.DataFrame) -> float:
-        """The close of ``frame``'s last bar, read once per cycle and symbol (the cycle's bars do not change while it
-        runs; the memo is emptied when a cycle fetches its bars and holds the frame it was read from).
+        """The close of ``frame``'s last bar (see :meth:`_last_bar`).
+
+        :param symbol: the frame's symbol.
+        :param frame: its bars (this cycle's).
+        """
+        return self._last_bar(symbol, frame)[0]
+
+    def _bar_time(self, symbol: str, frame: pd.DataFrame) -> pd.Timestamp:
+        """The time of ``frame``'s last bar (see :meth:`_last_bar`).
+
+        :param symbol: the frame's symbol.
+        :param frame: its bars (this cycle's).
+        """
+        return self._last_bar(symbol, frame)[1]
+
+    def _last_bar(self, symbol: str, frame: pd.DataFrame) -> tuple[float, pd.Timestamp]:
+        """The close and the time of ``frame``'s last bar, read once per cycle and symbol (the cycle's bars do not
+        change while it runs; the memo is emptied when a cycle fetches its bars and holds the frame it was read from).
 
         :param symbol: the frame's symbol.
         :param frame: its bars (this cycle's).
         """
         hit = self._closes.get(symbol)
-        if hit is not None and hit[0] is frame:
-            return hit[1]
-        close = _last_close(frame)
-        self._closes[symbol] = (frame, close)
-        return close
+        if hit is None or hit[0] is not frame:
+            hit = self._closes[symbol] = (frame, _last_close(frame), frame.index[-1])
+        return hit[1], hit[2]
 
     # ----- decisions ------------------------------------------------------------------------------
     def _decide(self, now: pd.Timestamp, bars: dict[str, pd.DataFrame | None], positions: dict[str, Position],
@@ -488,7 +502,7 @@ class LiveLoop:
             frame = bars[symbol]
             if frame is None:
                 continue
-            bar_time = frame.index[-1]
+            bar_time = self._bar_time(symbol, frame)
             if self.journal.decision(symbol, bar_time) is not None:
                 continue
             if len(frame) < self.min_bars:
@@ -553,7 +567,7 @@ class LiveLoop:
             frame = bars[symbol]
             if frame is None or not self._tradable(symbol, clock):
                 continue
-            bar_time = frame.index[-1]
+            bar_time = self._bar_time(symbol, frame)
             decision = self.journal.decision(symbol, bar_time)
             if decision is None or decision["executed_at"] is not None:
                 continue

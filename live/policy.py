@@ -108,16 +108,19 @@ class LivePolicy:
         values = bars.to_numpy(np.float64)
         pre = self.preprocessing
         self._features[symbol] = _FeatureHistory(list(bars.columns), bars.index.asi8.copy(), values, scaled,
-                                                 pre.min_bars, pre.window)
+                                                 pre.min_bars, pre.window, bool(np.isnan(values).any()))
 
     def _known_window(self, bars: pd.DataFrame, symbol: str) -> np.ndarray | None:
         """The feature window of the last bar of ``bars`` from :meth:`remember_history`, or None when ``bars`` is
         not, value for value, a stretch of the remembered bars that starts no earlier than they do."""
         known = self._features.get(symbol)
         n = len(bars)
-        if (known is None or n < known.min_bars or not isinstance(bars.index, pd.DatetimeIndex)
-                or list(bars.columns) != known.columns):
+        if known is None or n < known.min_bars or not isinstance(bars.index, pd.DatetimeIndex):
             return None
+        if bars.columns is not known.checked_columns:  # (an Index is immutable: one checked need not be again)
+            if list(bars.columns) != known.columns:
+                return None
+            known.checked_columns = bars.columns
         times = bars.index.asi8
         last = int(np.searchsorted(known.times, times[-1]))
         first = last - n + 1
@@ -126,8 +129,8 @@ class LivePolicy:
         values = bars.to_numpy(np.float64)
         if not np.array_equal(known.times[first: last + 1], times):
             return None
-        if not (np.array_equal(known.values[first: last + 1], values)  # (NaN vwap: "unknown", compared as equal)
-                or np.array_equal(known.values[first: last + 1], values, equal_nan=True)):
+        # (NaN vwap: "unknown", compared as equal; without a NaN remembered a NaN in ``values`` is a difference)
+        if not np.array_equal(known.values[first: last + 1], values, equal_nan=known.has_nan):
             return None
         return np.ascontiguousarray(known.scaled[last - known.window + 1: last + 1])
 
@@ -142,6 +145,8 @@ class _FeatureHistory:
     scaled: np.ndarray  # float32 (n, features)
     min_bars: int  # the preprocessing's warm-up + window
     window: int  # the preprocessing's window
+    has_nan: bool  # some remembered value is NaN (compared as equal to a NaN)
+    checked_columns: pd.Index | None = None  # the last bars' columns found equal to ``columns``
 
 
 def act_together(actors: list[Any], observations: np.ndarray) -> list[Any]:

@@ -11,6 +11,7 @@ simulator changes live orders with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,6 +144,9 @@ def round_quantity(units: float, decimals: int | None) -> float:
     return float(np.trunc(units * scale) / scale)
 
 
+_LAST_COLUMNS: tuple[Any, list[str]] = (None, [])  # float_columns' last frame's columns and their list
+
+
 def float_columns(bars: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Columns of a bars frame as float64 arrays by name: views of the frame's one block when it is all float64 (a
     validated bars frame), else each column converted.
@@ -151,7 +155,10 @@ def float_columns(bars: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.nd
     :param names: the columns wanted.
     :raises KeyError: naming a column the frame does not have.
     """
-    columns = list(bars.columns)
+    global _LAST_COLUMNS
+    if _LAST_COLUMNS[0] is not bars.columns:  # (an Index is immutable: the list of the last one is kept with it)
+        _LAST_COLUMNS = (bars.columns, list(bars.columns))
+    columns = _LAST_COLUMNS[1]
     missing = [name for name in names if name not in columns]
     if missing:
         raise KeyError(f"bars have no column(s) {missing}; they have {columns}")
