@@ -105,7 +105,14 @@ def _iso_utc(nanoseconds: int) -> str:
 
 
 def stamp(text: str | None) -> pd.Timestamp | None:
-    return None if text is None else pd.Timestamp(text)
+    """The instant of a journal's iso text (None: None)."""
+    return None if text is None else _stamp_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stamp_text(text: str) -> pd.Timestamp:
+    """:func:`stamp` of a text (a Timestamp is immutable: the same text's instant is shared)."""
+    return pd.Timestamp(text)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -162,6 +169,7 @@ class Journal:
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._batched = False
         self._cache: dict[Any, Any] = {}  # reads of tables only this journal writes, dropped when one is written
+        self._marked: dict[str, str] = {}  # each symbol's bar this journal wrote (or found) an equity mark of last
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -462,10 +470,17 @@ class Journal:
     # ----- equity, alerts, reconciliation, cycles ---------------------------------------------
     def record_equity(self, symbol: str, bar_time: pd.Timestamp, close: float, cash: float, units: float,
                       equity: float, position: float) -> bool:
-        """Mark a sleeve at a bar's close, once (the first mark of a bar is kept). Returns whether it was new."""
+        """Mark a sleeve at a bar's close, once (the first mark of a bar is kept). Returns whether it was new.
+
+        The bar this journal marked last for ``symbol`` is remembered: marking it again writes nothing (the row is
+        there; rows of the table are never deleted), as the statement itself would have."""
+        at = iso(bar_time)
+        if self._marked.get(symbol) == at:
+            return False
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO equity (symbol, bar_time, close, cash, units, equity, position) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (symbol, iso(bar_time), float(close), float(cash), float(units), float(equity), float(position)))
+            (symbol, at, float(close), float(cash), float(units), float(equity), float(position)))
+        self._marked[symbol] = at
         return cur.rowcount > 0
 
     def equity(self, symbol: str | None = None) -> list[sqlite3.Row]:

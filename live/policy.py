@@ -108,7 +108,7 @@ class LivePolicy:
         values = bars.to_numpy(np.float64)
         pre = self.preprocessing
         self._features[symbol] = _FeatureHistory(list(bars.columns), bars.index.asi8.copy(), values, scaled,
-                                                 pre.min_bars, pre.window, bool(np.isnan(values).any()))
+                                                 pre.min_bars, pre.window, bool(np.isnan(values).any()), bars.columns)
 
     def _known_window(self, bars: pd.DataFrame, symbol: str) -> np.ndarray | None:
         """The feature window of the last bar of ``bars`` from :meth:`remember_history`, or None when ``bars`` is
@@ -117,10 +117,9 @@ class LivePolicy:
         n = len(bars)
         if known is None or n < known.min_bars or not isinstance(bars.index, pd.DatetimeIndex):
             return None
-        if bars.columns is not known.checked_columns:  # (an Index is immutable: one checked need not be again)
-            if list(bars.columns) != known.columns:
-                return None
-            known.checked_columns = bars.columns
+        # (an Index is immutable: one that is a view of the remembered bars' columns has their labels)
+        if not bars.columns.is_(known.labels) and list(bars.columns) != known.columns:
+            return None
         times = bars.index.asi8
         last = int(np.searchsorted(known.times, times[-1]))
         first = last - n + 1
@@ -146,7 +145,7 @@ class _FeatureHistory:
     min_bars: int  # the preprocessing's warm-up + window
     window: int  # the preprocessing's window
     has_nan: bool  # some remembered value is NaN (compared as equal to a NaN)
-    checked_columns: pd.Index | None = None  # the last bars' columns found equal to ``columns``
+    labels: pd.Index  # the remembered bars' columns Index (``columns`` as the frame has them)
 
 
 def act_together(actors: list[Any], observations: np.ndarray) -> list[Any]:

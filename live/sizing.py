@@ -11,7 +11,6 @@ simulator changes live orders with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,7 +143,22 @@ def round_quantity(units: float, decimals: int | None) -> float:
     return float(np.trunc(units * scale) / scale)
 
 
-_LAST_COLUMNS: tuple[Any, list[str]] = (None, [])  # float_columns' last frame's columns and their list
+_COLUMN_LISTS: list[tuple[pd.Index, list[str]]] = []  # recent frames' columns and their lists (_column_list)
+
+
+def _column_list(columns: pd.Index) -> list[str]:
+    """``list(columns)``, kept for the few columns Indexes seen last: a frame sliced from another shares its columns
+    (``Index.is_``: the same immutable labels through views), and listing arrow strings costs more than the rest.
+
+    :param columns: a frame's columns.
+    """
+    for known, names in _COLUMN_LISTS:
+        if columns.is_(known):
+            return names
+    names = list(columns)
+    _COLUMN_LISTS.insert(0, (columns, names))
+    del _COLUMN_LISTS[16:]
+    return names
 
 
 def float_columns(bars: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -155,10 +169,7 @@ def float_columns(bars: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.nd
     :param names: the columns wanted.
     :raises KeyError: naming a column the frame does not have.
     """
-    global _LAST_COLUMNS
-    if _LAST_COLUMNS[0] is not bars.columns:  # (an Index is immutable: the list of the last one is kept with it)
-        _LAST_COLUMNS = (bars.columns, list(bars.columns))
-    columns = _LAST_COLUMNS[1]
+    columns = _column_list(bars.columns)
     missing = [name for name in names if name not in columns]
     if missing:
         raise KeyError(f"bars have no column(s) {missing}; they have {columns}")
