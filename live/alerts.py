@@ -92,7 +92,10 @@ class Alerter:
 
 def json_line(record: dict[str, Any]) -> str:
     """One JSON line (NaN and infinities written as null, which JSON has no other spelling for)."""
-    return json.dumps(_finite(record), default=str, allow_nan=False, sort_keys=True)
+    try:  # a record without NaN or infinities is written as it is (what _finite would give it back)
+        return json.dumps(record, default=str, allow_nan=False, sort_keys=True)
+    except ValueError:
+        return json.dumps(_finite(record), default=str, allow_nan=False, sort_keys=True)
 
 
 def _finite(value: Any) -> Any:
