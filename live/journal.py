@@ -216,8 +216,7 @@ class Journal:
         """Run ``statements`` all or nothing: in one committed transaction, or a savepoint of the open batch."""
         statements = list(statements)
         written = {match.group(1) for sql, _ in statements for match in _TABLE_WRITTEN.finditer(sql)}
-        for key in [key for key in self._cache if key[0] in written]:
-            del self._cache[key]
+        self._forget(written)
         if len(statements) == 1:  # one statement is all or nothing by itself (SQLite's statement journal)
             self.conn.execute(*statements[0])
             return
@@ -234,12 +233,21 @@ class Journal:
             raise
         cur.execute(end)
 
+    def _forget(self, written: set[str]) -> None:
+        """Drop the cached reads of the tables ``written`` (a read of several tables: when any of them is written).
+
+        :param written: table names.
+        """
+        for key in [key for key in self._cache
+                    if (key[0] in written if isinstance(key[0], str) else not written.isdisjoint(key[0]))]:
+            del self._cache[key]
+
     def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
 
-    def _cached_rows(self, table: str, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        """:meth:`_rows` of a read of ``table`` alone, kept until this journal writes ``table`` (the run's process is
-        its only writer: the run folder is locked)."""
+    def _cached_rows(self, table: str | tuple[str, ...], sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """:meth:`_rows` of a read of ``table`` alone (or of the tables of a tuple), kept until this journal writes it
+        (one of them) (the run's process is its only writer: the run folder is locked)."""
         key = (table, sql, params)
         rows = self._cache.get(key)
         if rows is None:
@@ -481,6 +489,8 @@ class Journal:
             "INSERT OR IGNORE INTO equity (symbol, bar_time, close, cash, units, equity, position) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (symbol, at, float(close), float(cash), float(units), float(equity), float(position)))
         self._marked[symbol] = at
+        if cur.rowcount > 0:
+            self._forget({"equity"})
         return cur.rowcount > 0
 
     def equity(self, symbol: str | None = None) -> list[sqlite3.Row]:
@@ -490,8 +500,9 @@ class Journal:
 
     def latest_marks(self) -> dict[str, sqlite3.Row]:
         """The latest equity mark of each sleeve."""
-        rows = self._rows("SELECT e.* FROM sleeves s CROSS JOIN equity e WHERE e.symbol = s.symbol AND e.bar_time = "
-                          "(SELECT MAX(bar_time) FROM equity WHERE symbol = s.symbol) ORDER BY s.symbol")
+        rows = self._cached_rows(("sleeves", "equity"),
+                                 "SELECT e.* FROM sleeves s CROSS JOIN equity e WHERE e.symbol = s.symbol AND e.bar_time = "
+                                 "(SELECT MAX(bar_time) FROM equity WHERE symbol = s.symbol) ORDER BY s.symbol")
         return {row["symbol"]: row for row in rows}
 
     def record_alert(self, at: pd.Timestamp, kind: str, message: str, symbol: str | None = None,

@@ -46,6 +46,7 @@ then), so a replay of stocks beside crypto trades each at its own bars, as the b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -774,8 +775,8 @@ class LiveLoop:
         """When the cycle after ``report``'s should run: soon while orders are open or bars are late (backing off
         while they stay late), at the next open when a decision waits for it, else after the next bar closes."""
         now = report.at
-        poll = pd.Timedelta(seconds=self.config.loop.poll_seconds)
-        delay = pd.Timedelta(seconds=self.config.loop.bar_delay_seconds)
+        poll = _timedelta(self.config.loop.poll_seconds)
+        delay = _timedelta(self.config.loop.bar_delay_seconds)
         clock = report.clock
         if clock is None or report.status == "broker error":
             return now + poll
@@ -846,6 +847,15 @@ class LiveLoop:
 
             write_monitor(self.journal, self.monitor_path, refresh_seconds=self.config.monitor.refresh_seconds,
                           chart_bars=self.config.monitor.chart_bars, drift_bps=self.config.monitor.drift_bps)
+
+
+@functools.lru_cache(maxsize=64)
+def _timedelta(seconds: float) -> pd.Timedelta:
+    """``pd.Timedelta(seconds=seconds)`` (immutable: shared by the cycles that wait as long).
+
+    :param seconds: the duration in seconds.
+    """
+    return pd.Timedelta(seconds=seconds)
 
 
 def _append(path: Path, text: str) -> None:
