@@ -87,7 +87,7 @@ class AgentPolicy:
                 or not isinstance(policy, BasePolicy) or type(policy).predict is not BasePolicy.predict
                 or any(module.training for module in self._modules(policy))):
             return self.model.predict(observation, deterministic=True)[0]  # it also leaves the modules in eval mode
-        obs_tensor, vectorized = policy.obs_to_tensor(observation)
+        obs_tensor, vectorized = _obs_to_tensor(policy, observation)
         with torch.inference_mode():
             actions = _gaussian_mean(policy, obs_tensor)
             if actions is None:
@@ -110,6 +110,25 @@ class AgentPolicy:
         if cached is None or cached[0] is not policy:
             cached = self._module_list = (policy, list(policy.modules()))
         return cached[1]
+
+
+def _obs_to_tensor(policy: Any, observation: Any) -> tuple[Any, bool]:
+    """``policy.obs_to_tensor(observation)``: for a flat ``Box`` space and a float32 array of one observation or a
+    batch of them, the same steps without SB3's dispatch over dict and image spaces (a copy of the array as a tensor of
+    shape ``(-1, *space.shape)``, and whether it was a batch); anything else goes to SB3's own.
+
+    :param policy: an SB3 policy.
+    :param observation: one observation or a batch of them.
+    """
+    import torch
+    from gymnasium import spaces
+
+    space = policy.observation_space
+    if (type(space) is spaces.Box and len(space.shape) == 1 and isinstance(observation, np.ndarray)
+            and observation.dtype == np.float32 and observation.ndim in (1, 2) and observation.shape[-1:] == space.shape):
+        array = np.array(observation).reshape((-1, *space.shape))
+        return torch.as_tensor(array, device=policy.device), observation.ndim == 2
+    return policy.obs_to_tensor(observation)
 
 
 def _gaussian_mean(policy: Any, obs_tensor: Any) -> Any:
