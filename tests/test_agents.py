@@ -153,3 +153,28 @@ def test_train_ppo_entry_point_writes_a_run(tmp_path, data):
     assert summary["timesteps"] >= 512
     assert (tmp_path / "r" / "summary.json").exists()
     assert (tmp_path / "r" / "best" / "agent.zip").exists()
+
+
+@pytest.mark.parametrize("action_mode", ["discrete", "continuous"])
+def test_the_agents_fast_predict_gives_sb3s_deterministic_actions_bit_for_bit(action_mode):
+    """AgentPolicy's own predict path (no mode switch, the Gaussian mean taken from the action net) equals
+    ``model.predict(deterministic=True)`` on single observations and on a batch."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from agents.saved_agent import AgentPolicy
+
+    class Box(gym.Env):
+        observation_space = gym.spaces.Box(-5.0, 5.0, (12,), np.float32)
+        action_space = (gym.spaces.Box(-1.0, 1.0, (1,), np.float32) if action_mode == "continuous"
+                        else gym.spaces.Discrete(2))
+
+    model = PPO("MlpPolicy", Box(), seed=0, device="cpu")
+    model.policy.set_training_mode(False)
+    agent = AgentPolicy(model, {"action_mode": action_mode})
+    observations = np.random.default_rng(0).normal(0.0, 2.0, (300, 12)).astype(np.float32)
+    expected = model.predict(observations, deterministic=True)[0]
+    np.testing.assert_array_equal(agent._predict(observations), expected)
+    for row, want in zip(observations[:50], expected[:50]):
+        np.testing.assert_array_equal(agent._predict(row), model.predict(row, deterministic=True)[0])
+        assert np.asarray(agent._predict(row)).shape == np.asarray(want).shape
