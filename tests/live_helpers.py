@@ -13,7 +13,7 @@ import pytest
 from envs.layout import ObservationLayout
 from features import DatasetConfig, build_market_data
 from features.preprocessing import Preprocessing
-from live import Journal, LiveLoop, LivePolicy, PaperConfig
+from live import Journal, LiveLoop, LivePolicy, Order, PaperConfig
 from live.alpaca_broker import AlpacaBroker
 
 from fake_alpaca_trading import API_KEY, SECRET_KEY, FakeAlpaca, FakeServer, daily_bars, market_close, session_days
@@ -144,3 +144,24 @@ def until(fake: FakeAlpaca, n_days: int, symbols: tuple[str, ...] = ("AAPL",)) -
     _, days = market(symbols)
     today = fake.now.tz_convert("America/New_York").date()
     return market_close(days[days.index(today) + n_days]) + pd.Timedelta(seconds=20)
+
+
+def hand_journal(tmp_path: Path, fills: list[tuple[str, float, float, float]], costs: dict | None = None) -> Journal:
+    """A journal with one SYN order per ``(side, qty, reference, price)``, each filled at once at ``price`` with no
+    commission, and a mark per fill bar (daily bars from 2024-01-02); ``costs``: the cost model the run recorded
+    (None: none recorded)."""
+    journal = Journal(tmp_path / "journal.sqlite", durable=False)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    journal.set_meta("identity", {"run": "hand", "symbols": ["SYN"]})
+    if costs is not None:
+        journal.set_meta("costs", costs)
+    journal.open_sleeves({"SYN": 100_000.0}, start)
+    journal.record_equity("SYN", start, 100.0, 100_000.0, 0.0, 100_000.0, 0.0)
+    for k, (side, qty, reference, price) in enumerate(fills):
+        bar = start + pd.Timedelta(days=k + 1)
+        cid = f"hand-{k}"
+        journal.record_intent(cid, "SYN", bar, "rebalance", side, qty, 1.0, reference, str(bar.date()), bar)
+        journal.apply_order(Order(f"id-{k}", cid, "SYN", side, qty, "filled", qty, price, bar, bar), bar, bar)
+        sleeve = journal.sleeves()["SYN"]
+        journal.record_equity("SYN", bar, price, sleeve.cash, sleeve.units, sleeve.cash + sleeve.units * price, 0.0)
+    return journal

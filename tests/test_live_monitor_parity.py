@@ -20,7 +20,7 @@ from live.monitor import EQUITY_HEIGHT, render_monitor, write_monitor
 from live.parity import ParityError, parity_report
 from live.report import WHOLE_RUN, equity_and_buy_and_hold
 
-from live_helpers import MeanReversion, fake, make_loop, server, until  # noqa: F401 (fixtures)
+from live_helpers import MeanReversion, fake, hand_journal, make_loop, server, until  # noqa: F401 (fixtures)
 from test_live_monitor import CHROMIUM, HEADLESS
 
 pytestmark = [pytest.mark.timeout(60),
@@ -111,26 +111,6 @@ def sim_run(tmp_path_factory):
     assert loop.run() == "replay finished"
     yield journal, {s: broker.history(s) for s in SYMBOLS}
     journal.close()
-
-
-def hand_journal(tmp_path, fills: list[tuple[str, float, float, float]], costs: dict | None) -> Journal:
-    """A journal with one SYN order per ``(side, qty, reference, price)``, each filled at once at ``price`` with no
-    commission, and a mark per fill bar (daily bars from 2024-01-02); ``costs``: the recorded cost model."""
-    journal = Journal(tmp_path / "journal.sqlite", durable=False)
-    start = pd.Timestamp("2024-01-01", tz="UTC")
-    journal.set_meta("identity", {"run": "hand", "symbols": ["SYN"]})
-    if costs is not None:
-        journal.set_meta("costs", costs)
-    journal.open_sleeves({"SYN": 100_000.0}, start)
-    journal.record_equity("SYN", start, 100.0, 100_000.0, 0.0, 100_000.0, 0.0)
-    for k, (side, qty, reference, price) in enumerate(fills):
-        bar = start + pd.Timedelta(days=k + 1)
-        cid = f"hand-{k}"
-        journal.record_intent(cid, "SYN", bar, "rebalance", side, qty, 1.0, reference, str(bar.date()), bar)
-        journal.apply_order(Order(f"id-{k}", cid, "SYN", side, qty, "filled", qty, price, bar, bar), bar, bar)
-        sleeve = journal.sleeves()["SYN"]
-        journal.record_equity("SYN", bar, price, sleeve.cash, sleeve.units, sleeve.cash + sleeve.units * price, 0.0)
-    return journal
 
 
 # 10, 20 and 30 bps of slippage against a 5 bps model: mean 20, excess 15 bps

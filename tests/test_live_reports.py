@@ -22,7 +22,7 @@ from sim.engine import Costs
 
 from experiments import paper_report
 from experiments.common import run_cli
-from live_helpers import MeanReversion, fake, make_loop, server, until  # noqa: F401 (fixtures)
+from live_helpers import MeanReversion, fake, hand_journal, make_loop, server, until  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning")]
@@ -53,24 +53,6 @@ def sim_run(tmp_path_factory):
     config_path.write_text(yaml.safe_dump(SIM_CONFIG))
     data.save(run_dir.parent / "dataset")  # the bars the volatility model reads, for the entry point's --dataset
     return run_dir, config, {s: broker.history(s) for s in SYMBOLS}, config_path
-
-
-def hand_journal(tmp_path, fills: list[tuple[str, float, float, float]]) -> Journal:
-    """A journal with one SYN order per ``(side, qty, reference, price)``, each filled at once at ``price`` with no
-    commission, and a mark per fill bar (daily bars from 2024-01-02)."""
-    journal = Journal(tmp_path / "journal.sqlite", durable=False)
-    start = pd.Timestamp("2024-01-01", tz="UTC")
-    journal.set_meta("identity", {"run": "hand"})
-    journal.open_sleeves({"SYN": 100_000.0}, start)
-    journal.record_equity("SYN", start, 100.0, 100_000.0, 0.0, 100_000.0, 0.0)
-    for k, (side, qty, reference, price) in enumerate(fills):
-        bar = start + pd.Timedelta(days=k + 1)
-        cid = f"hand-{k}"
-        journal.record_intent(cid, "SYN", bar, "rebalance", side, qty, 1.0, reference, str(bar.date()), bar)
-        journal.apply_order(Order(f"id-{k}", cid, "SYN", side, qty, "filled", qty, price, bar, bar), bar, bar)
-        sleeve = journal.sleeves()["SYN"]
-        journal.record_equity("SYN", bar, price, sleeve.cash, sleeve.units, sleeve.cash + sleeve.units * price, 0.0)
-    return journal
 
 
 def test_a_sim_replay_differs_from_the_simulator_by_exactly_zero(sim_run):
