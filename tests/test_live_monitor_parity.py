@@ -9,12 +9,11 @@ from __future__ import annotations
 import subprocess
 from html.parser import HTMLParser
 
-import pandas as pd
 import pytest
 
 from features import DatasetConfig, SplitConfig, build_market_data, synthetic_bars
 from features.preprocessing import Preprocessing
-from live import Journal, LiveLoop, LivePolicy, Order, PaperConfig, SimBroker
+from live import Journal, LiveLoop, LivePolicy, PaperConfig, SimBroker
 from live.config import CostConfig
 from live.monitor import EQUITY_HEIGHT, render_monitor, write_monitor
 from live.parity import ParityError, parity_report

@@ -15,7 +15,7 @@ import yaml
 
 from features import DatasetConfig, SplitConfig, build_market_data, synthetic_bars
 from features.preprocessing import Preprocessing
-from live import Journal, LiveLoop, LivePolicy, Order, PaperConfig, SimBroker
+from live import Journal, LiveLoop, LivePolicy, PaperConfig, SimBroker
 from live.parity import drift_alerts, parity_report
 from live.report import WHOLE_RUN, day_period, report_facts, send_summary
 from sim.engine import Costs
