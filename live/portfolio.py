@@ -553,6 +553,8 @@ class PortfolioSimBroker(JournalReplay):
         self.capital = float(capital)
         self.timeframe = panel.timeframe
         self.bar_ns = Timeframe.parse(self.timeframe).seconds * 1_000_000_000
+        self.day_ns = 86_400 * 1_000_000_000
+        self.daily = self.bar_ns == self.day_ns
         self.start_row, self.end_row = panel.split_range(split)
         if self.end_row - self.start_row < 2:
             raise ValueError(f"split {split!r} of the universe has {self.end_row - self.start_row} rows; the replay "
@@ -602,7 +604,10 @@ class PortfolioSimBroker(JournalReplay):
     def _complete(self, symbol: str) -> int:
         """How many of the symbol's bars are complete now."""
         frame = self._frame(symbol)
-        return int(np.searchsorted(frame.index.asi8, int(self.panel.timestamps[self.row]), side="right"))
+        # a daily row is a UTC date (features.Panel): the symbol's bar of that date is complete whatever hour it is
+        # stamped at (Alpaca: a stock's day at midnight New York, 04:00/05:00 UTC)
+        last = int(self.panel.timestamps[self.row]) + (self.day_ns - 1 if self.daily else 0)
+        return int(np.searchsorted(frame.index.asi8, last, side="right"))
 
     def _frame(self, symbol: str) -> pd.DataFrame:
         try:

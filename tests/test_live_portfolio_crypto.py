@@ -300,3 +300,32 @@ def test_alpaca_through_a_weekend_trades_crypto_every_hour_and_stocks_only_when_
     assert len(weekend_decisions) == 48  # every crypto hour of Saturday and Sunday
     assert not [a for a in loop.journal.alerts() if a["kind"] == "stale_data"]
     assert_journal_matches_broker(loop, fake)
+
+
+def test_sim_replay_of_stocks_stamped_at_midnight_new_york_beside_pairs_at_00_utc_equals_the_backtest(tmp_path):
+    """Alpaca stamps a stock's day at midnight New York (05:00 UTC in winter) and a pair's at 00:00 UTC: the universe
+    lays both on one row per date, and the replay hands the loop each stock's bar of that date, not the day before."""
+    bars = mixed_bars()
+    for symbol in STOCKS:
+        bars[symbol].index = bars[symbol].index.tz_localize(None).tz_localize("America/New_York").tz_convert("UTC")
+    data = build_market_data(bars, DatasetConfig(window=4))
+    panel = Panel.from_market_data(data)
+    setup = {"data": data, "panel": panel, "config": tmp_path / "paper.yaml"}
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(LOOSE_RISK))
+    policy = fit_allocation_policy("equal_weight", panel, "train", rebalance_every=3)
+    loop, journal = loop_for(setup, tmp_path / "run", policy)
+    assert loop.run() == "replay finished"
+    reference = backtest_portfolio(policy, panel, "test", Costs())
+    # the journal names each bar by its own stamp (a stock's 04:00/05:00 UTC), the backtest by its date's row
+    rows = sorted(journal.fills(), key=lambda f: (pd.Timestamp(f["bar_time"]).floor("D"), f["symbol"]))
+    ref = reference.fills.sort_values(["timestamp", "symbol"], kind="stable")
+    assert [(pd.Timestamp(f["bar_time"]).floor("D"), f["symbol"]) for f in rows] == list(
+        zip(pd.to_datetime(ref["timestamp"], utc=True), ref["symbol"]))
+    np.testing.assert_allclose([[f["units"], f["price"], f["commission"]] for f in rows],
+                               ref[["units", "fill_price", "commission"]].to_numpy(), rtol=1e-9, atol=0)
+    by_date: dict[pd.Timestamp, float] = {}
+    for mark in journal.equity():
+        day = pd.Timestamp(mark["bar_time"]).floor("D")
+        by_date[day] = by_date.get(day, 0.0) + mark["equity"]
+    assert sorted(by_date) == list(reference.timestamps)
+    np.testing.assert_allclose([by_date[d] for d in sorted(by_date)], reference.equity, rtol=1e-9, atol=0)
