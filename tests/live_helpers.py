@@ -165,3 +165,26 @@ def hand_journal(tmp_path: Path, fills: list[tuple[str, float, float, float]], c
         sleeve = journal.sleeves()["SYN"]
         journal.record_equity("SYN", bar, price, sleeve.cash, sleeve.units, sleeve.cash + sleeve.units * price, 0.0)
     return journal
+
+
+def two_symbol_classifier(root: Path) -> tuple[dict[str, pd.DataFrame], Any, Any]:
+    """Two AR(1) symbols (300 bars, a 30-bar test split) saved as ``root/dataset``, and a small MLP trained on them
+    for one epoch (seeded): the data and the training result of the paper-trading resume and retraining tests.
+
+    :return: the bars, the data and the training result.
+    :param root: the folder the dataset is saved in.
+    """
+    import torch
+
+    from features import LabelConfig, SplitConfig, synthetic_bars
+    from supervised.models import ModelConfig
+    from supervised.trainer import TrainConfig, train_classifier
+
+    bars = {"SYN": synthetic_bars(300, phi=-0.3, seed=3), "SYN2": synthetic_bars(300, phi=-0.3, seed=4)}
+    data = build_market_data(bars, DatasetConfig(window=8, labels=LabelConfig(profit=0.02, stop=0.02, horizon=4),
+                                                 split=SplitConfig(train=0.8, validation=0.1, test=0.1)))
+    data.save(root / "dataset")
+    torch.manual_seed(0)
+    result = train_classifier(data, ModelConfig(kind="mlp", hidden_size=8, dropout=0.0),
+                              TrainConfig(epochs=1, batch_size=128, num_threads=1), progress=False)
+    return bars, data, result

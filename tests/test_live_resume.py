@@ -5,6 +5,7 @@ ends with exactly the fills and equity of a run never interrupted (and a finishe
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,16 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from features import DatasetConfig, LabelConfig, SplitConfig, build_market_data, synthetic_bars
 from features.preprocessing import Preprocessing
 from live import Journal, LiveLoop, PaperConfig, SimBroker, load_live_policy
 from live.loop import CRASH_POINTS
 from supervised.bundle import load_model, save_bundle
-from supervised.models import ModelConfig
-from supervised.trainer import TrainConfig, train_classifier
+
+from live_helpers import two_symbol_classifier
 
 from experiments import paper_trade
 from experiments.common import run_cli
@@ -40,13 +39,7 @@ def setup(tmp_path_factory):
     """A two-symbol dataset with a 30-bar test split, a small supervised policy that trades it (its threshold at
     the median probability, so it enters and exits), and the paper config."""
     root = tmp_path_factory.mktemp("resume")
-    bars = {"SYN": synthetic_bars(300, phi=-0.3, seed=3), "SYN2": synthetic_bars(300, phi=-0.3, seed=4)}
-    data = build_market_data(bars, DatasetConfig(window=8, labels=LabelConfig(profit=0.02, stop=0.02, horizon=4),
-                                                 split=SplitConfig(train=0.8, validation=0.1, test=0.1)))
-    data.save(root / "dataset")
-    torch.manual_seed(0)
-    result = train_classifier(data, ModelConfig(kind="mlp", hidden_size=8, dropout=0.0),
-                              TrainConfig(epochs=1, batch_size=128, num_threads=1), progress=False)
+    bars, data, result = two_symbol_classifier(root)
     bundle = root / "sup" / "model"
     lo, hi = data.split_range("test", "SYN")
     windows = np.stack([data.features[r - data.window + 1: r + 1] for r in range(lo, hi)])
@@ -235,8 +228,7 @@ def test_a_sim_run_stopped_with_the_kill_file_resumes_exactly(setup, reference, 
 
 
 def test_a_finished_sim_run_started_again_neither_trades_nor_reports_a_loss(setup, reference, tmp_path):
-    import shutil
-
+    
     shutil.copytree(reference[0] / "whole", tmp_path / "whole")
     before = journal_of(tmp_path, "whole")
     counts = (len(before.orders()), len(before.fills()), len(before.decisions()), len(before.alerts()))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,18 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from configs.loader import ConfigError
-from features import DatasetConfig, LabelConfig, SplitConfig, build_market_data, synthetic_bars
 from features.dataset import load_dataset
 from features.preprocessing import Preprocessing
+from live_helpers import two_symbol_classifier
 from live import Journal, LiveLoop, PaperConfig, SimBroker, load_live_policy
 from live.loop import RETRAIN_CRASH_POINTS
 from live.retrain import RETRAIN_KIND, RetrainConfig, decision_path, retrain, write_request
 from supervised.bundle import save_bundle
-from supervised.models import ModelConfig
-from supervised.trainer import TrainConfig, train_classifier
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,13 +65,7 @@ PLANTED = textwrap.dedent('''
 def setup(tmp_path_factory):
     """Two symbols with a 30-bar test split; a small supervised champion and an always-long challenger bundle."""
     root = tmp_path_factory.mktemp("retrain")
-    bars = {"SYN": synthetic_bars(300, phi=-0.3, seed=3), "SYN2": synthetic_bars(300, phi=-0.3, seed=4)}
-    data = build_market_data(bars, DatasetConfig(window=8, labels=LabelConfig(profit=0.02, stop=0.02, horizon=4),
-                                                 split=SplitConfig(train=0.8, validation=0.1, test=0.1)))
-    data.save(root / "dataset")
-    torch.manual_seed(0)
-    result = train_classifier(data, ModelConfig(kind="mlp", hidden_size=8, dropout=0.0),
-                              TrainConfig(epochs=1, batch_size=128, num_threads=1), progress=False)
+    bars, data, result = two_symbol_classifier(root)
     champion, challenger = root / "sup" / "model", root / "challenger"
     for path, threshold in ((champion, 0.5), (challenger, 0.0)):  # the challenger is always long
         save_bundle(path, result.classifier, result.model_config, preprocessing=Preprocessing.of(data),
