@@ -9,6 +9,7 @@ was trained to see them; a symbol it never saw, or another timeframe, is an erro
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class AgentPolicy:
         self.name = name if fallback is None else f"{name} (cash fallback)"
         self._flat = 1 if env_settings.get("allow_short") else 0
         self._continuous = env_settings.get("action_mode") == "continuous"
+        self._fast: _FastActor | None = None
 
     def reset(self) -> None:
         """Stateless: nothing to clear."""
@@ -73,49 +75,72 @@ class AgentPolicy:
         decided at a time (the backtester, the live loop): when the policy does not override ``predict`` and all its
         modules are in eval mode already, the same steps run without that switch (same tensors, same actions).
         A plain ``ActorCriticPolicy`` with a Gaussian action distribution (PPO's continuous actions) skips building
-        the distribution: its deterministic action is its mean, the action net's output, exactly.
+        the distribution: its deterministic action is its mean, the action net's output, exactly; with a plain MLP
+        actor, as the torch functions its modules call (:func:`_actor_plan`).
 
         :param observation: one observation or a batch of them.
         """
+        fast = self._fast
+        policy = getattr(self.model, "policy", None)
+        if fast is None or fast.policy is not policy:
+            fast = self._fast = _FastActor(self.model)
+        if not fast.usable():
+            return self.model.predict(observation, deterministic=True)[0]  # it also leaves the modules in eval mode
+        return fast.predict(observation)
+
+
+class _FastActor:
+    """What :meth:`AgentPolicy._predict` needs of a model, read once: whether SB3's own ``predict`` can be skipped
+    (the model and policy do not override it), the policy's modules (their ``training`` flags are read on every call),
+    the Gaussian actor's plan (:func:`_actor_plan`) and the action space's bounds.
+
+    :param model: an SB3 model.
+    """
+
+    def __init__(self, model: Any) -> None:
         import torch
         from gymnasium import spaces
         from stable_baselines3.common.base_class import BaseAlgorithm
         from stable_baselines3.common.policies import BasePolicy
 
-        policy = getattr(self.model, "policy", None)
-        if (type(self.model).predict is not BaseAlgorithm.predict  # DQN's explores (not when deterministic; kept)
-                or not isinstance(policy, BasePolicy) or type(policy).predict is not BasePolicy.predict
-                or any(module.training for module in self._modules(policy))):
-            return self.model.predict(observation, deterministic=True)[0]  # it also leaves the modules in eval mode
+        self.torch = torch
+        self.policy = policy = getattr(model, "policy", None)
+        self.plain = (type(model).predict is BaseAlgorithm.predict  # DQN's explores (not when deterministic; kept)
+                      and isinstance(policy, BasePolicy) and type(policy).predict is BasePolicy.predict)
+        self.modules = list(policy.modules()) if self.plain else []
+        self.gaussian = self.plain and _is_gaussian_actor_critic(policy)
+        if self.plain:
+            space = policy.action_space
+            self.box = isinstance(space, spaces.Box)
+            self.shape = space.shape
+            self.squash = bool(getattr(policy, "squash_output", False))
+            self.low, self.high = (space.low, space.high) if self.box else (None, None)
+
+    def usable(self) -> bool:
+        """The model's predict may be skipped: it is plain and every module is in eval mode."""
+        return self.plain and not any(module.training for module in self.modules)
+
+    def predict(self, observation: np.ndarray) -> np.ndarray:
+        """The deterministic actions of one observation or a batch (see :meth:`AgentPolicy._predict`)."""
+        policy = self.policy
         obs_tensor, vectorized = _obs_to_tensor(policy, observation)
-        with torch.inference_mode():
-            actions = _gaussian_mean(policy, obs_tensor)
+        with self.torch.inference_mode():
+            actions = _gaussian_mean(policy, obs_tensor) if self.gaussian else None
             if actions is None:
                 actions = policy._predict(obs_tensor, deterministic=True)
-        actions = actions.cpu().numpy().reshape((-1, *policy.action_space.shape))
-        if isinstance(policy.action_space, spaces.Box):
-            if policy.squash_output:
+        actions = actions.cpu().numpy().reshape((-1, *self.shape))
+        if self.box:
+            if self.squash:
                 actions = policy.unscale_action(actions)
             else:
-                actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
+                actions = np.clip(actions, self.low, self.high)
         return actions if vectorized else actions.squeeze(axis=0)
-
-    def _modules(self, policy: Any) -> list[Any]:
-        """``policy.modules()`` as a list, kept while the model's policy is the same object (its modules do not
-        change after it is built; their ``training`` flags are read on every call).
-
-        :param policy: the model's SB3 policy.
-        """
-        cached = getattr(self, "_module_list", None)
-        if cached is None or cached[0] is not policy:
-            cached = self._module_list = (policy, list(policy.modules()))
-        return cached[1]
 
 
 def _obs_to_tensor(policy: Any, observation: Any) -> tuple[Any, bool]:
     """``policy.obs_to_tensor(observation)``: for a flat ``Box`` space and a float32 array of one observation or a
     batch of them, the same steps without SB3's dispatch over dict and image spaces (a copy of the array as a tensor of
-    shape ``(-1, *space.shape)``, and whether it was a batch); anything else goes to SB3's own.
+    shape ``(-1, *space.shape)`` on the policy's device, and whether it was a batch); anything else goes to SB3's own.
 
     :param policy: an SB3 policy.
     :param observation: one observation or a batch of them.
@@ -131,6 +156,14 @@ def _obs_to_tensor(policy: Any, observation: Any) -> tuple[Any, bool]:
     return policy.obs_to_tensor(observation)
 
 
+def _is_gaussian_actor_critic(policy: Any) -> bool:
+    """A plain SB3 ``ActorCriticPolicy`` with a ``DiagGaussianDistribution`` (PPO's continuous actions)."""
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    return type(policy) is ActorCriticPolicy and type(policy.action_dist) is DiagGaussianDistribution
+
+
 def _gaussian_mean(policy: Any, obs_tensor: Any) -> Any:
     """The deterministic action of a plain SB3 ``ActorCriticPolicy`` with a ``DiagGaussianDistribution``: the
     distribution's mode is its mean, the action net's output (``get_distribution`` without building the Normal); None
@@ -139,13 +172,75 @@ def _gaussian_mean(policy: Any, obs_tensor: Any) -> Any:
     :param policy: an SB3 policy in eval mode.
     :param obs_tensor: the observations as a tensor (``policy.obs_to_tensor``).
     """
-    from stable_baselines3.common.distributions import DiagGaussianDistribution
-    from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
-
-    if type(policy) is not ActorCriticPolicy or type(policy.action_dist) is not DiagGaussianDistribution:
+    if not _is_gaussian_actor_critic(policy):
         return None
+    plan = _actor_plan(policy)
+    if plan is not None:  # the same torch functions the modules call, without their dispatch
+        x = obs_tensor.float()  # ``preprocess_obs`` of a non-image Box; FlattenExtractor of (n, d) is the identity
+        for function, weight, bias in plan:
+            x = function(x, weight, bias) if weight is not None else function(x)
+        return x
+    from stable_baselines3.common.policies import BaseModel
+
     features = BaseModel.extract_features(policy, obs_tensor, policy.pi_features_extractor)
     return policy.action_net(policy.mlp_extractor.forward_actor(features))
+
+
+_ACTOR_PLANS: "weakref.WeakKeyDictionary[Any, tuple[list[Any], list[tuple[Any, Any, Any]] | None]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _actor_plan(policy: Any) -> list[tuple[Any, Any, Any]] | None:
+    """The actor of a plain MLP policy as the torch functions its modules call, in order: ``(F.linear, weight, bias)``
+    for each ``nn.Linear`` and ``(torch.tanh | torch.relu, None, None)`` for each ``nn.Tanh`` / ``nn.ReLU`` of
+    ``mlp_extractor.policy_net`` then ``action_net`` (each module's ``forward`` is exactly that call, so the outputs
+    are the same tensors, bit for bit). None (the modules run themselves) unless the features extractor is a
+    ``FlattenExtractor`` of a one-dimensional, non-image ``Box`` and every module is one of those types exactly.
+    Kept per policy while it has the same modules holding the same parameter tensors (weights loaded in place keep
+    them).
+
+    :param policy: a plain SB3 ``ActorCriticPolicy`` in eval mode.
+    """
+    children = policy._modules  # (``policy.action_net`` and the like, without ``nn.Module.__getattr__``)
+    extractor, action_net = children.get("pi_features_extractor"), children.get("action_net")
+    net = getattr(children.get("mlp_extractor"), "_modules", {}).get("policy_net")
+    cached = _ACTOR_PLANS.get(policy)
+    if cached is not None and cached[0][0] is net and cached[0][1] is action_net and cached[0][2] is extractor:
+        modules, plan = cached[1], cached[2]
+        if plan is None:
+            return None
+        layers = net._modules
+        if len(layers) + 1 == len(modules) and all(a is b for a, b in zip(layers.values(), modules)):
+            for (_, weight, bias), module in zip(plan, modules):
+                if weight is not None and (weight is not module._parameters["weight"]
+                                           or bias is not module._parameters["bias"]):
+                    break
+            else:
+                return plan
+    import torch
+    from gymnasium import spaces
+    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    modules = [*net, action_net] if type(net) is torch.nn.Sequential else []
+    plan: list[tuple[Any, Any, Any]] | None = []
+    space = policy.observation_space
+    if (not modules or type(extractor) is not FlattenExtractor or type(space) is not spaces.Box
+            or len(space.shape) != 1 or is_image_space(space)):
+        plan = None
+    else:
+        for module in modules:
+            if type(module) is torch.nn.Linear:
+                plan.append((torch.nn.functional.linear, module.weight, module.bias))
+            elif type(module) is torch.nn.Tanh:
+                plan.append((torch.tanh, None, None))
+            elif type(module) is torch.nn.ReLU and not module.inplace:
+                plan.append((torch.relu, None, None))
+            else:
+                plan = None
+                break
+    _ACTOR_PLANS[policy] = ((net, action_net, extractor), modules, plan)
+    return plan
 
 
 class _AgentBatch:

@@ -159,8 +159,9 @@ class Journal:
 
     :param path: the database file (created with its tables when missing).
     :param durable: fsync every commit (SQLite ``synchronous=FULL``): a commit survives a power cut, not
-        only a killed process. Off (``NORMAL``, still safe against a killed process in WAL mode) for a replay,
-        which commits thousands of times and can be rerun.
+        only a killed process. Off (``synchronous=OFF``: a commit is handed to the operating system and not synced,
+        which in WAL mode is still safe against a killed process, not against a power cut) for a replay, which
+        commits thousands of times and can be rerun; it halves the cost of a commit.
     """
 
     def __init__(self, path: str | Path, durable: bool = True) -> None:
@@ -172,7 +173,7 @@ class Journal:
         self._marked: dict[str, str] = {}  # each symbol's bar this journal wrote (or found) an equity mark of last
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self.conn.executescript(_SCHEMA)
         version = self.meta("schema_version")
         if version is None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -351,6 +352,11 @@ class LiveLoop:
                              "section from the config")
         self.start()
         self.killswitch.install()
+        # what exists now (the policy, the data, the libraries: hundreds of thousands of objects) lives as long as
+        # the run: kept out of the collector's full passes, which would walk it again and again
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
         try:
             cycles = 0
             while True:
@@ -372,6 +378,8 @@ class LiveLoop:
                 seconds = max((wake - report.at).total_seconds(), 0.0) if report.at is not None else 0.0
                 self.broker.sleep(seconds, stop=lambda: self.killswitch.triggered() is not None)
         finally:
+            if freeze:
+                gc.unfreeze()
             self.killswitch.uninstall()
 
     def _crash(self, name: str) -> None:

@@ -155,10 +155,16 @@ def test_train_ppo_entry_point_writes_a_run(tmp_path, data):
     assert (tmp_path / "r" / "best" / "agent.zip").exists()
 
 
-@pytest.mark.parametrize("action_mode", ["discrete", "continuous"])
-def test_the_agents_fast_predict_gives_sb3s_deterministic_actions_bit_for_bit(action_mode):
-    """AgentPolicy's own predict path (no mode switch, the Gaussian mean taken from the action net) equals
-    ``model.predict(deterministic=True)`` on single observations and on a batch."""
+@pytest.mark.parametrize("action_mode,policy_kwargs", [
+    ("discrete", None), ("continuous", None),
+    ("continuous", {"net_arch": [32, 16, 8], "activation_fn": torch.nn.ReLU}),
+    ("continuous", {"net_arch": {"pi": [24], "vf": [8]}, "activation_fn": torch.nn.LeakyReLU}),
+])
+def test_the_agents_fast_predict_gives_sb3s_deterministic_actions_bit_for_bit(action_mode, policy_kwargs):
+    """AgentPolicy's own predict path (no mode switch; the Gaussian mean taken from the action net, as the torch
+    functions its Linear/Tanh/ReLU modules call; other activations through the modules) equals
+    ``model.predict(deterministic=True)`` on single observations and on a batch, also after new weights are
+    loaded and after a layer is replaced."""
     import gymnasium as gym
     from stable_baselines3 import PPO
 
@@ -169,12 +175,26 @@ def test_the_agents_fast_predict_gives_sb3s_deterministic_actions_bit_for_bit(ac
         action_space = (gym.spaces.Box(-1.0, 1.0, (1,), np.float32) if action_mode == "continuous"
                         else gym.spaces.Discrete(2))
 
-    model = PPO("MlpPolicy", Box(), seed=0, device="cpu")
+    model = PPO("MlpPolicy", Box(), seed=0, device="cpu", policy_kwargs=policy_kwargs)
     model.policy.set_training_mode(False)
     agent = AgentPolicy(model, {"action_mode": action_mode})
     observations = np.random.default_rng(0).normal(0.0, 2.0, (300, 12)).astype(np.float32)
-    expected = model.predict(observations, deterministic=True)[0]
-    np.testing.assert_array_equal(agent._predict(observations), expected)
-    for row, want in zip(observations[:50], expected[:50]):
-        np.testing.assert_array_equal(agent._predict(row), model.predict(row, deterministic=True)[0])
-        assert np.asarray(agent._predict(row)).shape == np.asarray(want).shape
+
+    def check() -> None:
+        expected = model.predict(observations, deterministic=True)[0]
+        np.testing.assert_array_equal(agent._predict(observations), expected)
+        for row, want in zip(observations[:50], expected[:50]):
+            np.testing.assert_array_equal(agent._predict(row), model.predict(row, deterministic=True)[0])
+            assert np.asarray(agent._predict(row)).shape == np.asarray(want).shape
+
+    check()
+    state = {k: v + 0.05 * torch.randn_like(v) for k, v in model.policy.state_dict().items()}
+    model.policy.load_state_dict(state)  # in place: the same parameter tensors, new values
+    check()
+    old = model.policy.action_net
+    model.policy.action_net = torch.nn.Linear(old.in_features, old.out_features)  # a new layer, new tensors
+    model.policy.action_net.eval()
+    check()
+    first = model.policy.mlp_extractor.policy_net[0]
+    first.weight = torch.nn.Parameter(first.weight.detach() * 1.5)  # a parameter replaced, not written in place
+    check()
