@@ -52,7 +52,9 @@ class PPOSettings:
 class DQNSettings:
     """stable-baselines3 DQN hyperparameters; ``n_steps`` > 1 learns from n-step returns (SB3's n-step
     replay buffer), ``tau`` < 1 updates the target network softly, ``double_q`` picks the next action with
-    the online network and values it with the target network (double DQN, van Hasselt et al. 2016)."""
+    the online network and values it with the target network (double DQN, van Hasselt et al. 2016);
+    ``n_quantiles`` > 0 learns that many quantiles of each action's return instead of its mean (QR-DQN,
+    Dabney et al. 2018, sb3-contrib's ``QRDQN``; it acts on their mean), 0 is plain DQN."""
 
     learning_rate: float = 1e-4
     buffer_size: int = 100_000
@@ -67,6 +69,7 @@ class DQNSettings:
     n_steps: int = 3
     tau: float = 1.0
     double_q: bool = False
+    n_quantiles: int = 0
 
     def __post_init__(self) -> None:
         for name in ("buffer_size", "batch_size", "train_freq", "target_update_interval", "n_steps"):
@@ -81,6 +84,10 @@ class DQNSettings:
             raise ValueError(f"dqn.buffer_size={self.buffer_size} must be >= dqn.batch_size={self.batch_size}")
         if not isinstance(self.double_q, bool):
             raise ValueError(f"dqn.double_q={self.double_q!r} must be true or false")
+        if isinstance(self.n_quantiles, bool) or not isinstance(self.n_quantiles, int) or self.n_quantiles < 0:
+            raise ValueError(f"dqn.n_quantiles={self.n_quantiles!r} must be an integer >= 0 (0: plain DQN)")
+        if self.n_quantiles and self.double_q:
+            raise ValueError("dqn.double_q=true and dqn.n_quantiles > 0 cannot be combined (QR-DQN has no double-Q target)")
 
 
 @dataclass

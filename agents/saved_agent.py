@@ -283,6 +283,7 @@ def save_agent(path: str | Path, model: Any, *, algo: str, env_settings: dict[st
     meta = {
         "format_version": AGENT_FORMAT_VERSION,
         "algo": algo,
+        "model_class": _model_class(model),
         "env_settings": env_settings,
         "fallback": fallback,
         "selection_rule": selection_rule,
@@ -332,15 +333,46 @@ def load_agent(path: str | Path, data: MarketData | None = None) -> AgentPolicy:
     zip_path = path / AGENT_ZIP
     if not zip_path.exists():
         raise FileNotFoundError(f"saved agent {path} is incomplete: {zip_path} is missing")
-    from stable_baselines3 import DQN, PPO
-
-    algo = {"ppo": PPO, "dqn": DQN}.get(meta["algo"])
-    if algo is None:
-        raise ValueError(f"{meta_path}: algo {meta['algo']!r} is not known (expected ppo or dqn)")
-    # DQN: SB3 would rebuild the training replay buffer (and warn that an n-step buffer class it saved
-    # itself is "custom"); a policy for inference needs neither
-    custom = {"replay_buffer_class": None, "buffer_size": 1} if algo is DQN else None
+    algo = _loader_class(meta, meta_path)
+    # DQN and QR-DQN: SB3 would rebuild the training replay buffer (and warn that an n-step buffer class it
+    # saved itself is "custom"); a policy for inference needs neither
+    custom = {"replay_buffer_class": None, "buffer_size": 1} if meta["algo"] == "dqn" else None
     model = algo.load(zip_path, device="cpu", custom_objects=custom)
     run = path.parent.name if path.name in ("best", "final") else ""
     name = f"{meta['algo']}:{run + '/' if run else ''}{path.name}"
     return AgentPolicy(model, meta["env_settings"], meta.get("fallback"), name=name, preprocessing=preprocessing)
+
+
+def _model_class(model: Any) -> str:
+    """The SB3 class a saved model loads with: ``PPO`` (``FastPPO`` saves as PPO), ``DQN`` (``DoubleDQN`` too:
+    the same networks), or ``QRDQN`` (sb3-contrib).
+
+    :param model: the model being saved.
+    """
+    from sb3_contrib import QRDQN
+    from stable_baselines3 import DQN, PPO
+
+    for cls in (QRDQN, DQN, PPO):
+        if isinstance(model, cls):
+            return cls.__name__
+    return type(model).__name__
+
+
+def _loader_class(meta: dict[str, Any], meta_path: Path) -> Any:
+    """The class that loads the agent's zip: from ``model_class`` where recorded, else from ``algo`` (agents
+    saved before it was recorded are PPO or DQN).
+
+    :param meta: the parsed ``agent.json``.
+    :param meta_path: its path, for errors.
+    """
+    from sb3_contrib import QRDQN
+    from stable_baselines3 import DQN, PPO
+
+    classes = {"ppo": {"PPO": PPO}, "dqn": {"DQN": DQN, "QRDQN": QRDQN}}.get(meta["algo"])
+    if classes is None:
+        raise ValueError(f"{meta_path}: algo {meta['algo']!r} is not known (expected ppo or dqn)")
+    name = meta.get("model_class") or next(iter(classes))
+    if name not in classes:
+        raise ValueError(f"{meta_path}: model_class {name!r} is not known for algo {meta['algo']!r} "
+                         f"(expected one of {sorted(classes)})")
+    return classes[name]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sb3_contrib import QRDQN
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
@@ -81,9 +82,10 @@ def policy_kwargs(config: AgentConfig, data: MarketData) -> dict[str, Any]:
 
 
 def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log: str | None, *,
-                ppo_class: type[PPO] | None = None) -> PPO | DQN:
+                ppo_class: type[PPO] | None = None) -> PPO | DQN | QRDQN:
     """A fresh SB3 model for ``config`` on ``env``; PPO agents are ``ppo_class``, by default :class:`FastPPO`
-    (it trains as SB3's ``PPO``, bit for bit, in less time; ``benchmarks/bench_ppo.py`` times both)."""
+    (it trains as SB3's ``PPO``, bit for bit, in less time; ``benchmarks/bench_ppo.py`` times both); DQN agents
+    are SB3's ``DQN``, :class:`DoubleDQN` (``dqn.double_q``) or sb3-contrib's ``QRDQN`` (``dqn.n_quantiles`` > 0)."""
     kwargs = policy_kwargs(config, data)
     encoder = kwargs.get("features_extractor_kwargs", {}).get("encoder")
     # SB3 re-initialises every module of the policy (orthogonal init), the extractor included:
@@ -100,13 +102,17 @@ def build_model(config: AgentConfig, env: Any, data: MarketData, tensorboard_log
                               ent_coef=s.ent_coef, vf_coef=s.vf_coef, max_grad_norm=s.max_grad_norm, **common)
     else:
         s = config.dqn
-        algorithm = DoubleDQN if s.double_q else DQN
+        algorithm: type[DQN] | type[QRDQN] = DoubleDQN if s.double_q else DQN
+        extra: dict[str, Any] = {}
+        if s.n_quantiles:  # QRDQN does not clip gradients unless told; DQN clips at norm 10: the same here
+            algorithm, extra = QRDQN, {"max_grad_norm": 10.0}
+            kwargs["n_quantiles"] = s.n_quantiles
         model = algorithm("MlpPolicy", env, learning_rate=s.learning_rate, buffer_size=s.buffer_size,
                           learning_starts=s.learning_starts, batch_size=s.batch_size, gamma=s.gamma,
                           train_freq=s.train_freq, gradient_steps=s.gradient_steps, n_steps=s.n_steps, tau=s.tau,
                           target_update_interval=s.target_update_interval,
                           exploration_fraction=s.exploration_fraction,
-                          exploration_final_eps=s.exploration_final_eps, **common)
+                          exploration_final_eps=s.exploration_final_eps, **extra, **common)
     if pretrained_state is not None:
         for module in model.policy.modules():
             if isinstance(module, EncoderExtractor):

@@ -1,0 +1,70 @@
+"""Learning options measured by ``benchmarks/bench_learning.py`` (issue 26): each trains, saves and reloads as
+the agent it was trained as, and a bad setting is a one-line error naming it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sb3_contrib import QRDQN
+
+from agents.config import AgentConfig
+from agents.saved_agent import load_agent
+from agents.training import train_agent
+from envs.backtest import backtest
+from features import DatasetConfig, build_market_data, synthetic_bars
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_market_data({"SYN": synthetic_bars(700, phi=-0.2, seed=0)}, DatasetConfig(window=8))
+
+
+def _config(**overrides) -> AgentConfig:
+    base = {"algo": "dqn", "total_timesteps": 600, "n_envs": 4, "eval_freq": 600, "min_tstat": -1e9,
+            "min_improvement": -1e9, "env": {"episode_length": 64},
+            "dqn": {"learning_starts": 100, "buffer_size": 2000, "batch_size": 32}}
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return AgentConfig.from_dict(base)
+
+
+def test_qrdqn_trains_saves_and_reloads_as_qrdqn_acting_on_its_mean_quantile(tmp_path, data):
+    summary = train_agent(_config(dqn={"n_quantiles": 7, "n_steps": 1}), data, tmp_path / "run", progress=False)
+    assert summary["fallback"] is None
+    best = tmp_path / "run" / "best"
+    meta = json.loads((best / "agent.json").read_text())
+    assert meta["model_class"] == "QRDQN" and meta["config"]["dqn"]["n_quantiles"] == 7
+    agent = load_agent(best, data)
+    assert isinstance(agent.model, QRDQN) and agent.model.policy.quantile_net.n_quantiles == 7
+    observations = np.random.default_rng(0).normal(size=(32, agent.model.observation_space.shape[0]))
+    with torch.no_grad():
+        quantiles = agent.model.policy.quantile_net(torch.as_tensor(observations, dtype=torch.float32))
+    assert quantiles.shape == (32, 7, 2)
+    np.testing.assert_array_equal(agent.act_many(observations.astype(np.float32)),
+                                  quantiles.mean(dim=1).argmax(dim=1).numpy())
+    first = backtest(agent, data, "test", **agent.env_settings)
+    again = backtest(load_agent(best, data), data, "test", **agent.env_settings)
+    np.testing.assert_array_equal(first.equity, again.equity)
+
+
+def test_plain_dqn_records_its_model_class_and_an_unknown_one_is_refused(tmp_path, data):
+    train_agent(_config(), data, tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "best" / "agent.json"
+    meta = json.loads(path.read_text())
+    assert meta["model_class"] == "DQN"
+    path.write_text(json.dumps({**meta, "model_class": "Rainbow"}))
+    with pytest.raises(ValueError, match=r"model_class 'Rainbow' is not known for algo 'dqn'"):
+        load_agent(tmp_path / "run" / "best", data)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dqn": {"n_quantiles": -1}}, "dqn.n_quantiles=-1"),
+    ({"dqn": {"n_quantiles": 2.5}}, "dqn.n_quantiles: expected int"),
+    ({"dqn": {"n_quantiles": 5, "double_q": True}}, "dqn.double_q=true and dqn.n_quantiles"),
+])
+def test_bad_learning_options_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        _config(**overrides)
