@@ -2,7 +2,11 @@
 
 Run ``python -m benchmarks.bench_learning`` (every structure x edge x seed x algorithm, two runs at a
 time; ``--algos``, ``--structures``, ``--edges``, ``--seeds`` narrow it, ``--set key=value`` overrides
-an ``AgentConfig`` key for an experiment, e.g. ``--set dqn.train_freq=1``). Not a test: it prints a table.
+an ``AgentConfig`` key for an experiment, e.g. ``--set dqn.train_freq=1``). Not a test: it prints a table,
+with per market the median share of the oracle and how many seeds ended in the cash fallback.
+``--rule-table a.json b.json`` trains nothing: it replays the checkpoint rules of ``RULE_GRID`` on the
+validation histories saved by earlier ``--json`` runs and counts, per rule, the runs sent to cash on markets
+with an edge (false cash) and the runs let trade on zero-edge markets (false trade).
 
 Markets (:func:`sim.synthetic.generate_ohlcv`, 4,500 business-day bars, ``DatasetConfig(window=8)``,
 70/15/15 split with the purge gap; seed ``s`` draws market ``s`` and trains agent seed ``s``):
@@ -41,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from agents.baselines import BuyAndHoldPolicy
+from agents.callbacks import CheckpointRule
 from agents.config import AgentConfig, package_defaults
 from agents.evaluation import evaluate_policy
 from agents.saved_agent import load_agent
@@ -55,6 +60,12 @@ ROUND_TRIP = 2 * (0.001 + 5e-4)
 N_BARS = 4500
 ENV_SETTINGS = {"action_mode": "discrete", "allow_short": False, "fill_at": "next_open"}
 EDGES = ("strong", "weak", "zero")
+HISTORY_KEYS = ("timesteps", "log_return", "tstat", "excess_tstat", "alpha_tstat", "n_orders", "score")
+# checkpoint rules compared by --rule-table: (rule, min_tstat, min_excess_tstat)
+RULE_GRID: tuple[tuple[str, float, float], ...] = (
+    *(("cash", t, 0.0) for t in (0.5, 1.0, 1.5, 2.0)),
+    *(("cash_and_buy_and_hold", t, e) for t in (0.5, 1.0, 1.5) for e in (-0.5, 0.0, 0.5)),
+)
 
 
 @dataclass(frozen=True)
@@ -157,10 +168,42 @@ def run_agent(job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "seconds": seconds, "timesteps": summary["timesteps"], "fallback": summary["fallback"],
             "selection_rule": summary.get("selection_rule", "-"),
             "ckpt": (summary["best_validation"] or {}).get("timesteps"),
-            "history": [{k: h.get(k) for k in ("timesteps", "log_return", "tstat", "excess_tstat", "n_orders", "score")}
+            "history": [{k: h.get(k) for k in HISTORY_KEYS}
                         for h in summary["validation_history"]],
             **{f"{split}_log": s["log_return"] for split, s in scores.items()},
             **{f"{split}_orders": s["n_orders"] for split, s in scores.items()}}
+
+
+def rule_trades(history: list[dict[str, Any]], rule: CheckpointRule) -> bool:
+    """Whether ``rule`` keeps any checkpoint of a run's validation ``history`` (False: the cash fallback).
+
+    :param history: the run's validation metrics per checkpoint (``HISTORY_KEYS``).
+    :param rule: the checkpoint rule.
+    """
+    return any(rule.qualifies(h) and rule.score(h) > rule.min_improvement for h in history
+               if h.get("alpha_tstat") is not None or rule.rule != "cash_and_alpha")
+
+
+def rule_table(runs: list[dict[str, Any]], turnover_penalty: float = 0.0015) -> list[str]:
+    """For each rule of ``RULE_GRID``: the share of runs it sends to cash on markets with an edge (false cash,
+    strong and weak apart) and the share it lets trade on zero-edge markets (false trade), replayed on the
+    runs' recorded validation histories (no retraining; per algorithm and over both).
+
+    :param runs: bench rows (``run_agent`` results, e.g. from one or more ``--json`` files).
+    :param turnover_penalty: log return charged per validation order (the default rule's).
+    """
+    lines = [f"{'rule':44s} {'algo':4s} {'strong: cash':>13s} {'weak: cash':>11s} {'zero: trades':>13s}"]
+    for name, tstat, excess in RULE_GRID:
+        rule = CheckpointRule(name, 0.0, tstat, excess, turnover_penalty)
+        label = f"{name} t>={tstat:g}" + (f" excess t>={excess:g}" if name != "cash" else "")
+        for algo in sorted({r["algo"] for r in runs}) + ["all"]:
+            cells = []
+            for edge, trading_is_wrong in (("strong", False), ("weak", False), ("zero", True)):
+                group = [r for r in runs if r["edge"] == edge and algo in ("all", r["algo"])]
+                wrong = sum(rule_trades(r["history"], rule) == trading_is_wrong for r in group)
+                cells.append(f"{wrong}/{len(group)}" if group else "-")
+            lines.append(f"{label:44s} {algo:4s} {cells[0]:>13s} {cells[1]:>11s} {cells[2]:>13s}")
+    return lines
 
 
 def parse_value(text: str) -> Any:
@@ -180,7 +223,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="AgentConfig overrides (dotted keys, JSON values), e.g. dqn.train_freq=1")
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--rule-table", nargs="+", metavar="JSON",
+                        help="train nothing: replay the checkpoint rules of RULE_GRID on the validation histories "
+                             "saved by earlier --json runs and print their false-cash / false-trade counts")
     args = parser.parse_args(argv)
+    if args.rule_table:
+        runs = [r for path in args.rule_table for r in json.loads(Path(path).read_text())["runs"]]
+        print(f"{len(runs)} runs from {len(args.rule_table)} file(s): runs sent to cash on markets with an edge, "
+              f"runs that trade on zero-edge markets")
+        print("\n".join(rule_table(runs)))
+        return
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
 
     started = time.perf_counter()
@@ -232,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
                 text = (f"  {algo} {s:8s} {e:6s} oracle {np.median(oracles):+.3f}  test {np.median([r['test_log'] for r in group]):+.3f}"
                         f"  % oracle {100 * np.median(shares):.0f}%" if shares else
                         f"  {algo} {s:8s} {e:6s} oracle {np.median(oracles):+.3f}  test {np.median([r['test_log'] for r in group]):+.3f}")
+                text += f"  cash fallback {sum(bool(r['fallback']) for r in group)}/{len(group)} seeds"
                 if e == "zero":
                     worst = min(min(np.expm1(r["test_log"]), np.expm1(r["validation_log"])) for r in group)
                     most = max(max(r["test_orders"], r["validation_orders"]) for r in group)
