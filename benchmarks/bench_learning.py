@@ -89,13 +89,36 @@ STRUCTURES: dict[str, Structure] = {s.name: s for s in (
 DEFAULT_STRUCTURES = ("ar1", "regime", "volume")
 
 
-def make_market(structure: str, edge: str, seed: int) -> tuple[MarketData, np.ndarray]:
-    """The market's dataset and the planted ``E[r_{t+1}]`` at each bar's close."""
+def make_market(structure: str, edge: str, seed: int, dataset: dict[str, Any] | None = None
+                ) -> tuple[MarketData, np.ndarray]:
+    """The market's dataset and the planted ``E[r_{t+1}]`` at each bar's close.
+
+    :param structure: a ``STRUCTURES`` name.
+    :param edge: ``strong``, ``weak`` or ``zero``.
+    :param seed: the market's seed.
+    :param dataset: ``DatasetConfig`` overrides (dotted keys) on top of ``window=8``.
+    """
     settings = {"sigma": 0.02, **STRUCTURES[structure].settings[edge]}
     arrays = generate_ohlcv(N_BARS, seed=seed, **settings)
     index = pd.date_range("2010-01-04", periods=N_BARS, freq="B", tz="UTC", name="timestamp")
     bars = pd.DataFrame({k: arrays[k] for k in ("open", "high", "low", "close", "volume")}, index=index)
-    return build_market_data({"SYN": bars}, DatasetConfig(window=8)), arrays["expected_return"]
+    settings: dict[str, Any] = {"window": 8}
+    for key, value in (dataset or {}).items():
+        set_dotted(settings, key, value)
+    return build_market_data({"SYN": bars}, DatasetConfig.from_dict(settings)), arrays["expected_return"]
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree[a][b] = value`` for ``key="a.b"``, making the inner dicts it lacks.
+
+    :param tree: nested dicts.
+    :param key: dotted path.
+    :param value: the value.
+    """
+    *path, last = key.split(".")
+    for part in path:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
 
 
 class RulePolicy:
@@ -129,8 +152,9 @@ def oracle_actions(data: MarketData, expected: np.ndarray, split: str, horizon: 
     return actions
 
 
-def baselines(structure: str, edge: str, seed: int) -> dict[str, dict[str, float]]:
-    data, expected = make_market(structure, edge, seed)
+def baselines(structure: str, edge: str, seed: int, dataset: dict[str, Any] | None = None
+              ) -> dict[str, dict[str, float]]:
+    data, expected = make_market(structure, edge, seed, dataset)
     out = {}
     for split in ("validation", "test"):
         rule = RulePolicy(oracle_actions(data, expected, split, STRUCTURES[structure].horizon))
@@ -147,16 +171,12 @@ def run_agent(job: dict[str, Any]) -> dict[str, Any]:
     from agents.training import train_agent
 
     torch.set_num_threads(1)
-    data, _ = make_market(job["structure"], job["edge"], job["seed"])
+    data, _ = make_market(job["structure"], job["edge"], job["seed"], job.get("dataset"))
     config = package_defaults(job["algo"])
     merged = config.to_dict()
     merged["seed"] = job["seed"]
     for key, value in job["overrides"].items():
-        node = merged
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+        set_dotted(merged, key, value)
     config = AgentConfig.from_dict(merged)
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
         started = time.perf_counter()
@@ -222,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (default 2)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="AgentConfig overrides (dotted keys, JSON values), e.g. dqn.train_freq=1")
+    parser.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="DatasetConfig overrides (dotted keys, JSON values), e.g. window=24 or "
+                             "features.return_windows=[1,5,20,50]")
     parser.add_argument("--json", help="also write every row to this JSON file")
     parser.add_argument("--rule-table", nargs="+", metavar="JSON",
                         help="train nothing: replay the checkpoint rules of RULE_GRID on the validation histories "
@@ -234,13 +257,14 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(rule_table(runs)))
         return
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    dataset = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.data)}
 
     started = time.perf_counter()
     markets = [(s, e, seed) for s in args.structures for e in args.edges for seed in args.seeds]
-    jobs = [{"structure": s, "edge": e, "seed": seed, "algo": a, "overrides": overrides}
+    jobs = [{"structure": s, "edge": e, "seed": seed, "algo": a, "overrides": overrides, "dataset": dataset}
             for a in args.algos for s, e, seed in markets]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        base = dict(zip(markets, pool.map(baselines, *zip(*markets))))
+        base = dict(zip(markets, pool.map(baselines, *zip(*markets), [dataset] * len(markets))))
         futures = [pool.submit(run_agent, job) for job in jobs]
         for done, future in enumerate(as_completed(futures), 1):
             r = future.result()
@@ -250,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter() - started
 
     print(f"Planted markets ({N_BARS:,} bars, window 8, test 675 bars), seeds {args.seeds}; costs "
-          f"{COSTS.describe()}; overrides {overrides or 'none'}. Scored on TEST unless marked val.")
+          f"{COSTS.describe()}; overrides {overrides or 'none'}; dataset {dataset or 'default'}. Scored on TEST unless marked val.")
     header = ("algo", "market", "edge", "seed", "oracle", "B&H", "test log", "% oracle", "orders", "val log",
               "val ord", "picked", "secs")
     rows = []
