@@ -264,9 +264,8 @@ class Journal:
         """Write meta ``key`` (JSON); the cached reads of the other keys stay valid, this key's read is the value
         written."""
         text = json.dumps(value)
-        cached = {k: v for k, v in self._cache.items() if k[0] == "meta" and k[1] == _META_READ and k[2] != (key,)}
-        self._write([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, text))])
-        self._cache.update(cached)
+        # one statement (all or nothing by itself); the only cached read of the meta table is one key's (meta())
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, text))
         self._cache[("meta", _META_READ, (key,))] = [{"value": text}]
 
     # ----- sleeves ----------------------------------------------------------------------------

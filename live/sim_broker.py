@@ -395,24 +395,25 @@ class SimBroker(JournalReplay):
         if book.stepped:
             raise OrderRejected(f"{request.symbol}: a second order in one bar; the simulator fills one per bar")
         sim = book.sim
-        before = len(sim.logs[0].fills.to_dict()["row"])
+        log = sim.logs[0].fills
+        before = log.size
         sim.step(np.array([float(request.target)]))
         book.stepped = True
-        fills = sim.fill_log()
         self._order_seq += 1
         now = self._time(self.tick, "open")
         base = dict(id=f"sim-{self._order_seq:06d}", client_order_id=request.client_order_id, symbol=request.symbol,
                     side=request.side, qty=float(request.qty), submitted_at=now)
-        if len(fills["row"]) == before:
+        if log.size == before:
             order = Order(**base, status="canceled", reason="the simulator sent no order for this target")
         else:
-            units = float(fills["units"][-1])
+            fill = log.last()
+            units = fill["units"]
             requested = request.qty if request.side == BUY else -request.qty
             if units != requested:
                 logger.warning("%s: the simulator filled %.17g units for an order of %.17g (sizing differs)",
                                request.symbol, units, requested)
-            order = Order(**base, status="filled", filled_qty=abs(units), filled_avg_price=float(fills["fill_price"][-1]),
-                          filled_at=now, commission=float(fills["commission"][-1]),
+            order = Order(**base, status="filled", filled_qty=abs(units), filled_avg_price=fill["fill_price"],
+                          filled_at=now, commission=fill["commission"],
                           extra={"row": int(book.rows[row]), "sized_units": requested})
         self.orders[request.client_order_id] = order
         return order

@@ -39,6 +39,16 @@ class _Columns:
     def to_dict(self) -> dict[str, np.ndarray]:
         return {name: self._data[i, : self.size].copy() for i, name in enumerate(self.names)}
 
+    def last(self) -> dict[str, float]:
+        """The last record as Python floats by name (no copy of the columns).
+
+        :raises IndexError: when there is none.
+        """
+        if self.size == 0:
+            raise IndexError("no record yet")
+        values = self._data[:, self.size - 1].tolist()
+        return dict(zip(self.names, values))
+
 
 class TradeLog:
     """Fill and trade records of one account."""

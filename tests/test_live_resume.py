@@ -245,3 +245,38 @@ def test_resuming_a_sim_run_on_another_split_is_one_line_naming_the_journal(setu
     assert run_cli(paper_trade.main, argv(setup, tmp_path, "whole") + ["--split", "validation"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "journal.sqlite" in err and "--run-name" in err, err
+
+
+def test_a_run_decides_on_one_torch_thread_with_its_startup_objects_frozen_and_restores_both(setup, tmp_path):
+    """While the loop runs, torch has one thread (a cycle's few observations gain nothing from more) and what existed
+    at its start is out of the collector's full passes; after the run (finished or failed) both are as before."""
+    import gc
+
+    import torch
+
+    config = PaperConfig.from_dict(LOOSE_RISK)
+    policy = load_live_policy(setup["bundle"])
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for k, fail in enumerate((False, True)):
+            broker = SimBroker(setup["data"], SYMBOLS, "test", config.costs.costs(),
+                               min_bars=policy.preprocessing.min_bars)
+            loop = LiveLoop(policy, broker, journal_of(tmp_path, f"r{k}"), SYMBOLS, config, run_name=f"r{k}",
+                            run_dir=tmp_path / f"r{k}", write_monitor=False)
+
+            def on_cycle(report, fail=fail):
+                seen.append((torch.get_num_threads(), gc.get_freeze_count() > 0))
+                if fail:
+                    raise RuntimeError("a callback failed")
+
+            if fail:
+                with pytest.raises(RuntimeError, match="a callback failed"):
+                    loop.run(on_cycle=on_cycle)
+            else:
+                assert loop.run(on_cycle=on_cycle) == "replay finished"
+            assert torch.get_num_threads() == 2 and gc.get_freeze_count() == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {(1, True)}
