@@ -89,23 +89,30 @@ STRUCTURES: dict[str, Structure] = {s.name: s for s in (
 DEFAULT_STRUCTURES = ("ar1", "regime", "volume")
 
 
-def make_market(structure: str, edge: str, seed: int, dataset: dict[str, Any] | None = None
+def make_market(structure: str, edge: str, seed: int, dataset: dict[str, Any] | None = None, family: int = 1
                 ) -> tuple[MarketData, np.ndarray]:
-    """The market's dataset and the planted ``E[r_{t+1}]`` at each bar's close.
+    """The market's dataset (symbol ``SYN``) and its planted ``E[r_{t+1}]`` at each bar's close.
 
     :param structure: a ``STRUCTURES`` name.
     :param edge: ``strong``, ``weak`` or ``zero``.
     :param seed: the market's seed.
     :param dataset: ``DatasetConfig`` overrides (dotted keys) on top of ``window=8``.
+    :param family: symbols in the dataset: ``SYN`` and ``family - 1`` siblings ``SYN_1``... drawn from the same
+        generator settings with other seeds (``10_000 + 100 * seed + j``): more paths of the same rule to train
+        and validate on (domain randomisation); ``SYN`` is the same market whatever ``family`` is.
     """
     settings = {"sigma": 0.02, **STRUCTURES[structure].settings[edge]}
-    arrays = generate_ohlcv(N_BARS, seed=seed, **settings)
     index = pd.date_range("2010-01-04", periods=N_BARS, freq="B", tz="UTC", name="timestamp")
-    bars = pd.DataFrame({k: arrays[k] for k in ("open", "high", "low", "close", "volume")}, index=index)
-    settings: dict[str, Any] = {"window": 8}
+    symbols, expected = {}, None
+    for j in range(family):
+        arrays = generate_ohlcv(N_BARS, seed=seed if j == 0 else 10_000 + 100 * seed + j, **settings)
+        symbols["SYN" if j == 0 else f"SYN_{j}"] = pd.DataFrame(
+            {k: arrays[k] for k in ("open", "high", "low", "close", "volume")}, index=index)
+        expected = arrays["expected_return"] if j == 0 else expected
+    config: dict[str, Any] = {"window": 8}
     for key, value in (dataset or {}).items():
-        set_dotted(settings, key, value)
-    return build_market_data({"SYN": bars}, DatasetConfig.from_dict(settings)), arrays["expected_return"]
+        set_dotted(config, key, value)
+    return build_market_data(symbols, DatasetConfig.from_dict(config)), expected
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -171,7 +178,7 @@ def run_agent(job: dict[str, Any]) -> dict[str, Any]:
     from agents.training import train_agent
 
     torch.set_num_threads(1)
-    data, _ = make_market(job["structure"], job["edge"], job["seed"], job.get("dataset"))
+    data, _ = make_market(job["structure"], job["edge"], job["seed"], job.get("dataset"), job.get("family", 1))
     config = package_defaults(job["algo"])
     merged = config.to_dict()
     merged["seed"] = job["seed"]
@@ -183,7 +190,7 @@ def run_agent(job: dict[str, Any]) -> dict[str, Any]:
         summary = train_agent(config, data, Path(tmp) / "run", progress=False)
         seconds = time.perf_counter() - started
         agent = load_agent(Path(tmp) / "run" / "best", data)
-        scores = {split: evaluate_policy(agent, data, split, COSTS, agent.env_settings)
+        scores = {split: evaluate_policy(agent, data, split, COSTS, agent.env_settings, symbols=["SYN"])
                   for split in ("validation", "test")}
     return {**job, "seconds": seconds, "timesteps": summary["timesteps"], "fallback": summary["fallback"],
             "selection_rule": summary.get("selection_rule", "-"),
@@ -245,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
                         help="DatasetConfig overrides (dotted keys, JSON values), e.g. window=24 or "
                              "features.return_windows=[1,5,20,50]")
+    parser.add_argument("--family", type=int, default=1,
+                        help="symbols per market: SYN and siblings from the same generator, trained and "
+                             "validated on together, scored on SYN (default 1)")
     parser.add_argument("--json", help="also write every row to this JSON file")
     parser.add_argument("--rule-table", nargs="+", metavar="JSON",
                         help="train nothing: replay the checkpoint rules of RULE_GRID on the validation histories "
@@ -261,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     markets = [(s, e, seed) for s in args.structures for e in args.edges for seed in args.seeds]
-    jobs = [{"structure": s, "edge": e, "seed": seed, "algo": a, "overrides": overrides, "dataset": dataset}
+    jobs = [{"structure": s, "edge": e, "seed": seed, "algo": a, "overrides": overrides, "dataset": dataset,
+             "family": args.family}
             for a in args.algos for s, e, seed in markets]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         base = dict(zip(markets, pool.map(baselines, *zip(*markets), [dataset] * len(markets))))
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter() - started
 
     print(f"Planted markets ({N_BARS:,} bars, window 8, test 675 bars), seeds {args.seeds}; costs "
-          f"{COSTS.describe()}; overrides {overrides or 'none'}; dataset {dataset or 'default'}. Scored on TEST unless marked val.")
+          f"{COSTS.describe()}; overrides {overrides or 'none'}; dataset {dataset or 'default'}; family {args.family}. Scored on TEST unless marked val.")
     header = ("algo", "market", "edge", "seed", "oracle", "B&H", "test log", "% oracle", "orders", "val log",
               "val ord", "picked", "secs")
     rows = []
