@@ -82,6 +82,16 @@ _UTC = pd.Timestamp(0, tz="UTC").tz
 _META_READ = "SELECT value FROM meta WHERE key = ?"
 _TABLE_WRITTEN = re.compile(r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
+
+@functools.lru_cache(maxsize=256)
+def _tables_written(sql: str) -> frozenset[str]:
+    """The table a write statement writes (none for any other statement); the journal's statements are a few fixed
+    texts, so each is parsed once.
+
+    :param sql: an SQL statement.
+    """
+    return frozenset(match.group(1) for match in _TABLE_WRITTEN.finditer(sql))
+
 #: Orders whose status may still change at the broker (the journal's own states included).
 PENDING_STATUSES = ("intent", "submitting", "new", "accepted", "pending_new", "partially_filled", "pending_cancel",
                     "accepted_for_bidding", "calculated", "held", "pending_replace", "pending_review")
@@ -216,8 +226,9 @@ class Journal:
     def _write(self, statements: Iterable[tuple[str, tuple]]) -> None:
         """Run ``statements`` all or nothing: in one committed transaction, or a savepoint of the open batch."""
         statements = list(statements)
-        written = {match.group(1) for sql, _ in statements for match in _TABLE_WRITTEN.finditer(sql)}
-        self._forget(written)
+        written = set().union(*(_tables_written(sql) for sql, _ in statements))
+        if self._cache:
+            self._forget(written)
         if len(statements) == 1:  # one statement is all or nothing by itself (SQLite's statement journal)
             self.conn.execute(*statements[0])
             return
