@@ -129,9 +129,25 @@ class LivePolicy:
         if not np.array_equal(known.times[first: last + 1], times):
             return None
         # (NaN vwap: "unknown", compared as equal; without a NaN remembered a NaN in ``values`` is a difference)
-        if not np.array_equal(known.values[first: last + 1], values, equal_nan=known.has_nan):
+        if not _same_values(known.values[first: last + 1], values, known.has_nan):
             return None
         return np.ascontiguousarray(known.scaled[last - known.window + 1: last + 1])
+
+
+def _same_values(remembered: np.ndarray, values: np.ndarray, nan_equal: bool) -> bool:
+    """``np.array_equal(remembered, values, equal_nan=nan_equal)``, in a few passes over the arrays (the NaN-aware
+    ``array_equal`` masks and indexes both arrays: ten times slower on a live loop's ~800 x 6 bars).
+
+    :param remembered: float64 values.
+    :param values: float64 values.
+    :param nan_equal: NaN in both at the same place counts as equal.
+    """
+    if remembered.shape != values.shape:
+        return False
+    same = remembered == values
+    if same.all():
+        return True
+    return nan_equal and bool((same | (np.isnan(remembered) & np.isnan(values))).all())
 
 
 @dataclass

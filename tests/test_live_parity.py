@@ -199,3 +199,45 @@ def test_a_restart_restores_a_stateful_policy_by_replaying_its_observations(tmp_
                      ["SYN"], config, run_name="restart", run_dir=tmp_path, write_monitor=False)
     again.start()
     assert int(again.actors["SYN"].bars_held[0]) == held
+
+
+def test_remembered_features_serve_only_bars_equal_to_the_remembered_ones_nan_for_nan():
+    """``remember_history`` then ``observation``'s lookup: bars that are a stretch of the remembered ones (a NaN vwap
+    where the remembered bars have a NaN counts as equal) read the remembered window; a bar changed anywhere in the
+    stretch, a NaN where a number was, or a number where a NaN was, does not (the window is then computed from the
+    bars instead)."""
+    from envs.core import default_market_data
+    from live.policy import LivePolicy
+
+    data = default_market_data()
+    pre = Preprocessing.of(data)
+    i = data.symbol_index("MSFT")
+    rows = slice(int(data.offsets[i]), int(data.offsets[i + 1]))
+    prices = data.prices[rows]
+    vwap = prices[:, 3] * 1.001
+    vwap[::7] = np.nan  # some unknown vwaps, as a feed without them has
+    frame = pd.DataFrame({"open": prices[:, 0], "high": prices[:, 1], "low": prices[:, 2], "close": prices[:, 3],
+                          "volume": prices[:, 4], "vwap": vwap},
+                         index=pd.DatetimeIndex(pd.to_datetime(data.timestamps[rows], utc=True), name="timestamp"))
+    live = LivePolicy.__new__(LivePolicy)  # only the feature memory (no saved policy needed)
+    live.preprocessing, live._features = pre, {}
+    live.remember_history(frame, "MSFT")
+    n = settled_history_bars(pre)
+    stretch = frame.iloc[900 - n: 900]
+    window = live._known_window(stretch.copy(), "MSFT")
+    assert window is not None
+    np.testing.assert_array_equal(window, pre.transform_bars(frame, "MSFT")[900 - pre.window: 900])
+    missing = int(np.flatnonzero(np.isnan(stretch["vwap"].to_numpy()))[3])
+    known = missing + 1
+    for row, column, value in ((5, "close", 1.0), (n - 1, "volume", 1.0), (missing, "vwap", 1.0),
+                               (known, "vwap", np.nan)):
+        changed = stretch.copy()
+        old = changed[column].iloc[row]
+        changed.iloc[row, changed.columns.get_loc(column)] = np.nan if np.isnan(value) else np.nan_to_num(old) + value
+        assert live._known_window(changed, "MSFT") is None, (row, column)
+    whole = frame.assign(vwap=prices[:, 3] * 1.001)  # remembered without any NaN: a NaN is a difference
+    live.remember_history(whole, "MSFT")
+    assert live._known_window(whole.iloc[900 - n: 900].copy(), "MSFT") is not None
+    holed = whole.iloc[900 - n: 900].copy()
+    holed.iloc[10, holed.columns.get_loc("vwap")] = np.nan
+    assert live._known_window(holed, "MSFT") is None
