@@ -98,11 +98,11 @@ class OrderPlanner:
         sim.reset(len(prices["close"]) - 1)
         sim.cash[0], sim.units[0], sim.target[0] = cash, units, last_target
         sim.step(np.array([float(target)]))
-        fills = sim.fill_log()
-        if len(fills["units"]) == 0:
+        log = sim.logs[0].fills  # reset empties it: at most this step's fill
+        if log.size == 0:
             return OrderPlan(0.0, float(sim.target[0]), reference_price, 0.0)
-        return OrderPlan(float(fills["units"][0]), float(sim.target[0]), float(fills["fill_price"][0]),
-                         float(fills["commission"][0]))
+        fill = log.last()
+        return OrderPlan(fill["units"], float(sim.target[0]), fill["fill_price"], fill["commission"])
 
     def _simulator(self, prices: dict[str, np.ndarray], reference_price: float) -> Simulator:
         """A one-account simulator over the bars' ``prices`` plus a row at ``reference_price`` (the reused one, its
