@@ -24,8 +24,9 @@ class CheckpointRule:
     ``min_tstat``, and (rule ``"cash_and_buy_and_hold"``) its per-bar excess over buy-and-hold has a t
     statistic of at least ``min_excess_tstat``: a long-biased policy that rides a bull window without beating
     simply holding does not qualify; rule ``"cash_and_alpha"`` asks the same of its Jensen's alpha (the intercept of
-    its per-bar returns regressed on buy-and-hold's): market exposure earns nothing there, timing does. Its score is the validation log return less ``turnover_penalty`` per
-    order; it must beat ``min_improvement`` (cash scores 0) and every earlier kept checkpoint.
+    its per-bar returns regressed on buy-and-hold's): market exposure earns nothing there, timing does. Its score is the
+    validation log return less ``turnover_penalty`` per order (both per symbol, see :meth:`score`); it must beat
+    ``min_improvement`` (cash scores 0) and every earlier kept checkpoint.
 
     :param rule: ``"cash"``, ``"cash_and_buy_and_hold"`` or ``"cash_and_alpha"``.
     :param min_improvement: score a checkpoint must beat.
@@ -65,7 +66,14 @@ class CheckpointRule:
         return f"{self.rule}: {' and '.join(parts)}; best {score} above {self.min_improvement:g}"
 
     def score(self, metrics: dict[str, Any]) -> float:
-        return float(metrics["log_return"]) - self.turnover_penalty * float(metrics["n_orders"])
+        """Validation log return less ``turnover_penalty`` per order, per symbol: ``log_return`` is the mean over
+        the split's symbols and ``n_orders`` their sum, so the orders are divided by ``n_symbols`` (1 where the
+        metrics do not say); charging the sum would make a 4-symbol dataset pay 4 times per order.
+
+        :param metrics: :func:`agents.evaluation.evaluate_policy`'s metrics.
+        """
+        orders_per_symbol = float(metrics["n_orders"]) / int(metrics.get("n_symbols") or 1)
+        return float(metrics["log_return"]) - self.turnover_penalty * orders_per_symbol
 
     def qualifies(self, metrics: dict[str, Any]) -> bool:
         if metrics["tstat"] < self.min_tstat:

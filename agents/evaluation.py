@@ -65,6 +65,7 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
     :return: ``tstat`` (t statistic of the pooled per-bar log returns against 0, the cash baseline),
         ``log_return`` (mean over symbols of log final/initial equity), ``total_return``, ``sharpe``,
         ``max_drawdown`` (worst), ``n_trades``, ``n_orders``, ``turnover``, ``costs_paid`` (sums), ``n_bars``,
+        ``n_symbols``,
         ``per_symbol``, and with a benchmark ``excess_tstat`` (t statistic of per-bar log return minus the
         benchmark's) and ``excess_log_return`` (mean over symbols of the log return minus the benchmark's).
     """
@@ -100,6 +101,7 @@ def evaluate_policy(policy: Any, data: MarketData, split: str, costs: Costs, env
         "costs_paid": float(sum(r["costs_paid"] for r in rows)),
         "exposure": float(np.mean([r["exposure"] for r in rows])),
         "n_bars": int(len(pooled)),
+        "n_symbols": len(rows),
         "per_symbol": per_symbol,
     }
     if benchmark_returns is not None:

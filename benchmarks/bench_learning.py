@@ -60,7 +60,7 @@ ROUND_TRIP = 2 * (0.001 + 5e-4)
 N_BARS = 4500
 ENV_SETTINGS = {"action_mode": "discrete", "allow_short": False, "fill_at": "next_open"}
 EDGES = ("strong", "weak", "zero")
-HISTORY_KEYS = ("timesteps", "log_return", "tstat", "excess_tstat", "alpha_tstat", "n_orders", "score")
+HISTORY_KEYS = ("timesteps", "log_return", "tstat", "excess_tstat", "alpha_tstat", "n_orders", "n_symbols", "score")
 # checkpoint rules compared by --rule-table: (rule, min_tstat, min_excess_tstat)
 RULE_GRID: tuple[tuple[str, float, float], ...] = (
     *(("cash", t, 0.0) for t in (0.5, 1.0, 1.5, 2.0)),

@@ -10,11 +10,14 @@ import pytest
 import torch
 from sb3_contrib import QRDQN
 
+from agents.callbacks import CheckpointRule
 from agents.config import AgentConfig
+from agents.evaluation import evaluate_policy
 from agents.saved_agent import load_agent
 from agents.training import train_agent
 from envs.backtest import backtest
 from features import DatasetConfig, build_market_data, synthetic_bars
+from sim.engine import Costs
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +71,27 @@ def test_plain_dqn_records_its_model_class_and_an_unknown_one_is_refused(tmp_pat
 def test_bad_learning_options_are_named(overrides, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         _config(**overrides)
+
+
+class _Alternating:
+    """Long every other bar: many orders on every symbol."""
+
+    name = "alternating"
+
+    def reset(self) -> None:
+        self.k = 0
+
+    def act(self, observation: np.ndarray) -> int:
+        self.k += 1
+        return self.k % 2
+
+
+def test_checkpoint_score_charges_each_symbols_orders_against_that_symbols_return():
+    bars = {"AAA": synthetic_bars(400, seed=1), "BBB": synthetic_bars(400, seed=2), "CCC": synthetic_bars(400, seed=3)}
+    data = build_market_data(bars, DatasetConfig(window=8))
+    settings = {"action_mode": "discrete", "allow_short": False, "fill_at": "next_open"}
+    metrics = evaluate_policy(_Alternating(), data, "validation", Costs(), settings)
+    per_symbol = metrics["per_symbol"].values()
+    assert metrics["n_symbols"] == 3 and all(s["n_orders"] > 10 for s in per_symbol)
+    expected = np.mean([s["log_return"] - 0.0015 * s["n_orders"] for s in per_symbol])
+    assert CheckpointRule("cash", turnover_penalty=0.0015).score(metrics) == pytest.approx(expected, abs=1e-12)
