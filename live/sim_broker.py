@@ -127,8 +127,14 @@ class JournalReplay:
         return sessions
 
     def session_date(self, moment: pd.Timestamp) -> dt.date:
-        k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
-        return pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
+        value = pd.Timestamp(moment).value
+        memo = getattr(self, "_session_memo", None)  # a cycle asks about its moment several times
+        if memo is not None and memo[0] == value:
+            return memo[1]
+        k = max(int(np.searchsorted(self.ticks, value, side="right")) - 1, 0)
+        day = pd.Timestamp(int(self.ticks[k]), tz="UTC").date()
+        self._session_memo = (value, day)
+        return day
 
     def bar_time_of(self, moment: pd.Timestamp, timeframe: str) -> pd.Timestamp:
         k = max(int(np.searchsorted(self.ticks, pd.Timestamp(moment).value, side="right")) - 1, 0)
