@@ -1,6 +1,7 @@
 """A paper run's daily (or whole-run) report, read from its journal after the fact: Markdown and a PNG chart.
 
-Sections: the summary; equity against buy-and-hold of the traded symbols; orders; fills; costs; the parity
+Sections: the summary; equity against buy-and-hold of the traded symbols and against the backtest's expectation (the
+simulator's fills of the same decisions, :func:`simulator_equity`); orders; fills; costs; the parity
 table (:mod:`live.parity`: each symbol's slippage against the simulator's model, the equity difference);
 risk-limit events; alerts; retraining decisions (the journal's alerts of kind ``retraining``).
 
@@ -96,6 +97,13 @@ class ReportFacts:
     alerts: list[dict[str, Any]]
     retraining: list[dict[str, Any]]
     costs: dict[str, float] = field(default_factory=dict)
+    simulator: pd.Series | None = None  # the backtest's expectation: the simulator's equity on the same decisions
+
+    @property
+    def simulator_return(self) -> float:
+        if self.simulator is None:
+            raise ValueError(f"report {self.run} {self.period.label}: no simulator equity (made by report_facts)")
+        return float(self.simulator.iloc[-1] / self.simulator.iloc[0] - 1.0)
 
     @property
     def equity_return(self) -> float:
@@ -133,6 +141,7 @@ def report_facts(journal: Journal, costs: Costs, period: Period, bars: dict[str,
         risk_events=sorted(risk, key=lambda e: e["at"]),
         alerts=[a for a in alerts if a["kind"] != RETRAINING_KIND],
         retraining=[a for a in alerts if a["kind"] == RETRAINING_KIND])
+    fact.simulator = simulator_equity(equity, parity)
     fact.costs = {
         "commission": math.fsum(f.commission for f in parity.fills),
         "model_commission": math.fsum(f.model_commission for f in parity.fills),
@@ -170,12 +179,33 @@ def equity_and_buy_and_hold(journal: Journal, period: Period) -> tuple[pd.Series
     return curve.rename("equity"), buy_and_hold.rename("buy_and_hold")
 
 
+def simulator_equity(equity: pd.Series, parity: ParityReport) -> pd.Series:
+    """What the backtest expected over the period: the run's equity with every fill of the period at the simulator's
+    price and commission instead of the real ones (the same decisions and units, so only cash differs, from the bar
+    of each fill on): ``equity(t) - sum of the differences of the fills in bars up to t``. A ``--broker sim`` replay's
+    is its equity exactly.
+
+    :param equity: the run's total equity per bar (:func:`equity_and_buy_and_hold`).
+    :param parity: the period's parity report (its fills' ``difference``: live minus simulator).
+    """
+    if not parity.fills:
+        return equity.rename("simulator")
+    steps = pd.Series([f.difference for f in parity.fills],
+                      index=pd.DatetimeIndex([pd.Timestamp(f.bar_time) for f in parity.fills]))
+    cumulative = steps.groupby(level=0).sum().sort_index().cumsum()
+    at = cumulative.index.searchsorted(equity.index, side="right")  # fills in bars up to each mark
+    shift = pd.Series([0.0, *cumulative.to_numpy()], dtype=float).to_numpy()[at]
+    return (equity - shift).rename("simulator")
+
+
 # ----- output ------------------------------------------------------------------------------------------------
 def summary_line(facts: ReportFacts) -> str:
     """The report in one line (what ``--send`` sends)."""
     p = facts.parity
     return (f"{facts.run} {facts.period.label}: equity {facts.equity.iloc[0]:,.2f} -> {facts.equity.iloc[-1]:,.2f} "
-            f"({facts.equity_return:+.2%}), buy-and-hold {facts.buy_and_hold_return:+.2%}; {len(facts.orders)} orders, "
+            f"({facts.equity_return:+.2%}), buy-and-hold {facts.buy_and_hold_return:+.2%}"
+            + (f", backtest expectation {facts.simulator_return:+.2%}" if facts.simulator is not None else "")
+            + f"; {len(facts.orders)} orders, "
             f"{len(facts.fills)} fills, commissions {facts.costs['commission']:,.2f}; vs simulator "
             f"{p.equity_difference:+,.2f}; {len(facts.drift)} slippage drift alert(s), "
             f"{len(facts.risk_events)} risk event(s)")
@@ -193,7 +223,9 @@ def render_markdown(facts: ReportFacts, chart: str) -> str:
     lines += _table(["", "start", "end", "return"], [
         ["equity", f"{facts.equity.iloc[0]:,.2f}", f"{facts.equity.iloc[-1]:,.2f}", f"{facts.equity_return:+.2%}"],
         ["buy-and-hold", f"{facts.buy_and_hold.iloc[0]:,.2f}", f"{facts.buy_and_hold.iloc[-1]:,.2f}",
-         f"{facts.buy_and_hold_return:+.2%}"]])
+         f"{facts.buy_and_hold_return:+.2%}"],
+        ["backtest expectation (the simulator's fills of the same decisions)", f"{facts.simulator.iloc[0]:,.2f}",
+         f"{facts.simulator.iloc[-1]:,.2f}", f"{facts.simulator_return:+.2%}"]])
     lines += ["", f"From {facts.equity.index[0]} to {facts.equity.index[-1]} ({len(facts.equity)} marks).", "",
               "## Orders", ""]
     lines += _table(["created", "symbol", "intent", "side", "qty", "reference", "status", "filled", "avg price", "reason"],
@@ -239,6 +271,8 @@ def draw_chart(facts: ReportFacts) -> bytes:
     top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     top.plot(facts.equity.index, facts.equity.to_numpy(), label="paper equity", color="#2f6fde")
     top.plot(facts.buy_and_hold.index, facts.buy_and_hold.to_numpy(), label="buy-and-hold", color="#8a93a3")
+    top.plot(facts.simulator.index, facts.simulator.to_numpy(), label="backtest expectation (simulator fills)",
+             color="#d9822b", linestyle="--")
     top.set_title(f"{facts.run}, {facts.period.label}")
     top.legend(loc="best")
     fills = facts.parity.fills

@@ -17,7 +17,7 @@ from features import DatasetConfig, SplitConfig, build_market_data, synthetic_ba
 from features.preprocessing import Preprocessing
 from live import Journal, LiveLoop, LivePolicy, PaperConfig, SimBroker
 from live.parity import drift_alerts, parity_report
-from live.report import WHOLE_RUN, day_period, report_facts, send_summary
+from live.report import WHOLE_RUN, day_period, report_facts, send_summary, summary_line
 from sim.engine import Costs
 
 from experiments import paper_report
@@ -63,6 +63,8 @@ def test_a_sim_replay_differs_from_the_simulator_by_exactly_zero(sim_run):
     assert [f.model_price for f in parity.fills] == [f.price for f in parity.fills]  # to the bit
     assert [f.model_commission for f in parity.fills] == [f.commission for f in parity.fills]
     assert parity.equity_difference == 0.0 and parity.price_difference == 0.0 and parity.commission_difference == 0.0
+    facts = report_facts(journal, config.costs.costs(), WHOLE_RUN, bars)
+    assert facts.simulator.tolist() == facts.equity.tolist()  # the backtest's expectation is the replay, to the bit
     assert set(parity.symbols) == set(SYMBOLS)
     assert all(s.difference == 0.0 and abs(s.excess_bps) < 1e-9 for s in parity.symbols.values())
     assert drift_alerts(parity, 0.0) == []
@@ -87,6 +89,16 @@ def test_fills_at_chosen_prices_on_the_fake_alpaca_differ_by_the_hand_computed_a
     parity = parity_report(loop.journal, Costs(commission=0.001, slippage=5.0))
     assert parity.equity_difference == pytest.approx(expected, rel=1e-12)
     assert parity.equity_difference < 0  # paying 20-30 bps against a model of 5
+    # the backtest's expectation: the same equity with the simulator's fills, apart from the first fill's bar on
+    facts = report_facts(loop.journal, Costs(commission=0.001, slippage=5.0), WHOLE_RUN)
+    gap = facts.simulator - facts.equity
+    first = min(pd.Timestamp(f.bar_time) for f in parity.fills)
+    assert (gap[gap.index < first] == 0.0).all() and len(gap[gap.index < first]) >= 1
+    assert gap[first] == pytest.approx(-sum(f.difference for f in parity.fills if pd.Timestamp(f.bar_time) == first),
+                                       rel=1e-12) != 0.0  # from the fill's own bar on
+    assert gap.iloc[-1] == pytest.approx(-expected, rel=1e-12)
+    assert facts.simulator_return > facts.equity_return
+    assert "backtest expectation" in summary_line(facts)
     summary = parity.symbols["AAPL"]
     buys = sum(o["side"] == "buy" for o in orders)
     assert summary.count == len(orders)
