@@ -280,6 +280,13 @@ def draw_chart(facts: ReportFacts) -> bytes:
         bottom.plot([f.bar_time for f in fills], [f.live_bps for f in fills], "o", ms=3, label="fill slippage (bps)")
         bottom.plot([f.bar_time for f in fills], [f.model_bps for f in fills], "x", ms=3, label="model (bps)")
         bottom.legend(loc="best")
+        # a span of at least 2 bps, without an offset: fills at the model's price (computed to ~1e-12 bps) show as
+        # one line, not as a spread of rounding
+        values = [v for f in fills for v in (f.live_bps, f.model_bps) if math.isfinite(v)]
+        if values and max(values) - min(values) < 2.0:
+            middle = (max(values) + min(values)) / 2.0
+            bottom.set_ylim(middle - 1.0, middle + 1.0)
+        bottom.ticklabel_format(axis="y", useOffset=False)
     else:
         bottom.text(0.5, 0.5, "no fills", ha="center", va="center", transform=bottom.transAxes)
     fig.tight_layout()
