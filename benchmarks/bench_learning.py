@@ -159,13 +159,46 @@ def oracle_actions(data: MarketData, expected: np.ndarray, split: str, horizon: 
     return actions
 
 
+def regime_filter_expected(close: np.ndarray, drift: float, persistence: float, sigma: float) -> np.ndarray:
+    """``E[r_{t+1}]`` at each close as a causal filter knowing the regime rule (drift, persistence, sigma) but not
+    the regime: the two-state Hamilton filter on close-to-close log returns, ``P(up | r_1..r_t)``, carried one
+    bar ahead. What an agent could at best infer from prices: the ceiling of the regime markets.
+
+    :param close: close prices.
+    :param drift: the up regime's drift per bar (the down regime's is its negative).
+    :param persistence: probability of keeping the regime at each bar.
+    :param sigma: standard deviation of the per-bar noise.
+    """
+    returns = np.diff(np.log(close), prepend=np.log(close[0]))
+    p_up = 0.5
+    expected = np.zeros(len(close))
+    for t, r in enumerate(returns):
+        prior = p_up * persistence + (1 - p_up) * (1 - persistence) if t else 0.5
+        like_up = np.exp(-0.5 * ((r - drift) / sigma) ** 2)
+        like_down = np.exp(-0.5 * ((r + drift) / sigma) ** 2)
+        p_up = prior * like_up / (prior * like_up + (1 - prior) * like_down) if t else 0.5
+        expected[t] = drift * (2 * p_up - 1) * (2 * persistence - 1)
+    return expected
+
+
 def baselines(structure: str, edge: str, seed: int, dataset: dict[str, Any] | None = None
               ) -> dict[str, dict[str, float]]:
+    """Test and validation log returns and orders of the oracle, buy-and-hold and, on regime markets with an
+    edge, the causal filter (``filter``, :func:`regime_filter_expected`)."""
     data, expected = make_market(structure, edge, seed, dataset)
+    settings = {"sigma": 0.02, **STRUCTURES[structure].settings[edge]}
+    causal = None
+    if settings.get("regime_drift"):
+        close = generate_ohlcv(N_BARS, seed=seed, **settings)["close"]
+        causal = regime_filter_expected(close, settings["regime_drift"], settings["regime_persistence"],
+                                        settings["sigma"])
     out = {}
     for split in ("validation", "test"):
         rule = RulePolicy(oracle_actions(data, expected, split, STRUCTURES[structure].horizon))
-        for name, policy in (("oracle", rule), ("buy_and_hold", BuyAndHoldPolicy())):
+        policies = [("oracle", rule), ("buy_and_hold", BuyAndHoldPolicy())]
+        if causal is not None:
+            policies.append(("filter", RulePolicy(oracle_actions(data, causal, split, STRUCTURES[structure].horizon))))
+        for name, policy in policies:
             m = evaluate_policy(policy, data, split, COSTS, ENV_SETTINGS)
             out[f"{name}_{split}"] = {"log_return": m["log_return"], "orders": m["n_orders"]}
     return out
@@ -319,6 +352,10 @@ def main(argv: list[str] | None = None) -> None:
                 text = (f"  {algo} {s:8s} {e:6s} oracle {np.median(oracles):+.3f}  test {np.median([r['test_log'] for r in group]):+.3f}"
                         f"  % oracle {100 * np.median(shares):.0f}%" if shares else
                         f"  {algo} {s:8s} {e:6s} oracle {np.median(oracles):+.3f}  test {np.median([r['test_log'] for r in group]):+.3f}")
+                causal = [base[(s, e, r["seed"])].get("filter_test", {}).get("log_return") for r in group]
+                if all(c is not None and c > 0.05 for c in causal):
+                    text += (f"  (causal filter {np.median(causal):+.3f}; agent "
+                             f"{100 * np.median([r['test_log'] / c for r, c in zip(group, causal)]):.0f}% of it)")
                 text += f"  cash fallback {sum(bool(r['fallback']) for r in group)}/{len(group)} seeds"
                 if e == "zero":
                     worst = min(min(np.expm1(r["test_log"]), np.expm1(r["validation_log"])) for r in group)
