@@ -10,34 +10,23 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBufferSamples
 
-from agents.config import AgentConfig
 from agents.dqn import DoubleDQN
 from agents.saved_agent import load_agent
 from agents.training import ScaledReward, build_model, make_train_env, train_agent
 from envs.backtest import backtest
-from features import DatasetConfig, build_market_data, synthetic_bars
+
+from dqn_helpers import dqn_config, planted_market
 
 
 @pytest.fixture(scope="module")
 def data():
-    return build_market_data({"SYN": synthetic_bars(700, phi=-0.2, seed=0)}, DatasetConfig(window=8))
+    return planted_market()
 
-
-def _config(**overrides) -> AgentConfig:
-    base = {"algo": "dqn", "total_timesteps": 600, "n_envs": 4, "eval_freq": 600, "min_tstat": -1e9,
-            "min_improvement": -1e9, "env": {"episode_length": 64},
-            "dqn": {"learning_starts": 100, "buffer_size": 2000, "batch_size": 32}}
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            base[key] = {**base.get(key, {}), **value}
-        else:
-            base[key] = value
-    return AgentConfig.from_dict(base)
 
 
 def test_scaled_reward_scales_what_the_learner_sees_but_not_the_logged_episodes(data):
-    plain = make_train_env(_config(reward_scale=1.0), data)
-    scaled = make_train_env(_config(), data)  # the default scale, 100
+    plain = make_train_env(dqn_config(reward_scale=1.0), data)
+    scaled = make_train_env(dqn_config(), data)  # the default scale, 100
     assert not isinstance(plain, ScaledReward) and isinstance(scaled, ScaledReward)
     plain.reset(), scaled.reset()
     actions = np.random.default_rng(0).integers(0, 2, size=(80, 4))
@@ -52,8 +41,8 @@ def test_scaled_reward_scales_what_the_learner_sees_but_not_the_logged_episodes(
 
 
 def test_double_dqn_values_the_online_networks_choice_with_the_target_network(data):
-    model = build_model(_config(dqn={"double_q": True, "gamma": 0.9, "n_steps": 1}),
-                        make_train_env(_config(), data), data, None)
+    model = build_model(dqn_config(dqn={"double_q": True, "gamma": 0.9, "n_steps": 1}),
+                        make_train_env(dqn_config(), data), data, None)
     assert isinstance(model, DoubleDQN)
     model.learn(300)  # fills the buffer and sets up the logger
     torch.manual_seed(1)
@@ -83,7 +72,7 @@ def test_double_dqn_values_the_online_networks_choice_with_the_target_network(da
 @pytest.mark.parametrize("dqn", [{"double_q": True}, {"n_steps": 3}, {"tau": 0.05, "target_update_interval": 4}],
                          ids=["double", "n-step", "soft-target"])
 def test_dqn_options_train_save_and_reload(tmp_path, data, dqn):
-    config = _config(reward_scale=100.0, dqn=dqn)
+    config = dqn_config(reward_scale=100.0, dqn=dqn)
     summary = train_agent(config, data, tmp_path / "run", progress=False)
     assert summary["fallback"] is None and 0.0 <= summary["eval_share"] < 1.0
     agent = load_agent(tmp_path / "run" / "best", data)
@@ -103,4 +92,4 @@ def test_dqn_options_train_save_and_reload(tmp_path, data, dqn):
 ])
 def test_bad_dqn_options_are_named(overrides, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        _config(**overrides)
+        dqn_config(**overrides)

@@ -11,7 +11,6 @@ import torch
 from sb3_contrib import QRDQN
 
 from agents.callbacks import CheckpointRule
-from agents.config import AgentConfig
 from agents.evaluation import evaluate_policy
 from agents.saved_agent import load_agent
 from agents.training import train_agent
@@ -19,23 +18,17 @@ from envs.backtest import backtest
 from features import DatasetConfig, build_market_data, synthetic_bars
 from sim.engine import Costs
 
+from dqn_helpers import dqn_config, planted_market
+
 
 @pytest.fixture(scope="module")
 def data():
-    return build_market_data({"SYN": synthetic_bars(700, phi=-0.2, seed=0)}, DatasetConfig(window=8))
+    return planted_market()
 
-
-def _config(**overrides) -> AgentConfig:
-    base = {"algo": "dqn", "total_timesteps": 600, "n_envs": 4, "eval_freq": 600, "min_tstat": -1e9,
-            "min_improvement": -1e9, "env": {"episode_length": 64},
-            "dqn": {"learning_starts": 100, "buffer_size": 2000, "batch_size": 32}}
-    for key, value in overrides.items():
-        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return AgentConfig.from_dict(base)
 
 
 def test_qrdqn_trains_saves_and_reloads_as_qrdqn_acting_on_its_mean_quantile(tmp_path, data):
-    summary = train_agent(_config(dqn={"n_quantiles": 7, "n_steps": 1}), data, tmp_path / "run", progress=False)
+    summary = train_agent(dqn_config(dqn={"n_quantiles": 7, "n_steps": 1}), data, tmp_path / "run", progress=False)
     assert summary["fallback"] is None
     best = tmp_path / "run" / "best"
     meta = json.loads((best / "agent.json").read_text())
@@ -54,7 +47,7 @@ def test_qrdqn_trains_saves_and_reloads_as_qrdqn_acting_on_its_mean_quantile(tmp
 
 
 def test_plain_dqn_records_its_model_class_and_an_unknown_one_is_refused(tmp_path, data):
-    train_agent(_config(), data, tmp_path / "run", progress=False)
+    train_agent(dqn_config(), data, tmp_path / "run", progress=False)
     path = tmp_path / "run" / "best" / "agent.json"
     meta = json.loads(path.read_text())
     assert meta["model_class"] == "DQN"
@@ -70,7 +63,7 @@ def test_plain_dqn_records_its_model_class_and_an_unknown_one_is_refused(tmp_pat
 ])
 def test_bad_learning_options_are_named(overrides, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        _config(**overrides)
+        dqn_config(**overrides)
 
 
 class _Alternating:
