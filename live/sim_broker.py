@@ -401,18 +401,17 @@ class SimBroker(JournalReplay):
         if book.stepped:
             raise OrderRejected(f"{request.symbol}: a second order in one bar; the simulator fills one per bar")
         sim = book.sim
-        log = sim.logs[0].fills
-        before = log.size
+        before = sim.fill_count()
         sim.step(np.array([float(request.target)]))
         book.stepped = True
         self._order_seq += 1
         now = self._time(self.tick, "open")
         base = dict(id=f"sim-{self._order_seq:06d}", client_order_id=request.client_order_id, symbol=request.symbol,
                     side=request.side, qty=float(request.qty), submitted_at=now)
-        if log.size == before:
+        if sim.fill_count() == before:
             order = Order(**base, status="canceled", reason="the simulator sent no order for this target")
         else:
-            fill = log.last()
+            fill = sim.last_fill()
             units = fill["units"]
             requested = request.qty if request.side == BUY else -request.qty
             if units != requested:

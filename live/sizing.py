@@ -98,10 +98,9 @@ class OrderPlanner:
         sim.reset(len(prices["close"]) - 1)
         sim.cash[0], sim.units[0], sim.target[0] = cash, units, last_target
         sim.step(np.array([float(target)]))
-        log = sim.logs[0].fills  # reset empties it: at most this step's fill
-        if log.size == 0:
+        if sim.fill_count() == 0:  # reset empties the log: at most this step's fill
             return OrderPlan(0.0, float(sim.target[0]), reference_price, 0.0)
-        fill = log.last()
+        fill = sim.last_fill()
         return OrderPlan(fill["units"], float(sim.target[0]), fill["fill_price"], fill["commission"])
 
     def _simulator(self, prices: dict[str, np.ndarray], reference_price: float) -> Simulator:

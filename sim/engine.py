@@ -544,9 +544,23 @@ class Simulator:
 
     def fill_log(self, account: int = 0) -> dict[str, np.ndarray]:
         """Every fill of ``account``: row, units, reference_price, fill_price, commission, slippage."""
+        return self._fills(account).to_dict()
+
+    def fill_count(self, account: int = 0) -> int:
+        """How many fills ``account`` has (since the last :meth:`reset`)."""
+        return self._fills(account).size
+
+    def last_fill(self, account: int = 0) -> dict[str, float]:
+        """The latest fill of ``account`` as Python floats (:meth:`fill_log`'s fields), without copying the log.
+
+        :raises IndexError: when it has none.
+        """
+        return self._fills(account).last()
+
+    def _fills(self, account: int) -> Any:
         if self.logs is None:
             raise ValueError("this Simulator was built with record_trades=False")
-        return self.logs[account].fills.to_dict()
+        return self.logs[account].fills
 
 
 __all__ = ["Costs", "Simulator", "StepResult", "FILL_AT"]

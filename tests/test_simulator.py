@@ -412,3 +412,22 @@ def test_make_slippage_accepts_every_spelling() -> None:
     assert isinstance(make_slippage({"model": "volume"}), VolumeScaledSlippage)
     model = VolumeScaledSlippage(impact=0.2)
     assert make_slippage(model) is model
+
+
+def test_the_last_fill_and_the_fill_count_read_the_fill_log_without_copying_it():
+    close = np.array([10.0, 10.5, 11.0, 10.8, 11.3, 11.1])
+    sim = Simulator(close, close * 1.01, close * 0.99, close, np.full(6, 1e6), Costs(), n_accounts=1,
+                    record_trades=True)
+    sim.reset(0)
+    assert sim.fill_count() == 0
+    with pytest.raises(IndexError):
+        sim.last_fill()
+    for target in (1.0, 0.5, 0.5, 0.0):
+        sim.step(np.array([target]))
+        log = sim.fill_log()
+        assert sim.fill_count() == len(log["row"])
+        if len(log["row"]):
+            assert sim.last_fill() == {name: float(values[-1]) for name, values in log.items()}
+    assert sim.fill_count() == 3  # the second 0.5 sends nothing
+    sim.reset(0)
+    assert sim.fill_count() == 0
