@@ -98,12 +98,10 @@ class _FastActor:
     """
 
     def __init__(self, model: Any) -> None:
-        import torch
         from gymnasium import spaces
         from stable_baselines3.common.base_class import BaseAlgorithm
         from stable_baselines3.common.policies import BasePolicy
 
-        self.torch = torch
         self.policy = policy = getattr(model, "policy", None)
         self.plain = (type(model).predict is BaseAlgorithm.predict  # DQN's explores (not when deterministic; kept)
                       and isinstance(policy, BasePolicy) and type(policy).predict is BasePolicy.predict)
@@ -122,9 +120,11 @@ class _FastActor:
 
     def predict(self, observation: np.ndarray) -> np.ndarray:
         """The deterministic actions of one observation or a batch (see :meth:`AgentPolicy._predict`)."""
+        import torch
+
         policy = self.policy
         obs_tensor, vectorized = _obs_to_tensor(policy, observation)
-        with self.torch.inference_mode():
+        with torch.inference_mode():
             actions = _gaussian_mean(policy, obs_tensor) if self.gaussian else None
             if actions is None:
                 actions = policy._predict(obs_tensor, deterministic=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -198,3 +199,6 @@ def test_the_agents_fast_predict_gives_sb3s_deterministic_actions_bit_for_bit(ac
     first = model.policy.mlp_extractor.policy_net[0]
     first.weight = torch.nn.Parameter(first.weight.detach() * 1.5)  # a parameter replaced, not written in place
     check()
+    twin = copy.deepcopy(agent)  # as the backtester copies a policy per account: it acts as the original
+    np.testing.assert_array_equal(twin._predict(observations), agent._predict(observations))
+    assert twin._fast is None or twin._fast.policy is twin.model.policy
