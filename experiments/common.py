@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import os
 import random
 import re
@@ -530,6 +531,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def try_lock_run(run_dir: Path) -> Any | None:
+    """The run's lock, runs/<run>/.lock, held exclusively (released by the OS when the process dies): the open
+    handle, or None while another process holds it (``experiments.paper_trade``'s loop, a retraining by hand).
+
+    :param run_dir: the run folder.
+    """
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def _lock_path(runs_dir: Path, name: str) -> Path:

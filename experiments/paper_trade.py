@@ -16,7 +16,6 @@ A run resumes where it stopped - after a crash too - when started again with the
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from experiments.common import (
     seed_everything,
     symbols_from_args,
     timestamp,
+    try_lock_run,
 )
 from live import Journal, LiveLoop, load_live_policy
 from live.broker import BrokerError
@@ -347,13 +347,10 @@ def _default_name(runs_dir: Path, spec: str, kind: str) -> str:
 
 def _lock(run_dir: Path) -> Any:
     """One process per run: an exclusive lock on runs/<name>/.lock (released by the OS if the process dies)."""
-    handle = open(run_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+    handle = try_lock_run(run_dir)
+    if handle is None:
         raise UsageError(f"run {run_dir} is already running in another process",
-                         "stop it first (touch its KILL file or send SIGTERM), or choose another --run-name") from None
+                         "stop it first (touch its KILL file or send SIGTERM), or choose another --run-name")
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

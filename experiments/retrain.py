@@ -18,17 +18,16 @@ settings from --config's retrain section, the champion from the run's journal (a
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import pickle
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from experiments.common import UsageError, cli, existing_file, make_parser, positive_int, resolve_dataset_path, seed_everything
+from experiments.common import (UsageError, cli, existing_file, make_parser, positive_int, resolve_dataset_path,
+                                seed_everything, try_lock_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +100,7 @@ def _by_hand(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     retrain_config = config.retrain
     if args.seed is not None:
         retrain_config.seed = args.seed
-    lock = _try_lock(run_dir)
+    lock = try_lock_run(run_dir)
     if lock is None:
         raise UsageError(f"run {run_dir} is running", "its loop retrains on its own schedule (retrain.every); "
                          "stop it first to retrain by hand")
@@ -159,7 +158,7 @@ def _decide(run_dir: Path, n: int, bars: dict[str, pd.DataFrame], champion: str,
 
 def _journal_if_free(run_dir: Path) -> None:
     """Journal the decisions here when no loop holds the run's lock (it died, or it finished)."""
-    lock = _try_lock(run_dir)
+    lock = try_lock_run(run_dir)
     if lock is None:
         return  # the loop runs: it journals the decision at the start of its next cycle
     try:
@@ -183,17 +182,6 @@ def _journal(run_dir: Path, config: Any) -> None:
             journal_pending(run_dir, journal, Alerter(journal, config.alerts, identity.get("run", run_dir.name)), at)
     finally:
         journal.close()
-
-
-def _try_lock(run_dir: Path) -> Any:
-    """The run's lock (runs/<run>/.lock, the one experiments.paper_trade holds), or None while a loop holds it."""
-    handle = open(run_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
 
 
 if __name__ == "__main__":
