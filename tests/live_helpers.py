@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from envs.layout import ObservationLayout
-from features import DatasetConfig, build_market_data
+from features import DatasetConfig, SplitConfig, build_market_data, synthetic_bars
 from features.preprocessing import Preprocessing
-from live import Journal, LiveLoop, LivePolicy, Order, PaperConfig
+from live import Journal, LiveLoop, LivePolicy, Order, PaperConfig, SimBroker
 from live.alpaca_broker import AlpacaBroker
 
 from fake_alpaca_trading import API_KEY, SECRET_KEY, FakeAlpaca, FakeServer, daily_bars, market_close, session_days
@@ -44,6 +44,27 @@ class MeanReversion:
         self.seen.append(np.array(observation))
         scaled = float(self.layout.features(observation)[-1, self.column])
         return 1 if scaled * float(self.preprocessing.scaler.scale[self.column]) + self.center < 0 else 0
+
+
+def mean_reversion_replay(run_dir: Path, n_bars: int, config: PaperConfig,
+                          symbols: tuple[str, ...] = ("SYN", "SYN2")) -> tuple[SimBroker, Journal]:
+    """A finished ``--broker sim`` replay of :class:`MeanReversion` on AR(1) symbols (``n_bars`` each, seeds 3, 4, ...;
+    a 70/10/20 split, test replayed) into ``run_dir``: its broker and its journal (open).
+
+    :param run_dir: the run folder (created).
+    :param n_bars: bars per symbol.
+    :param config: the paper config (costs, risk).
+    :param symbols: the symbols.
+    """
+    bars = {s: synthetic_bars(n_bars, phi=-0.3, seed=3 + k) for k, s in enumerate(symbols)}
+    data = build_market_data(bars, DatasetConfig(window=8, split=SplitConfig(train=0.7, validation=0.1, test=0.2)))
+    pre = Preprocessing.of(data)
+    broker = SimBroker(data, list(symbols), "test", config.costs.costs(), min_bars=pre.min_bars)
+    journal = Journal(run_dir / "journal.sqlite", durable=False)
+    loop = LiveLoop(LivePolicy(MeanReversion(pre), pre, "discrete", False, "mean_reversion"), broker, journal,
+                    list(symbols), config, run_name=run_dir.name, run_dir=run_dir, write_monitor=False)
+    assert loop.run() == "replay finished"
+    return broker, journal
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,15 +11,13 @@ from html.parser import HTMLParser
 
 import pytest
 
-from features import DatasetConfig, SplitConfig, build_market_data, synthetic_bars
-from features.preprocessing import Preprocessing
-from live import Journal, LiveLoop, LivePolicy, PaperConfig, SimBroker
+from live import PaperConfig
 from live.config import CostConfig
 from live.monitor import EQUITY_HEIGHT, render_monitor, write_monitor
 from live.parity import ParityError, parity_report
 from live.report import WHOLE_RUN, equity_and_buy_and_hold
 
-from live_helpers import MeanReversion, fake, hand_journal, make_loop, server, until  # noqa: F401 (fixtures)
+from live_helpers import fake, hand_journal, make_loop, mean_reversion_replay, server, until  # noqa: F401 (fixtures)
 from test_live_monitor import CHROMIUM, HEADLESS
 
 pytestmark = [pytest.mark.timeout(60),
@@ -98,16 +96,8 @@ def assert_table_is_the_parity_report(page: Page, parity) -> None:
 def sim_run(tmp_path_factory):
     """A ``--broker sim`` replay of a mean-reversion policy on two synthetic symbols, with a bar-reading slippage
     model and a fixed fee: its journal and bars."""
-    bars = {"SYN": synthetic_bars(300, phi=-0.3, seed=3), "SYN2": synthetic_bars(300, phi=-0.3, seed=4)}
-    data = build_market_data(bars, DatasetConfig(window=8, split=SplitConfig(train=0.7, validation=0.1, test=0.2)))
-    pre = Preprocessing.of(data)
-    config = PaperConfig.from_dict(SIM_CONFIG)
-    broker = SimBroker(data, SYMBOLS, "test", config.costs.costs(), min_bars=pre.min_bars)
-    run_dir = tmp_path_factory.mktemp("runs") / "replay"
-    journal = Journal(run_dir / "journal.sqlite", durable=False)
-    loop = LiveLoop(LivePolicy(MeanReversion(pre), pre, "discrete", False, "mean_reversion"), broker, journal,
-                    SYMBOLS, config, run_name="replay", run_dir=run_dir, write_monitor=False)
-    assert loop.run() == "replay finished"
+    broker, journal = mean_reversion_replay(tmp_path_factory.mktemp("runs") / "replay", 300,
+                                            PaperConfig.from_dict(SIM_CONFIG), tuple(SYMBOLS))
     yield journal, {s: broker.history(s) for s in SYMBOLS}
     journal.close()
 

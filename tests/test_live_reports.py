@@ -13,16 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from features import DatasetConfig, SplitConfig, build_market_data, synthetic_bars
-from features.preprocessing import Preprocessing
-from live import Journal, LiveLoop, LivePolicy, PaperConfig, SimBroker
+from live import Journal, PaperConfig
 from live.parity import drift_alerts, parity_report
 from live.report import WHOLE_RUN, day_period, report_facts, send_summary, summary_line
 from sim.engine import Costs
 
 from experiments import paper_report
 from experiments.common import run_cli
-from live_helpers import MeanReversion, fake, hand_journal, make_loop, server, until  # noqa: F401 (fixtures)
+from live_helpers import fake, hand_journal, make_loop, mean_reversion_replay, server, until  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning")]
@@ -38,20 +36,13 @@ SECTIONS = ["## Summary", "## Equity against buy-and-hold", "## Orders", "## Fil
 def sim_run(tmp_path_factory):
     """A ``--broker sim`` replay of a mean-reversion policy on two synthetic symbols (bar-reading slippage and a
     fixed fee, so every part of the model price is used): its folder, config file and bars."""
-    bars = {"SYN": synthetic_bars(400, phi=-0.3, seed=3), "SYN2": synthetic_bars(400, phi=-0.3, seed=4)}
-    data = build_market_data(bars, DatasetConfig(window=8, split=SplitConfig(train=0.7, validation=0.1, test=0.2)))
-    pre = Preprocessing.of(data)
     config = PaperConfig.from_dict(SIM_CONFIG)
-    broker = SimBroker(data, SYMBOLS, "test", config.costs.costs(), min_bars=pre.min_bars)
     run_dir = tmp_path_factory.mktemp("runs") / "replay"
-    loop = LiveLoop(LivePolicy(MeanReversion(pre), pre, "discrete", False, "mean_reversion"), broker,
-                    Journal(run_dir / "journal.sqlite", durable=False), SYMBOLS, config, run_name="replay",
-                    run_dir=run_dir, write_monitor=False)
-    assert loop.run() == "replay finished"
-    loop.journal.close()
+    broker, journal = mean_reversion_replay(run_dir, 400, config, tuple(SYMBOLS))
+    journal.close()
     config_path = run_dir / "paper.yaml"
     config_path.write_text(yaml.safe_dump(SIM_CONFIG))
-    data.save(run_dir.parent / "dataset")  # the bars the volatility model reads, for the entry point's --dataset
+    broker.data.save(run_dir.parent / "dataset")  # the bars the volatility model reads, for the entry point's --dataset
     return run_dir, config, {s: broker.history(s) for s in SYMBOLS}, config_path
 
 
